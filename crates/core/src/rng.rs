@@ -45,7 +45,9 @@ impl RngStream {
         material.extend_from_slice(&(id.purpose.len() as u64).to_le_bytes());
         material.extend_from_slice(id.purpose.as_bytes());
         let key = blake3::derive_key("qkdnet rng stream v1", &material);
-        Self { inner: ChaCha12Rng::from_seed(key) }
+        Self {
+            inner: ChaCha12Rng::from_seed(key),
+        }
     }
 
     /// Shorthand for [`RngStream::new`].
@@ -117,6 +119,9 @@ mod tests {
         let n = 100_000;
         let mean: f64 = (0..n).map(|_| s.uniform()).sum::<f64>() / n as f64;
         // σ of the mean = sqrt(1/12/n) ≈ 9.1e-4; 5σ tolerance.
-        assert!((mean - 0.5).abs() < 5.0 * (1.0f64 / 12.0 / n as f64).sqrt(), "{mean}");
+        assert!(
+            (mean - 0.5).abs() < 5.0 * (1.0f64 / 12.0 / n as f64).sqrt(),
+            "{mean}"
+        );
     }
 }

@@ -8,7 +8,9 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// An instant or duration in integer picoseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Picoseconds(pub i64);
 
 impl Picoseconds {
@@ -79,6 +81,9 @@ mod tests {
         assert!((t.as_secs_f64() - 1_170_000.0).abs() < 1e-6);
         assert_eq!(Picoseconds::from_secs_f64(f64::NAN), None);
         assert_eq!(Picoseconds::from_secs_f64(1e10), None);
-        assert_eq!(Picoseconds::SECOND + Picoseconds::MILLISECOND, Picoseconds(1_001_000_000_000));
+        assert_eq!(
+            Picoseconds::SECOND + Picoseconds::MILLISECOND,
+            Picoseconds(1_001_000_000_000)
+        );
     }
 }

@@ -43,15 +43,28 @@ pub enum UnitError {
 }
 
 /// Checks that `value` is finite and within `[min, max]`.
-pub fn check_range(quantity: &'static str, value: f64, min: f64, max: f64) -> Result<f64, UnitError> {
+pub fn check_range(
+    quantity: &'static str,
+    value: f64,
+    min: f64,
+    max: f64,
+) -> Result<f64, UnitError> {
     if !value.is_finite() {
         return Err(UnitError::NotFinite { quantity, value });
     }
     if value < min {
-        return Err(UnitError::TooSmall { quantity, value, min });
+        return Err(UnitError::TooSmall {
+            quantity,
+            value,
+            min,
+        });
     }
     if value > max {
-        return Err(UnitError::TooLarge { quantity, value, max });
+        return Err(UnitError::TooLarge {
+            quantity,
+            value,
+            max,
+        });
     }
     Ok(value)
 }
@@ -219,7 +232,10 @@ mod tests {
     fn rejects_nan_infinities_and_negatives_with_the_quantity_named() {
         let e = Decibels::new(f64::NAN).unwrap_err();
         assert!(e.to_string().contains("loss (dB)"), "{e}");
-        assert!(matches!(Kilometres::new(f64::INFINITY), Err(UnitError::NotFinite { .. })));
+        assert!(matches!(
+            Kilometres::new(f64::INFINITY),
+            Err(UnitError::NotFinite { .. })
+        ));
         let e = Kilometres::new(-1.0).unwrap_err();
         assert_eq!(e.to_string(), "distance (km) must be at least 0, got -1");
         assert!(Probability::new(1.5).is_err());
@@ -243,8 +259,13 @@ mod tests {
         struct S {
             p: Probability,
         }
-        let err = serde_json::from_str::<S>(r#"{"p": 1.5}"#).unwrap_err().to_string();
-        assert!(err.contains("probability must be at most 1, got 1.5"), "{err}");
+        let err = serde_json::from_str::<S>(r#"{"p": 1.5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("probability must be at most 1, got 1.5"),
+            "{err}"
+        );
         let ok: S = serde_json::from_str(r#"{"p": 0.25}"#).unwrap();
         assert_eq!(ok.p.get(), 0.25);
     }
