@@ -1,0 +1,448 @@
+//! Twin-field QKD: sending-or-not-sending (SNS) with optional actively-odd-parity pairing
+//! (AOPP), and phase-matching QKD (PM-QKD).
+//!
+//! Channel convention: the loss passed to `evaluate` is the total Alice–Bob loss through
+//! the relay, split between the arms by `alice_loss_fraction`; the relay's detector
+//! efficiency comes on top. The interference error is not a pinned constant: it is
+//! computed from the phase-noise budget of [`qkdnet_optics::phase::PhaseNoise`]
+//! (laser linewidth, fibre drift between corrections, stabilisation floor; Bertaina et
+//! al., arXiv:2310.08621), the phase-slice width of the post-selection, and the mode
+//! overlap (polarisation, timing, spectrum) of the two fields.
+
+use crate::finite::{composable_overhead, lower, upper, Security};
+use crate::math::{bessel_i0, h2, h2_sat};
+use crate::model::{Evaluation, FreeParam, KeyRateModel, Scale};
+use qkdnet_optics::phase::PhaseNoise;
+use qkdnet_optics::{check, ParamError};
+use serde::{Deserialize, Serialize};
+
+/// Which twin-field protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TfVariant {
+    /// Sending-or-not-sending, finite key after Jiang et al. PR Applied 12, 024061 (2019).
+    Sns,
+    /// SNS with actively odd-parity pairing (Xu et al., PRA 101, 042330 (2020)).
+    SnsAopp,
+    /// Phase-matching QKD (Ma, Zeng, Zhou, PRX 8, 031043 (2018)), asymptotic only.
+    Pm,
+}
+
+/// Hardware of a twin-field link.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwinField {
+    /// Protocol variant.
+    pub variant: TfVariant,
+    /// Pulse rate, Hz.
+    pub clock_hz: f64,
+    /// Relay detector efficiency.
+    pub detector_efficiency: f64,
+    /// Dark-count (and other background) probability per detector per pulse.
+    pub dark_count_probability: f64,
+    /// Fraction of the total loss on Alice's side.
+    pub alice_loss_fraction: f64,
+    /// Visibility of the two fields' mode overlap (polarisation, timing, spectrum), ≤ 1.
+    pub mode_visibility: f64,
+    /// Number of phase slices M of the post-selection.
+    pub phase_slices: u32,
+    /// Phase-noise budget.
+    pub phase_noise: PhaseNoise,
+    /// Error-correction efficiency f.
+    pub ec_efficiency: f64,
+    /// SNS: Z-window signal intensity μ_z; PM: total signal intensity μ.
+    pub mu_signal: f64,
+    /// SNS: sending probability ε.
+    pub send_probability: f64,
+    /// Weak decoy intensity μ₁ (X window).
+    pub mu_decoy1: f64,
+    /// Strong decoy intensity μ₂ (X window).
+    pub mu_decoy2: f64,
+    /// Probability of the Z (signal) window.
+    pub p_z: f64,
+}
+
+impl Default for TwinField {
+    fn default() -> Self {
+        Self {
+            variant: TfVariant::SnsAopp,
+            clock_hz: 1e9,
+            detector_efficiency: 0.5,
+            dark_count_probability: 1e-8,
+            alice_loss_fraction: 0.5,
+            mode_visibility: 0.98,
+            phase_slices: 16,
+            phase_noise: PhaseNoise::default(),
+            ec_efficiency: 1.1,
+            mu_signal: 0.4,
+            send_probability: 0.2,
+            mu_decoy1: 0.05,
+            mu_decoy2: 0.3,
+            p_z: 0.8,
+        }
+    }
+}
+
+const FREE_SNS: [FreeParam; 5] = [
+    FreeParam {
+        name: "mu_signal",
+        lo: 0.01,
+        hi: 1.5,
+        scale: Scale::Log,
+    },
+    FreeParam {
+        name: "send_probability",
+        lo: 0.01,
+        hi: 0.5,
+        scale: Scale::Linear,
+    },
+    FreeParam {
+        name: "mu_decoy1",
+        lo: 1e-3,
+        hi: 0.5,
+        scale: Scale::Log,
+    },
+    FreeParam {
+        name: "mu_decoy2_ratio",
+        lo: 1.5,
+        hi: 20.0,
+        scale: Scale::Log,
+    },
+    FreeParam {
+        name: "p_z",
+        lo: 0.05,
+        hi: 0.98,
+        scale: Scale::Linear,
+    },
+];
+
+const FREE_PM: [FreeParam; 1] = [FreeParam {
+    name: "mu_signal",
+    lo: 1e-4,
+    hi: 1.0,
+    scale: Scale::Log,
+}];
+
+// 8-point Gauss–Hermite (physicists') nodes and weights (Abramowitz & Stegun Table 25.10).
+const GH_X: [f64; 4] = [
+    0.381_186_990_207_322,
+    1.157_193_712_446_78,
+    1.981_656_756_695_84,
+    2.930_637_420_257_24,
+];
+const GH_W: [f64; 4] = [
+    0.661_147_012_558_241,
+    0.207_802_325_814_892,
+    0.017_077_983_007_413_4,
+    0.000_199_604_072_211_368,
+];
+// 8-point Gauss–Legendre on [−1, 1] (A&S Table 25.4).
+const GL_X: [f64; 4] = [
+    0.183_434_642_495_649_8,
+    0.525_532_409_916_329,
+    0.796_666_477_413_626_7,
+    0.960_289_856_497_536_3,
+];
+const GL_W: [f64; 4] = [
+    0.362_683_783_378_362,
+    0.313_706_645_877_887_3,
+    0.222_381_034_453_374_5,
+    0.101_228_536_290_376_3,
+];
+
+/// A twin-field model with its phase-difference quadrature prepared.
+#[derive(Debug, Clone)]
+pub struct TwinFieldModel {
+    /// The configuration.
+    pub hw: TwinField,
+    /// Quadrature of E[f(cos δ)]: (V·cos δ, weight) pairs; V is the mode visibility.
+    nodes: Vec<(f64, f64)>,
+}
+
+impl TwinField {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        check("hardware.clock_hz", self.clock_hz, 1.0, 1e12)?;
+        check(
+            "hardware.detector_efficiency",
+            self.detector_efficiency,
+            0.0,
+            1.0,
+        )?;
+        check(
+            "hardware.dark_count_probability",
+            self.dark_count_probability,
+            0.0,
+            0.5,
+        )?;
+        check(
+            "hardware.alice_loss_fraction",
+            self.alice_loss_fraction,
+            0.0,
+            1.0,
+        )?;
+        check("hardware.mode_visibility", self.mode_visibility, 0.0, 1.0)?;
+        check(
+            "hardware.phase_slices",
+            self.phase_slices as f64,
+            1.0,
+            4096.0,
+        )?;
+        self.phase_noise.validate().map_err(|e| ParamError {
+            field: format!("hardware.{}", e.field),
+            reason: e.reason,
+        })?;
+        check("hardware.ec_efficiency", self.ec_efficiency, 1.0, 5.0)?;
+        check("hardware.mu_signal", self.mu_signal, 0.0, 100.0)?;
+        check("hardware.send_probability", self.send_probability, 0.0, 1.0)?;
+        check("hardware.mu_decoy1", self.mu_decoy1, 0.0, 100.0)?;
+        check("hardware.mu_decoy2", self.mu_decoy2, self.mu_decoy1, 100.0)?;
+        check("hardware.p_z", self.p_z, 0.0, 1.0)?;
+        Ok(())
+    }
+
+    /// Prepares the quadrature over the phase difference δ = (slice mismatch) + (noise):
+    /// the difference of two phases uniform within one slice of width Δ = 2π/M has the
+    /// triangular density 2(Δ−t)/Δ² on |t| ≤ Δ; the noise is Gaussian with the budget's σ².
+    pub fn prepare(&self) -> TwinFieldModel {
+        let delta = 2.0 * std::f64::consts::PI / self.phase_slices as f64;
+        let sigma = self.phase_noise.variance().sqrt();
+        let mut nodes = Vec::with_capacity(64);
+        for (xt, wt) in GL_X
+            .iter()
+            .flat_map(|&x| [x, -x])
+            .zip(GL_W.iter().flat_map(|&w| [w, w]))
+        {
+            let t = delta * (1.0 + xt) / 2.0;
+            let w_t = 2.0 * (delta - t) / (delta * delta) * delta / 2.0 * wt;
+            for (xg, wg) in GH_X
+                .iter()
+                .flat_map(|&x| [x, -x])
+                .zip(GH_W.iter().flat_map(|&w| [w, w]))
+            {
+                let d = t + std::f64::consts::SQRT_2 * sigma * xg;
+                nodes.push((
+                    self.mode_visibility * d.cos(),
+                    w_t * wg / std::f64::consts::PI.sqrt(),
+                ));
+            }
+        }
+        TwinFieldModel { hw: *self, nodes }
+    }
+}
+
+/// Probability that exactly one of two detectors clicks given mean photon numbers at each.
+#[inline]
+fn one_click(i1: f64, i2: f64, pd: f64) -> (f64, f64) {
+    let (a, b) = ((1.0 - pd) * (-i1).exp(), (1.0 - pd) * (-i2).exp());
+    ((1.0 - a) * b, (1.0 - b) * a)
+}
+
+/// SNS single-photon yield lower bound from vacuum and two decoys μ₁ < μ₂ (one party
+/// sending, the other vacuum): `s₁ ≥ [μ₂² e^{μ₁} S₁ − μ₁² e^{μ₂} S₂ − (μ₂² − μ₁²) S₀₀] / (μ₁ μ₂ (μ₂ − μ₁))`
+/// (Yu, Hu, Jiang, Xu, Wang, Sci. Rep. 9, 3080 (2019), Eq. (10); Jiang et al. 2019 Eq. (3)).
+pub fn s1_lower(s1: f64, s2: f64, s00: f64, mu1: f64, mu2: f64) -> f64 {
+    (mu2 * mu2 * mu1.exp() * s1 - mu1 * mu1 * mu2.exp() * s2 - (mu2 * mu2 - mu1 * mu1) * s00)
+        / (mu1 * mu2 * (mu2 - mu1))
+}
+
+impl TwinFieldModel {
+    fn arms(&self, loss_db: f64) -> (f64, f64) {
+        let la = loss_db * self.hw.alice_loss_fraction;
+        (
+            10f64.powf(-la / 10.0) * self.hw.detector_efficiency,
+            10f64.powf(-(loss_db - la) / 10.0) * self.hw.detector_efficiency,
+        )
+    }
+
+    /// Single-click gain with one party sending intensity μ through η (the other vacuum).
+    fn gain_one(&self, eta_mu: f64) -> f64 {
+        let pd = self.hw.dark_count_probability;
+        let (a, b) = one_click(eta_mu / 2.0, eta_mu / 2.0, pd);
+        a + b
+    }
+
+    /// Single-click gain with both sending, phases independently random.
+    fn gain_both_random(&self, ea_mu: f64, eb_mu: f64) -> f64 {
+        let pd = self.hw.dark_count_probability;
+        let s = ea_mu + eb_mu;
+        2.0 * (1.0 - pd) * (-s / 2.0).exp() * bessel_i0((ea_mu * eb_mu).sqrt())
+            - 2.0 * (1.0 - pd).powi(2) * (-s).exp()
+    }
+
+    /// (gain, error-gain) with both sending and phases post-selected as matched.
+    fn gain_both_matched(&self, ea_mu: f64, eb_mu: f64) -> (f64, f64) {
+        let pd = self.hw.dark_count_probability;
+        let half = (ea_mu + eb_mu) / 2.0;
+        let amp = (ea_mu * eb_mu).sqrt();
+        let (mut g, mut e) = (0.0, 0.0);
+        for &(vc, w) in &self.nodes {
+            let (right, wrong) = one_click(half + amp * vc, half - amp * vc, pd);
+            g += w * (right + wrong);
+            e += w * wrong;
+        }
+        (g, e)
+    }
+
+    fn sns(&self, loss_db: f64, x: &[f64], sec: &Security) -> Evaluation {
+        let (ea, eb) = self.arms(loss_db);
+        let (mz, eps_send, mu1, mu2, pz) = (x[0], x[1], x[2], x[2] * x[3], x[4]);
+        let pd = self.hw.dark_count_probability;
+        let n = match sec {
+            Security::Finite(f) => f.block_size,
+            Security::Asymptotic => 1.0,
+        };
+        let eps = sec.per_bound_eps(12.0);
+        let px = 1.0 - pz;
+        // X-window intensity probabilities: vacuum, μ₁, μ₂ (fixed split, Jiang et al. 2019's choice).
+        let (q0, q1, q2) = (0.2, 0.6, 0.2);
+        // Z window.
+        let s00 = 2.0 * pd * (1.0 - pd);
+        let sz0 = self.gain_one(ea * mz);
+        let s0z = self.gain_one(eb * mz);
+        let szz = self.gain_both_random(ea * mz, eb * mz);
+        let nz = n * pz * pz;
+        let c00 = nz * (1.0 - eps_send).powi(2) * s00;
+        let cz0 = nz * eps_send * (1.0 - eps_send) * sz0;
+        let c0z = nz * eps_send * (1.0 - eps_send) * s0z;
+        let czz = nz * eps_send * eps_send * szz;
+        let n_t = c00 + cz0 + c0z + czz;
+        let e_z = (c00 + czz) / n_t;
+        // X-window decoys, one side vacuum.
+        let nx = n * px * px;
+        let cnt = |q: f64| nx * q;
+        let s_k = |mu: f64| 0.5 * (self.gain_one(ea * mu) + self.gain_one(eb * mu));
+        let (sk1, sk2) = (s_k(mu1), s_k(mu2));
+        let n10 = cnt(2.0 * q1 * q0) * sk1;
+        let n20 = cnt(2.0 * q2 * q0) * sk2;
+        let n00 = cnt(q0 * q0) * s00;
+        let s1 = s1_lower(
+            lower(n10, eps) / cnt(2.0 * q1 * q0),
+            upper(n20, eps) / cnt(2.0 * q2 * q0),
+            upper(n00, eps) / cnt(q0 * q0),
+            mu1,
+            mu2,
+        );
+        let s00_l = lower(n00, eps) / cnt(q0 * q0);
+        // Both send μ₁ with matched phase slices (fraction 2/M of those pairs).
+        let (g_d, e_d) = self.gain_both_matched(ea * mu1, eb * mu1);
+        let n_delta = cnt(q1 * q1) * 2.0 / self.hw.phase_slices as f64;
+        let t_delta = upper(n_delta * e_d, eps) / n_delta;
+        let _ = g_d;
+        if s1 <= 0.0 {
+            return Evaluation {
+                raw_key_per_signal: s1.min(0.0) - 1e-12,
+                qber_key: e_z,
+                qber_test: 0.5,
+            };
+        }
+        // Phase error of untagged single-photon bits (Jiang et al. 2019 Eq. (5)).
+        let e1_exp = ((t_delta - (-2.0 * mu1).exp() * s00_l / 2.0)
+            / (2.0 * mu1 * (-2.0 * mu1).exp() * s1))
+            .clamp(0.0, 0.5);
+        // Untagged bits from each party (one sends a single photon, the other nothing).
+        let n1_each = nz * eps_send * (1.0 - eps_send) * mz * (-mz).exp() * s1;
+        let n1 = lower(2.0 * n1_each, eps);
+        let e1 = match eps {
+            None => e1_exp,
+            Some(e) => (crate::math::chernoff_upper(n1 * e1_exp, e) / n1).min(0.5),
+        };
+        let overhead = composable_overhead(sec, 12.0);
+        let ell = match self.hw.variant {
+            TfVariant::SnsAopp => {
+                // Bob's bits grouped by his own choice: not-sent (c00 errors, cz0 correct) and
+                // sent (c0z correct, czz errors). Pairs take one bit from each group; Alice keeps
+                // pairs whose parity is odd for her too (Xu et al. 2020, §II–III).
+                let n_ns = c00 + cz0;
+                let n_s = c0z + czz;
+                let (e_ns, e_s) = (c00 / n_ns, czz / n_s);
+                let pairs = n_ns.min(n_s);
+                let kept = (1.0 - e_ns) * (1.0 - e_s) + e_ns * e_s;
+                let n_kept = pairs * kept;
+                let e_after = e_ns * e_s / kept;
+                // Untagged pairs: both bits untagged (untagged bits carry no bit error).
+                let n1p = pairs * (0.5 * n1 / n_ns).min(1.0) * (0.5 * n1 / n_s).min(1.0);
+                let e1p = 2.0 * e1 * (1.0 - e1); // Xu et al. 2020, Eq. (7)
+                n1p * (1.0 - h2_sat(e1p)) - self.hw.ec_efficiency * n_kept * h2(e_after) - overhead
+            }
+            _ => n1 * (1.0 - h2_sat(e1)) - self.hw.ec_efficiency * n_t * h2(e_z) - overhead,
+        };
+        Evaluation {
+            raw_key_per_signal: ell / n,
+            qber_key: e_z,
+            qber_test: e1,
+        }
+    }
+
+    /// PM-QKD, asymptotic with ideal decoys: `R = (2/M) Q_μ [1 − f h(E_μ) − h(E_X)]`, the
+    /// phase error bounded by the even-photon-number fraction `E_X ≤ q_even`
+    /// (Ma, Zeng, Zhou 2018, Eqs. (7)–(8)); yields `Y_k = 1 − (1−p_d)²(1−η)^k` for the
+    /// symmetric channel.
+    fn pm(&self, loss_db: f64, x: &[f64], sec: &Security) -> Evaluation {
+        let (ea, eb) = self.arms(loss_db);
+        let mu = x[0];
+        let (q, eq) = self.gain_both_matched(ea * mu / 2.0, eb * mu / 2.0);
+        let e_mu = eq / q;
+        let eta = (ea + eb) / 2.0;
+        let pd = self.hw.dark_count_probability;
+        let (mut even, mut pk, mut total) = (0.0, (-mu).exp(), 0.0);
+        for k in 0..60u32 {
+            if k > 0 {
+                pk *= mu / k as f64;
+            }
+            let yk = 1.0 - (1.0 - pd).powi(2) * (1.0 - eta).powi(k as i32);
+            total += pk * yk;
+            if k % 2 == 0 {
+                even += pk * yk;
+            }
+        }
+        let q_even = (even / total).min(0.5);
+        let raw = match sec {
+            Security::Asymptotic => {
+                2.0 / self.hw.phase_slices as f64
+                    * q
+                    * (1.0 - self.hw.ec_efficiency * h2(e_mu) - h2(q_even))
+            }
+            // No finite-key analysis is implemented for PM-QKD: report no key.
+            Security::Finite(_) => -1.0,
+        };
+        Evaluation {
+            raw_key_per_signal: raw,
+            qber_key: e_mu,
+            qber_test: q_even,
+        }
+    }
+}
+
+impl KeyRateModel for TwinFieldModel {
+    fn free_params(&self) -> &'static [FreeParam] {
+        match self.hw.variant {
+            TfVariant::Pm => &FREE_PM,
+            _ => &FREE_SNS,
+        }
+    }
+
+    fn initial(&self) -> Vec<f64> {
+        match self.hw.variant {
+            TfVariant::Pm => vec![self.hw.mu_signal],
+            _ => vec![
+                self.hw.mu_signal,
+                self.hw.send_probability,
+                self.hw.mu_decoy1,
+                self.hw.mu_decoy2 / self.hw.mu_decoy1.max(1e-12),
+                self.hw.p_z,
+            ],
+        }
+    }
+
+    fn evaluate(&self, loss_db: f64, x: &[f64], sec: &Security) -> Evaluation {
+        match self.hw.variant {
+            TfVariant::Pm => self.pm(loss_db, x, sec),
+            _ => self.sns(loss_db, x, sec),
+        }
+    }
+
+    fn signals_per_second(&self) -> f64 {
+        self.hw.clock_hz
+    }
+}
