@@ -1,1 +1,74 @@
-fn main() {}
+//! `qkdnet`: the command-line front end of the qkdnet QKD network stack.
+//!
+//! This binary holds no physics or protocol logic: it parses inputs, calls the library
+//! crates, and formats their results. Exit codes: 0 success, 1 runtime failure,
+//! 2 bad input (flags, files, scenario fields), with one line on stderr naming the problem.
+
+mod plot;
+mod rate;
+mod scenario;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// qkdnet: quantum key distribution networks, from photons in fibre to keys in applications.
+#[derive(Parser, Debug)]
+#[command(name = "qkdnet", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Predict secret key rates (finite-key by default) against distance or loss.
+    Rate(rate::RateArgs),
+}
+
+/// An error for the user: one line, and whether it was their input (exit 2) or not (exit 1).
+#[derive(Debug)]
+pub struct CliError {
+    /// The message.
+    pub message: String,
+    /// Exit code.
+    pub code: u8,
+}
+
+impl CliError {
+    /// Bad input (exit code 2).
+    pub fn input(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 2,
+        }
+    }
+
+    /// Runtime failure (exit code 1).
+    pub fn runtime(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Rate(args) => rate::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}

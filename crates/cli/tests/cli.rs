@@ -1,0 +1,242 @@
+//! End-to-end tests of the `qkdnet` binary: scenarios reproduce their published figures,
+//! bad input gives one clear line and exit code 2, edge inputs work.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn qkdnet(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_qkdnet"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run qkdnet");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let (code, out, err) = qkdnet(&a);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).expect("valid JSON")
+}
+
+/// Every seed scenario's published figures are reproduced within the tolerance the
+/// scenario states (Lecaron et al. 2025; Pittaluga et al. 2025; Zheng et al. 2026).
+#[test]
+fn seed_scenarios_reproduce_published_figures() {
+    for name in [
+        "nice-50km",
+        "nice-100km",
+        "nice-lab-56db",
+        "frankfurt-kehl-tf",
+        "zheng-star-370km",
+        "ion-memory-10km",
+    ] {
+        let v = json(&["rate", "--scenario", &format!("scenarios/{name}.toml")]);
+        let refs = v["references"].as_array().expect("references");
+        assert!(!refs.is_empty(), "{name} has no reference");
+        for r in refs {
+            assert!(
+                r["within_tolerance"].as_bool().unwrap_or(false),
+                "{name}: {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn zheng_star_beats_plob_and_cv_is_positive_with_classical_load_and_ion_link_beats_decoherence() {
+    let v = json(&["rate", "--scenario", "scenarios/zheng-star-370km.toml"]);
+    let row = &v["rows"][0];
+    assert!(row["key_rate_per_pulse"].as_f64().unwrap() > row["plob_per_pulse"].as_f64().unwrap());
+    let v = json(&["rate", "--scenario", "scenarios/cv-120km-coexistence.toml"]);
+    assert!(v["rows"][0]["key_rate_bps"].as_f64().unwrap() > 0.0, "{v}");
+    let (code, out, err) = qkdnet(&["rate", "--scenario", "scenarios/ion-memory-10km.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("eta_link"), "{out}");
+    let v = json(&["rate", "--scenario", "scenarios/ion-memory-10km.toml"]);
+    assert!(v["memory_link"]["eta_link"].as_f64().unwrap() > 1.0, "{v}");
+}
+
+#[test]
+fn json_rows_have_the_documented_fields_and_zero_km_works() {
+    let v = json(&[
+        "rate",
+        "--protocol",
+        "decoy-bb84",
+        "--distance-km",
+        "0:100:50",
+    ]);
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for key in [
+        "distance_km",
+        "loss_db",
+        "key_rate_per_pulse",
+        "key_rate_bps",
+        "plob_per_pulse",
+    ] {
+        assert!(rows[0].get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(rows[0]["distance_km"].as_f64(), Some(0.0));
+    assert!(rows[0]["key_rate_per_pulse"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn csv_and_plot_outputs() {
+    let (code, out, _) = qkdnet(&[
+        "rate",
+        "--protocol",
+        "mdi",
+        "--loss-db",
+        "0:30:10",
+        "--csv",
+        "--fixed",
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("distance_km,loss_db,key_rate_per_pulse"));
+    assert_eq!(out.lines().count(), 5);
+    let svg = root().join("target/test-rate-plot.svg");
+    let (code, _, err) = qkdnet(&[
+        "rate",
+        "--protocol",
+        "sns",
+        "--distance-km",
+        "0:400:50",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<svg") && text.contains("PLOB"));
+}
+
+fn bad(args: &[&str], needle: &str) {
+    let (code, out, err) = qkdnet(args);
+    assert_eq!(code, 2, "args {args:?}: stdout {out} stderr {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+}
+
+#[test]
+fn bad_input_gives_one_line_naming_the_field_and_exit_code_2() {
+    bad(&["rate", "--protocol", "bb85"], "unknown protocol \"bb85\"");
+    bad(
+        &["rate", "--protocol", "decoy-bb84", "--distance-km", "-5"],
+        "--distance-km: must be ≥ 0, got -5",
+    );
+    bad(
+        &["rate", "--protocol", "decoy-bb84", "--loss-db", "NaN"],
+        "--loss-db: must be finite",
+    );
+    bad(
+        &["rate", "--protocol", "decoy-bb84", "--loss-db", "inf"],
+        "--loss-db: must be finite",
+    );
+    bad(
+        &["rate", "--protocol", "decoy-bb84", "--distance-km", "ten"],
+        "not a number",
+    );
+    bad(
+        &[
+            "rate",
+            "--protocol",
+            "decoy-bb84",
+            "--set",
+            "detector_efficiency=1.5",
+        ],
+        "hardware.detector_efficiency: must be at most 1, got 1.5",
+    );
+    bad(
+        &[
+            "rate",
+            "--protocol",
+            "decoy-bb84",
+            "--set",
+            "misalignment=-0.1",
+        ],
+        "hardware.misalignment",
+    );
+    bad(
+        &[
+            "rate",
+            "--protocol",
+            "decoy-bb84",
+            "--set",
+            "detector_efficiency=\"high\"",
+        ],
+        "detector_efficiency",
+    );
+    bad(
+        &[
+            "rate",
+            "--protocol",
+            "decoy-bb84",
+            "--set",
+            "detektor_efficiency=0.1",
+        ],
+        "unknown field `detektor_efficiency`",
+    );
+    bad(
+        &["rate", "--protocol", "decoy-bb84", "--eps-sec", "2"],
+        "eps-sec",
+    );
+    bad(&["rate", "--protocol", "pm"], "--asymptotic");
+    bad(
+        &["rate", "--protocol", "decoy-bb84", "--free", "nonsense"],
+        "free parameter \"nonsense\"",
+    );
+    bad(
+        &["rate", "--scenario", "scenarios/does-not-exist.toml"],
+        "cannot read",
+    );
+}
+
+#[test]
+fn bad_scenario_files_name_the_field() {
+    let dir = root().join("target/test-bad-scenarios");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            "misspelled.toml",
+            "name = \"x\"\nprotocol = \"decoy-bb84\"\n[channel]\ndistanse_km = 3\n",
+            "unknown field `distanse_km`",
+        ),
+        ("missing.toml", "name = \"x\"\n", "missing field `protocol`"),
+        (
+            "negative.toml",
+            "name = \"x\"\nprotocol = \"mdi\"\n[channel]\nloss_db = -3.0\n",
+            "channel.loss_db",
+        ),
+        (
+            "prob.toml",
+            "name = \"x\"\nprotocol = \"sns\"\n[hardware]\nsend_probability = 1.2\n",
+            "hardware.send_probability: must be at most 1, got 1.2",
+        ),
+        (
+            "string.toml",
+            "name = \"x\"\nprotocol = \"cv-gg02\"\n[hardware]\nsymbol_rate_hz = \"fast\"\n",
+            "symbol_rate_hz",
+        ),
+        (
+            "nan.toml",
+            "name = \"x\"\nprotocol = \"bbm92-cw\"\n[hardware]\ndetector_efficiency = nan\n",
+            "hardware.detector_efficiency: must be a finite number",
+        ),
+    ];
+    for (file, text, needle) in cases {
+        let p = dir.join(file);
+        std::fs::write(&p, text).unwrap();
+        bad(&["rate", "--scenario", p.to_str().unwrap()], needle);
+        bad(&["rate", "--scenario", p.to_str().unwrap()], file);
+    }
+}
