@@ -1,5 +1,6 @@
 //! End-to-end tests of the `qkdnet` binary: scenarios reproduce their published figures,
 //! bad input gives one clear line and exit code 2, edge inputs work.
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::process::Command;
