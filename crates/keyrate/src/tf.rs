@@ -446,3 +446,69 @@ impl KeyRateModel for TwinFieldModel {
         self.hw.clock_hz
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optimise::{optimise, OptimiseOptions};
+
+    fn best(m: &TwinFieldModel, loss: f64, sec: &Security) -> f64 {
+        let free = vec![true; m.free_params().len()];
+        optimise(
+            m,
+            loss,
+            &m.initial(),
+            &free,
+            sec,
+            &OptimiseOptions::default(),
+        )
+        .eval
+        .key_per_signal()
+    }
+
+    /// Structural: at long distance the twin-field key scales as √η (Lucamarini et al.,
+    /// Nature 557, 400 (2018)): 20 dB more loss costs one decade, not two.
+    #[test]
+    fn twin_field_rates_scale_as_sqrt_eta() {
+        for variant in [TfVariant::Sns, TfVariant::SnsAopp, TfVariant::Pm] {
+            let m = TwinField {
+                variant,
+                dark_count_probability: 1e-10,
+                ..TwinField::default()
+            }
+            .prepare();
+            let (a, b) = (
+                best(&m, 40.0, &Security::Asymptotic),
+                best(&m, 60.0, &Security::Asymptotic),
+            );
+            let decades = (a / b).log10();
+            assert!(
+                (decades - 1.0).abs() < 0.12,
+                "{variant:?}: {decades} decades per 20 dB ({a:e} → {b:e})"
+            );
+        }
+    }
+
+    /// More phase noise means a larger interference error and a lower key.
+    #[test]
+    fn interference_error_grows_with_phase_noise() {
+        let quiet = TwinField::default().prepare();
+        let noisy = TwinField {
+            phase_noise: PhaseNoise {
+                laser_linewidth_hz: 2e5,
+                ..PhaseNoise::default()
+            },
+            ..TwinField::default()
+        }
+        .prepare();
+        let fk = Security::Finite(crate::FiniteKey::default());
+        let (q, n) = (
+            quiet.evaluate(50.0, &quiet.initial(), &fk),
+            noisy.evaluate(50.0, &noisy.initial(), &fk),
+        );
+        assert!(
+            n.qber_test > q.qber_test && n.key_per_signal() < q.key_per_signal(),
+            "{q:?} vs {n:?}"
+        );
+    }
+}
