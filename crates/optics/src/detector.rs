@@ -1,5 +1,6 @@
 //! Single-photon detectors and coherent receivers.
 
+use crate::special::erf;
 use crate::{check, ParamError};
 use serde::{Deserialize, Serialize};
 
@@ -178,28 +179,6 @@ pub fn window_capture_fraction(window_ps: f64, sigma_ps: f64) -> f64 {
     erf(window_ps / (2.0 * std::f64::consts::SQRT_2 * sigma_ps))
 }
 
-/// Error function, |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit, 3rd ed. §6.2).
-pub fn erf(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let ans = t
-        * (-z * z - 1.265_512_23
-            + t * (1.000_023_68
-                + t * (0.374_091_96
-                    + t * (0.096_784_18
-                        + t * (-0.186_288_06
-                            + t * (0.278_868_07
-                                + t * (-1.135_203_98
-                                    + t * (1.488_515_87
-                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-            .exp();
-    if x >= 0.0 {
-        1.0 - ans
-    } else {
-        ans - 1.0
-    }
-}
-
 /// Kind of coherent detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -255,19 +234,6 @@ impl CoherentReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn erf_matches_known_values() {
-        for (x, v) in [
-            (0.0, 0.0),
-            (0.5, 0.520_499_877_8),
-            (1.0, 0.842_700_792_9),
-            (2.0, 0.995_322_265_0),
-            (-1.0, -0.842_700_792_9),
-        ] {
-            assert!((erf(x) - v).abs() < 2e-7, "erf({x}) = {} ≠ {v}", erf(x));
-        }
-    }
 
     #[test]
     fn window_capture_of_one_fwhm_is_76_percent() {

@@ -12,7 +12,7 @@
 //! - [`phase`]: laser linewidth, fibre phase drift and its stabilisation → residual phase
 //!   noise, for the twin-field interference error;
 //! - [`raman`]: spontaneous Raman noise from co-propagating classical channels;
-//! - [`consts`]: physical constants.
+//! - [`consts`]: physical constants; [`special`]: erf/erfc.
 //!
 //! What it deliberately does not do: turn physics into key rates (see `qkdnet-keyrate`)
 //! or sample random events (the emulator does that, from these same models).
@@ -24,6 +24,7 @@ pub mod interferometer;
 pub mod phase;
 pub mod raman;
 pub mod source;
+pub mod special;
 
 /// An invalid model parameter: which one, and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
