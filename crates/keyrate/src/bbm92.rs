@@ -5,6 +5,7 @@ use crate::finite::Security;
 use crate::math::h2;
 use crate::model::{Evaluation, FreeParam, KeyRateModel, Scale};
 use qkdnet_optics::detector::{window_capture_fraction, FWHM_PER_SIGMA};
+use qkdnet_optics::fibre::split_transmittance;
 use qkdnet_optics::{check, ParamError};
 use serde::{Deserialize, Serialize};
 
@@ -183,9 +184,9 @@ impl Bbm92Cw {
     /// `CC_acc = S_A S_B t_CC`, accidentals carrying a 50 % error.
     pub fn rates(&self, loss_db: f64, pump_mw: f64) -> CwRates {
         let b = self.brightness_pairs_per_s_per_mw * pump_mw;
-        let la = loss_db * self.alice_loss_fraction;
-        let eta_a = 10f64.powf(-la / 10.0) * self.detector_efficiency;
-        let eta_b = 10f64.powf(-(loss_db - la) / 10.0) * self.detector_efficiency;
+        let (ta, tb) = split_transmittance(loss_db, self.alice_loss_fraction);
+        let eta_a = ta * self.detector_efficiency;
+        let eta_b = tb * self.detector_efficiency;
         let dc = self.dark_count_rate_hz * self.detectors_per_side as f64;
         let n_det = self.detectors_per_side as f64;
         let raw_a = b * eta_a + dc;
@@ -340,9 +341,9 @@ impl Bbm92Pulsed {
     /// Gain and error rate, Ma, Fung, Lo 2007, Eqs. (9)–(10) (thermal pair statistics),
     /// with the last denominator factor of Eq. (10) not squared (REFERENCE.md §2).
     pub fn gain_and_error(&self, loss_db: f64, lambda: f64) -> (f64, f64) {
-        let la = loss_db * self.alice_loss_fraction;
-        let ea = 10f64.powf(-la / 10.0) * self.detector_efficiency;
-        let eb = 10f64.powf(-(loss_db - la) / 10.0) * self.detector_efficiency;
+        let (ta, tb) = split_transmittance(loss_db, self.alice_loss_fraction);
+        let ea = ta * self.detector_efficiency;
+        let eb = tb * self.detector_efficiency;
         let y0 = self.dark_count_probability;
         let (da, db) = (1.0 + ea * lambda, 1.0 + eb * lambda);
         let dab = 1.0 + ea * lambda + eb * lambda - ea * eb * lambda;

@@ -11,6 +11,7 @@
 use crate::finite::{composable_overhead, lower, upper, Security};
 use crate::math::{bessel_i0, h2, h2_sat};
 use crate::model::{Evaluation, FreeParam, KeyRateModel, Scale};
+use qkdnet_optics::fibre::split_transmittance;
 use qkdnet_optics::{check, ParamError};
 use serde::{Deserialize, Serialize};
 
@@ -161,11 +162,8 @@ impl Mdi {
     }
 
     fn arms(&self, loss_db: f64) -> (f64, f64) {
-        let la = loss_db * self.alice_loss_fraction;
-        (
-            10f64.powf(-la / 10.0) * self.detector_efficiency,
-            10f64.powf(-(loss_db - la) / 10.0) * self.detector_efficiency,
-        )
+        let (ta, tb) = split_transmittance(loss_db, self.alice_loss_fraction);
+        (ta * self.detector_efficiency, tb * self.detector_efficiency)
     }
 
     /// Key per pulse for explicit intensities.

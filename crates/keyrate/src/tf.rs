@@ -12,6 +12,7 @@
 use crate::finite::{composable_overhead, lower, upper, Security};
 use crate::math::{bessel_i0, h2, h2_sat};
 use crate::model::{Evaluation, FreeParam, KeyRateModel, Scale};
+use qkdnet_optics::fibre::split_transmittance;
 use qkdnet_optics::phase::PhaseNoise;
 use qkdnet_optics::{check, ParamError};
 use serde::{Deserialize, Serialize};
@@ -248,10 +249,10 @@ pub fn s1_lower(s1: f64, s2: f64, s00: f64, mu1: f64, mu2: f64) -> f64 {
 
 impl TwinFieldModel {
     fn arms(&self, loss_db: f64) -> (f64, f64) {
-        let la = loss_db * self.hw.alice_loss_fraction;
+        let (ta, tb) = split_transmittance(loss_db, self.hw.alice_loss_fraction);
         (
-            10f64.powf(-la / 10.0) * self.hw.detector_efficiency,
-            10f64.powf(-(loss_db - la) / 10.0) * self.hw.detector_efficiency,
+            ta * self.hw.detector_efficiency,
+            tb * self.hw.detector_efficiency,
         )
     }
 

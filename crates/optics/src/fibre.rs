@@ -123,6 +123,14 @@ impl Fibre {
     }
 }
 
+/// Transmittances `(η_A, η_B)` of the two arms of a link through a central station, when
+/// a total loss of `loss_db` is split with `fraction_a` of it (in dB) on arm A.
+#[inline]
+pub fn split_transmittance(loss_db: f64, fraction_a: f64) -> (f64, f64) {
+    let la = loss_db * fraction_a;
+    (db_to_transmittance(la), db_to_transmittance(loss_db - la))
+}
+
 /// Transmittance of a loss in dB.
 #[inline]
 pub fn db_to_transmittance(db: f64) -> f64 {
@@ -167,6 +175,13 @@ mod tests {
     fn delay_is_about_4_9_us_per_km() {
         let f = Fibre::new(1.0, 0.2).unwrap();
         assert!((f.delay_s() - 4.897e-6).abs() < 1e-8);
+    }
+
+    #[test]
+    fn split_arms_multiply_to_the_total() {
+        let (a, b) = split_transmittance(30.0, 0.6);
+        assert!((a * b - 1e-3).abs() < 1e-15);
+        assert!((a - db_to_transmittance(18.0)).abs() < 1e-15);
     }
 
     #[test]
