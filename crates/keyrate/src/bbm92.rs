@@ -4,6 +4,7 @@
 use crate::finite::Security;
 use crate::math::h2;
 use crate::model::{Evaluation, FreeParam, KeyRateModel, Scale};
+use crate::rules;
 use qkdnet_optics::detector::{window_capture_fraction, FWHM_PER_SIGMA};
 use qkdnet_optics::fibre::split_transmittance;
 use qkdnet_optics::{check, ParamError};
@@ -130,18 +131,8 @@ impl Bbm92Cw {
             0.0,
             self.max_pump_power_mw,
         )?;
-        check(
-            "hardware.alice_loss_fraction",
-            self.alice_loss_fraction,
-            0.0,
-            1.0,
-        )?;
-        check(
-            "hardware.detector_efficiency",
-            self.detector_efficiency,
-            0.0,
-            1.0,
-        )?;
+        rules::alice_loss_fraction(self.alice_loss_fraction)?;
+        rules::detector_efficiency(self.detector_efficiency)?;
         check(
             "hardware.dark_count_rate_hz",
             self.dark_count_rate_hz,
@@ -154,7 +145,7 @@ impl Bbm92Cw {
             1.0,
             64.0,
         )?;
-        check("hardware.dead_time_s", self.dead_time_s, 0.0, 1.0)?;
+        rules::probability("hardware.dead_time_s", self.dead_time_s)?;
         check(
             "hardware.coincidence_fwhm_ps",
             self.coincidence_fwhm_ps,
@@ -173,9 +164,9 @@ impl Bbm92Cw {
             0.0,
             0.5,
         )?;
-        check("hardware.visibility_test", self.visibility_test, 0.0, 1.0)?;
-        check("hardware.p_key_basis", self.p_key_basis, 0.0, 1.0)?;
-        check("hardware.ec_efficiency", self.ec_efficiency, 1.0, 5.0)?;
+        rules::probability("hardware.visibility_test", self.visibility_test)?;
+        rules::probability("hardware.p_key_basis", self.p_key_basis)?;
+        rules::ec_efficiency(self.ec_efficiency)?;
         Ok(())
     }
 
@@ -312,29 +303,14 @@ const FREE_PULSED: [FreeParam; 2] = [
 impl Bbm92Pulsed {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ParamError> {
-        check("hardware.clock_hz", self.clock_hz, 1.0, 1e12)?;
+        rules::clock_hz("hardware.clock_hz", self.clock_hz)?;
         check("hardware.mean_pairs", self.mean_pairs, 0.0, 100.0)?;
-        check(
-            "hardware.alice_loss_fraction",
-            self.alice_loss_fraction,
-            0.0,
-            1.0,
-        )?;
-        check(
-            "hardware.detector_efficiency",
-            self.detector_efficiency,
-            0.0,
-            1.0,
-        )?;
-        check(
-            "hardware.dark_count_probability",
-            self.dark_count_probability,
-            0.0,
-            0.5,
-        )?;
-        check("hardware.misalignment", self.misalignment, 0.0, 0.5)?;
-        check("hardware.ec_efficiency", self.ec_efficiency, 1.0, 5.0)?;
-        check("hardware.p_key_basis", self.p_key_basis, 0.0, 1.0)?;
+        rules::alice_loss_fraction(self.alice_loss_fraction)?;
+        rules::detector_efficiency(self.detector_efficiency)?;
+        rules::dark_count_probability(self.dark_count_probability)?;
+        rules::misalignment(self.misalignment)?;
+        rules::ec_efficiency(self.ec_efficiency)?;
+        rules::probability("hardware.p_key_basis", self.p_key_basis)?;
         Ok(())
     }
 

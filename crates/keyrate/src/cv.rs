@@ -13,6 +13,7 @@
 use crate::finite::Security;
 use crate::math::{g_thermal, normal_quantile_upper};
 use crate::model::{Evaluation, FreeParam, KeyRateModel, Scale};
+use crate::rules;
 use qkdnet_optics::detector::CoherentDetection;
 use qkdnet_optics::fibre::Fibre;
 use qkdnet_optics::raman::{noise_photons_per_mode, ClassicalChannel};
@@ -130,7 +131,7 @@ pub fn gg02_key(
 impl CvGg02 {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ParamError> {
-        check("hardware.symbol_rate_hz", self.symbol_rate_hz, 1.0, 1e12)?;
+        rules::clock_hz("hardware.symbol_rate_hz", self.symbol_rate_hz)?;
         check(
             "hardware.modulation_variance_snu",
             self.modulation_variance_snu,
@@ -149,11 +150,9 @@ impl CvGg02 {
             0.0,
             100.0,
         )?;
-        check(
+        rules::probability(
             "hardware.reconciliation_efficiency",
             self.reconciliation_efficiency,
-            0.0,
-            1.0,
         )?;
         check(
             "hardware.excess_noise_snu",
@@ -168,12 +167,7 @@ impl CvGg02 {
             0.999,
         )?;
         check("hardware.wavelength_nm", self.wavelength_nm, 1200.0, 1700.0)?;
-        check(
-            "hardware.fibre_attenuation_db_per_km",
-            self.fibre_attenuation_db_per_km,
-            1e-3,
-            10.0,
-        )?;
+        rules::fibre_attenuation(self.fibre_attenuation_db_per_km)?;
         for (i, c) in self.classical_channels.iter().enumerate() {
             c.validate(&format!("hardware.classical_channels[{i}]"))?;
         }

@@ -11,6 +11,7 @@
 use crate::finite::Security;
 use crate::math::h2;
 use crate::model::{Evaluation, FreeParam, KeyRateModel, Scale};
+use crate::rules;
 use qkdnet_optics::{check, ParamError};
 use serde::{Deserialize, Serialize};
 
@@ -101,27 +102,17 @@ const FREE: [FreeParam; 5] = [
 impl DecoyBb84 {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ParamError> {
-        check("hardware.clock_hz", self.clock_hz, 1.0, 1e12)?;
-        check(
-            "hardware.detector_efficiency",
-            self.detector_efficiency,
-            0.0,
-            1.0,
-        )?;
-        check(
-            "hardware.dark_count_probability",
-            self.dark_count_probability,
-            0.0,
-            0.5,
-        )?;
+        rules::clock_hz("hardware.clock_hz", self.clock_hz)?;
+        rules::detector_efficiency(self.detector_efficiency)?;
+        rules::dark_count_probability(self.dark_count_probability)?;
         check(
             "hardware.afterpulse_probability",
             self.afterpulse_probability,
             0.0,
             0.5,
         )?;
-        check("hardware.misalignment", self.misalignment, 0.0, 0.5)?;
-        check("hardware.ec_efficiency", self.ec_efficiency, 1.0, 5.0)?;
+        rules::misalignment(self.misalignment)?;
+        rules::ec_efficiency(self.ec_efficiency)?;
         check("hardware.mu1", self.mu1, 0.0, 100.0)?;
         check("hardware.mu2", self.mu2, 0.0, self.mu1)?;
         check("hardware.mu3", self.mu3, 0.0, self.mu2)?;
@@ -135,9 +126,9 @@ impl DecoyBb84 {
                 ),
             });
         }
-        check("hardware.p_mu1", self.p_mu1, 0.0, 1.0)?;
+        rules::probability("hardware.p_mu1", self.p_mu1)?;
         check("hardware.p_mu2", self.p_mu2, 0.0, 1.0 - self.p_mu1)?;
-        check("hardware.p_key_basis", self.p_key_basis, 0.0, 1.0)?;
+        rules::probability("hardware.p_key_basis", self.p_key_basis)?;
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 use crate::finite::Security;
 use crate::math::h2;
 use crate::model::{Evaluation, FreeParam, KeyRateModel};
+use crate::rules;
 use qkdnet_optics::{check, ParamError};
 use serde::{Deserialize, Serialize};
 
@@ -98,18 +99,8 @@ impl MemoryLink {
             0.0,
             0.5,
         )?;
-        check(
-            "hardware.photon_efficiency",
-            self.photon_efficiency,
-            0.0,
-            1.0,
-        )?;
-        check(
-            "hardware.detector_efficiency",
-            self.detector_efficiency,
-            0.0,
-            1.0,
-        )?;
+        rules::probability("hardware.photon_efficiency", self.photon_efficiency)?;
+        rules::detector_efficiency(self.detector_efficiency)?;
         check(
             "hardware.coherence_time_s",
             self.coherence_time_s,
@@ -178,12 +169,7 @@ impl DiQkd {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ParamError> {
         self.link.validate()?;
-        check(
-            "hardware.fibre_attenuation_db_per_km",
-            self.fibre_attenuation_db_per_km,
-            1e-3,
-            10.0,
-        )?;
+        rules::fibre_attenuation(self.fibre_attenuation_db_per_km)?;
         check("hardware.test_fraction", self.test_fraction, 1e-6, 0.999)?;
         Ok(())
     }

@@ -33,6 +33,7 @@ pub mod mdi;
 pub mod model;
 pub mod optimise;
 pub mod protocol;
+pub mod rules;
 pub mod sweep;
 pub mod tf;
 

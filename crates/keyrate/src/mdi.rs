@@ -11,6 +11,7 @@
 use crate::finite::{composable_overhead, lower, upper, Security};
 use crate::math::{bessel_i0, h2, h2_sat};
 use crate::model::{Evaluation, FreeParam, KeyRateModel, Scale};
+use crate::rules;
 use qkdnet_optics::fibre::split_transmittance;
 use qkdnet_optics::{check, ParamError};
 use serde::{Deserialize, Serialize};
@@ -128,27 +129,12 @@ pub fn y11_lower(g_nu: f64, g_mu: f64, nu: f64, mu: f64) -> f64 {
 impl Mdi {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ParamError> {
-        check("hardware.clock_hz", self.clock_hz, 1.0, 1e12)?;
-        check(
-            "hardware.detector_efficiency",
-            self.detector_efficiency,
-            0.0,
-            1.0,
-        )?;
-        check(
-            "hardware.dark_count_probability",
-            self.dark_count_probability,
-            0.0,
-            0.5,
-        )?;
-        check("hardware.misalignment", self.misalignment, 0.0, 0.5)?;
-        check("hardware.ec_efficiency", self.ec_efficiency, 1.0, 5.0)?;
-        check(
-            "hardware.alice_loss_fraction",
-            self.alice_loss_fraction,
-            0.0,
-            1.0,
-        )?;
+        rules::clock_hz("hardware.clock_hz", self.clock_hz)?;
+        rules::detector_efficiency(self.detector_efficiency)?;
+        rules::dark_count_probability(self.dark_count_probability)?;
+        rules::misalignment(self.misalignment)?;
+        rules::ec_efficiency(self.ec_efficiency)?;
+        rules::alice_loss_fraction(self.alice_loss_fraction)?;
         check("hardware.signal", self.signal, 0.0, 100.0)?;
         check("hardware.decoy_strong", self.decoy_strong, 0.0, 100.0)?;
         check(
@@ -157,7 +143,7 @@ impl Mdi {
             0.0,
             self.decoy_strong,
         )?;
-        check("hardware.p_z", self.p_z, 0.0, 1.0)?;
+        rules::probability("hardware.p_z", self.p_z)?;
         Ok(())
     }
 

@@ -12,6 +12,7 @@
 use crate::finite::{composable_overhead, lower, upper, Security};
 use crate::math::{bessel_i0, h2, h2_sat};
 use crate::model::{Evaluation, FreeParam, KeyRateModel, Scale};
+use crate::rules;
 use qkdnet_optics::fibre::split_transmittance;
 use qkdnet_optics::phase::PhaseNoise;
 use qkdnet_optics::{check, ParamError};
@@ -163,26 +164,11 @@ pub struct TwinFieldModel {
 impl TwinField {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ParamError> {
-        check("hardware.clock_hz", self.clock_hz, 1.0, 1e12)?;
-        check(
-            "hardware.detector_efficiency",
-            self.detector_efficiency,
-            0.0,
-            1.0,
-        )?;
-        check(
-            "hardware.dark_count_probability",
-            self.dark_count_probability,
-            0.0,
-            0.5,
-        )?;
-        check(
-            "hardware.alice_loss_fraction",
-            self.alice_loss_fraction,
-            0.0,
-            1.0,
-        )?;
-        check("hardware.mode_visibility", self.mode_visibility, 0.0, 1.0)?;
+        rules::clock_hz("hardware.clock_hz", self.clock_hz)?;
+        rules::detector_efficiency(self.detector_efficiency)?;
+        rules::dark_count_probability(self.dark_count_probability)?;
+        rules::alice_loss_fraction(self.alice_loss_fraction)?;
+        rules::probability("hardware.mode_visibility", self.mode_visibility)?;
         check(
             "hardware.phase_slices",
             self.phase_slices as f64,
@@ -193,12 +179,12 @@ impl TwinField {
             field: format!("hardware.{}", e.field),
             reason: e.reason,
         })?;
-        check("hardware.ec_efficiency", self.ec_efficiency, 1.0, 5.0)?;
+        rules::ec_efficiency(self.ec_efficiency)?;
         check("hardware.mu_signal", self.mu_signal, 0.0, 100.0)?;
-        check("hardware.send_probability", self.send_probability, 0.0, 1.0)?;
+        rules::probability("hardware.send_probability", self.send_probability)?;
         check("hardware.mu_decoy1", self.mu_decoy1, 0.0, 100.0)?;
         check("hardware.mu_decoy2", self.mu_decoy2, self.mu_decoy1, 100.0)?;
-        check("hardware.p_z", self.p_z, 0.0, 1.0)?;
+        rules::probability("hardware.p_z", self.p_z)?;
         Ok(())
     }
 
@@ -326,10 +312,9 @@ impl TwinFieldModel {
         );
         let s00_l = lower(n00, eps) / cnt(q0 * q0);
         // Both send μ₁ with matched phase slices (fraction 2/M of those pairs).
-        let (g_d, e_d) = self.gain_both_matched(ea * mu1, eb * mu1);
+        let (_, e_d) = self.gain_both_matched(ea * mu1, eb * mu1);
         let n_delta = cnt(q1 * q1) * 2.0 / self.hw.phase_slices as f64;
         let t_delta = upper(n_delta * e_d, eps) / n_delta;
-        let _ = g_d;
         if s1 <= 0.0 {
             return Evaluation {
                 raw_key_per_signal: s1.min(0.0) - 1e-12,
