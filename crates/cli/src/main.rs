@@ -4,6 +4,7 @@
 //! crates, and formats their results. Exit codes: 0 success, 1 runtime failure,
 //! 2 bad input (flags, files, scenario fields), with one line on stderr naming the problem.
 
+mod bench;
 mod plot;
 mod rate;
 mod scenario;
@@ -23,6 +24,9 @@ struct Cli {
 enum Command {
     /// Predict secret key rates (finite-key by default) against distance or loss.
     Rate(rate::RateArgs),
+    /// Measure throughput on this machine and print JSON (domain units, machine info).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// An error for the user: one line, and whether it was their input (exit 2) or not (exit 1).
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Rate(args) => rate::run(&args),
+        Command::Bench(cmd) => bench::run(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -241,3 +241,33 @@ fn bad_scenario_files_name_the_field() {
         bad(&["rate", "--scenario", p.to_str().unwrap()], file);
     }
 }
+
+/// `qkdnet bench rate` prints a JSON report with throughput in points per second and the
+/// machine it ran on; bad counts are input errors.
+#[test]
+fn bench_rate_prints_json_with_machine_info() {
+    let v = json(&[
+        "bench",
+        "rate",
+        "--protocol",
+        "decoy-bb84,pm",
+        "--points",
+        "20",
+        "--repeat",
+        "1",
+    ]);
+    assert!(v["machine"]["logical_cpus"].as_u64().unwrap() >= 1);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for r in results {
+        assert!(r["points_per_second"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["points"].as_u64(), Some(20));
+    }
+    assert_eq!(results[2]["security"], "asymptotic");
+    let (code, _, err) = qkdnet(&["bench", "rate", "--points", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--points"), "{err}");
+    let (code, _, err) = qkdnet(&["bench", "rate", "--protocol", "bb85"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bb85"), "{err}");
+}

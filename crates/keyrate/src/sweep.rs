@@ -50,6 +50,8 @@ pub fn sweep(protocol: &Protocol, opts: &SweepOptions) -> Vec<Row> {
     let initial = model.initial();
     let any_free = opts.free.iter().any(|&f| f);
     let mut warm = initial.clone();
+    // Whether the previous point's searches (warm and cold) found no key.
+    let mut previous_failed = false;
     let mut rows = Vec::with_capacity(opts.points.len());
     for &(distance, loss) in &opts.points {
         let (x, eval) = if any_free {
@@ -62,8 +64,10 @@ pub fn sweep(protocol: &Protocol, opts: &SweepOptions) -> Vec<Row> {
                 &opts.optimiser,
             );
             // A cold restart from the configured point catches warm starts stuck in a
-            // no-key plateau; it is only needed when the warm search found no key.
-            let best = if a.eval.raw_key_per_signal > 0.0 {
+            // no-key plateau; it is only needed when the warm search found no key, and it is
+            // skipped when the previous point's cold restart already failed from the same
+            // starts (deep in the no-key region it would repeat the same futile search).
+            let best = if a.eval.raw_key_per_signal > 0.0 || previous_failed {
                 a
             } else {
                 let b = optimise(
@@ -80,7 +84,8 @@ pub fn sweep(protocol: &Protocol, opts: &SweepOptions) -> Vec<Row> {
                     a
                 }
             };
-            if best.eval.raw_key_per_signal > 0.0 {
+            previous_failed = best.eval.raw_key_per_signal <= 0.0;
+            if !previous_failed {
                 warm = best.x.clone();
             }
             (best.x, best.eval)

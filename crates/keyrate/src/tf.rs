@@ -262,10 +262,15 @@ impl TwinFieldModel {
         let pd = self.hw.dark_count_probability;
         let half = (ea_mu + eb_mu) / 2.0;
         let amp = (ea_mu * eb_mu).sqrt();
+        // one_click(half + amp·v, half − amp·v) with the common factor e^{−half} hoisted:
+        // a = c e^{−amp·v}, b = c e^{+amp·v}, so each node costs one exponential.
+        let c = (1.0 - pd) * (-half).exp();
         let (mut g, mut e) = (0.0, 0.0);
         for &(vc, w) in &self.nodes {
-            let (right, wrong) = one_click(half + amp * vc, half - amp * vc, pd);
-            g += w * (right + wrong);
+            let up = (amp * vc).exp();
+            let (a, b) = (c / up, c * up);
+            let wrong = (1.0 - b) * a;
+            g += w * ((1.0 - a) * b + wrong);
             e += w * wrong;
         }
         (g, e)
