@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Predict secret key rates (finite-key by default) against distance or loss.
-    Rate(rate::RateArgs),
+    Rate(Box<rate::RateArgs>),
     /// Measure throughput on this machine and print JSON (domain units, machine info).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
