@@ -1,0 +1,77 @@
+//! Distillation kernels on seeded inputs: Cascade frames, Toeplitz hashing, polynomial
+//! hashing. Throughput is reported in bits of sifted key (criterion `Throughput::Elements`).
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use qkdnet_core::Bits;
+use qkdnet_distill::cascade::{reconcile_local, Schedule, Shuffles, Variant};
+use qkdnet_distill::{polyhash, toeplitz};
+use rand::{Rng, SeedableRng};
+use std::hint::black_box;
+use std::sync::Arc;
+
+fn random_bits(rng: &mut impl Rng, n: usize) -> Bits {
+    Bits::from_words((0..n.div_ceil(64)).map(|_| rng.gen()).collect(), n)
+}
+
+fn noisy(rng: &mut impl Rng, a: &Bits, q: f64) -> Bits {
+    let mut b = a.duplicate();
+    for i in 0..a.len() {
+        if rng.gen_bool(q) {
+            b.flip(i);
+        }
+    }
+    b
+}
+
+fn cascade(c: &mut Criterion) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    for (variant, n) in [(Variant::Original, 10_000), (Variant::YanEtAl, 100_000)] {
+        let mut g = c.benchmark_group(format!("cascade/{variant:?}/{n}"));
+        g.throughput(Throughput::Elements(n as u64));
+        g.sample_size(20);
+        let sh = Arc::new(Shuffles::new([3; 32], n, 10));
+        for q in [0.01, 0.02, 0.05] {
+            let a = random_bits(&mut rng, n);
+            let b = noisy(&mut rng, &a, q);
+            g.bench_function(format!("qber={q}"), |bench| {
+                bench.iter(|| {
+                    let sched = Schedule::new(variant, q, n);
+                    black_box(reconcile_local(&a, b.duplicate(), sched, &sh).unwrap())
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+fn hashing(c: &mut Criterion) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+    let mut g = c.benchmark_group("toeplitz");
+    g.sample_size(10);
+    for n in [1_000_000usize, 10_000_000] {
+        let m = n / 2;
+        let x = random_bits(&mut rng, n);
+        let s = random_bits(&mut rng, n + m - 1);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("n={n}"), |b| {
+            b.iter(|| black_box(toeplitz::hash(&s, &x, m).unwrap()))
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("polyhash");
+    let n = 10_000_000usize;
+    let x = random_bits(&mut rng, n);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("n=1e7", |b| {
+        b.iter(|| {
+            let mut h = polyhash::PolyHash::new(0x1234_5678_9abc_def0_1357_9bdf_2468_ace0);
+            h.update_words(x.words());
+            black_box(h.finish())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, cascade, hashing);
+criterion_main!(benches);
