@@ -5,6 +5,7 @@
 //! 2 bad input (flags, files, scenario fields), with one line on stderr naming the problem.
 
 mod bench;
+mod distill;
 mod plot;
 mod rate;
 mod scenario;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Predict secret key rates (finite-key by default) against distance or loss.
     Rate(Box<rate::RateArgs>),
+    /// Distil final keys from two files of sifted bits (the full authenticated session).
+    Distill(Box<distill::DistillArgs>),
     /// Measure throughput on this machine and print JSON (domain units, machine info).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Rate(args) => rate::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),
+        Command::Distill(args) => distill::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -271,3 +271,150 @@ fn bench_rate_prints_json_with_machine_info() {
     assert_eq!(code, 2);
     assert!(err.contains("bb85"), "{err}");
 }
+
+fn write_pair(dir: &std::path::Path, n: usize, q: f64, seed: u64) -> (PathBuf, PathBuf) {
+    // A simple LCG is enough to make test data; the protocol's randomness is separate.
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        s >> 11
+    };
+    let a: Vec<u8> = (0..n / 8).map(|_| next() as u8).collect();
+    let mut b = a.clone();
+    for byte in &mut b {
+        for bit in 0..8 {
+            if (next() as f64 / (1u64 << 53) as f64) < q {
+                *byte ^= 1 << bit;
+            }
+        }
+    }
+    let (pa, pb) = (
+        dir.join(format!("a{seed}.bits")),
+        dir.join(format!("b{seed}.bits")),
+    );
+    std::fs::write(&pa, a).unwrap();
+    std::fs::write(&pb, b).unwrap();
+    (pa, pb)
+}
+
+/// `qkdnet distill` on files: identical keys written with provenance; no files on
+/// failure; bad inputs name the file or flag and exit 2.
+#[test]
+fn distill_files_end_to_end() {
+    let dir = std::env::temp_dir().join(format!("qkdnet-distill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pa, pb) = write_pair(&dir, 200_000, 0.02, 1);
+    let out = dir.join("keys");
+    let (pa_s, pb_s, out_s) = (
+        pa.to_str().unwrap(),
+        pb.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let v = json(&[
+        "distill",
+        "--alice",
+        pa_s,
+        "--bob",
+        pb_s,
+        "--qber-max",
+        "0.11",
+        "--out",
+        out_s,
+        "--insecure-seed",
+        "4",
+    ]);
+    let final_bits = v["final_bits"].as_u64().unwrap();
+    assert!(final_bits > 50_000, "{v}");
+    let f = v["efficiency_f"].as_f64().unwrap();
+    assert!(f > 1.0 && f < 1.2, "{v}");
+    let ka = std::fs::read(out.join("alice.key")).unwrap();
+    let kb = std::fs::read(out.join("bob.key")).unwrap();
+    assert_eq!(ka, kb);
+    assert_eq!(ka.len() as u64, final_bits.div_ceil(8));
+    assert!(out.join("provenance.json").exists());
+
+    // Above the threshold: exit 1, nothing written.
+    let (pa2, pb2) = write_pair(&dir, 100_000, 0.2, 2);
+    let out2 = dir.join("keys2");
+    let (code, _, err) = qkdnet(&[
+        "distill",
+        "--alice",
+        pa2.to_str().unwrap(),
+        "--bob",
+        pb2.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("exceeds qber_max"), "{err}");
+    assert!(!out2.exists());
+
+    // Bad inputs.
+    let missing = dir.join("missing.bits");
+    let (code, _, err) = qkdnet(&[
+        "distill",
+        "--alice",
+        missing.to_str().unwrap(),
+        "--bob",
+        pb_s,
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("missing.bits"), "{err}");
+    let (code, _, err) = qkdnet(&[
+        "distill",
+        "--alice",
+        pa_s,
+        "--bob",
+        pb_s,
+        "--qber-max",
+        "0.7",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--qber-max") && err.contains("0.7"), "{err}");
+    let (code, _, err) = qkdnet(&[
+        "distill", "--alice", pa_s, "--bob", pb_s, "--bits", "9999999",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("a1.bits"), "{err}");
+    let (code, _, err) = qkdnet(&["distill", "--alice", pa_s, "--bob", pa2.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--bits"), "{err}");
+    let (code, _, err) = qkdnet(&[
+        "distill",
+        "--alice",
+        pa_s,
+        "--bob",
+        pb_s,
+        "--variant",
+        "fast",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("fast"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `qkdnet bench distill` prints the documented fields.
+#[test]
+fn bench_distill_prints_stage_throughput() {
+    let v = json(&[
+        "bench", "distill", "--qber", "0.03", "--bits", "2e5", "--rtt-ms", "1",
+    ]);
+    for field in [
+        "sifted_mbps",
+        "efficiency_f",
+        "round_trips",
+        "frame_error_rate",
+        "final_bits",
+    ] {
+        assert!(v[field].is_number(), "{field}: {v}");
+    }
+    assert!(v["final_bits"].as_u64().unwrap() > 0);
+    assert!(v["sifted_mbps_with_rtt"].as_f64().unwrap() < v["sifted_mbps"].as_f64().unwrap());
+    let (code, _, err) = qkdnet(&["bench", "distill", "--bits", "lots"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("lots"), "{err}");
+}

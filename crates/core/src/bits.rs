@@ -260,19 +260,45 @@ impl Bits {
         Bits::from_words(words, n)
     }
 
-    /// Removes the bits at the sorted, distinct `positions` (e.g. disclosed sample bits).
+    /// Removes the bits at the sorted, distinct `positions` (e.g. disclosed sample bits),
+    /// copying the runs between them a word at a time.
     pub fn remove_sorted(&self, positions: &[usize]) -> Bits {
         let mut out = Bits::zeros(0);
         out.words.reserve(self.words.len());
-        let mut p = positions.iter().peekable();
-        for i in 0..self.len {
-            if p.peek() == Some(&&i) {
-                p.next();
-                continue;
+        let mut start = 0;
+        for &p in positions.iter().chain(std::iter::once(&self.len)) {
+            let p = p.min(self.len);
+            if p > start {
+                out.append_range(self, start, p);
             }
-            out.push(self.get(i));
+            start = p + 1;
         }
         out
+    }
+
+    /// Appends bits `start..end` of `src`.
+    pub fn append_range(&mut self, src: &Bits, start: usize, end: usize) {
+        let mut i = start;
+        // Bit by bit until this string is word-aligned, then whole words.
+        while i < end && self.len % 64 != 0 {
+            self.push(src.get(i));
+            i += 1;
+        }
+        while end - i >= 64 {
+            let (q, r) = (i / 64, i % 64);
+            let w = if r == 0 {
+                src.words[q]
+            } else {
+                (src.words[q] >> r) | (src.words[q + 1] << (64 - r))
+            };
+            self.words.push(w);
+            self.len += 64;
+            i += 64;
+        }
+        while i < end {
+            self.push(src.get(i));
+            i += 1;
+        }
     }
 }
 
@@ -320,6 +346,20 @@ mod tests {
         let bits = Bits::from_bools(&[true, false, true, true, false]);
         let r = bits.remove_sorted(&[0, 3]);
         assert!(r == Bits::from_bools(&[false, true, false]));
+        // Word-level runs against a bit-by-bit twin.
+        let v: Vec<bool> = (0..1000).map(|i| (i * 7 + i / 13) % 3 == 0).collect();
+        let big = Bits::from_bools(&v);
+        let pos = [0usize, 5, 64, 65, 200, 511, 512, 999];
+        let kept: Vec<bool> = v
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !pos.contains(i))
+            .map(|(_, &b)| b)
+            .collect();
+        assert!(big.remove_sorted(&pos) == Bits::from_bools(&kept));
+        let mut acc = Bits::from_bools(&[true]);
+        acc.append_range(&big, 3, 900);
+        assert!(acc.slice(1, 898) == big.slice(3, 900));
         let w = Bits::from_words(vec![u64::MAX], 3);
         assert_eq!(w.count_ones(), 3);
         assert!(Bits::from_msb_bytes(&[0xff], 9).is_none());

@@ -15,8 +15,11 @@
 //! What it deliberately does not do: I/O, clocks or sockets (the link runtime and the CLI
 //! carry messages), sifting (the link runtime), or storing keys (`qkdnet-kms`).
 
+pub mod auth;
 pub mod cascade;
+pub mod estimate;
 pub mod gf128;
 pub mod polyhash;
 pub mod random;
+pub mod session;
 pub mod toeplitz;

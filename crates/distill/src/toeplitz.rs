@@ -17,6 +17,7 @@
 //! At n = 10⁸ the bound is ≈ 5·10⁻⁶.
 
 use qkdnet_core::Bits;
+use realfft::num_complex::Complex;
 use realfft::RealFftPlanner;
 use zeroize::Zeroize;
 
@@ -84,69 +85,134 @@ pub fn fft_len(min_len: usize) -> usize {
     best
 }
 
-/// `T x` for the Toeplitz matrix with `seed` (m × n, n = `x.len()`), by FFT, exact.
-pub fn hash(seed: &Bits, x: &Bits, m: usize) -> Result<Bits, ToeplitzError> {
-    let n = x.len();
-    if m == 0 || n == 0 {
-        return Ok(Bits::zeros(m));
+/// A Toeplitz hasher that keeps its FFT plans (twiddle factors) and work buffers for reuse
+/// across blocks: fresh multi-gigabyte buffers cost more in page faults than the FFTs.
+/// Buffers hold key-derived values and are zeroized after every hash and on drop.
+pub struct Hasher {
+    planner: RealFftPlanner<f64>,
+    len: usize,
+    real: Vec<f64>,
+    spec_a: Vec<Complex<f64>>,
+    spec_b: Vec<Complex<f64>>,
+    scratch: Vec<Complex<f64>>,
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        self.wipe();
     }
-    let need = n + m - 1;
-    if seed.len() != need {
-        return Err(ToeplitzError::SeedLength {
-            got: seed.len(),
-            need,
-            m,
-            n,
-        });
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Self::new()
     }
-    let bound = fft_error_bound(n, m);
-    if bound >= 0.25 {
-        return Err(ToeplitzError::TooLong { n, bound });
+}
+
+impl Hasher {
+    /// A hasher with empty caches.
+    pub fn new() -> Self {
+        Self {
+            planner: RealFftPlanner::new(),
+            len: 0,
+            real: Vec::new(),
+            spec_a: Vec::new(),
+            spec_b: Vec::new(),
+            scratch: Vec::new(),
+        }
     }
-    let len = fft_len(need);
-    let mut planner = RealFftPlanner::<f64>::new();
-    let fwd = planner.plan_fft_forward(len);
-    let inv = planner.plan_fft_inverse(len);
-    let mut buf = fwd.make_input_vec();
-    let unpack = |bits: &Bits, buf: &mut [f64]| {
-        buf.iter_mut().for_each(|v| *v = 0.0);
-        for (k, &w) in bits.words().iter().enumerate() {
-            let base = k * 64;
-            let end = (base + 64).min(bits.len());
-            for (j, v) in buf[base..end].iter_mut().enumerate() {
-                *v = ((w >> j) & 1) as f64;
+
+    fn wipe(&mut self) {
+        self.real.as_mut_slice().zeroize();
+        for v in [&mut self.spec_a, &mut self.spec_b, &mut self.scratch] {
+            v.iter_mut().for_each(|c| *c = Complex::new(0.0, 0.0));
+            // Keep the stores observable (the buffers may be freed next).
+            std::hint::black_box(v.as_slice());
+        }
+    }
+
+    /// `T x` for the Toeplitz matrix with `seed` (m × n, n = `x.len()`), by FFT, exact.
+    pub fn hash(&mut self, seed: &Bits, x: &Bits, m: usize) -> Result<Bits, ToeplitzError> {
+        let r = self.hash_inner(seed, x, m);
+        self.wipe();
+        r
+    }
+
+    fn hash_inner(&mut self, seed: &Bits, x: &Bits, m: usize) -> Result<Bits, ToeplitzError> {
+        let n = x.len();
+        if m == 0 || n == 0 {
+            return Ok(Bits::zeros(m));
+        }
+        let need = n + m - 1;
+        if seed.len() != need {
+            return Err(ToeplitzError::SeedLength {
+                got: seed.len(),
+                need,
+                m,
+                n,
+            });
+        }
+        let bound = fft_error_bound(n, m);
+        if bound >= 0.25 {
+            return Err(ToeplitzError::TooLong { n, bound });
+        }
+        let len = fft_len(need);
+        let fwd = self.planner.plan_fft_forward(len);
+        let inv = self.planner.plan_fft_inverse(len);
+        if self.len != len {
+            self.len = len;
+            self.real = fwd.make_input_vec();
+            self.spec_a = fwd.make_output_vec();
+            self.spec_b = fwd.make_output_vec();
+            let sl = fwd.get_scratch_len().max(inv.get_scratch_len());
+            self.scratch = vec![Complex::new(0.0, 0.0); sl];
+        }
+        let fft_err = |e: realfft::FftError| ToeplitzError::Fft(e.to_string());
+        unpack(seed, &mut self.real);
+        fwd.process_with_scratch(&mut self.real, &mut self.spec_a, &mut self.scratch)
+            .map_err(fft_err)?;
+        unpack(x, &mut self.real);
+        fwd.process_with_scratch(&mut self.real, &mut self.spec_b, &mut self.scratch)
+            .map_err(fft_err)?;
+        for (a, b) in self.spec_a.iter_mut().zip(&self.spec_b) {
+            *a *= *b;
+        }
+        inv.process_with_scratch(&mut self.spec_a, &mut self.real, &mut self.scratch)
+            .map_err(fft_err)?;
+        let scale = 1.0 / len as f64;
+        let mut out = vec![0u64; m.div_ceil(64)];
+        let mut worst = 0.0f64;
+        for (i, c) in self.real[n - 1..n - 1 + m].iter().enumerate() {
+            let v = c * scale;
+            let r = v.round();
+            worst = worst.max((v - r).abs());
+            if (r as i64) & 1 == 1 {
+                out[i / 64] |= 1u64 << (i % 64);
             }
         }
-    };
-    let fft_err = |e: realfft::FftError| ToeplitzError::Fft(e.to_string());
-    let mut spec_s = fwd.make_output_vec();
-    unpack(seed, &mut buf);
-    fwd.process(&mut buf, &mut spec_s).map_err(fft_err)?;
-    let mut spec_x = fwd.make_output_vec();
-    unpack(x, &mut buf);
-    fwd.process(&mut buf, &mut spec_x).map_err(fft_err)?;
-    for (a, b) in spec_s.iter_mut().zip(&spec_x) {
-        *a *= *b;
+        if worst >= 0.25 {
+            return Err(ToeplitzError::Inexact { residual: worst });
+        }
+        Ok(Bits::from_words(out, m))
     }
-    drop(spec_x);
-    inv.process(&mut spec_s, &mut buf).map_err(fft_err)?;
-    let scale = 1.0 / len as f64;
-    let mut out = vec![0u64; m.div_ceil(64)];
-    let mut worst = 0.0f64;
-    for (i, c) in buf[n - 1..n - 1 + m].iter().enumerate() {
-        let v = c * scale;
-        let r = v.round();
-        worst = worst.max((v - r).abs());
-        if (r as i64) & 1 == 1 {
-            out[i / 64] |= 1u64 << (i % 64);
+}
+
+fn unpack(bits: &Bits, buf: &mut [f64]) {
+    let n = bits.len();
+    for (k, &w) in bits.words().iter().enumerate() {
+        let base = k * 64;
+        let end = (base + 64).min(n);
+        for (j, v) in buf[base..end].iter_mut().enumerate() {
+            *v = ((w >> j) & 1) as f64;
         }
     }
-    // The convolution of key bits is key-derived material: clear it.
-    buf.zeroize();
-    if worst >= 0.25 {
-        return Err(ToeplitzError::Inexact { residual: worst });
-    }
-    Ok(Bits::from_words(out, m))
+    buf[n..].iter_mut().for_each(|v| *v = 0.0);
+}
+
+/// `T x` for the Toeplitz matrix with `seed` (m × n, n = `x.len()`), by FFT, exact
+/// (a one-off [`Hasher`]).
+pub fn hash(seed: &Bits, x: &Bits, m: usize) -> Result<Bits, ToeplitzError> {
+    Hasher::new().hash(seed, x, m)
 }
 
 /// `T x` bit by bit, word-parallel per row: the slow, obvious twin of [`hash`].

@@ -27,24 +27,9 @@ use crate::random::permutation;
 use qkdnet_core::Bits;
 use std::sync::Arc;
 
-/// One parity question about Alice's shuffled string of a pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Query {
-    /// The parities of every top-level block of the pass, in order.
-    Blocks {
-        /// Pass index.
-        pass: u16,
-    },
-    /// The parity of positions `start..end` of the pass's shuffled string.
-    Range {
-        /// Pass index.
-        pass: u16,
-        /// First position.
-        start: u32,
-        /// One past the last position.
-        end: u32,
-    },
-}
+/// One parity question about Alice's shuffled string of a pass: the wire type itself, so
+/// queries travel without conversion.
+pub use qkdnet_wire::ParityQuery as Query;
 
 /// A peer's request that cannot be answered (malformed or hostile input).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +60,15 @@ pub enum CascadeError {
         got: usize,
         /// Bits expected.
         expected: usize,
+    },
+    /// Bob's corrections do not converge: the answers contradict each other (a faulty or
+    /// hostile peer).
+    #[error("reconciliation diverged after {flips} corrections in a frame of {len} bits")]
+    Diverged {
+        /// Corrections made.
+        flips: u64,
+        /// Frame length.
+        len: usize,
     },
     /// A round asked for more parities than the frame could ever need.
     #[error("parity round asks {asked} parities, more than the limit {limit}")]
@@ -467,6 +461,12 @@ impl Bob {
             }
         }
         self.process(pending);
+        if self.flips > self.flip_limit() {
+            return Err(CascadeError::Diverged {
+                flips: self.flips,
+                len: self.n,
+            });
+        }
         Ok(self.next_round())
     }
 
@@ -488,8 +488,16 @@ impl Bob {
 
     /// Advances the searches in `pending` as far as known parities allow; a search narrowed
     /// to one bit flips it, which may start or kill other searches (added to the worklist).
+    /// More corrections than this in one frame means the parities contradict each other.
+    fn flip_limit(&self) -> u64 {
+        self.n as u64 / 2 + 64
+    }
+
     fn process(&mut self, mut pending: Vec<u32>) {
         while let Some(i) = pending.pop() {
+            if self.flips > self.flip_limit() {
+                return;
+            }
             let i = i as usize;
             let mut s = self.active[i];
             if !s.alive {

@@ -1,0 +1,1076 @@
+//! A distillation session: the two ends of a link turn one block of sifted bits into
+//! identical final keys, exchanging authenticated [`qkdnet_wire`] messages.
+//!
+//! ```text
+//!  Alice                                         Bob
+//!  Hello(params, seeds, pad offset), Sample  ──►
+//!                                           ◄──  SampleVerdict(errors), ParityQueries
+//!  ParityAnswers                             ──►
+//!                                           ◄──  ParityQueries …   (until no frame asks)
+//!  VerifyTag(hash key, tag)                  ──►
+//!                                           ◄──  VerifyResult(ok)
+//!  PaSeed(ℓ, Toeplitz seed)                  ──►
+//!                                           ◄──  Done(ℓ)
+//! ```
+//!
+//! The block is cut into Cascade frames that are reconciled together: each message carries
+//! the questions or answers of every frame still working, so the round trips of all frames
+//! overlap. Every message carries a Wegman–Carter tag ([`crate::auth`]); a bad tag, a
+//! malformed or unexpected message, an error rate above the threshold, a failed
+//! verification or a non-positive key length ends the session with an error on that side
+//! (and an `Abort` sent where possible), and no key. Both ends compute the key length
+//! independently from the public transcript; Bob refuses a `PaSeed` whose length differs.
+//! Alice's key is final only when Bob's `Done` arrives.
+//!
+//! The state machines are sans-IO: [`AliceSession::start`] and the `handle` methods take
+//! bytes and return the bytes to send.
+
+use crate::auth::{AuthError, AuthKeys};
+use crate::cascade::{self, CascadeError, Schedule, Shuffles, Step, Variant};
+use crate::estimate::{key_length, sample_positions};
+use crate::polyhash::{self, PolyHash};
+use crate::random::{RandomError, SecureRandom};
+use crate::toeplitz::{self, ToeplitzError};
+use qkdnet_core::Bits;
+use qkdnet_wire::{
+    encode, BitString, Envelope, Hello, Limits, Message, MessageType, WireError,
+    DEFAULT_MAX_PAYLOAD,
+};
+use std::sync::Arc;
+
+/// Session parameters (Alice proposes them in `Hello`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Cascade frame length, bits.
+    pub frame_bits: usize,
+    /// Cascade schedule.
+    pub variant: Variant,
+    /// Extra BICONF passes.
+    pub biconf: u8,
+    /// Abort when the sample error rate exceeds this.
+    pub qber_max: f64,
+    /// Secrecy parameter.
+    pub eps_sec: f64,
+    /// Correctness parameter (sets the verification tag length).
+    pub eps_cor: f64,
+    /// Fraction of the sifted bits disclosed for parameter estimation.
+    pub sample_fraction: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            frame_bits: 1 << 16,
+            variant: Variant::YanEtAl,
+            biconf: 0,
+            qber_max: 0.11,
+            eps_sec: 1e-10,
+            eps_cor: 1e-15,
+            sample_fraction: 0.1,
+        }
+    }
+}
+
+impl Config {
+    /// Checks every field, naming it.
+    pub fn validate(&self) -> Result<(), SessionError> {
+        let bad = |field: &'static str, value: String| SessionError::Config { field, value };
+        if !(64..=1 << 30).contains(&self.frame_bits) {
+            return Err(bad("frame_bits", self.frame_bits.to_string()));
+        }
+        if !(self.qber_max.is_finite() && self.qber_max > 0.0 && self.qber_max < 0.5) {
+            return Err(bad("qber_max", self.qber_max.to_string()));
+        }
+        for (f, v) in [("eps_sec", self.eps_sec), ("eps_cor", self.eps_cor)] {
+            if !(v.is_finite() && v > 0.0 && v < 1.0) {
+                return Err(bad(f, v.to_string()));
+            }
+        }
+        if !(self.sample_fraction.is_finite()
+            && self.sample_fraction > 0.0
+            && self.sample_fraction < 1.0)
+        {
+            return Err(bad("sample_fraction", self.sample_fraction.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Why a session produced no key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// A configuration value is out of range.
+    #[error("session config: {field} = {value} is out of range")]
+    Config {
+        /// Field.
+        field: &'static str,
+        /// Value.
+        value: String,
+    },
+    /// Malformed bytes from the peer.
+    #[error("malformed message from peer: {0}")]
+    Wire(#[from] WireError),
+    /// Authentication failed (forged or altered message) or pads ran out.
+    #[error("authentication: {0}")]
+    Auth(#[from] AuthError),
+    /// The peer broke the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// A Cascade message could not be handled.
+    #[error("reconciliation: {0}")]
+    Cascade(#[from] CascadeError),
+    /// The sample error rate is above the threshold.
+    #[error("error rate {observed:.4} in the sample exceeds qber_max {max}")]
+    QberTooHigh {
+        /// Sample error rate.
+        observed: f64,
+        /// Threshold.
+        max: f64,
+    },
+    /// The keys differ after reconciliation.
+    #[error("verification failed: the reconciled keys differ")]
+    VerificationFailed,
+    /// The finite-key bound leaves nothing.
+    #[error("no secret key: the finite-key bound gives {length} bits")]
+    NoKey {
+        /// The (non-positive) length.
+        length: i64,
+    },
+    /// The peer aborted.
+    #[error("peer aborted (code {code}): {reason}")]
+    PeerAborted {
+        /// Code.
+        code: u16,
+        /// Reason.
+        reason: String,
+    },
+    /// Randomness failed.
+    #[error(transparent)]
+    Random(#[from] RandomError),
+    /// Privacy amplification failed.
+    #[error("privacy amplification: {0}")]
+    Toeplitz(#[from] ToeplitzError),
+}
+
+/// Abort codes.
+pub mod abort_code {
+    /// Sample error rate above threshold.
+    pub const QBER: u16 = 1;
+    /// Verification failed.
+    pub const VERIFY: u16 = 2;
+    /// No key from the finite-key bound.
+    pub const NO_KEY: u16 = 3;
+    /// Protocol or message error.
+    pub const PROTOCOL: u16 = 4;
+}
+
+/// Where a final key came from: everything needed to audit its security claim.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Provenance {
+    /// Block id.
+    pub block_id: u64,
+    /// Sifted bits in the block.
+    pub sifted_bits: u64,
+    /// Bits disclosed for estimation (discarded).
+    pub sample_bits: u64,
+    /// Errors in the sample.
+    pub sample_errors: u64,
+    /// Raw-key bits reconciled.
+    pub raw_key_bits: u64,
+    /// Cascade frames.
+    pub frames: u64,
+    /// Parity bits disclosed by Cascade.
+    pub leak_ec_bits: u64,
+    /// Verification tag bits disclosed.
+    pub leak_verify_bits: u64,
+    /// Bits Bob corrected.
+    pub corrected_bits: u64,
+    /// Message round trips.
+    pub round_trips: u64,
+    /// Authenticated messages exchanged.
+    pub messages: u64,
+    /// Final key bits.
+    pub final_bits: u64,
+    /// Secrecy parameter.
+    pub eps_sec: f64,
+    /// Correctness parameter.
+    pub eps_cor: f64,
+    /// The bound used.
+    pub bound: &'static str,
+}
+
+impl Provenance {
+    /// Sample error rate.
+    pub fn qber(&self) -> f64 {
+        if self.sample_bits == 0 {
+            0.0
+        } else {
+            self.sample_errors as f64 / self.sample_bits as f64
+        }
+    }
+
+    /// Reconciliation efficiency f = leak_EC / (n h(QBER)) (NaN at zero QBER).
+    pub fn efficiency(&self) -> f64 {
+        self.leak_ec_bits as f64
+            / (self.raw_key_bits as f64 * qkdnet_keyrate::math::h2(self.qber()))
+    }
+}
+
+/// A final key with its provenance. No `Debug`; zeroized on drop (through [`Bits`]).
+pub struct FinalKey {
+    /// The key bits.
+    pub key: Bits,
+    /// Where it came from.
+    pub provenance: Provenance,
+}
+
+/// The bound cited in provenance.
+pub const BOUND: &str = "Tomamichel, Lim, Gisin, Renner, Nat. Commun. 3, 634 (2012), Eq. (2)";
+
+/// What a `handle` call produced.
+pub enum Output {
+    /// Send these messages, in order.
+    Send(Vec<Vec<u8>>),
+    /// The session is over with this key (Bob also sends the given messages first).
+    Finished(FinalKey, Vec<Vec<u8>>),
+}
+
+/// State shared by both ends.
+struct Common {
+    block_id: u64,
+    seq: u32,
+    pad_offset: u64,
+    messages: u64,
+    limits: Limits,
+}
+
+impl Common {
+    fn send(&mut self, auth: &mut AuthKeys, msg: &Message) -> Result<Vec<u8>, SessionError> {
+        let pad = self.pad_offset + u64::from(self.seq);
+        let mut err = None;
+        let bytes = encode(self.block_id, self.seq, msg, |b| match auth.tag(pad, b) {
+            Ok(t) => t,
+            Err(e) => {
+                err = Some(e);
+                0
+            }
+        });
+        if let Some(e) = err {
+            return Err(e.into());
+        }
+        self.seq += 1;
+        self.messages += 1;
+        Ok(bytes)
+    }
+
+    /// Parses, authenticates and decodes one message from the peer.
+    fn receive(&mut self, auth: &mut AuthKeys, bytes: &[u8]) -> Result<Message, SessionError> {
+        let env = Envelope::parse(bytes, DEFAULT_MAX_PAYLOAD)?;
+        if env.header.block_id != self.block_id {
+            return Err(SessionError::Protocol(format!(
+                "message for block {} in session of block {}",
+                env.header.block_id, self.block_id
+            )));
+        }
+        if env.header.seq != self.seq {
+            return Err(SessionError::Protocol(format!(
+                "message sequence {} where {} was expected",
+                env.header.seq, self.seq
+            )));
+        }
+        let pad = self.pad_offset + u64::from(self.seq);
+        auth.check(pad, env.authenticated_bytes(), env.tag(), env.header.seq)?;
+        self.seq += 1;
+        self.messages += 1;
+        let msg = env.message(&self.limits)?;
+        if let Message::Abort { code, reason } = msg {
+            return Err(SessionError::PeerAborted { code, reason });
+        }
+        Ok(msg)
+    }
+}
+
+fn to_wire(b: &Bits) -> BitString {
+    BitString {
+        len: b.len() as u64,
+        words: b.words().to_vec(),
+    }
+}
+
+fn from_wire(b: &BitString) -> Bits {
+    Bits::from_words(b.words.clone(), b.len as usize)
+}
+
+/// Splits `n` bits into frames of about `frame` bits (the last frame absorbs the rest
+/// when it would be shorter than half a frame).
+fn frame_bounds(n: usize, frame: usize) -> Vec<(usize, usize)> {
+    let mut v = Vec::new();
+    let mut s = 0;
+    while s < n {
+        let mut e = (s + frame).min(n);
+        if n - e < frame / 2 {
+            e = n;
+        }
+        v.push((s, e));
+        s = e;
+    }
+    v
+}
+
+fn shuffles_for(bounds: &[(usize, usize)], seed: [u8; 32], passes: usize) -> Vec<Arc<Shuffles>> {
+    // One shuffle set per distinct frame length.
+    let mut cache: Vec<(usize, Arc<Shuffles>)> = Vec::new();
+    bounds
+        .iter()
+        .map(|&(s, e)| {
+            let len = e - s;
+            if let Some((_, sh)) = cache.iter().find(|(l, _)| *l == len) {
+                return Arc::clone(sh);
+            }
+            let sh = Arc::new(Shuffles::new(seed, len, passes));
+            cache.push((len, Arc::clone(&sh)));
+            sh
+        })
+        .collect()
+}
+
+thread_local! {
+    /// Toeplitz plans and buffers reused by every session on this thread (their set-up
+    /// costs more than the hash; buffers are zeroized after each use).
+    static HASHER: std::cell::RefCell<toeplitz::Hasher> =
+        std::cell::RefCell::new(toeplitz::Hasher::new());
+}
+
+fn with_hasher<T>(f: impl FnOnce(&mut toeplitz::Hasher) -> T) -> T {
+    HASHER.with(|h| f(&mut h.borrow_mut()))
+}
+
+fn verification_tag_bits(n: u64, eps_cor: f64) -> u32 {
+    polyhash::tag_bits_for(n, eps_cor)
+}
+
+fn hash_key_bits(key: &Bits, hash_key: u128, tag_bits: u32) -> u128 {
+    let mut h = PolyHash::new(hash_key);
+    h.update_words(key.words());
+    polyhash::truncate(h.finish(), tag_bits)
+}
+
+enum AliceState {
+    ExpectVerdict,
+    ExpectQueries,
+    ExpectVerifyResult,
+    ExpectDone,
+    Over,
+}
+
+/// Alice's end of a session.
+pub struct AliceSession {
+    common: Common,
+    cfg: Config,
+    state: AliceState,
+    sifted_bits: u64,
+    sample: Vec<usize>,
+    raw: Bits,
+    frames: Vec<cascade::Alice>,
+    bounds: Vec<(usize, usize)>,
+    sample_errors: u64,
+    leak_ec: u64,
+    tag_bits: u32,
+    round_trips: u64,
+    corrected: u64,
+    final_key: Option<Bits>,
+    final_len: u64,
+    shuffle_seed: [u8; 32],
+    pending_abort: Option<Vec<u8>>,
+}
+
+impl AliceSession {
+    /// Starts a session on Alice's sifted bits; returns the session and the first flight.
+    pub fn start(
+        block_id: u64,
+        sifted: Bits,
+        cfg: Config,
+        auth: &mut AuthKeys,
+        rng: &mut dyn SecureRandom,
+    ) -> Result<(Self, Vec<Vec<u8>>), SessionError> {
+        cfg.validate()?;
+        let n = sifted.len();
+        let k = ((n as f64 * cfg.sample_fraction).round() as usize).clamp(1, n.max(1));
+        let sample_seed = rng.seed32()?;
+        let shuffle_seed = rng.seed32()?;
+        let sample = sample_positions(sample_seed, n, k);
+        let mut sample_bits = Bits::zeros(0);
+        for &i in &sample {
+            sample_bits.push(sifted.get(i));
+        }
+        let raw = sifted.remove_sorted(&sample);
+        let hello = Hello {
+            sifted_bits: n as u64,
+            frame_bits: cfg.frame_bits as u32,
+            variant: match cfg.variant {
+                Variant::Original => 0,
+                Variant::YanEtAl => 1,
+            },
+            biconf: cfg.biconf,
+            qber_max: cfg.qber_max,
+            eps_sec: cfg.eps_sec,
+            eps_cor: cfg.eps_cor,
+            sample_bits: sample.len() as u32,
+            sample_seed,
+            shuffle_seed,
+            pad_offset: auth.cursor(),
+        };
+        let mut common = Common {
+            block_id,
+            seq: 0,
+            pad_offset: auth.cursor(),
+            messages: 0,
+            limits: Limits::default(),
+        };
+        let out = vec![
+            common.send(auth, &Message::Hello(hello))?,
+            common.send(auth, &Message::Sample(to_wire(&sample_bits)))?,
+        ];
+        let bounds = frame_bounds(raw.len(), cfg.frame_bits);
+        Ok((
+            Self {
+                common,
+                cfg,
+                state: AliceState::ExpectVerdict,
+                sifted_bits: n as u64,
+                sample,
+                raw,
+                frames: Vec::new(),
+                bounds,
+                sample_errors: 0,
+                leak_ec: 0,
+                tag_bits: 0,
+                round_trips: 0,
+                corrected: 0,
+                final_key: None,
+                final_len: 0,
+                shuffle_seed,
+                pending_abort: None,
+            },
+            out,
+        ))
+    }
+
+    fn abort(&mut self, auth: &mut AuthKeys, code: u16, e: SessionError) -> SessionError {
+        self.state = AliceState::Over;
+        self.pending_abort = self
+            .common
+            .send(
+                auth,
+                &Message::Abort {
+                    code,
+                    reason: e.to_string(),
+                },
+            )
+            .ok();
+        e
+    }
+
+    /// The `Abort` message to send Bob after Alice ended the session with an error of her
+    /// own decision (no key), if any.
+    pub fn take_abort(&mut self) -> Option<Vec<u8>> {
+        self.pending_abort.take()
+    }
+
+    /// Handles one message from Bob. After an error the session is over and no key exists.
+    pub fn handle(
+        &mut self,
+        bytes: &[u8],
+        auth: &mut AuthKeys,
+        rng: &mut dyn SecureRandom,
+    ) -> Result<Output, SessionError> {
+        let msg = match self.common.receive(auth, bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.state = AliceState::Over;
+                return Err(e);
+            }
+        };
+        let r = self.step(msg, auth, rng);
+        if r.is_err() {
+            self.state = AliceState::Over;
+        }
+        r
+    }
+
+    fn step(
+        &mut self,
+        msg: Message,
+        auth: &mut AuthKeys,
+        rng: &mut dyn SecureRandom,
+    ) -> Result<Output, SessionError> {
+        match (&self.state, msg) {
+            (AliceState::ExpectVerdict, Message::SampleVerdict { errors, proceed }) => {
+                if u64::from(errors) > self.sample.len() as u64 {
+                    return Err(SessionError::Protocol(format!(
+                        "SampleVerdict: {errors} errors in a sample of {}",
+                        self.sample.len()
+                    )));
+                }
+                self.sample_errors = u64::from(errors);
+                let q = errors as f64 / self.sample.len().max(1) as f64;
+                if !proceed || q > self.cfg.qber_max {
+                    self.state = AliceState::Over;
+                    return Err(SessionError::QberTooHigh {
+                        observed: q,
+                        max: self.cfg.qber_max,
+                    });
+                }
+                let q = q.max(1e-3);
+                let passes = Schedule::with_biconf(
+                    self.cfg.variant,
+                    q,
+                    self.cfg.frame_bits,
+                    usize::from(self.cfg.biconf),
+                )
+                .passes();
+                let sh = shuffles_for(&self.bounds, self.shuffle_seed, passes);
+                self.frames = self
+                    .bounds
+                    .iter()
+                    .zip(&sh)
+                    .map(|(&(s, e), sh)| {
+                        let sched = Schedule::with_biconf(
+                            self.cfg.variant,
+                            q,
+                            e - s,
+                            usize::from(self.cfg.biconf),
+                        );
+                        cascade::Alice::new(&self.raw.slice(s, e), sched, sh)
+                    })
+                    .collect();
+                self.state = AliceState::ExpectQueries;
+                Ok(Output::Send(Vec::new()))
+            }
+            (AliceState::ExpectQueries, Message::ParityQueries(frames)) => {
+                if frames.is_empty() {
+                    // Reconciliation over: send the verification tag.
+                    self.round_trips += 1;
+                    self.leak_ec = self.frames.iter().map(|f| f.leaked_bits()).sum();
+                    self.tag_bits = verification_tag_bits(self.raw.len() as u64, self.cfg.eps_cor);
+                    let mut kb = [0u8; 16];
+                    rng.fill(&mut kb)?;
+                    let hash_key = u128::from_le_bytes(kb);
+                    let tag = hash_key_bits(&self.raw, hash_key, self.tag_bits);
+                    self.state = AliceState::ExpectVerifyResult;
+                    let m = Message::VerifyTag {
+                        hash_key,
+                        tag_bits: self.tag_bits as u8,
+                        tag,
+                    };
+                    return Ok(Output::Send(vec![self.common.send(auth, &m)?]));
+                }
+                self.round_trips += 1;
+                let mut answers = Vec::with_capacity(frames.len());
+                for (f, qs) in &frames {
+                    let fa = self.frames.get_mut(*f as usize).ok_or_else(|| {
+                        SessionError::Protocol(format!("ParityQueries: no frame {f}"))
+                    })?;
+                    let a = fa.answer(qs)?;
+                    answers.push((*f, to_wire(&a)));
+                }
+                let m = Message::ParityAnswers(answers);
+                Ok(Output::Send(vec![self.common.send(auth, &m)?]))
+            }
+            (AliceState::ExpectVerifyResult, Message::VerifyResult { ok }) => {
+                if !ok {
+                    return Err(SessionError::VerificationFailed);
+                }
+                let leak = self.leak_ec + u64::from(self.tag_bits);
+                let len = key_length(
+                    self.raw.len() as u64,
+                    self.sample.len() as u64,
+                    self.sample_errors,
+                    leak,
+                    self.cfg.eps_sec,
+                    self.cfg.eps_cor,
+                );
+                if len <= 0 {
+                    return Err(self.abort(
+                        auth,
+                        abort_code::NO_KEY,
+                        SessionError::NoKey { length: len },
+                    ));
+                }
+                let n = self.raw.len();
+                let m = len as usize;
+                let seed_len = n + m - 1;
+                let mut words = vec![0u64; seed_len.div_ceil(64)];
+                for w in words.iter_mut() {
+                    *w = rng.next_u64()?;
+                }
+                let seed = Bits::from_words(words, seed_len);
+                let key = with_hasher(|h| h.hash(&seed, &self.raw, m))?;
+                self.final_key = Some(key);
+                self.final_len = m as u64;
+                self.state = AliceState::ExpectDone;
+                let msg = Message::PaSeed {
+                    output_bits: m as u64,
+                    seed: to_wire(&seed),
+                };
+                Ok(Output::Send(vec![self.common.send(auth, &msg)?]))
+            }
+            (AliceState::ExpectDone, Message::Done { output_bits }) => {
+                if output_bits != self.final_len {
+                    return Err(SessionError::Protocol(format!(
+                        "Done: Bob has {output_bits} bits, Alice {}",
+                        self.final_len
+                    )));
+                }
+                self.state = AliceState::Over;
+                let key = self.final_key.take().ok_or_else(|| {
+                    SessionError::Protocol("Done before privacy amplification".into())
+                })?;
+                Ok(Output::Finished(
+                    FinalKey {
+                        key,
+                        provenance: self.provenance(),
+                    },
+                    Vec::new(),
+                ))
+            }
+            (_, m) => Err(SessionError::Wire(WireError::Unexpected {
+                got: m.message_type(),
+                expected: match self.state {
+                    AliceState::ExpectVerdict => "SampleVerdict",
+                    AliceState::ExpectQueries => "ParityQueries",
+                    AliceState::ExpectVerifyResult => "VerifyResult",
+                    AliceState::ExpectDone => "Done",
+                    AliceState::Over => "nothing (session over)",
+                },
+            })),
+        }
+    }
+
+    /// Records Bob's correction count (for provenance in tests and benches; Alice cannot
+    /// know it from the protocol).
+    pub fn set_corrected(&mut self, corrected: u64) {
+        self.corrected = corrected;
+    }
+
+    fn provenance(&self) -> Provenance {
+        Provenance {
+            block_id: self.common.block_id,
+            sifted_bits: self.sifted_bits,
+            sample_bits: self.sample.len() as u64,
+            sample_errors: self.sample_errors,
+            raw_key_bits: self.raw.len() as u64,
+            frames: self.bounds.len() as u64,
+            leak_ec_bits: self.leak_ec,
+            leak_verify_bits: u64::from(self.tag_bits),
+            corrected_bits: self.corrected,
+            round_trips: self.round_trips,
+            messages: self.common.messages,
+            final_bits: self.final_len,
+            eps_sec: self.cfg.eps_sec,
+            eps_cor: self.cfg.eps_cor,
+            bound: BOUND,
+        }
+    }
+}
+
+enum BobState {
+    ExpectHello,
+    ExpectSample,
+    ExpectAnswers,
+    ExpectVerifyTag,
+    ExpectPaSeed,
+    Over,
+}
+
+/// Bob's end of a session.
+pub struct BobSession {
+    common: Common,
+    state: BobState,
+    sifted: Option<Bits>,
+    hello: Option<Hello>,
+    sample: Vec<usize>,
+    raw_len: usize,
+    sample_errors: u64,
+    frames: Vec<Option<cascade::Bob>>,
+    done_frames: Vec<Option<Bits>>,
+    bounds: Vec<(usize, usize)>,
+    leak_ec: u64,
+    corrected: u64,
+    round_trips: u64,
+    tag_bits: u32,
+    reconciled: Option<Bits>,
+    /// Bob's limit on frames per block (bounds memory on hostile Hello messages).
+    max_sifted_bits: u64,
+}
+
+impl BobSession {
+    /// A session waiting for Alice's `Hello`, on Bob's sifted bits.
+    pub fn new(block_id: u64, sifted: Bits, auth: &AuthKeys) -> Self {
+        Self {
+            common: Common {
+                block_id,
+                seq: 0,
+                pad_offset: auth.cursor(),
+                messages: 0,
+                limits: Limits::default(),
+            },
+            state: BobState::ExpectHello,
+            max_sifted_bits: sifted.len() as u64,
+            sifted: Some(sifted),
+            hello: None,
+            sample: Vec::new(),
+            raw_len: 0,
+            sample_errors: 0,
+            frames: Vec::new(),
+            done_frames: Vec::new(),
+            bounds: Vec::new(),
+            leak_ec: 0,
+            corrected: 0,
+            round_trips: 0,
+            tag_bits: 0,
+            reconciled: None,
+        }
+    }
+
+    /// Handles one message from Alice.
+    pub fn handle(&mut self, bytes: &[u8], auth: &mut AuthKeys) -> Result<Output, SessionError> {
+        // Alice's Hello sets the pad offset; it is authenticated with that offset, which
+        // must not be below Bob's cursor (no pad reuse).
+        if matches!(self.state, BobState::ExpectHello) {
+            let env = Envelope::parse(bytes, DEFAULT_MAX_PAYLOAD)?;
+            if env.header.message_type == MessageType::Hello {
+                let m = env.message(&self.common.limits)?;
+                if let Message::Hello(h) = m {
+                    if h.pad_offset < auth.cursor() {
+                        self.state = BobState::Over;
+                        return Err(SessionError::Protocol(format!(
+                            "Hello: pad offset {} is below Bob's cursor {} (pad reuse)",
+                            h.pad_offset,
+                            auth.cursor()
+                        )));
+                    }
+                    self.common.pad_offset = h.pad_offset;
+                }
+            }
+        }
+        let r = self
+            .common
+            .receive(auth, bytes)
+            .and_then(|m| self.step(m, auth));
+        if r.is_err() {
+            self.state = BobState::Over;
+        }
+        r
+    }
+
+    fn step(&mut self, msg: Message, auth: &mut AuthKeys) -> Result<Output, SessionError> {
+        match (&self.state, msg) {
+            (BobState::ExpectHello, Message::Hello(h)) => {
+                if h.sifted_bits != self.max_sifted_bits {
+                    return Err(SessionError::Protocol(format!(
+                        "Hello: Alice has {} sifted bits, Bob {}",
+                        h.sifted_bits, self.max_sifted_bits
+                    )));
+                }
+                if u64::from(h.sample_bits) >= h.sifted_bits || h.sample_bits == 0 {
+                    return Err(SessionError::Protocol(format!(
+                        "Hello: sample of {} bits from {}",
+                        h.sample_bits, h.sifted_bits
+                    )));
+                }
+                if h.frame_bits < 64 || h.biconf > 64 {
+                    return Err(SessionError::Protocol(format!(
+                        "Hello: frame_bits {} / biconf {}",
+                        h.frame_bits, h.biconf
+                    )));
+                }
+                self.hello = Some(h);
+                self.state = BobState::ExpectSample;
+                Ok(Output::Send(Vec::new()))
+            }
+            (BobState::ExpectSample, Message::Sample(bits)) => {
+                let h = self.hello()?;
+                let sifted = self
+                    .sifted
+                    .take()
+                    .ok_or_else(|| SessionError::Protocol("Sample twice".into()))?;
+                self.sample = sample_positions(h.sample_seed, sifted.len(), h.sample_bits as usize);
+                if bits.len != self.sample.len() as u64 {
+                    return Err(SessionError::Protocol(format!(
+                        "Sample: {} bits for {} positions",
+                        bits.len,
+                        self.sample.len()
+                    )));
+                }
+                let alice = from_wire(&bits);
+                let errors = self
+                    .sample
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, &i)| alice.get(j) != sifted.get(i))
+                    .count();
+                self.sample_errors = errors as u64;
+                let q = errors as f64 / self.sample.len() as f64;
+                let proceed = q <= h.qber_max;
+                let verdict = Message::SampleVerdict {
+                    errors: errors as u32,
+                    proceed,
+                };
+                let mut out = vec![self.common.send(auth, &verdict)?];
+                if !proceed {
+                    self.state = BobState::Over;
+                    return Err(SessionError::QberTooHigh {
+                        observed: q,
+                        max: h.qber_max,
+                    });
+                }
+                let raw = sifted.remove_sorted(&self.sample);
+                self.raw_len = raw.len();
+                let variant = if h.variant == 0 {
+                    Variant::Original
+                } else {
+                    Variant::YanEtAl
+                };
+                let q = q.max(1e-3);
+                self.bounds = frame_bounds(raw.len(), h.frame_bits as usize);
+                let passes =
+                    Schedule::with_biconf(variant, q, h.frame_bits as usize, usize::from(h.biconf))
+                        .passes();
+                let sh = shuffles_for(&self.bounds, h.shuffle_seed, passes);
+                let mut queries = Vec::new();
+                self.frames = Vec::with_capacity(self.bounds.len());
+                for (fi, (&(s, e), sh)) in self.bounds.iter().zip(&sh).enumerate() {
+                    let sched = Schedule::with_biconf(variant, q, e - s, usize::from(h.biconf));
+                    let mut b = cascade::Bob::new(raw.slice(s, e), sched, Arc::clone(sh));
+                    match b.start() {
+                        Step::Ask(qs) => {
+                            queries.push((fi as u32, qs));
+                            self.frames.push(Some(b));
+                            self.done_frames.push(None);
+                        }
+                        Step::Done => {
+                            self.frames.push(None);
+                            self.done_frames.push(Some(b.into_bits()));
+                        }
+                    }
+                }
+                self.round_trips += 1;
+                out.push(self.common.send(auth, &Message::ParityQueries(queries))?);
+                self.state = BobState::ExpectAnswers;
+                Ok(Output::Send(out))
+            }
+            (BobState::ExpectAnswers, Message::ParityAnswers(answers)) => {
+                let mut queries = Vec::new();
+                let mut seen = vec![false; self.frames.len()];
+                for (f, bits) in &answers {
+                    let fi = *f as usize;
+                    let slot = self.frames.get_mut(fi).ok_or_else(|| {
+                        SessionError::Protocol(format!("ParityAnswers: no frame {f}"))
+                    })?;
+                    if std::mem::replace(&mut seen[fi], true) {
+                        return Err(SessionError::Protocol(format!(
+                            "ParityAnswers: frame {f} twice"
+                        )));
+                    }
+                    let b = slot.as_mut().ok_or_else(|| {
+                        SessionError::Protocol(format!("ParityAnswers: frame {f} is finished"))
+                    })?;
+                    match b.receive(&from_wire(bits))? {
+                        Step::Ask(qs) => {
+                            queries.push((*f, qs));
+                        }
+                        Step::Done => {
+                            if let Some(b) = slot.take() {
+                                let st = b.stats();
+                                self.leak_ec += st.leaked_bits;
+                                self.corrected += st.corrected_bits;
+                                self.done_frames[fi] = Some(b.into_bits());
+                            }
+                        }
+                    }
+                }
+                // Every frame still working must have been answered.
+                if let Some(fi) =
+                    (0..self.frames.len()).find(|&i| self.frames[i].is_some() && !seen[i])
+                {
+                    return Err(SessionError::Protocol(format!(
+                        "ParityAnswers: frame {fi} not answered"
+                    )));
+                }
+                self.round_trips += 1;
+                if queries.is_empty() {
+                    // Assemble the reconciled key.
+                    let mut key = Bits::zeros(0);
+                    for b in self.done_frames.iter().flatten() {
+                        for i in 0..b.len() {
+                            key.push(b.get(i));
+                        }
+                    }
+                    self.reconciled = Some(key);
+                    self.state = BobState::ExpectVerifyTag;
+                }
+                let m = Message::ParityQueries(queries);
+                Ok(Output::Send(vec![self.common.send(auth, &m)?]))
+            }
+            (
+                BobState::ExpectVerifyTag,
+                Message::VerifyTag {
+                    hash_key,
+                    tag_bits,
+                    tag,
+                },
+            ) => {
+                let key = self
+                    .reconciled
+                    .as_ref()
+                    .ok_or_else(|| SessionError::Protocol("no reconciled key".into()))?;
+                let want = verification_tag_bits(key.len() as u64, self.hello_eps_cor());
+                if u32::from(tag_bits) != want {
+                    return Err(SessionError::Protocol(format!(
+                        "VerifyTag: {tag_bits}-bit tag, ε_cor needs {want}"
+                    )));
+                }
+                self.tag_bits = want;
+                let ok = hash_key_bits(key, hash_key, want) == tag;
+                let m = Message::VerifyResult { ok };
+                let out = vec![self.common.send(auth, &m)?];
+                if !ok {
+                    self.state = BobState::Over;
+                    self.reconciled = None;
+                    return Err(SessionError::VerificationFailed);
+                }
+                self.state = BobState::ExpectPaSeed;
+                Ok(Output::Send(out))
+            }
+            (BobState::ExpectPaSeed, Message::PaSeed { output_bits, seed }) => {
+                let h = self.hello()?;
+                let key = self
+                    .reconciled
+                    .take()
+                    .ok_or_else(|| SessionError::Protocol("no reconciled key".into()))?;
+                let leak = self.leak_ec + u64::from(self.tag_bits);
+                let len = key_length(
+                    key.len() as u64,
+                    self.sample.len() as u64,
+                    self.sample_errors,
+                    leak,
+                    h.eps_sec,
+                    h.eps_cor,
+                );
+                if len <= 0 || output_bits != len as u64 {
+                    return Err(SessionError::Protocol(format!(
+                        "PaSeed: output {output_bits} bits, Bob's bound gives {len}"
+                    )));
+                }
+                let m = len as usize;
+                if seed.len != (key.len() + m - 1) as u64 {
+                    return Err(SessionError::Protocol(format!(
+                        "PaSeed: seed of {} bits, needs {}",
+                        seed.len,
+                        key.len() + m - 1
+                    )));
+                }
+                let fin = with_hasher(|h| h.hash(&from_wire(&seed), &key, m))?;
+                let done = self.common.send(auth, &Message::Done { output_bits })?;
+                self.state = BobState::Over;
+                let provenance = Provenance {
+                    block_id: self.common.block_id,
+                    sifted_bits: h.sifted_bits,
+                    sample_bits: self.sample.len() as u64,
+                    sample_errors: self.sample_errors,
+                    raw_key_bits: self.raw_len as u64,
+                    frames: self.bounds.len() as u64,
+                    leak_ec_bits: self.leak_ec,
+                    leak_verify_bits: u64::from(self.tag_bits),
+                    corrected_bits: self.corrected,
+                    round_trips: self.round_trips,
+                    messages: self.common.messages,
+                    final_bits: output_bits,
+                    eps_sec: h.eps_sec,
+                    eps_cor: h.eps_cor,
+                    bound: BOUND,
+                };
+                Ok(Output::Finished(
+                    FinalKey {
+                        key: fin,
+                        provenance,
+                    },
+                    vec![done],
+                ))
+            }
+            (_, m) => Err(SessionError::Wire(WireError::Unexpected {
+                got: m.message_type(),
+                expected: match self.state {
+                    BobState::ExpectHello => "Hello",
+                    BobState::ExpectSample => "Sample",
+                    BobState::ExpectAnswers => "ParityAnswers",
+                    BobState::ExpectVerifyTag => "VerifyTag",
+                    BobState::ExpectPaSeed => "PaSeed",
+                    BobState::Over => "nothing (session over)",
+                },
+            })),
+        }
+    }
+
+    fn hello(&self) -> Result<Hello, SessionError> {
+        self.hello
+            .clone()
+            .ok_or_else(|| SessionError::Protocol("no Hello".into()))
+    }
+
+    fn hello_eps_cor(&self) -> f64 {
+        self.hello.as_ref().map_or(1e-15, |h| h.eps_cor)
+    }
+
+    /// Bits Bob corrected so far.
+    pub fn corrected_bits(&self) -> u64 {
+        self.corrected
+    }
+}
+
+/// Both ends of a session in one process (emulation, tests, `qkdnet distill`, benches):
+/// runs the message exchange to the end and returns Alice's and Bob's final keys.
+pub fn run_local(
+    block_id: u64,
+    alice_bits: Bits,
+    bob_bits: Bits,
+    cfg: Config,
+    alice_auth: &mut AuthKeys,
+    bob_auth: &mut AuthKeys,
+    rng: &mut dyn SecureRandom,
+) -> Result<(FinalKey, FinalKey), SessionError> {
+    let mut bob = BobSession::new(block_id, bob_bits, bob_auth);
+    let (mut alice, mut to_bob) = AliceSession::start(block_id, alice_bits, cfg, alice_auth, rng)?;
+    loop {
+        let mut to_alice = Vec::new();
+        let mut bob_key = None;
+        for m in &to_bob {
+            match bob.handle(m, bob_auth)? {
+                Output::Send(v) => to_alice.extend(v),
+                Output::Finished(k, v) => {
+                    to_alice.extend(v);
+                    bob_key = Some(k);
+                }
+            }
+        }
+        alice.set_corrected(bob.corrected_bits());
+        let mut next = Vec::new();
+        for m in &to_alice {
+            match alice.handle(m, alice_auth, rng)? {
+                Output::Send(v) => next.extend(v),
+                Output::Finished(ka, _) => {
+                    let kb = bob_key.take().ok_or_else(|| {
+                        SessionError::Protocol("Alice finished before Bob".into())
+                    })?;
+                    return Ok((ka, kb));
+                }
+            }
+        }
+        if next.is_empty() {
+            return Err(SessionError::Protocol("session stalled".into()));
+        }
+        to_bob = next;
+    }
+}

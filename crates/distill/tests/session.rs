@@ -1,0 +1,235 @@
+//! End-to-end distillation sessions: identical keys across the QBER range, clean aborts,
+//! failed verification stores nothing, forged messages are rejected.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use qkdnet_core::Bits;
+use qkdnet_distill::auth::AuthKeys;
+use qkdnet_distill::random::danger::InsecureDeterministic;
+use qkdnet_distill::session::{run_local, AliceSession, BobSession, Config, Output, SessionError};
+use rand::{Rng, SeedableRng};
+
+fn pair(n: usize, q: f64, seed: u64) -> (Bits, Bits) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let a = Bits::from_words((0..n.div_ceil(64)).map(|_| rng.gen()).collect(), n);
+    let mut b = a.duplicate();
+    for i in 0..n {
+        if rng.gen_bool(q) {
+            b.flip(i);
+        }
+    }
+    (a, b)
+}
+
+fn psk() -> Bits {
+    Bits::from_words(
+        (0..4000u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xabcd)
+            .collect(),
+        4000 * 64,
+    )
+}
+
+#[test]
+fn identical_keys_from_half_a_percent_to_eleven_percent() {
+    for (i, &q) in [0.005, 0.02, 0.05, 0.08].iter().enumerate() {
+        let n = 400_000;
+        let (a, b) = pair(n, q, i as u64);
+        let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+        let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+        let mut rng = InsecureDeterministic::new(i as u64, "test");
+        let cfg = Config {
+            frame_bits: 1 << 15,
+            ..Config::default()
+        };
+        let (fa, fb) = run_local(i as u64, a, b, cfg, &mut ka, &mut kb, &mut rng).unwrap();
+        assert!(fa.key == fb.key, "q={q}");
+        assert_eq!(
+            fa.provenance,
+            fb.provenance
+                .clone()
+                .with_corrected(fa.provenance.corrected_bits)
+        );
+        let p = &fb.provenance;
+        assert!(p.final_bits > 0 && p.final_bits as usize == fb.key.len());
+        assert!((p.qber() - q).abs() < 0.01, "q={q} sample {}", p.qber());
+        let f = p.efficiency();
+        assert!(f > 1.0 && f < 1.25, "q={q} f={f}");
+        // Pads consumed identically at both ends.
+        assert_eq!(ka.cursor(), kb.cursor());
+    }
+}
+
+trait WithCorrected {
+    fn with_corrected(self, c: u64) -> Self;
+}
+impl WithCorrected for qkdnet_distill::session::Provenance {
+    fn with_corrected(mut self, c: u64) -> Self {
+        self.corrected_bits = c;
+        self
+    }
+}
+
+#[test]
+fn at_eleven_percent_keys_reconcile_and_verify_then_the_bound_leaves_no_key() {
+    // At 11 % (the BB84 threshold) reconciliation and verification still succeed: NoKey is
+    // only reached after Bob's VerifyResult(ok), i.e. with identical reconciled keys. The
+    // finite-key bound then leaves nothing and the session ends cleanly without a key.
+    let (a, b) = pair(200_000, 0.11, 9);
+    let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+    let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+    let mut rng = InsecureDeterministic::new(9, "test");
+    let cfg = Config {
+        qber_max: 0.125,
+        ..Config::default()
+    };
+    let r = run_local(9, a, b, cfg, &mut ka, &mut kb, &mut rng);
+    assert!(
+        matches!(r, Err(SessionError::NoKey { .. })),
+        "{:?}",
+        r.err()
+    );
+}
+
+#[test]
+fn above_threshold_aborts() {
+    let (a, b) = pair(100_000, 0.15, 3);
+    let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+    let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+    let mut rng = InsecureDeterministic::new(3, "test");
+    let r = run_local(3, a, b, Config::default(), &mut ka, &mut kb, &mut rng);
+    assert!(
+        matches!(r, Err(SessionError::QberTooHigh { .. })),
+        "{:?}",
+        r.err()
+    );
+}
+
+/// Drives a session by hand, letting `tamper` rewrite Alice's messages to Bob.
+fn drive(tamper: impl Fn(usize, Vec<u8>, &mut AuthKeys) -> Vec<u8>) -> Result<(), SessionError> {
+    let (a, b) = pair(50_000, 0.03, 5);
+    let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+    let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+    let mut km = AuthKeys::from_preshared(psk()).unwrap(); // a party holding the key
+    let mut rng = InsecureDeterministic::new(5, "test");
+    let mut bob = BobSession::new(1, b, &kb);
+    let (mut alice, mut to_bob) = AliceSession::start(
+        1,
+        a,
+        Config {
+            frame_bits: 4096,
+            ..Config::default()
+        },
+        &mut ka,
+        &mut rng,
+    )?;
+    let mut count = 0;
+    loop {
+        let mut to_alice = Vec::new();
+        for m in to_bob {
+            let m = tamper(count, m, &mut km);
+            count += 1;
+            match bob.handle(&m, &mut kb)? {
+                Output::Send(v) => to_alice.extend(v),
+                Output::Finished(_, v) => to_alice.extend(v),
+            }
+        }
+        count += to_alice.len();
+        let mut next = Vec::new();
+        for m in &to_alice {
+            match alice.handle(m, &mut ka, &mut rng)? {
+                Output::Send(v) => next.extend(v),
+                Output::Finished(..) => return Ok(()),
+            }
+        }
+        to_bob = next;
+    }
+}
+
+#[test]
+fn untampered_session_completes() {
+    drive(|_, m, _| m).unwrap();
+}
+
+#[test]
+fn forged_or_altered_messages_are_rejected() {
+    // Flip a payload byte of the third message Alice sends (a ParityAnswers).
+    let r = drive(|i, mut m, _| {
+        if i == 4 {
+            let j = m.len() - 9;
+            m[j] ^= 1;
+        }
+        m
+    });
+    assert!(matches!(r, Err(SessionError::Auth(_))), "{:?}", r.err());
+    // Truncated message.
+    let r = drive(|i, mut m, _| {
+        if i == 1 {
+            m.truncate(10);
+        }
+        m
+    });
+    assert!(matches!(r, Err(SessionError::Wire(_))), "{:?}", r.err());
+    // Wrong version byte.
+    let r = drive(|i, mut m, _| {
+        if i == 0 {
+            m[0] = 9;
+        }
+        m
+    });
+    assert!(matches!(r, Err(SessionError::Wire(_))), "{:?}", r.err());
+}
+
+#[test]
+fn keys_that_differ_after_reconciliation_fail_verification_and_store_nothing() {
+    // Original Cascade (four passes) on many small frames at 9 % leaves residual errors in
+    // some frame (its frame error rate is far from zero there): the keys differ after
+    // reconciliation, verification must catch it, and neither end gets a key.
+    let (a, b) = pair(200_000, 0.09, 11);
+    let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+    let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+    let mut rng = InsecureDeterministic::new(11, "test");
+    let cfg = Config {
+        variant: qkdnet_distill::cascade::Variant::Original,
+        frame_bits: 256,
+        ..Config::default()
+    };
+    let r = run_local(11, a, b, cfg, &mut ka, &mut kb, &mut rng);
+    assert!(
+        matches!(r, Err(SessionError::VerificationFailed)),
+        "{:?}",
+        r.err()
+    );
+}
+
+#[test]
+fn a_contradicting_peer_makes_reconciliation_stop_not_loop() {
+    // Someone holding the authentication key flips one parity answer: Bob's corrections
+    // stop converging, and the session ends with an error instead of looping.
+    let r = drive(|i, m, km| {
+        let env = qkdnet_wire::Envelope::parse(&m, u32::MAX).unwrap();
+        let seq = env.header.seq;
+        if i != 4 {
+            return m;
+        }
+        let msg = env.message(&qkdnet_wire::Limits::default()).unwrap();
+        let qkdnet_wire::Message::ParityAnswers(mut frames) = msg else {
+            panic!("expected answers")
+        };
+        frames[0].1.words[0] ^= 1;
+        // The key holder skips to this message's pad.
+        qkdnet_wire::encode(
+            env.header.block_id,
+            seq,
+            &qkdnet_wire::Message::ParityAnswers(frames),
+            |b| km.tag(u64::from(seq), b).unwrap(),
+        )
+    });
+    assert!(
+        matches!(
+            r,
+            Err(SessionError::Cascade(_)) | Err(SessionError::VerificationFailed)
+        ),
+        "{:?}",
+        r.err()
+    );
+}

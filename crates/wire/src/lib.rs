@@ -1,0 +1,776 @@
+//! `qkdnet-wire`: the messages of the classical channel between the two ends of a link,
+//! as versioned, length-checked byte codecs.
+//!
+//! Every message travels in an [`Envelope`]: a fixed header, the payload, and an
+//! authentication tag. Parsing never panics: every length is checked against the bytes
+//! present and against a maximum before anything is allocated, and each failure is a
+//! typed [`WireError`] naming the message and field. This crate does not compute tags
+//! (authentication needs the key pool, which lives in `qkdnet-distill`): it exposes the
+//! authenticated bytes ([`Envelope::authenticated_bytes`]) and the tag field.
+//!
+//! ## Wire format
+//!
+//! All integers little-endian.
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 1 | version, [`VERSION`] |
+//! | 1 | 1 | message type ([`MessageType`]) |
+//! | 2 | 8 | block id |
+//! | 10 | 4 | sequence number within the block's session (starts at 0, +1 per message either way) |
+//! | 14 | 4 | payload length `L` (≤ the receiver's maximum) |
+//! | 18 | L | payload (per type, below) |
+//! | 18+L | 8 | authentication tag (Wegman–Carter, over bytes 0..18+L) |
+//!
+//! A bit string is `u64 bit count` + `⌈count/64⌉ u64 words` (bit i = bit i%64 of word i/64;
+//! bits past the count must be zero). Payloads:
+//!
+//! - `Hello` (1), Alice → Bob: `u64 sifted_bits, u32 frame_bits, u8 variant, u8 biconf,
+//!   f64 qber_max, f64 eps_sec, f64 eps_cor, u32 sample_bits, [u8; 32] sample_seed,
+//!   [u8; 32] shuffle_seed, u64 pad_offset`.
+//! - `Sample` (2), Alice → Bob: her sample bits (bit string).
+//! - `SampleVerdict` (3), Bob → Alice: `u32 errors, u8 proceed (0/1)`.
+//! - `ParityQueries` (4), Bob → Alice: `u32 count`, then per frame `u32 frame, u32 n`, then
+//!   `n` queries: `u8 kind` (0 = all block parities of a pass: `u16 pass`; 1 = range:
+//!   `u16 pass, u32 start, u32 end`).
+//! - `ParityAnswers` (5), Alice → Bob: `u32 count`, then per frame `u32 frame` + bit string.
+//! - `VerifyTag` (6), Alice → Bob: `u128 hash_key, u8 tag_bits, u128 tag`.
+//! - `VerifyResult` (7), Bob → Alice: `u8 ok`.
+//! - `PaSeed` (8), Alice → Bob: `u64 output_bits` + seed bit string.
+//! - `Abort` (9), either way: `u16 code, u32 n, n bytes UTF-8 reason`.
+//! - `Done` (10), Bob → Alice: `u64 output_bits` (Bob has the final key).
+
+use std::fmt;
+
+/// The protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+/// Header length in bytes.
+pub const HEADER_LEN: usize = 18;
+/// Tag length in bytes.
+pub const TAG_LEN: usize = 8;
+/// Default largest payload accepted (256 MiB).
+pub const DEFAULT_MAX_PAYLOAD: u32 = 256 << 20;
+
+/// Why bytes are not a valid message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// Fewer bytes than the structure needs.
+    #[error("{what}: truncated, needs {needed} bytes, has {available}")]
+    Truncated {
+        /// Message or field.
+        what: &'static str,
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes present.
+        available: usize,
+    },
+    /// A length field exceeds its maximum.
+    #[error("{what}: length {len} exceeds the maximum {max}")]
+    Oversized {
+        /// Message or field.
+        what: &'static str,
+        /// The length read.
+        len: u64,
+        /// The maximum.
+        max: u64,
+    },
+    /// Unknown protocol version.
+    #[error("unsupported wire version {0} (this build speaks {VERSION})")]
+    Version(u8),
+    /// Unknown message type.
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    /// A message of a type that is not expected now.
+    #[error("unexpected {got} message (expected {expected})")]
+    Unexpected {
+        /// Type received.
+        got: MessageType,
+        /// What the state machine expected.
+        expected: &'static str,
+    },
+    /// A field has a value outside its domain.
+    #[error("{what}: invalid value {value}")]
+    Invalid {
+        /// Message and field.
+        what: &'static str,
+        /// The value, printed.
+        value: String,
+    },
+    /// Bytes left over after the payload's fields.
+    #[error("{what}: {extra} unexpected trailing bytes")]
+    Trailing {
+        /// Message.
+        what: &'static str,
+        /// Extra bytes.
+        extra: usize,
+    },
+}
+
+/// Message types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MessageType {
+    /// Session parameters.
+    Hello = 1,
+    /// Alice's sample bits.
+    Sample = 2,
+    /// Bob's error count on the sample.
+    SampleVerdict = 3,
+    /// Cascade parity questions.
+    ParityQueries = 4,
+    /// Cascade parity answers.
+    ParityAnswers = 5,
+    /// Verification hash.
+    VerifyTag = 6,
+    /// Verification outcome.
+    VerifyResult = 7,
+    /// Privacy-amplification seed.
+    PaSeed = 8,
+    /// Session abort.
+    Abort = 9,
+    /// Bob confirms the final key.
+    Done = 10,
+}
+
+impl MessageType {
+    fn from_u8(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            1 => Self::Hello,
+            2 => Self::Sample,
+            3 => Self::SampleVerdict,
+            4 => Self::ParityQueries,
+            5 => Self::ParityAnswers,
+            6 => Self::VerifyTag,
+            7 => Self::VerifyResult,
+            8 => Self::PaSeed,
+            9 => Self::Abort,
+            10 => Self::Done,
+            other => return Err(WireError::UnknownType(other)),
+        })
+    }
+}
+
+impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// A bit string on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BitString {
+    /// Number of bits.
+    pub len: u64,
+    /// Packed words (bits past `len` zero).
+    pub words: Vec<u64>,
+}
+
+/// One Cascade parity question (mirrors `qkdnet_distill::cascade::Query`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParityQuery {
+    /// All top-level block parities of a pass.
+    Blocks {
+        /// Pass.
+        pass: u16,
+    },
+    /// Parity of a range of a pass's shuffled string.
+    Range {
+        /// Pass.
+        pass: u16,
+        /// Start.
+        start: u32,
+        /// End (exclusive).
+        end: u32,
+    },
+}
+
+/// Session parameters proposed by Alice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hello {
+    /// Sifted bits in the block (before sampling).
+    pub sifted_bits: u64,
+    /// Cascade frame length.
+    pub frame_bits: u32,
+    /// Cascade variant (0 original, 1 Yan et al.).
+    pub variant: u8,
+    /// Extra BICONF passes.
+    pub biconf: u8,
+    /// Abort threshold on the estimated error rate.
+    pub qber_max: f64,
+    /// Secrecy parameter.
+    pub eps_sec: f64,
+    /// Correctness parameter.
+    pub eps_cor: f64,
+    /// Sample size for parameter estimation.
+    pub sample_bits: u32,
+    /// Seed of the sample positions.
+    pub sample_seed: [u8; 32],
+    /// Seed of the Cascade shuffles.
+    pub shuffle_seed: [u8; 32],
+    /// Index of the first authentication pad this session uses (never below either end's
+    /// cursor, so pads are never reused).
+    pub pad_offset: u64,
+}
+
+/// A message payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Session parameters.
+    Hello(Hello),
+    /// Alice's sample bits.
+    Sample(BitString),
+    /// Bob's count of sample errors and whether he proceeds.
+    SampleVerdict {
+        /// Errors in the sample.
+        errors: u32,
+        /// Whether Bob continues.
+        proceed: bool,
+    },
+    /// Parity questions per frame.
+    ParityQueries(Vec<(u32, Vec<ParityQuery>)>),
+    /// Parity answers per frame.
+    ParityAnswers(Vec<(u32, BitString)>),
+    /// Verification hash of Alice's reconciled key.
+    VerifyTag {
+        /// The (public, fresh) hash key.
+        hash_key: u128,
+        /// Tag length in bits.
+        tag_bits: u8,
+        /// The tag.
+        tag: u128,
+    },
+    /// Whether Bob's tag matched.
+    VerifyResult {
+        /// Match.
+        ok: bool,
+    },
+    /// Privacy-amplification seed and output length.
+    PaSeed {
+        /// Final key length.
+        output_bits: u64,
+        /// The Toeplitz seed.
+        seed: BitString,
+    },
+    /// Bob has the final key.
+    Done {
+        /// Its length.
+        output_bits: u64,
+    },
+    /// The session stops.
+    Abort {
+        /// Machine-readable reason.
+        code: u16,
+        /// Human-readable reason.
+        reason: String,
+    },
+}
+
+impl Message {
+    /// The message's type.
+    pub fn message_type(&self) -> MessageType {
+        match self {
+            Self::Hello(_) => MessageType::Hello,
+            Self::Sample(_) => MessageType::Sample,
+            Self::SampleVerdict { .. } => MessageType::SampleVerdict,
+            Self::ParityQueries(_) => MessageType::ParityQueries,
+            Self::ParityAnswers(_) => MessageType::ParityAnswers,
+            Self::VerifyTag { .. } => MessageType::VerifyTag,
+            Self::VerifyResult { .. } => MessageType::VerifyResult,
+            Self::PaSeed { .. } => MessageType::PaSeed,
+            Self::Abort { .. } => MessageType::Abort,
+            Self::Done { .. } => MessageType::Done,
+        }
+    }
+}
+
+/// Header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Message type.
+    pub message_type: MessageType,
+    /// Block id.
+    pub block_id: u64,
+    /// Sequence number.
+    pub seq: u32,
+}
+
+/// A checked view of one message's bytes: header parsed, payload and tag located.
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    /// The header.
+    pub header: Header,
+    bytes: &'a [u8],
+    payload_len: usize,
+}
+
+impl<'a> Envelope<'a> {
+    /// Checks the header and lengths of one complete message (no more, no less).
+    /// If this returns `Ok`, no accessor panics.
+    pub fn parse(bytes: &'a [u8], max_payload: u32) -> Result<Self, WireError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(WireError::Truncated {
+                what: "header",
+                needed: HEADER_LEN,
+                available: bytes.len(),
+            });
+        }
+        if bytes[0] != VERSION {
+            return Err(WireError::Version(bytes[0]));
+        }
+        let message_type = MessageType::from_u8(bytes[1])?;
+        let mut r = Reader::new(&bytes[2..HEADER_LEN], "header");
+        let block_id = r.u64()?;
+        let seq = r.u32()?;
+        let payload_len = r.u32()?;
+        if payload_len > max_payload {
+            return Err(WireError::Oversized {
+                what: "payload",
+                len: u64::from(payload_len),
+                max: u64::from(max_payload),
+            });
+        }
+        let payload_len = payload_len as usize;
+        let total = HEADER_LEN + payload_len + TAG_LEN;
+        if bytes.len() < total {
+            return Err(WireError::Truncated {
+                what: "message",
+                needed: total,
+                available: bytes.len(),
+            });
+        }
+        if bytes.len() > total {
+            return Err(WireError::Trailing {
+                what: "message",
+                extra: bytes.len() - total,
+            });
+        }
+        Ok(Self {
+            header: Header {
+                message_type,
+                block_id,
+                seq,
+            },
+            bytes,
+            payload_len,
+        })
+    }
+
+    /// Header and payload: the bytes the tag authenticates.
+    pub fn authenticated_bytes(&self) -> &'a [u8] {
+        &self.bytes[..HEADER_LEN + self.payload_len]
+    }
+
+    /// The tag field.
+    pub fn tag(&self) -> u64 {
+        let t = &self.bytes[HEADER_LEN + self.payload_len..];
+        let mut a = [0u8; 8];
+        a.copy_from_slice(t);
+        u64::from_le_bytes(a)
+    }
+
+    /// Decodes the payload (call after the tag has been checked).
+    pub fn message(&self, limits: &Limits) -> Result<Message, WireError> {
+        decode_payload(
+            self.header.message_type,
+            &self.bytes[HEADER_LEN..HEADER_LEN + self.payload_len],
+            limits,
+        )
+    }
+}
+
+/// Largest sizes a receiver accepts inside payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest bit string, bits.
+    pub max_bits: u64,
+    /// Largest number of frames in one parity message.
+    pub max_frames: u32,
+    /// Largest number of queries per frame.
+    pub max_queries: u32,
+    /// Largest abort-reason text, bytes.
+    pub max_reason: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_bits: 1 << 31,
+            max_frames: 1 << 20,
+            max_queries: 1 << 24,
+            max_reason: 4096,
+        }
+    }
+}
+
+/// Encodes a message with its header; the tag field is filled by `tag_of`, which receives
+/// the authenticated bytes (header + payload).
+pub fn encode(
+    block_id: u64,
+    seq: u32,
+    msg: &Message,
+    tag_of: impl FnOnce(&[u8]) -> u64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(VERSION);
+    out.push(msg.message_type() as u8);
+    out.extend_from_slice(&block_id.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    encode_payload(msg, &mut out);
+    let len = (out.len() - HEADER_LEN) as u32;
+    out[14..18].copy_from_slice(&len.to_le_bytes());
+    let tag = tag_of(&out);
+    out.extend_from_slice(&tag.to_le_bytes());
+    out
+}
+
+fn put_bits(out: &mut Vec<u8>, b: &BitString) {
+    out.extend_from_slice(&b.len.to_le_bytes());
+    for w in &b.words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+}
+
+fn encode_payload(msg: &Message, out: &mut Vec<u8>) {
+    match msg {
+        Message::Hello(h) => {
+            out.extend_from_slice(&h.sifted_bits.to_le_bytes());
+            out.extend_from_slice(&h.frame_bits.to_le_bytes());
+            out.push(h.variant);
+            out.push(h.biconf);
+            out.extend_from_slice(&h.qber_max.to_le_bytes());
+            out.extend_from_slice(&h.eps_sec.to_le_bytes());
+            out.extend_from_slice(&h.eps_cor.to_le_bytes());
+            out.extend_from_slice(&h.sample_bits.to_le_bytes());
+            out.extend_from_slice(&h.sample_seed);
+            out.extend_from_slice(&h.shuffle_seed);
+            out.extend_from_slice(&h.pad_offset.to_le_bytes());
+        }
+        Message::Done { output_bits } => out.extend_from_slice(&output_bits.to_le_bytes()),
+        Message::Sample(b) => put_bits(out, b),
+        Message::SampleVerdict { errors, proceed } => {
+            out.extend_from_slice(&errors.to_le_bytes());
+            out.push(u8::from(*proceed));
+        }
+        Message::ParityQueries(frames) => {
+            out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+            for (f, qs) in frames {
+                out.extend_from_slice(&f.to_le_bytes());
+                out.extend_from_slice(&(qs.len() as u32).to_le_bytes());
+                for q in qs {
+                    match *q {
+                        ParityQuery::Blocks { pass } => {
+                            out.push(0);
+                            out.extend_from_slice(&pass.to_le_bytes());
+                        }
+                        ParityQuery::Range { pass, start, end } => {
+                            out.push(1);
+                            out.extend_from_slice(&pass.to_le_bytes());
+                            out.extend_from_slice(&start.to_le_bytes());
+                            out.extend_from_slice(&end.to_le_bytes());
+                        }
+                    }
+                }
+            }
+        }
+        Message::ParityAnswers(frames) => {
+            out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+            for (f, b) in frames {
+                out.extend_from_slice(&f.to_le_bytes());
+                put_bits(out, b);
+            }
+        }
+        Message::VerifyTag {
+            hash_key,
+            tag_bits,
+            tag,
+        } => {
+            out.extend_from_slice(&hash_key.to_le_bytes());
+            out.push(*tag_bits);
+            out.extend_from_slice(&tag.to_le_bytes());
+        }
+        Message::VerifyResult { ok } => out.push(u8::from(*ok)),
+        Message::PaSeed { output_bits, seed } => {
+            out.extend_from_slice(&output_bits.to_le_bytes());
+            put_bits(out, seed);
+        }
+        Message::Abort { code, reason } => {
+            out.extend_from_slice(&code.to_le_bytes());
+            out.extend_from_slice(&(reason.len() as u32).to_le_bytes());
+            out.extend_from_slice(reason.as_bytes());
+        }
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(b: &'a [u8], what: &'static str) -> Self {
+        Self { b, what }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.b.len() < n {
+            return Err(WireError::Truncated {
+                what: self.what,
+                needed: n,
+                available: self.b.len(),
+            });
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_le_bytes(self.arr()?))
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    fn u128(&mut self) -> Result<u128, WireError> {
+        Ok(u128::from_le_bytes(self.arr()?))
+    }
+    fn f64(&mut self) -> Result<f64, WireError> {
+        Ok(f64::from_le_bytes(self.arr()?))
+    }
+
+    fn flag(&mut self, field: &'static str) -> Result<bool, WireError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            v => Err(WireError::Invalid {
+                what: field,
+                value: v.to_string(),
+            }),
+        }
+    }
+
+    fn bits(&mut self, limits: &Limits) -> Result<BitString, WireError> {
+        let len = self.u64()?;
+        if len > limits.max_bits {
+            return Err(WireError::Oversized {
+                what: self.what,
+                len,
+                max: limits.max_bits,
+            });
+        }
+        let nw = len.div_ceil(64) as usize;
+        // Check the bytes are present before allocating.
+        if self.b.len() < nw * 8 {
+            return Err(WireError::Truncated {
+                what: self.what,
+                needed: nw * 8,
+                available: self.b.len(),
+            });
+        }
+        let mut words = Vec::with_capacity(nw);
+        for _ in 0..nw {
+            words.push(self.u64()?);
+        }
+        let r = (len % 64) as u32;
+        if r != 0 {
+            if let Some(&last) = words.last() {
+                if last >> r != 0 {
+                    return Err(WireError::Invalid {
+                        what: self.what,
+                        value: "bits set past the bit count".into(),
+                    });
+                }
+            }
+        }
+        Ok(BitString { len, words })
+    }
+
+    fn count(&mut self, max: u32, what: &'static str) -> Result<u32, WireError> {
+        let n = self.u32()?;
+        if n > max {
+            return Err(WireError::Oversized {
+                what,
+                len: u64::from(n),
+                max: u64::from(max),
+            });
+        }
+        Ok(n)
+    }
+
+    fn finish(self) -> Result<(), WireError> {
+        if self.b.is_empty() {
+            Ok(())
+        } else {
+            Err(WireError::Trailing {
+                what: self.what,
+                extra: self.b.len(),
+            })
+        }
+    }
+}
+
+fn finite(what: &'static str, v: f64, lo: f64, hi: f64) -> Result<f64, WireError> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(v)
+    } else {
+        Err(WireError::Invalid {
+            what,
+            value: v.to_string(),
+        })
+    }
+}
+
+fn decode_payload(t: MessageType, b: &[u8], limits: &Limits) -> Result<Message, WireError> {
+    let msg = match t {
+        MessageType::Hello => {
+            let mut r = Reader::new(b, "Hello");
+            let h = Hello {
+                sifted_bits: r.u64()?,
+                frame_bits: r.u32()?,
+                variant: r.u8()?,
+                biconf: r.u8()?,
+                qber_max: finite("Hello.qber_max", r.f64()?, 0.0, 0.5)?,
+                eps_sec: finite("Hello.eps_sec", r.f64()?, 1e-300, 1.0)?,
+                eps_cor: finite("Hello.eps_cor", r.f64()?, 1e-300, 1.0)?,
+                sample_bits: r.u32()?,
+                sample_seed: r.arr()?,
+                shuffle_seed: r.arr()?,
+                pad_offset: r.u64()?,
+            };
+            if h.variant > 1 {
+                return Err(WireError::Invalid {
+                    what: "Hello.variant",
+                    value: h.variant.to_string(),
+                });
+            }
+            if h.sifted_bits > limits.max_bits {
+                return Err(WireError::Oversized {
+                    what: "Hello.sifted_bits",
+                    len: h.sifted_bits,
+                    max: limits.max_bits,
+                });
+            }
+            r.finish()?;
+            Message::Hello(h)
+        }
+        MessageType::Sample => {
+            let mut r = Reader::new(b, "Sample");
+            let bits = r.bits(limits)?;
+            r.finish()?;
+            Message::Sample(bits)
+        }
+        MessageType::SampleVerdict => {
+            let mut r = Reader::new(b, "SampleVerdict");
+            let errors = r.u32()?;
+            let proceed = r.flag("SampleVerdict.proceed")?;
+            r.finish()?;
+            Message::SampleVerdict { errors, proceed }
+        }
+        MessageType::ParityQueries => {
+            let mut r = Reader::new(b, "ParityQueries");
+            let nf = r.count(limits.max_frames, "ParityQueries.frames")?;
+            let mut frames = Vec::with_capacity((nf as usize).min(r.b.len() / 8));
+            for _ in 0..nf {
+                let f = r.u32()?;
+                let nq = r.count(limits.max_queries, "ParityQueries.queries")?;
+                let mut qs = Vec::with_capacity((nq as usize).min(r.b.len() / 3));
+                for _ in 0..nq {
+                    qs.push(match r.u8()? {
+                        0 => ParityQuery::Blocks { pass: r.u16()? },
+                        1 => ParityQuery::Range {
+                            pass: r.u16()?,
+                            start: r.u32()?,
+                            end: r.u32()?,
+                        },
+                        k => {
+                            return Err(WireError::Invalid {
+                                what: "ParityQueries.kind",
+                                value: k.to_string(),
+                            })
+                        }
+                    });
+                }
+                frames.push((f, qs));
+            }
+            r.finish()?;
+            Message::ParityQueries(frames)
+        }
+        MessageType::ParityAnswers => {
+            let mut r = Reader::new(b, "ParityAnswers");
+            let nf = r.count(limits.max_frames, "ParityAnswers.frames")?;
+            let mut frames = Vec::with_capacity((nf as usize).min(r.b.len() / 12));
+            for _ in 0..nf {
+                let f = r.u32()?;
+                frames.push((f, r.bits(limits)?));
+            }
+            r.finish()?;
+            Message::ParityAnswers(frames)
+        }
+        MessageType::VerifyTag => {
+            let mut r = Reader::new(b, "VerifyTag");
+            let hash_key = r.u128()?;
+            let tag_bits = r.u8()?;
+            if tag_bits == 0 || tag_bits > 128 {
+                return Err(WireError::Invalid {
+                    what: "VerifyTag.tag_bits",
+                    value: tag_bits.to_string(),
+                });
+            }
+            let tag = r.u128()?;
+            r.finish()?;
+            Message::VerifyTag {
+                hash_key,
+                tag_bits,
+                tag,
+            }
+        }
+        MessageType::VerifyResult => {
+            let mut r = Reader::new(b, "VerifyResult");
+            let ok = r.flag("VerifyResult.ok")?;
+            r.finish()?;
+            Message::VerifyResult { ok }
+        }
+        MessageType::PaSeed => {
+            let mut r = Reader::new(b, "PaSeed");
+            let output_bits = r.u64()?;
+            let seed = r.bits(limits)?;
+            r.finish()?;
+            Message::PaSeed { output_bits, seed }
+        }
+        MessageType::Done => {
+            let mut r = Reader::new(b, "Done");
+            let output_bits = r.u64()?;
+            r.finish()?;
+            Message::Done { output_bits }
+        }
+        MessageType::Abort => {
+            let mut r = Reader::new(b, "Abort");
+            let code = r.u16()?;
+            let n = r.count(limits.max_reason, "Abort.reason")?;
+            let text = r.take(n as usize)?;
+            let reason = String::from_utf8(text.to_vec()).map_err(|_| WireError::Invalid {
+                what: "Abort.reason",
+                value: "not UTF-8".into(),
+            })?;
+            r.finish()?;
+            Message::Abort { code, reason }
+        }
+    };
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+use super::*;
+use proptest::prelude::*;
+
+fn bits_strategy() -> impl Strategy<Value = BitString> {
+    (0u64..300, proptest::collection::vec(any::<u64>(), 5)).prop_map(|(len, mut w)| {
+        w.truncate(len.div_ceil(64) as usize);
+        let r = len % 64;
+        if r != 0 {
+            if let Some(last) = w.last_mut() {
+                *last &= (1u64 << r) - 1;
+            }
+        }
+        BitString { len, words: w }
+    })
+}
+
+fn query_strategy() -> impl Strategy<Value = ParityQuery> {
+    prop_oneof![
+        any::<u16>().prop_map(|pass| ParityQuery::Blocks { pass }),
+        (any::<u16>(), any::<u32>(), any::<u32>())
+            .prop_map(|(pass, start, end)| ParityQuery::Range { pass, start, end }),
+    ]
+}
+
+fn message_strategy() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        (
+            any::<u64>(),
+            any::<u32>(),
+            0u8..2,
+            any::<u8>(),
+            0.0f64..0.5,
+            1e-20f64..1.0,
+            1e-20f64..1.0,
+            any::<u32>(),
+            any::<[u8; 32]>(),
+            (any::<[u8; 32]>(), any::<u64>())
+        )
+            .prop_map(
+                |(s, f, v, b, q, es, ec, k, ss, (sh, po))| Message::Hello(Hello {
+                    sifted_bits: s % (1 << 31),
+                    frame_bits: f,
+                    variant: v,
+                    biconf: b,
+                    qber_max: q,
+                    eps_sec: es,
+                    eps_cor: ec,
+                    sample_bits: k,
+                    sample_seed: ss,
+                    shuffle_seed: sh,
+                    pad_offset: po,
+                })
+            ),
+        any::<u64>().prop_map(|output_bits| Message::Done { output_bits }),
+        bits_strategy().prop_map(Message::Sample),
+        (any::<u32>(), any::<bool>())
+            .prop_map(|(errors, proceed)| Message::SampleVerdict { errors, proceed }),
+        proptest::collection::vec(
+            (
+                any::<u32>(),
+                proptest::collection::vec(query_strategy(), 0..5)
+            ),
+            0..4
+        )
+        .prop_map(Message::ParityQueries),
+        proptest::collection::vec((any::<u32>(), bits_strategy()), 0..4)
+            .prop_map(Message::ParityAnswers),
+        (any::<u128>(), 1u8..=128, any::<u128>()).prop_map(|(hash_key, tag_bits, tag)| {
+            Message::VerifyTag {
+                hash_key,
+                tag_bits,
+                tag,
+            }
+        }),
+        any::<bool>().prop_map(|ok| Message::VerifyResult { ok }),
+        (any::<u64>(), bits_strategy())
+            .prop_map(|(output_bits, seed)| Message::PaSeed { output_bits, seed }),
+        (any::<u16>(), "[a-z ]{0,40}").prop_map(|(code, reason)| Message::Abort { code, reason }),
+    ]
+}
+
+fn xor_tag(b: &[u8]) -> u64 {
+    b.iter().enumerate().fold(0u64, |acc, (i, &x)| {
+        acc.rotate_left(7) ^ u64::from(x) ^ i as u64
+    })
+}
+
+proptest! {
+    #[test]
+    fn round_trip(msg in message_strategy(), block in any::<u64>(), seq in any::<u32>()) {
+        let bytes = encode(block, seq, &msg, xor_tag);
+        let env = Envelope::parse(&bytes, DEFAULT_MAX_PAYLOAD).unwrap();
+        prop_assert_eq!(env.header.block_id, block);
+        prop_assert_eq!(env.header.seq, seq);
+        prop_assert_eq!(env.header.message_type, msg.message_type());
+        prop_assert_eq!(env.tag(), xor_tag(env.authenticated_bytes()));
+        prop_assert_eq!(env.message(&Limits::default()).unwrap(), msg);
+    }
+
+    #[test]
+    fn every_truncation_is_an_error(msg in message_strategy(), cut in 0usize..400) {
+        let bytes = encode(1, 2, &msg, |_| 0);
+        let cut = cut.min(bytes.len() - 1);
+        prop_assert!(Envelope::parse(&bytes[..cut], DEFAULT_MAX_PAYLOAD).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        if let Ok(env) = Envelope::parse(&bytes, DEFAULT_MAX_PAYLOAD) {
+            let _ = env.message(&Limits::default());
+        }
+    }
+}
+
+#[test]
+fn malformed_messages_give_typed_errors() {
+    let msg = Message::VerifyResult { ok: true };
+    let good = encode(7, 0, &msg, |_| 0);
+    // Wrong version.
+    let mut b = good.clone();
+    b[0] = 2;
+    assert_eq!(
+        Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap_err(),
+        WireError::Version(2)
+    );
+    // Wrong type.
+    let mut b = good.clone();
+    b[1] = 77;
+    assert_eq!(
+        Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap_err(),
+        WireError::UnknownType(77)
+    );
+    // Oversized payload length.
+    let mut b = good.clone();
+    b[14..18].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        Envelope::parse(&b, 1 << 20).unwrap_err(),
+        WireError::Oversized {
+            what: "payload",
+            ..
+        }
+    ));
+    // Trailing bytes.
+    let mut b = good.clone();
+    b.push(0);
+    assert!(matches!(
+        Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap_err(),
+        WireError::Trailing { .. }
+    ));
+    // Bad flag value inside the payload.
+    let mut b = good.clone();
+    b[HEADER_LEN] = 5;
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "VerifyResult.ok",
+            ..
+        }
+    ));
+    // A bit string claiming more bits than the limit, without the bytes.
+    let big = Message::Sample(BitString {
+        len: 64,
+        words: vec![1],
+    });
+    let mut b = encode(1, 1, &big, |_| 0);
+    b[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Oversized { .. }
+    ));
+    // Bits past the count.
+    let bad = Message::Sample(BitString {
+        len: 3,
+        words: vec![0xff],
+    });
+    let b = encode(1, 1, &bad, |_| 0);
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid { .. }
+    ));
+    // NaN in a float field.
+    let mut h = encode(
+        1,
+        0,
+        &Message::Hello(Hello {
+            sifted_bits: 10,
+            frame_bits: 10,
+            variant: 0,
+            biconf: 0,
+            qber_max: 0.11,
+            eps_sec: 1e-10,
+            eps_cor: 1e-15,
+            sample_bits: 1,
+            sample_seed: [0; 32],
+            shuffle_seed: [0; 32],
+            pad_offset: 0,
+        }),
+        |_| 0,
+    );
+    h[HEADER_LEN + 14..HEADER_LEN + 22].copy_from_slice(&f64::NAN.to_le_bytes());
+    let env = Envelope::parse(&h, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "Hello.qber_max",
+            ..
+        }
+    ));
+}
