@@ -12,7 +12,9 @@ fn main() {
         n + m - 1,
     );
     let mut hasher = qkdnet_distill::toeplitz::Hasher::new();
+    let t0 = std::time::Instant::now();
     let _ = hasher.hash(&s, &x, m).unwrap();
+    println!("cold {:.3}s", t0.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
     let h = hasher.hash(&s, &x, m).unwrap();
     let dt = t.elapsed().as_secs_f64();
