@@ -229,10 +229,8 @@ fn stage_of(t: qkdnet_wire::MessageType, alice_side: bool) -> usize {
 }
 
 fn distill(a: &DistillBenchArgs) -> Result<(), CliError> {
-    use qkdnet_core::Bits;
     use qkdnet_distill::random::danger::InsecureDeterministic;
     use qkdnet_distill::session::{AliceSession, BobSession, Output};
-    use rand::{Rng, SeedableRng};
 
     let bits: f64 = a
         .bits
@@ -257,24 +255,7 @@ fn distill(a: &DistillBenchArgs) -> Result<(), CliError> {
         )));
     }
     let cfg = crate::distill::config_from(&a.variant, a.frame_bits, 0, 0.11, 0.1, 1e-10, 1e-15)?;
-    // Correlated strings: Bob = Alice ⊕ Bernoulli(qber) noise.
-    let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
-    let alice = Bits::from_words((0..n.div_ceil(64)).map(|_| g.gen()).collect(), n);
-    let mut bob = alice.duplicate();
-    if a.qber > 0.0 {
-        // Geometric gaps between errors: one draw per error, not per bit.
-        let ln1q = (1.0 - a.qber).ln();
-        let mut i = 0usize;
-        loop {
-            let u: f64 = g.gen::<f64>().max(f64::MIN_POSITIVE);
-            i += (u.ln() / ln1q).floor() as usize;
-            if i >= n {
-                break;
-            }
-            bob.flip(i);
-            i += 1;
-        }
-    }
+    let (alice, bob) = qkdnet_distill::testdata::correlated(n, a.qber, a.seed);
     // Frame error rate of this Cascade configuration on the same kind of data, measured
     // on separate frames (the session itself cannot see per-frame residuals: verification
     // covers the whole block).

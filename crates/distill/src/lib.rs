@@ -22,4 +22,5 @@ pub mod gf128;
 pub mod polyhash;
 pub mod random;
 pub mod session;
+pub mod testdata;
 pub mod toeplitz;

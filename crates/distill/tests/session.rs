@@ -6,18 +6,9 @@ use qkdnet_core::Bits;
 use qkdnet_distill::auth::AuthKeys;
 use qkdnet_distill::random::danger::InsecureDeterministic;
 use qkdnet_distill::session::{run_local, AliceSession, BobSession, Config, Output, SessionError};
-use rand::{Rng, SeedableRng};
 
 fn pair(n: usize, q: f64, seed: u64) -> (Bits, Bits) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let a = Bits::from_words((0..n.div_ceil(64)).map(|_| rng.gen()).collect(), n);
-    let mut b = a.duplicate();
-    for i in 0..n {
-        if rng.gen_bool(q) {
-            b.flip(i);
-        }
-    }
-    (a, b)
+    qkdnet_distill::testdata::correlated(n, q, seed)
 }
 
 fn psk() -> Bits {

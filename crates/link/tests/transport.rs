@@ -6,19 +6,10 @@ use qkdnet_distill::auth::AuthKeys;
 use qkdnet_distill::random::danger::InsecureDeterministic;
 use qkdnet_distill::session::Config;
 use qkdnet_link::{drive_alice, drive_bob, MemTransport, TcpTransport, Transport, TransportError};
-use rand::{Rng, SeedableRng};
 use std::net::{TcpListener, TcpStream};
 
 fn pair(n: usize, q: f64) -> (Bits, Bits) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    let a = Bits::from_words((0..n.div_ceil(64)).map(|_| rng.gen()).collect(), n);
-    let mut b = a.duplicate();
-    for i in 0..n {
-        if rng.gen_bool(q) {
-            b.flip(i);
-        }
-    }
-    (a, b)
+    qkdnet_distill::testdata::correlated(n, q, 3)
 }
 
 fn psk() -> Bits {
