@@ -201,6 +201,38 @@ pub struct Provenance {
 }
 
 impl Provenance {
+    fn empty(block_id: u64) -> Self {
+        Self {
+            block_id,
+            sifted_bits: 0,
+            sample_bits: 0,
+            sample_errors: 0,
+            raw_key_bits: 0,
+            frames: 0,
+            leak_ec_bits: 0,
+            leak_verify_bits: 0,
+            corrected_bits: 0,
+            round_trips: 0,
+            messages: 0,
+            final_bits: 0,
+            eps_sec: 0.0,
+            eps_cor: 0.0,
+            bound: BOUND,
+        }
+    }
+
+    /// The finite-key length from the statistics so far (both ends compute it the same way).
+    fn secret_length(&self) -> i64 {
+        key_length(
+            self.raw_key_bits,
+            self.sample_bits,
+            self.sample_errors,
+            self.leak_ec_bits + self.leak_verify_bits,
+            self.eps_sec,
+            self.eps_cor,
+        )
+    }
+
     /// Sample error rate.
     pub fn qber(&self) -> f64 {
         if self.sample_bits == 0 {
@@ -241,11 +273,22 @@ struct Common {
     block_id: u64,
     seq: u32,
     pad_offset: u64,
-    messages: u64,
     limits: Limits,
+    /// The block's accounting, filled in as the session goes (both ends keep the same).
+    prov: Provenance,
 }
 
 impl Common {
+    fn new(block_id: u64, pad_offset: u64) -> Self {
+        Self {
+            block_id,
+            seq: 0,
+            pad_offset,
+            limits: Limits::default(),
+            prov: Provenance::empty(block_id),
+        }
+    }
+
     fn send(&mut self, auth: &mut AuthKeys, msg: &Message) -> Result<Vec<u8>, SessionError> {
         let pad = self.pad_offset + u64::from(self.seq);
         let mut err = None;
@@ -260,7 +303,7 @@ impl Common {
             return Err(e.into());
         }
         self.seq += 1;
-        self.messages += 1;
+        self.prov.messages += 1;
         Ok(bytes)
     }
 
@@ -282,7 +325,7 @@ impl Common {
         let pad = self.pad_offset + u64::from(self.seq);
         auth.check(pad, env.authenticated_bytes(), env.tag(), env.header.seq)?;
         self.seq += 1;
-        self.messages += 1;
+        self.prov.messages += 1;
         let msg = env.message(&self.limits)?;
         if let Message::Abort { code, reason } = msg {
             return Err(SessionError::PeerAborted { code, reason });
@@ -369,18 +412,11 @@ pub struct AliceSession {
     common: Common,
     cfg: Config,
     state: AliceState,
-    sifted_bits: u64,
     sample: Vec<usize>,
     raw: Bits,
     frames: Vec<cascade::Alice>,
     bounds: Vec<(usize, usize)>,
-    sample_errors: u64,
-    leak_ec: u64,
-    tag_bits: u32,
-    round_trips: u64,
-    corrected: u64,
     final_key: Option<Bits>,
-    final_len: u64,
     shuffle_seed: [u8; 32],
     pending_abort: Option<Vec<u8>>,
 }
@@ -421,35 +457,28 @@ impl AliceSession {
             shuffle_seed,
             pad_offset: auth.cursor(),
         };
-        let mut common = Common {
-            block_id,
-            seq: 0,
-            pad_offset: auth.cursor(),
-            messages: 0,
-            limits: Limits::default(),
-        };
+        let mut common = Common::new(block_id, auth.cursor());
+        common.prov.sifted_bits = n as u64;
+        common.prov.sample_bits = sample.len() as u64;
+        common.prov.raw_key_bits = raw.len() as u64;
+        common.prov.eps_sec = cfg.eps_sec;
+        common.prov.eps_cor = cfg.eps_cor;
         let out = vec![
             common.send(auth, &Message::Hello(hello))?,
             common.send(auth, &Message::Sample(to_wire(&sample_bits)))?,
         ];
         let bounds = frame_bounds(raw.len(), cfg.frame_bits);
+        common.prov.frames = bounds.len() as u64;
         Ok((
             Self {
                 common,
                 cfg,
                 state: AliceState::ExpectVerdict,
-                sifted_bits: n as u64,
                 sample,
                 raw,
                 frames: Vec::new(),
                 bounds,
-                sample_errors: 0,
-                leak_ec: 0,
-                tag_bits: 0,
-                round_trips: 0,
-                corrected: 0,
                 final_key: None,
-                final_len: 0,
                 shuffle_seed,
                 pending_abort: None,
             },
@@ -513,7 +542,7 @@ impl AliceSession {
                         self.sample.len()
                     )));
                 }
-                self.sample_errors = u64::from(errors);
+                self.common.prov.sample_errors = u64::from(errors);
                 let q = errors as f64 / self.sample.len().max(1) as f64;
                 if !proceed || q > self.cfg.qber_max {
                     self.state = AliceState::Over;
@@ -551,22 +580,24 @@ impl AliceSession {
             (AliceState::ExpectQueries, Message::ParityQueries(frames)) => {
                 if frames.is_empty() {
                     // Reconciliation over: send the verification tag.
-                    self.round_trips += 1;
-                    self.leak_ec = self.frames.iter().map(|f| f.leaked_bits()).sum();
-                    self.tag_bits = verification_tag_bits(self.raw.len() as u64, self.cfg.eps_cor);
+                    let tag_bits = verification_tag_bits(self.raw.len() as u64, self.cfg.eps_cor);
+                    let prov = &mut self.common.prov;
+                    prov.round_trips += 1;
+                    prov.leak_ec_bits = self.frames.iter().map(|f| f.leaked_bits()).sum();
+                    prov.leak_verify_bits = u64::from(tag_bits);
                     let mut kb = [0u8; 16];
                     rng.fill(&mut kb)?;
                     let hash_key = u128::from_le_bytes(kb);
-                    let tag = hash_key_bits(&self.raw, hash_key, self.tag_bits);
+                    let tag = hash_key_bits(&self.raw, hash_key, tag_bits);
                     self.state = AliceState::ExpectVerifyResult;
                     let m = Message::VerifyTag {
                         hash_key,
-                        tag_bits: self.tag_bits as u8,
+                        tag_bits: tag_bits as u8,
                         tag,
                     };
                     return Ok(Output::Send(vec![self.common.send(auth, &m)?]));
                 }
-                self.round_trips += 1;
+                self.common.prov.round_trips += 1;
                 let mut answers = Vec::with_capacity(frames.len());
                 for (f, qs) in &frames {
                     let fa = self.frames.get_mut(*f as usize).ok_or_else(|| {
@@ -582,15 +613,7 @@ impl AliceSession {
                 if !ok {
                     return Err(SessionError::VerificationFailed);
                 }
-                let leak = self.leak_ec + u64::from(self.tag_bits);
-                let len = key_length(
-                    self.raw.len() as u64,
-                    self.sample.len() as u64,
-                    self.sample_errors,
-                    leak,
-                    self.cfg.eps_sec,
-                    self.cfg.eps_cor,
-                );
+                let len = self.common.prov.secret_length();
                 if len <= 0 {
                     return Err(self.abort(
                         auth,
@@ -608,7 +631,7 @@ impl AliceSession {
                 let seed = Bits::from_words(words, seed_len);
                 let key = with_hasher(|h| h.hash(&seed, &self.raw, m))?;
                 self.final_key = Some(key);
-                self.final_len = m as u64;
+                self.common.prov.final_bits = m as u64;
                 self.state = AliceState::ExpectDone;
                 let msg = Message::PaSeed {
                     output_bits: m as u64,
@@ -617,10 +640,10 @@ impl AliceSession {
                 Ok(Output::Send(vec![self.common.send(auth, &msg)?]))
             }
             (AliceState::ExpectDone, Message::Done { output_bits }) => {
-                if output_bits != self.final_len {
+                if output_bits != self.common.prov.final_bits {
                     return Err(SessionError::Protocol(format!(
                         "Done: Bob has {output_bits} bits, Alice {}",
-                        self.final_len
+                        self.common.prov.final_bits
                     )));
                 }
                 self.state = AliceState::Over;
@@ -630,7 +653,7 @@ impl AliceSession {
                 Ok(Output::Finished(
                     FinalKey {
                         key,
-                        provenance: self.provenance(),
+                        provenance: self.common.prov.clone(),
                     },
                     Vec::new(),
                 ))
@@ -651,27 +674,7 @@ impl AliceSession {
     /// Records Bob's correction count (for provenance in tests and benches; Alice cannot
     /// know it from the protocol).
     pub fn set_corrected(&mut self, corrected: u64) {
-        self.corrected = corrected;
-    }
-
-    fn provenance(&self) -> Provenance {
-        Provenance {
-            block_id: self.common.block_id,
-            sifted_bits: self.sifted_bits,
-            sample_bits: self.sample.len() as u64,
-            sample_errors: self.sample_errors,
-            raw_key_bits: self.raw.len() as u64,
-            frames: self.bounds.len() as u64,
-            leak_ec_bits: self.leak_ec,
-            leak_verify_bits: u64::from(self.tag_bits),
-            corrected_bits: self.corrected,
-            round_trips: self.round_trips,
-            messages: self.common.messages,
-            final_bits: self.final_len,
-            eps_sec: self.cfg.eps_sec,
-            eps_cor: self.cfg.eps_cor,
-            bound: BOUND,
-        }
+        self.common.prov.corrected_bits = corrected;
     }
 }
 
@@ -691,15 +694,9 @@ pub struct BobSession {
     sifted: Option<Bits>,
     hello: Option<Hello>,
     sample: Vec<usize>,
-    raw_len: usize,
-    sample_errors: u64,
     frames: Vec<Option<cascade::Bob>>,
     done_frames: Vec<Option<Bits>>,
     bounds: Vec<(usize, usize)>,
-    leak_ec: u64,
-    corrected: u64,
-    round_trips: u64,
-    tag_bits: u32,
     reconciled: Option<Bits>,
     /// Bob's limit on frames per block (bounds memory on hostile Hello messages).
     max_sifted_bits: u64,
@@ -709,27 +706,15 @@ impl BobSession {
     /// A session waiting for Alice's `Hello`, on Bob's sifted bits.
     pub fn new(block_id: u64, sifted: Bits, auth: &AuthKeys) -> Self {
         Self {
-            common: Common {
-                block_id,
-                seq: 0,
-                pad_offset: auth.cursor(),
-                messages: 0,
-                limits: Limits::default(),
-            },
+            common: Common::new(block_id, auth.cursor()),
             state: BobState::ExpectHello,
             max_sifted_bits: sifted.len() as u64,
             sifted: Some(sifted),
             hello: None,
             sample: Vec::new(),
-            raw_len: 0,
-            sample_errors: 0,
             frames: Vec::new(),
             done_frames: Vec::new(),
             bounds: Vec::new(),
-            leak_ec: 0,
-            corrected: 0,
-            round_trips: 0,
-            tag_bits: 0,
             reconciled: None,
         }
     }
@@ -786,6 +771,11 @@ impl BobSession {
                         h.frame_bits, h.biconf
                     )));
                 }
+                let prov = &mut self.common.prov;
+                prov.sifted_bits = h.sifted_bits;
+                prov.sample_bits = u64::from(h.sample_bits);
+                prov.eps_sec = h.eps_sec;
+                prov.eps_cor = h.eps_cor;
                 self.hello = Some(h);
                 self.state = BobState::ExpectSample;
                 Ok(Output::Send(Vec::new()))
@@ -811,7 +801,7 @@ impl BobSession {
                     .enumerate()
                     .filter(|&(j, &i)| alice.get(j) != sifted.get(i))
                     .count();
-                self.sample_errors = errors as u64;
+                self.common.prov.sample_errors = errors as u64;
                 let q = errors as f64 / self.sample.len() as f64;
                 let proceed = q <= h.qber_max;
                 let verdict = Message::SampleVerdict {
@@ -827,7 +817,7 @@ impl BobSession {
                     });
                 }
                 let raw = sifted.remove_sorted(&self.sample);
-                self.raw_len = raw.len();
+                self.common.prov.raw_key_bits = raw.len() as u64;
                 let variant = if h.variant == 0 {
                     Variant::Original
                 } else {
@@ -838,6 +828,7 @@ impl BobSession {
                 let passes =
                     Schedule::with_biconf(variant, q, h.frame_bits as usize, usize::from(h.biconf))
                         .passes();
+                self.common.prov.frames = self.bounds.len() as u64;
                 let sh = shuffles_for(&self.bounds, h.shuffle_seed, passes);
                 let mut queries = Vec::new();
                 self.frames = Vec::with_capacity(self.bounds.len());
@@ -856,7 +847,7 @@ impl BobSession {
                         }
                     }
                 }
-                self.round_trips += 1;
+                self.common.prov.round_trips += 1;
                 out.push(self.common.send(auth, &Message::ParityQueries(queries))?);
                 self.state = BobState::ExpectAnswers;
                 Ok(Output::Send(out))
@@ -884,8 +875,8 @@ impl BobSession {
                         Step::Done => {
                             if let Some(b) = slot.take() {
                                 let st = b.stats();
-                                self.leak_ec += st.leaked_bits;
-                                self.corrected += st.corrected_bits;
+                                self.common.prov.leak_ec_bits += st.leaked_bits;
+                                self.common.prov.corrected_bits += st.corrected_bits;
                                 self.done_frames[fi] = Some(b.into_bits());
                             }
                         }
@@ -899,7 +890,7 @@ impl BobSession {
                         "ParityAnswers: frame {fi} not answered"
                     )));
                 }
-                self.round_trips += 1;
+                self.common.prov.round_trips += 1;
                 if queries.is_empty() {
                     // Assemble the reconciled key.
                     let mut key = Bits::zeros(0);
@@ -926,13 +917,13 @@ impl BobSession {
                     .reconciled
                     .as_ref()
                     .ok_or_else(|| SessionError::Protocol("no reconciled key".into()))?;
-                let want = verification_tag_bits(key.len() as u64, self.hello_eps_cor());
+                let want = verification_tag_bits(key.len() as u64, self.common.prov.eps_cor);
                 if u32::from(tag_bits) != want {
                     return Err(SessionError::Protocol(format!(
                         "VerifyTag: {tag_bits}-bit tag, ε_cor needs {want}"
                     )));
                 }
-                self.tag_bits = want;
+                self.common.prov.leak_verify_bits = u64::from(want);
                 let ok = hash_key_bits(key, hash_key, want) == tag;
                 let m = Message::VerifyResult { ok };
                 let out = vec![self.common.send(auth, &m)?];
@@ -945,20 +936,11 @@ impl BobSession {
                 Ok(Output::Send(out))
             }
             (BobState::ExpectPaSeed, Message::PaSeed { output_bits, seed }) => {
-                let h = self.hello()?;
                 let key = self
                     .reconciled
                     .take()
                     .ok_or_else(|| SessionError::Protocol("no reconciled key".into()))?;
-                let leak = self.leak_ec + u64::from(self.tag_bits);
-                let len = key_length(
-                    key.len() as u64,
-                    self.sample.len() as u64,
-                    self.sample_errors,
-                    leak,
-                    h.eps_sec,
-                    h.eps_cor,
-                );
+                let len = self.common.prov.secret_length();
                 if len <= 0 || output_bits != len as u64 {
                     return Err(SessionError::Protocol(format!(
                         "PaSeed: output {output_bits} bits, Bob's bound gives {len}"
@@ -975,23 +957,8 @@ impl BobSession {
                 let fin = with_hasher(|h| h.hash(&from_wire(&seed), &key, m))?;
                 let done = self.common.send(auth, &Message::Done { output_bits })?;
                 self.state = BobState::Over;
-                let provenance = Provenance {
-                    block_id: self.common.block_id,
-                    sifted_bits: h.sifted_bits,
-                    sample_bits: self.sample.len() as u64,
-                    sample_errors: self.sample_errors,
-                    raw_key_bits: self.raw_len as u64,
-                    frames: self.bounds.len() as u64,
-                    leak_ec_bits: self.leak_ec,
-                    leak_verify_bits: u64::from(self.tag_bits),
-                    corrected_bits: self.corrected,
-                    round_trips: self.round_trips,
-                    messages: self.common.messages,
-                    final_bits: output_bits,
-                    eps_sec: h.eps_sec,
-                    eps_cor: h.eps_cor,
-                    bound: BOUND,
-                };
+                self.common.prov.final_bits = output_bits;
+                let provenance = self.common.prov.clone();
                 Ok(Output::Finished(
                     FinalKey {
                         key: fin,
@@ -1020,13 +987,9 @@ impl BobSession {
             .ok_or_else(|| SessionError::Protocol("no Hello".into()))
     }
 
-    fn hello_eps_cor(&self) -> f64 {
-        self.hello.as_ref().map_or(1e-15, |h| h.eps_cor)
-    }
-
     /// Bits Bob corrected so far.
     pub fn corrected_bits(&self) -> u64 {
-        self.corrected
+        self.common.prov.corrected_bits
     }
 }
 
