@@ -365,7 +365,9 @@ fn distill(a: &DistillBenchArgs) -> Result<(), CliError> {
         "leak_ec_bits": p.leak_ec_bits,
         "final_bits": p.final_bits,
         "auth_bits_consumed": ka.consumed_bits(),
-        "note": "both ends run in this process, one thread: every stage time is Alice's plus Bob's work; Bob's Cascade set-up (shuffled copies per pass) is charged to reconcile; the Toeplitz plans and buffers are built cold in this run",
+        "pa_backend": qkdnet_distill::toeplitz::Backend::Auto.name(),
+        "gf2x_multiplier": qkdnet_distill::gf2x::backend(),
+        "note": "both ends run in this process, one thread: every stage time is Alice's plus Bob's work; Bob's Cascade set-up (shuffled copies per pass) is charged to reconcile; the privacy-amplification buffers are allocated cold in this run",
         "machine": MachineInfo::current(1),
     });
     println!("{report:#}");

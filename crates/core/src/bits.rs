@@ -171,7 +171,7 @@ impl Bits {
 
     /// Appends one bit.
     pub fn push(&mut self, v: bool) {
-        if self.len % 64 == 0 {
+        if self.len.is_multiple_of(64) {
             self.words.push(0);
         }
         self.len += 1;
@@ -280,7 +280,7 @@ impl Bits {
     pub fn append_range(&mut self, src: &Bits, start: usize, end: usize) {
         let mut i = start;
         // Bit by bit until this string is word-aligned, then whole words.
-        while i < end && self.len % 64 != 0 {
+        while i < end && !self.len.is_multiple_of(64) {
             self.push(src.get(i));
             i += 1;
         }

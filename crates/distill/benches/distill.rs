@@ -49,16 +49,22 @@ fn hashing(c: &mut Criterion) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
     let mut g = c.benchmark_group("toeplitz");
     g.sample_size(10);
-    for n in [1_000_000usize, 10_000_000] {
+    for n in [1_000_000usize, 10_000_000, 100_000_000] {
         let m = n / 2;
         let x = random_bits(&mut rng, n);
         let s = random_bits(&mut rng, n + m - 1);
         g.throughput(Throughput::Elements(n as u64));
         // Steady state of a running link: plans and buffers reused across blocks.
         let mut hasher = toeplitz::Hasher::new();
-        g.bench_function(format!("n={n}"), |b| {
+        g.bench_function(format!("{}/n={n}", hasher.backend().name()), |b| {
             b.iter(|| black_box(hasher.hash(&s, &x, m).unwrap()))
         });
+        if n == 1_000_000 {
+            let mut float = toeplitz::Hasher::with_backend(toeplitz::Backend::Float);
+            g.bench_function(format!("float-f64/n={n}"), |b| {
+                b.iter(|| black_box(float.hash(&s, &x, m).unwrap()))
+            });
+        }
     }
     g.finish();
     let mut g = c.benchmark_group("polyhash");

@@ -43,7 +43,7 @@ pub fn clmul64(x: u64, y: u64) -> u128 {
 
 /// Reduces a 256-bit product (hi, lo) modulo x¹²⁸ + x⁷ + x² + x + 1.
 #[inline]
-fn reduce(hi: u128, lo: u128) -> u128 {
+pub(crate) fn reduce(hi: u128, lo: u128) -> u128 {
     // x¹²⁸ ≡ x⁷ + x² + x + 1. Fold hi twice: the first fold leaves at most 7 bits above 127.
     let fold = |h: u128| h ^ (h << 1) ^ (h << 2) ^ (h << 7);
     let spill = (hi >> 127) ^ (hi >> 126) ^ (hi >> 121);
@@ -61,6 +61,12 @@ pub fn mul(a: u128, b: u128) -> u128 {
     let lo = l ^ (m << 64);
     let hi = h ^ (m >> 64);
     reduce(hi, lo)
+}
+
+/// Horner's rule over whole blocks: `acc ← (acc ⊕ b)·key` for each block, with the CPU's
+/// carry-less multiply where present ([`crate::gf2x::backend`]), else [`mul`].
+pub fn horner(acc: u128, key: u128, blocks: &[u128]) -> u128 {
+    crate::gf2x::horner128(acc, key, blocks)
 }
 
 /// Shift-and-add product in GF(2¹²⁸): the slow, obvious twin of [`mul`].
@@ -99,6 +105,14 @@ mod tests {
         #[test]
         fn field_mul_matches_naive(a in any::<u128>(), b in any::<u128>()) {
             prop_assert_eq!(mul(a, b), mul_naive(a, b));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn horner_matches_repeated_mul(acc in any::<u128>(), key in any::<u128>(), blocks in proptest::collection::vec(any::<u128>(), 0..40)) {
+            let want = blocks.iter().fold(acc, |a, &b| mul_naive(a ^ b, key));
+            prop_assert_eq!(horner(acc, key, &blocks), want);
         }
     }
 

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod cascade;
 pub mod estimate;
 pub mod gf128;
+pub mod gf2x;
 pub mod polyhash;
 pub mod random;
 pub mod session;

@@ -12,6 +12,7 @@
 //! argument). [`tag_bits_for`] picks `t` from a target collision probability.
 
 use crate::gf128;
+use zeroize::Zeroize;
 
 /// Number of 128-bit blocks hashed for `bits` message bits (data blocks plus length).
 pub fn blocks_for(bits: u64) -> u64 {
@@ -42,7 +43,6 @@ pub struct PolyHash {
 
 impl Drop for PolyHash {
     fn drop(&mut self) {
-        use zeroize::Zeroize;
         self.key.zeroize();
         self.acc.zeroize();
         self.pending.zeroize();
@@ -82,11 +82,21 @@ impl PolyHash {
             self.pending_len = 0;
         }
         let mut chunks = data.chunks_exact(16);
-        for c in &mut chunks {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(c);
-            self.block(u128::from_le_bytes(a));
+        let mut batch = [0u128; 64];
+        loop {
+            let mut n = 0;
+            for (slot, c) in batch.iter_mut().zip(&mut chunks) {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(c);
+                *slot = u128::from_le_bytes(a);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            self.acc = gf128::horner(self.acc, self.key, &batch[..n]);
         }
+        batch.zeroize();
         let rest = chunks.remainder();
         self.pending[..rest.len()].copy_from_slice(rest);
         self.pending_len = rest.len();
@@ -102,9 +112,19 @@ impl PolyHash {
         }
         self.total_bytes += 8 * words.len() as u64;
         let mut pairs = words.chunks_exact(2);
-        for p in &mut pairs {
-            self.block(u128::from(p[0]) | (u128::from(p[1]) << 64));
+        let mut batch = [0u128; 64];
+        loop {
+            let mut n = 0;
+            for (slot, p) in batch.iter_mut().zip(&mut pairs) {
+                *slot = u128::from(p[0]) | (u128::from(p[1]) << 64);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            self.acc = gf128::horner(self.acc, self.key, &batch[..n]);
         }
+        batch.zeroize();
         if let [w] = pairs.remainder() {
             self.pending[..8].copy_from_slice(&w.to_le_bytes());
             self.pending_len = 8;

@@ -3,7 +3,16 @@
 //! A Toeplitz matrix `T` (m × n) is fixed by a seed `s` of `n + m − 1` bits:
 //! `T[i][j] = s[i − j + n − 1]`. Then `(T x)_i = Σ_j s[i − j + n − 1] x_j = c_{i+n−1}` where
 //! `c = s ∗ x` is the integer convolution, taken mod 2: the output is the middle of the
-//! product of two polynomials. A cyclic convolution of any length `N ≥ n + m − 1` gives
+//! product of two polynomials.
+//!
+//! Two exact backends compute that product ([`Backend`]):
+//!
+//! * **Additive FFT over GF(2⁶⁴)** ([`crate::gf2x`]), the default where the CPU has a
+//!   carry-less multiply: bit-packed (32 bits of key per field element), exact by
+//!   construction, no rounding argument needed.
+//! * **Complex FFT in f64**, the portable fallback, described below.
+//!
+//! A cyclic convolution of any length `N ≥ n + m − 1` gives
 //! those middle coefficients without wrap-around, so the product is one real FFT of each
 //! operand, a pointwise product and one inverse FFT (`realfft`, f64), rounded and reduced
 //! mod 2.
@@ -82,10 +91,44 @@ pub fn fft_len(min_len: usize) -> usize {
     best
 }
 
+/// Which exact product a [`Hasher`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// The additive FFT over GF(2⁶⁴) where the CPU multiplies carry-less in hardware,
+    /// the f64 FFT otherwise.
+    Auto,
+    /// Additive FFT over GF(2⁶⁴) ([`crate::gf2x`]), whatever the CPU.
+    Additive,
+    /// Real FFT in f64 with the rounding bound and residual check.
+    Float,
+}
+
+impl Backend {
+    /// The backend `Auto` resolves to on this machine.
+    pub fn resolve(self) -> Backend {
+        match self {
+            Backend::Auto if crate::gf2x::backend() != "portable" => Backend::Additive,
+            Backend::Auto => Backend::Float,
+            b => b,
+        }
+    }
+
+    /// Name for reports: `"additive-gf2^64"` or `"float-f64"`.
+    pub fn name(self) -> &'static str {
+        match self.resolve() {
+            Backend::Additive => "additive-gf2^64",
+            _ => "float-f64",
+        }
+    }
+}
+
 /// A Toeplitz hasher that keeps its FFT plans (twiddle factors) and work buffers for reuse
 /// across blocks: fresh multi-gigabyte buffers cost more in page faults than the FFTs.
 /// Buffers hold key-derived values and are zeroized after every hash and on drop.
 pub struct Hasher {
+    backend: Backend,
+    gf2x: crate::gf2x::Workspace,
     planner: RealFftPlanner<f64>,
     len: usize,
     real: Vec<f64>,
@@ -107,9 +150,16 @@ impl Default for Hasher {
 }
 
 impl Hasher {
-    /// A hasher with empty caches.
+    /// A hasher with empty caches and the fastest exact backend of this machine.
     pub fn new() -> Self {
+        Self::with_backend(Backend::Auto)
+    }
+
+    /// A hasher with empty caches and the given backend.
+    pub fn with_backend(backend: Backend) -> Self {
         Self {
+            backend: backend.resolve(),
+            gf2x: crate::gf2x::Workspace::default(),
             planner: RealFftPlanner::new(),
             len: 0,
             real: Vec::new(),
@@ -119,7 +169,13 @@ impl Hasher {
         }
     }
 
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
     fn wipe(&mut self) {
+        self.gf2x.wipe();
         self.real.as_mut_slice().zeroize();
         for v in [&mut self.spec_a, &mut self.spec_b, &mut self.scratch] {
             v.iter_mut().for_each(|c| *c = Complex::new(0.0, 0.0));
@@ -148,6 +204,18 @@ impl Hasher {
                 m,
                 n,
             });
+        }
+        if self.backend == Backend::Additive {
+            let y = crate::gf2x::middle_words(
+                &mut self.gf2x,
+                seed.words(),
+                need,
+                x.words(),
+                n,
+                n - 1,
+                n - 1 + m,
+            );
+            return Ok(Bits::from_words(y, m));
         }
         let bound = fft_error_bound(n, m);
         if bound >= 0.25 {
@@ -251,8 +319,11 @@ mod tests {
             for _ in 0..3 {
                 let x = random_bits(&mut rng, n);
                 let s = random_bits(&mut rng, n + m - 1);
-                let fast = hash(&s, &x, m).unwrap();
-                assert!(fast == hash_naive(&s, &x, m), "n={n} m={m}");
+                let naive = hash_naive(&s, &x, m);
+                for b in [Backend::Float, Backend::Additive] {
+                    let fast = Hasher::with_backend(b).hash(&s, &x, m).unwrap();
+                    assert!(fast == naive, "n={n} m={m} {b:?}");
+                }
             }
         }
     }
@@ -264,12 +335,14 @@ mod tests {
         let m: usize = 100_000;
         let x = Bits::from_words(vec![u64::MAX; n.div_ceil(64)], n);
         let s = Bits::from_words(vec![u64::MAX; (n + m - 1).div_ceil(64)], n + m - 1);
-        let h = hash(&s, &x, m).unwrap();
-        // Every row sums n ones: parity of n (even) = 0.
-        assert_eq!(h.count_ones(), 0);
-        let x = Bits::from_words(vec![u64::MAX; (n - 1).div_ceil(64)], n - 1);
-        let s = Bits::from_words(vec![u64::MAX; (n + m - 2).div_ceil(64)], n + m - 2);
-        assert_eq!(hash(&s, &x, m).unwrap().count_ones(), m);
+        for b in [Backend::Float, Backend::Additive] {
+            let mut h = Hasher::with_backend(b);
+            // Every row sums n ones: parity of n (even) = 0.
+            assert_eq!(h.hash(&s, &x, m).unwrap().count_ones(), 0);
+            let x = Bits::from_words(vec![u64::MAX; (n - 1).div_ceil(64)], n - 1);
+            let s = Bits::from_words(vec![u64::MAX; (n + m - 2).div_ceil(64)], n + m - 2);
+            assert_eq!(h.hash(&s, &x, m).unwrap().count_ones(), m);
+        }
     }
 
     #[test]
