@@ -221,7 +221,7 @@ fn stage_of(t: qkdnet_wire::MessageType, alice_side: bool) -> usize {
         // Alice's sample is cheap; Bob's handling of it also builds every Cascade frame.
         M::Sample => usize::from(!alice_side),
         M::SampleVerdict | M::ParityQueries | M::ParityAnswers => 1,
-        M::VerifyTag => 2,
+        M::VerifyTag | M::FrameTags | M::FrameVerdict => 2,
         M::VerifyResult if alice_side => 3,
         M::VerifyResult => 2,
         M::PaSeed | M::Done | M::Abort => 3,
@@ -360,6 +360,7 @@ fn distill(a: &DistillBenchArgs) -> Result<(), CliError> {
         "round_trips": p.round_trips,
         "frame_error_rate": fer,
         "fer_frames_tested": fer_frames,
+        "frames_discarded": p.discarded_frames,
         "sample_qber": p.qber(),
         "corrected_bits": p.corrected_bits,
         "leak_ec_bits": p.leak_ec_bits,

@@ -9,6 +9,11 @@
 //!                                           ◄──  ParityQueries …   (until no frame asks)
 //!  VerifyTag(hash key, tag)                  ──►
 //!                                           ◄──  VerifyResult(ok)
+//!  [only if not ok, once:]
+//!  FrameTags(hash key, one tag per frame)    ──►
+//!                                           ◄──  FrameVerdict(frames that differ)
+//!  VerifyTag(hash key, tag over the rest)    ──►
+//!                                           ◄──  VerifyResult(ok)
 //!  PaSeed(ℓ, Toeplitz seed)                  ──►
 //!                                           ◄──  Done(ℓ)
 //! ```
@@ -21,6 +26,14 @@
 //! (and an `Abort` sent where possible), and no key. Both ends compute the key length
 //! independently from the public transcript; Bob refuses a `PaSeed` whose length differs.
 //! Alice's key is final only when Bob's `Done` arrives.
+//!
+//! Cascade leaves a residual error in a small fraction of frames (its frame error rate);
+//! with hundreds of frames per block, some block would fail verification and lose every
+//! frame. So a failed verification is followed, once, by a per-frame check: Alice sends a
+//! [`FRAME_TAG_BITS`]-bit tag of each frame under a fresh hash key, both ends discard the
+//! frames whose tags differ, and a fresh full-length tag verifies what remains (that tag
+//! alone carries the ε_cor guarantee; the frame tags only locate the failures). Every tag
+//! bit counts as leaked; the discarded frames' Cascade parities stay counted too.
 //!
 //! The state machines are sans-IO: [`AliceSession::start`] and the `handle` methods take
 //! bytes and return the bytes to send.
@@ -180,6 +193,9 @@ pub struct Provenance {
     pub raw_key_bits: u64,
     /// Cascade frames.
     pub frames: u64,
+    /// Frames discarded after the per-frame check (their bits left the raw key; their
+    /// parities stay in `leak_ec_bits`).
+    pub discarded_frames: u64,
     /// Parity bits disclosed by Cascade.
     pub leak_ec_bits: u64,
     /// Verification tag bits disclosed.
@@ -209,6 +225,7 @@ impl Provenance {
             sample_errors: 0,
             raw_key_bits: 0,
             frames: 0,
+            discarded_frames: 0,
             leak_ec_bits: 0,
             leak_verify_bits: 0,
             corrected_bits: 0,
@@ -393,6 +410,33 @@ fn verification_tag_bits(n: u64, eps_cor: f64) -> u32 {
     polyhash::tag_bits_for(n, eps_cor)
 }
 
+/// Bits of each per-frame tag after a failed verification: a frame that still differs
+/// escapes detection with probability ≤ (L + 1)/2³² ≈ 10⁻⁷ for 2¹⁶-bit frames, and then
+/// only costs the block (the final tag fails), never correctness.
+pub const FRAME_TAG_BITS: u8 = 32;
+
+/// The key with the frames `failed` (indices into `bounds`, increasing) left out.
+fn without_frames(key: &Bits, bounds: &[(usize, usize)], failed: &[u32]) -> Bits {
+    let mut out = Bits::zeros(0);
+    let mut skip = failed.iter().peekable();
+    for (i, &(s, e)) in bounds.iter().enumerate() {
+        if skip.peek().is_some_and(|&&f| f as usize == i) {
+            skip.next();
+            continue;
+        }
+        out.append_range(key, s, e);
+    }
+    out
+}
+
+/// Per-frame tags of `key` under `hash_key`.
+fn frame_tags(key: &Bits, bounds: &[(usize, usize)], hash_key: u128) -> Vec<u64> {
+    bounds
+        .iter()
+        .map(|&(s, e)| hash_key_bits(&key.slice(s, e), hash_key, u32::from(FRAME_TAG_BITS)) as u64)
+        .collect()
+}
+
 fn hash_key_bits(key: &Bits, hash_key: u128, tag_bits: u32) -> u128 {
     let mut h = PolyHash::new(hash_key);
     h.update_words(key.words());
@@ -403,6 +447,7 @@ enum AliceState {
     ExpectVerdict,
     ExpectQueries,
     ExpectVerifyResult,
+    ExpectFrameVerdict,
     ExpectDone,
     Over,
 }
@@ -419,6 +464,8 @@ pub struct AliceSession {
     final_key: Option<Bits>,
     shuffle_seed: [u8; 32],
     pending_abort: Option<Vec<u8>>,
+    /// The per-frame check has been used (it runs at most once).
+    retried: bool,
 }
 
 impl AliceSession {
@@ -481,6 +528,7 @@ impl AliceSession {
                 final_key: None,
                 shuffle_seed,
                 pending_abort: None,
+                retried: false,
             },
             out,
         ))
@@ -610,8 +658,24 @@ impl AliceSession {
                 Ok(Output::Send(vec![self.common.send(auth, &m)?]))
             }
             (AliceState::ExpectVerifyResult, Message::VerifyResult { ok }) => {
-                if !ok {
+                if !ok && self.retried {
                     return Err(SessionError::VerificationFailed);
+                }
+                if !ok {
+                    let mut kb = [0u8; 16];
+                    rng.fill(&mut kb)?;
+                    let hash_key = u128::from_le_bytes(kb);
+                    let tags = frame_tags(&self.raw, &self.bounds, hash_key);
+                    self.common.prov.leak_verify_bits +=
+                        tags.len() as u64 * u64::from(FRAME_TAG_BITS);
+                    self.common.prov.round_trips += 1;
+                    self.state = AliceState::ExpectFrameVerdict;
+                    let m = Message::FrameTags {
+                        hash_key,
+                        tag_bits: FRAME_TAG_BITS,
+                        tags,
+                    };
+                    return Ok(Output::Send(vec![self.common.send(auth, &m)?]));
                 }
                 let len = self.common.prov.secret_length();
                 if len <= 0 {
@@ -639,6 +703,43 @@ impl AliceSession {
                 };
                 Ok(Output::Send(vec![self.common.send(auth, &msg)?]))
             }
+            (AliceState::ExpectFrameVerdict, Message::FrameVerdict { failed }) => {
+                if failed
+                    .last()
+                    .is_some_and(|&f| f as usize >= self.bounds.len())
+                {
+                    return Err(SessionError::Protocol(format!(
+                        "FrameVerdict: frame {:?} of {}",
+                        failed.last(),
+                        self.bounds.len()
+                    )));
+                }
+                self.retried = true;
+                self.raw = without_frames(&self.raw, &self.bounds, &failed);
+                let prov = &mut self.common.prov;
+                prov.raw_key_bits = self.raw.len() as u64;
+                prov.discarded_frames = failed.len() as u64;
+                if self.raw.is_empty() {
+                    return Err(self.abort(
+                        auth,
+                        abort_code::NO_KEY,
+                        SessionError::NoKey { length: 0 },
+                    ));
+                }
+                let tag_bits = verification_tag_bits(self.raw.len() as u64, self.cfg.eps_cor);
+                self.common.prov.leak_verify_bits += u64::from(tag_bits);
+                let mut kb = [0u8; 16];
+                rng.fill(&mut kb)?;
+                let hash_key = u128::from_le_bytes(kb);
+                let tag = hash_key_bits(&self.raw, hash_key, tag_bits);
+                self.state = AliceState::ExpectVerifyResult;
+                let m = Message::VerifyTag {
+                    hash_key,
+                    tag_bits: tag_bits as u8,
+                    tag,
+                };
+                Ok(Output::Send(vec![self.common.send(auth, &m)?]))
+            }
             (AliceState::ExpectDone, Message::Done { output_bits }) => {
                 if output_bits != self.common.prov.final_bits {
                     return Err(SessionError::Protocol(format!(
@@ -664,6 +765,7 @@ impl AliceSession {
                     AliceState::ExpectVerdict => "SampleVerdict",
                     AliceState::ExpectQueries => "ParityQueries",
                     AliceState::ExpectVerifyResult => "VerifyResult",
+                    AliceState::ExpectFrameVerdict => "FrameVerdict",
                     AliceState::ExpectDone => "Done",
                     AliceState::Over => "nothing (session over)",
                 },
@@ -683,6 +785,7 @@ enum BobState {
     ExpectSample,
     ExpectAnswers,
     ExpectVerifyTag,
+    ExpectFrameTags,
     ExpectPaSeed,
     Over,
 }
@@ -698,6 +801,8 @@ pub struct BobSession {
     done_frames: Vec<Option<Bits>>,
     bounds: Vec<(usize, usize)>,
     reconciled: Option<Bits>,
+    /// The per-frame check has been used (it runs at most once).
+    retried: bool,
     /// Bob's limit on frames per block (bounds memory on hostile Hello messages).
     max_sifted_bits: u64,
 }
@@ -716,6 +821,7 @@ impl BobSession {
             done_frames: Vec::new(),
             bounds: Vec::new(),
             reconciled: None,
+            retried: false,
         }
     }
 
@@ -895,9 +1001,7 @@ impl BobSession {
                     // Assemble the reconciled key.
                     let mut key = Bits::zeros(0);
                     for b in self.done_frames.iter().flatten() {
-                        for i in 0..b.len() {
-                            key.push(b.get(i));
-                        }
+                        key.append_range(b, 0, b.len());
                     }
                     self.reconciled = Some(key);
                     self.state = BobState::ExpectVerifyTag;
@@ -923,17 +1027,57 @@ impl BobSession {
                         "VerifyTag: {tag_bits}-bit tag, ε_cor needs {want}"
                     )));
                 }
-                self.common.prov.leak_verify_bits = u64::from(want);
+                self.common.prov.leak_verify_bits += u64::from(want);
                 let ok = hash_key_bits(key, hash_key, want) == tag;
                 let m = Message::VerifyResult { ok };
                 let out = vec![self.common.send(auth, &m)?];
-                if !ok {
+                if !ok && self.retried {
                     self.state = BobState::Over;
                     self.reconciled = None;
                     return Err(SessionError::VerificationFailed);
                 }
+                if !ok {
+                    self.state = BobState::ExpectFrameTags;
+                    return Ok(Output::Send(out));
+                }
                 self.state = BobState::ExpectPaSeed;
                 Ok(Output::Send(out))
+            }
+            (
+                BobState::ExpectFrameTags,
+                Message::FrameTags {
+                    hash_key,
+                    tag_bits,
+                    tags,
+                },
+            ) => {
+                if tag_bits != FRAME_TAG_BITS || tags.len() != self.bounds.len() {
+                    return Err(SessionError::Protocol(format!(
+                        "FrameTags: {} tags of {tag_bits} bits, expected {} of {FRAME_TAG_BITS}",
+                        tags.len(),
+                        self.bounds.len()
+                    )));
+                }
+                let key = self
+                    .reconciled
+                    .take()
+                    .ok_or_else(|| SessionError::Protocol("no reconciled key".into()))?;
+                let mine = frame_tags(&key, &self.bounds, hash_key);
+                let failed: Vec<u32> = (0..tags.len())
+                    .filter(|&i| mine[i] != tags[i])
+                    .map(|i| i as u32)
+                    .collect();
+                let rest = without_frames(&key, &self.bounds, &failed);
+                let prov = &mut self.common.prov;
+                prov.leak_verify_bits += tags.len() as u64 * u64::from(FRAME_TAG_BITS);
+                prov.raw_key_bits = rest.len() as u64;
+                prov.discarded_frames = failed.len() as u64;
+                prov.round_trips += 1;
+                self.reconciled = Some(rest);
+                self.retried = true;
+                self.state = BobState::ExpectVerifyTag;
+                let m = Message::FrameVerdict { failed };
+                Ok(Output::Send(vec![self.common.send(auth, &m)?]))
             }
             (BobState::ExpectPaSeed, Message::PaSeed { output_bits, seed }) => {
                 let key = self
@@ -974,6 +1118,7 @@ impl BobSession {
                     BobState::ExpectSample => "Sample",
                     BobState::ExpectAnswers => "ParityAnswers",
                     BobState::ExpectVerifyTag => "VerifyTag",
+                    BobState::ExpectFrameTags => "FrameTags",
                     BobState::ExpectPaSeed => "PaSeed",
                     BobState::Over => "nothing (session over)",
                 },

@@ -57,6 +57,14 @@ fn main() {
             reason: "qber".into(),
         },
         Message::Done { output_bits: 5 },
+        Message::FrameTags {
+            hash_key: 7,
+            tag_bits: 32,
+            tags: vec![1, 2, 0xffff_ffff],
+        },
+        Message::FrameVerdict {
+            failed: vec![0, 4, 9],
+        },
     ];
     for (i, m) in msgs.iter().enumerate() {
         let b = encode(42, i as u32, m, |_| 0x0123_4567_89ab_cdef);

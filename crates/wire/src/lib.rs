@@ -39,11 +39,15 @@
 //! - `PaSeed` (8), Alice → Bob: `u64 output_bits` + seed bit string.
 //! - `Abort` (9), either way: `u16 code, u32 n, n bytes UTF-8 reason`.
 //! - `Done` (10), Bob → Alice: `u64 output_bits` (Bob has the final key).
+//! - `FrameTags` (11), Alice → Bob, after a failed verification: `u128 hash_key,
+//!   u8 tag_bits (1..=64), u32 count, count × u64 tag` (one tag per Cascade frame).
+//! - `FrameVerdict` (12), Bob → Alice: `u32 count, count × u32 frame` (the frames whose
+//!   tags differ, strictly increasing; both ends discard them).
 
 use std::fmt;
 
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 18;
 /// Tag length in bytes.
@@ -131,6 +135,10 @@ pub enum MessageType {
     Abort = 9,
     /// Bob confirms the final key.
     Done = 10,
+    /// Per-frame tags after a failed verification.
+    FrameTags = 11,
+    /// Frames whose tags differ.
+    FrameVerdict = 12,
 }
 
 impl MessageType {
@@ -146,6 +154,8 @@ impl MessageType {
             8 => Self::PaSeed,
             9 => Self::Abort,
             10 => Self::Done,
+            11 => Self::FrameTags,
+            12 => Self::FrameVerdict,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -252,6 +262,21 @@ pub enum Message {
         /// The Toeplitz seed.
         seed: BitString,
     },
+    /// One tag per Cascade frame, sent when the whole-key verification failed, so the
+    /// frames that still differ can be found and discarded.
+    FrameTags {
+        /// The (public, fresh) hash key.
+        hash_key: u128,
+        /// Bits per tag, 1..=64.
+        tag_bits: u8,
+        /// The low `tag_bits` bits of each frame's hash, in frame order.
+        tags: Vec<u64>,
+    },
+    /// The frames whose tags differ (strictly increasing indices).
+    FrameVerdict {
+        /// Failed frame indices.
+        failed: Vec<u32>,
+    },
     /// Bob has the final key.
     Done {
         /// Its length.
@@ -280,6 +305,8 @@ impl Message {
             Self::PaSeed { .. } => MessageType::PaSeed,
             Self::Abort { .. } => MessageType::Abort,
             Self::Done { .. } => MessageType::Done,
+            Self::FrameTags { .. } => MessageType::FrameTags,
+            Self::FrameVerdict { .. } => MessageType::FrameVerdict,
         }
     }
 }
@@ -491,6 +518,24 @@ fn encode_payload(msg: &Message, out: &mut Vec<u8>) {
             out.extend_from_slice(&tag.to_le_bytes());
         }
         Message::VerifyResult { ok } => out.push(u8::from(*ok)),
+        Message::FrameTags {
+            hash_key,
+            tag_bits,
+            tags,
+        } => {
+            out.extend_from_slice(&hash_key.to_le_bytes());
+            out.push(*tag_bits);
+            out.extend_from_slice(&(tags.len() as u32).to_le_bytes());
+            for t in tags {
+                out.extend_from_slice(&t.to_le_bytes());
+            }
+        }
+        Message::FrameVerdict { failed } => {
+            out.extend_from_slice(&(failed.len() as u32).to_le_bytes());
+            for f in failed {
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+        }
         Message::PaSeed { output_bits, seed } => {
             out.extend_from_slice(&output_bits.to_le_bytes());
             put_bits(out, seed);
@@ -736,6 +781,52 @@ fn decode_payload(t: MessageType, b: &[u8], limits: &Limits) -> Result<Message, 
                 tag_bits,
                 tag,
             }
+        }
+        MessageType::FrameTags => {
+            let mut r = Reader::new(b, "FrameTags");
+            let hash_key = r.u128()?;
+            let tag_bits = r.u8()?;
+            if tag_bits == 0 || tag_bits > 64 {
+                return Err(WireError::Invalid {
+                    what: "FrameTags.tag_bits",
+                    value: tag_bits.to_string(),
+                });
+            }
+            let n = r.count(limits.max_frames, "FrameTags.count")?;
+            let mut tags = Vec::with_capacity((n as usize).min(r.b.len() / 8));
+            for _ in 0..n {
+                let t = r.u64()?;
+                if tag_bits < 64 && t >> tag_bits != 0 {
+                    return Err(WireError::Invalid {
+                        what: "FrameTags.tag",
+                        value: format!("{t:#x} wider than {tag_bits} bits"),
+                    });
+                }
+                tags.push(t);
+            }
+            r.finish()?;
+            Message::FrameTags {
+                hash_key,
+                tag_bits,
+                tags,
+            }
+        }
+        MessageType::FrameVerdict => {
+            let mut r = Reader::new(b, "FrameVerdict");
+            let n = r.count(limits.max_frames, "FrameVerdict.count")?;
+            let mut failed: Vec<u32> = Vec::with_capacity((n as usize).min(r.b.len() / 4));
+            for _ in 0..n {
+                let f = r.u32()?;
+                if failed.last().is_some_and(|&p| p >= f) {
+                    return Err(WireError::Invalid {
+                        what: "FrameVerdict.failed",
+                        value: format!("{f} after {}", failed.last().copied().unwrap_or(0)),
+                    });
+                }
+                failed.push(f);
+            }
+            r.finish()?;
+            Message::FrameVerdict { failed }
         }
         MessageType::VerifyResult => {
             let mut r = Reader::new(b, "VerifyResult");

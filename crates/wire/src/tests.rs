@@ -73,6 +73,26 @@ fn message_strategy() -> impl Strategy<Value = Message> {
             }
         }),
         any::<bool>().prop_map(|ok| Message::VerifyResult { ok }),
+        (
+            any::<u128>(),
+            1u8..=64,
+            proptest::collection::vec(any::<u64>(), 0..20)
+        )
+            .prop_map(|(hash_key, tag_bits, tags)| Message::FrameTags {
+                hash_key,
+                tag_bits,
+                tags: tags
+                    .into_iter()
+                    .map(|t| if tag_bits == 64 {
+                        t
+                    } else {
+                        t & ((1u64 << tag_bits) - 1)
+                    })
+                    .collect(),
+            }),
+        proptest::collection::btree_set(any::<u32>(), 0..20).prop_map(|s| Message::FrameVerdict {
+            failed: s.into_iter().collect()
+        }),
         (any::<u64>(), bits_strategy())
             .prop_map(|(output_bits, seed)| Message::PaSeed { output_bits, seed }),
         (any::<u16>(), "[a-z ]{0,40}").prop_map(|(code, reason)| Message::Abort { code, reason }),
@@ -118,10 +138,10 @@ fn malformed_messages_give_typed_errors() {
     let good = encode(7, 0, &msg, |_| 0);
     // Wrong version.
     let mut b = good.clone();
-    b[0] = 2;
+    b[0] = 1;
     assert_eq!(
         Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap_err(),
-        WireError::Version(2)
+        WireError::Version(1)
     );
     // Wrong type.
     let mut b = good.clone();
@@ -155,6 +175,30 @@ fn malformed_messages_give_typed_errors() {
         env.message(&Limits::default()).unwrap_err(),
         WireError::Invalid {
             what: "VerifyResult.ok",
+            ..
+        }
+    ));
+    // Frame verdicts must be strictly increasing; frame tags no wider than tag_bits.
+    let b = encode(7, 0, &Message::FrameVerdict { failed: vec![3, 3] }, |_| 0);
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "FrameVerdict.failed",
+            ..
+        }
+    ));
+    let tags = Message::FrameTags {
+        hash_key: 1,
+        tag_bits: 8,
+        tags: vec![0x1ff],
+    };
+    let b = encode(7, 0, &tags, |_| 0);
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "FrameTags.tag",
             ..
         }
     ));
