@@ -176,6 +176,42 @@ impl AuthKeys {
         Ok(())
     }
 
+    /// Hands pads `at .. at + n` to a separate pool for one session, so that several
+    /// sessions can run at once without sharing pad indices. Pads below `at` are
+    /// discarded. The `n` pads count as consumed here when reserved (a session that
+    /// ends early leaves the rest unused, never reused). Return the child with
+    /// [`AuthKeys::absorb`] to carry its forgery bound back.
+    pub fn reserve(&mut self, at: u64, n: u64) -> Result<AuthKeys, AuthError> {
+        if n == 0 || at < self.first || at.saturating_add(n) > self.end() {
+            return Err(AuthError::Exhausted {
+                index: at.saturating_add(n.max(1) - 1),
+                first: self.first,
+                end: self.end(),
+            });
+        }
+        let start = self.pos + (at - self.first) as usize;
+        let pads = self.pads[start..start + n as usize].to_vec();
+        self.pads[self.pos..start + n as usize].zeroize();
+        self.pos = start + n as usize;
+        self.consumed_bits += (at + n - self.first) * u64::from(TAG_BITS);
+        self.first = at + n;
+        Ok(AuthKeys {
+            hash_key: self.hash_key,
+            pads,
+            pos: 0,
+            first: at,
+            consumed_bits: 0,
+            replenished_bits: 0,
+            forgery_bound: 0.0,
+        })
+    }
+
+    /// Takes back a pool made by [`AuthKeys::reserve`]: its forgery bound is added here;
+    /// its unused pads are wiped.
+    pub fn absorb(&mut self, child: AuthKeys) {
+        self.forgery_bound += child.forgery_bound;
+    }
+
     /// Appends pads cut from a produced key (whole 64-bit pads; a remainder is dropped).
     pub fn replenish(&mut self, key: &Bits) {
         let usable = key.len() / TAG_BITS as usize;
@@ -189,6 +225,31 @@ impl AuthKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserved_pools_are_disjoint_and_accounted() {
+        let mut a = AuthKeys::from_preshared(psk(128 + 64 * 100, 1)).unwrap();
+        let mut b = AuthKeys::from_preshared(psk(128 + 64 * 100, 1)).unwrap();
+        let mut a1 = a.reserve(0, 10).unwrap();
+        let mut a2 = a.reserve(10, 10).unwrap();
+        assert_eq!(a.cursor(), 20);
+        assert_eq!(a.consumed_bits(), 20 * 64);
+        // Bob reserves the same ranges; sessions interleave freely.
+        let mut b1 = b.reserve(0, 10).unwrap();
+        let mut b2 = b.reserve(10, 10).unwrap();
+        let t2 = a2.tag(10, b"second").unwrap();
+        let t1 = a1.tag(0, b"first").unwrap();
+        b2.check(10, b"second", t2, 0).unwrap();
+        b1.check(0, b"first", t1, 0).unwrap();
+        // A child cannot reach outside its range; the parent cannot reuse it.
+        assert!(a1.tag(10, b"x").is_err());
+        assert!(a.tag(5, b"x").is_err());
+        assert!(a.reserve(15, 3).is_err());
+        assert!(a.reserve(90, 20).is_err());
+        b.absorb(b1);
+        b.absorb(b2);
+        assert!(b.forgery_bound() > 0.0);
+    }
 
     fn psk(bits: usize, seed: u64) -> Bits {
         let words: Vec<u64> = (0..bits.div_ceil(64) as u64)

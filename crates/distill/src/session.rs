@@ -803,6 +803,7 @@ pub struct BobSession {
     reconciled: Option<Bits>,
     /// The per-frame check has been used (it runs at most once).
     retried: bool,
+    pending_abort: Option<Vec<u8>>,
     /// Bob's limit on frames per block (bounds memory on hostile Hello messages).
     max_sifted_bits: u64,
 }
@@ -822,11 +823,13 @@ impl BobSession {
             bounds: Vec::new(),
             reconciled: None,
             retried: false,
+            pending_abort: None,
         }
     }
 
     /// Handles one message from Alice.
     pub fn handle(&mut self, bytes: &[u8], auth: &mut AuthKeys) -> Result<Output, SessionError> {
+        let failed_on_hello = matches!(self.state, BobState::ExpectHello);
         // Alice's Hello sets the pad offset; it is authenticated with that offset, which
         // must not be below Bob's cursor (no pad reuse).
         if matches!(self.state, BobState::ExpectHello) {
@@ -850,10 +853,33 @@ impl BobSession {
             .common
             .receive(auth, bytes)
             .and_then(|m| self.step(m, auth));
-        if r.is_err() {
+        if let Err(e) = &r {
             self.state = BobState::Over;
+            // Tell Alice, unless a final message is already waiting (a negative verdict
+            // or verification result) or she aborted first.
+            let told =
+                matches!(e, SessionError::PeerAborted { .. }) || self.pending_abort.is_some();
+            if !told {
+                if failed_on_hello {
+                    // Alice's first flight is Hello + Sample: skip the Sample's sequence
+                    // number (and pad) so that the Abort never shares a pad with it.
+                    self.common.seq += 1;
+                }
+                let abort = Message::Abort {
+                    code: abort_code::PROTOCOL,
+                    reason: e.to_string(),
+                };
+                self.pending_abort = self.common.send(auth, &abort).ok();
+            }
         }
         r
+    }
+
+    /// The last message to send Alice after Bob's end failed: the negative sample verdict
+    /// or verification result that ended the session, or an `Abort` for an error she
+    /// cannot know about (a bad tag, a malformed or unexpected message).
+    pub fn take_abort(&mut self) -> Option<Vec<u8>> {
+        self.pending_abort.take()
     }
 
     fn step(&mut self, msg: Message, auth: &mut AuthKeys) -> Result<Output, SessionError> {
@@ -917,6 +943,8 @@ impl BobSession {
                 let mut out = vec![self.common.send(auth, &verdict)?];
                 if !proceed {
                     self.state = BobState::Over;
+                    // The negative verdict is the last message: Alice learns from it.
+                    self.pending_abort = out.pop();
                     return Err(SessionError::QberTooHigh {
                         observed: q,
                         max: h.qber_max,
@@ -1034,6 +1062,8 @@ impl BobSession {
                 if !ok && self.retried {
                     self.state = BobState::Over;
                     self.reconciled = None;
+                    let mut out = out;
+                    self.pending_abort = out.pop();
                     return Err(SessionError::VerificationFailed);
                 }
                 if !ok {
