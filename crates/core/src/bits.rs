@@ -278,26 +278,28 @@ impl Bits {
 
     /// Appends bits `start..end` of `src`.
     pub fn append_range(&mut self, src: &Bits, start: usize, end: usize) {
+        assert!(start <= end && end <= src.len, "range {start}..{end}");
         let mut i = start;
-        // Bit by bit until this string is word-aligned, then whole words.
-        while i < end && !self.len.is_multiple_of(64) {
-            self.push(src.get(i));
-            i += 1;
-        }
-        while end - i >= 64 {
-            let (q, r) = (i / 64, i % 64);
-            let w = if r == 0 {
-                src.words[q]
-            } else {
-                (src.words[q] >> r) | (src.words[q + 1] << (64 - r))
-            };
-            self.words.push(w);
-            self.len += 64;
-            i += 64;
-        }
+        // Each step fills the rest of this string's last word (or a new word) with up to
+        // 64 bits read from `src` at any alignment.
         while i < end {
-            self.push(src.get(i));
-            i += 1;
+            let off = self.len % 64;
+            let take = (64 - off).min(end - i);
+            let (q, r) = (i / 64, i % 64);
+            let mut v = src.words[q] >> r;
+            if r != 0 && r + take > 64 {
+                v |= src.words[q + 1] << (64 - r);
+            }
+            if take < 64 {
+                v &= (1u64 << take) - 1;
+            }
+            if off == 0 {
+                self.words.push(v);
+            } else if let Some(last) = self.words.last_mut() {
+                *last |= v << off;
+            }
+            self.len += take;
+            i += take;
         }
     }
 }
