@@ -110,6 +110,7 @@ mod clmul {
     //! The hardware carry-less multiply. The only `unsafe` in qkdnet (ARCHITECTURE.md,
     //! "unsafe"): the intrinsics need the CPU feature, which the [`Hw`] token proves.
     #![allow(unsafe_code)]
+    #![deny(clippy::undocumented_unsafe_blocks)]
 
     use core::arch::x86_64::{
         __m128i, _mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_cvtsi64_si128, _mm_loadu_si128,
