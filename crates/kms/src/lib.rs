@@ -26,6 +26,7 @@
 //!
 //! See [`sqlite::SqliteStore`] for the embedded default backend.
 
+pub mod etsi;
 pub mod sqlite;
 
 use zeroize::Zeroize;
@@ -197,6 +198,11 @@ pub trait KeyStore: Send + Sync {
         req: &KeyRequest<'_>,
         now: u64,
     ) -> Result<(Vec<Key>, Assignment), StoreError>;
+
+    /// Master side: takes back keys cut by [`KeyStore::allocate`] that were never handed
+    /// out (the peer KME could not be told): their bits move from delivered to discarded,
+    /// never back to available (the peer may have cut them too).
+    fn void(&self, peer: &str, key_ids: &[String]) -> Result<(), StoreError>;
 
     /// Peer side: cuts the keys the master's KME announced, from the same place of this
     /// end's copy of the lane, and keeps them for the named slaves.

@@ -471,6 +471,28 @@ impl KeyStore for SqliteStore {
         })
     }
 
+    fn void(&self, peer: &str, key_ids: &[String]) -> Result<(), StoreError> {
+        let (peer, key_ids) = (peer.to_string(), key_ids.to_vec());
+        self.with_tx(move |tx| {
+            let mut bits = 0i64;
+            for id in &key_ids {
+                let n: Option<i64> = tx
+                    .prepare_cached("SELECT nbits FROM issued WHERE key_id = ?1 AND peer = ?2")?
+                    .query_row(params![id, peer], |r| r.get(0))
+                    .optional()?;
+                let Some(n) = n else {
+                    return Err(StoreError::NotFound(id.clone()));
+                };
+                tx.prepare_cached("DELETE FROM issued WHERE key_id = ?1")?
+                    .execute(params![id])?;
+                bits += n;
+            }
+            bump(tx, &peer, "delivered", -bits)?;
+            bump(tx, &peer, "discarded", bits)?;
+            Ok(())
+        })
+    }
+
     fn assign(&self, peer: &str, a: &Assignment, now: u64) -> Result<(), StoreError> {
         if a.keys.is_empty() || a.keys.iter().any(|(_, s)| *s == 0) {
             return Err(StoreError::Invalid(

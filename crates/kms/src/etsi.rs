@@ -1,0 +1,886 @@
+//! ETSI GS QKD 014 V1.1.1 key delivery: the REST API an application (SAE) uses to get
+//! keys from its KME, over HTTPS with mutual TLS.
+//!
+//! [`Kme::handle`] is the whole API as a function of (authenticated SAE ID, method, path,
+//! query, content type, body) → (status, JSON body): it holds every rule and error of the
+//! specification and is tested without sockets. [`serve`] is the network side: its own
+//! accept loop (so each connection's client certificate is at hand), a handshake timeout,
+//! a request-header timeout and a body-size limit per connection, each connection on its
+//! own task so a stalled client delays no one.
+//!
+//! The SAE ID is the common name (CN) of the client certificate's subject, verified
+//! against the KME's client CA.
+
+use crate::{lane_for, Assignment, KeyRequest, KeyStore, StoreError};
+use base64::Engine;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Limits and identities of one KME (the values its `status` reports).
+#[derive(Debug, Clone)]
+pub struct KmeConfig {
+    /// This KME's ID.
+    pub kme_id: String,
+    /// Which KME each known SAE is attached to (this KME's own SAEs included).
+    pub sae_kme: HashMap<String, String>,
+    /// Key size when a request names none, bits.
+    pub default_key_size: u32,
+    /// Smallest key size, bits (a multiple of 8).
+    pub min_key_size: u32,
+    /// Largest key size, bits.
+    pub max_key_size: u32,
+    /// Most keys per request.
+    pub max_key_per_request: u32,
+    /// Most keys the KME reports it can hold per peer.
+    pub max_key_count: u64,
+    /// Most SAE IDs (slave plus additional slaves) per request.
+    pub max_sae_id_count: u32,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// TLS handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Deadline for a request's headers once a connection is open.
+    pub header_timeout: Duration,
+    /// Key lifetime after distillation when blocks are stored by this KME, seconds.
+    pub key_ttl_s: u64,
+}
+
+impl KmeConfig {
+    /// Defaults for a KME named `kme_id`.
+    pub fn new(kme_id: &str) -> Self {
+        Self {
+            kme_id: kme_id.to_string(),
+            sae_kme: HashMap::new(),
+            default_key_size: 256,
+            min_key_size: 64,
+            max_key_size: 8192,
+            max_key_per_request: 128,
+            max_key_count: 1_000_000,
+            max_sae_id_count: 8,
+            max_body_bytes: 64 * 1024,
+            handshake_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(5),
+            key_ttl_s: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// How a KME tells the KME at the other end of a link which keys it cut.
+pub trait PeerLink: Send + Sync {
+    /// Delivers `assignment` to `peer_kme`, returning once the peer has stored it.
+    fn send_assignment(&self, peer_kme: &str, assignment: &Assignment) -> Result<(), String>;
+}
+
+/// An API response: status code and JSON body (none for 401).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Option<Value>,
+}
+
+fn error(status: u16, message: &str, details: Option<Value>) -> Response {
+    let mut body = json!({ "message": message });
+    if let Some(d) = details {
+        body["details"] = d;
+    }
+    Response {
+        status,
+        body: Some(body),
+    }
+}
+
+fn bad(message: &str, detail: String) -> Response {
+    error(400, message, Some(json!([{ "parameter": detail }])))
+}
+
+fn unauthorized() -> Response {
+    Response {
+        status: 401,
+        body: None,
+    }
+}
+
+const RULES: &str = "requested parameters do not adhere to KME rules";
+const NOT_FOUND: &str = "one or more keys specified are not found on KME";
+
+/// The KME: configuration, store and peer link.
+pub struct Kme {
+    cfg: KmeConfig,
+    store: Arc<dyn KeyStore>,
+    peers: Arc<dyn PeerLink>,
+    clock: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl Kme {
+    /// A KME over `store`, reaching its peers through `peers`, with `clock` giving the
+    /// time in seconds used for expiry.
+    pub fn new(
+        cfg: KmeConfig,
+        store: Arc<dyn KeyStore>,
+        peers: Arc<dyn PeerLink>,
+        clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Self {
+        Self {
+            cfg,
+            store,
+            peers,
+            clock,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KmeConfig {
+        &self.cfg
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn KeyStore> {
+        &self.store
+    }
+
+    /// Serves one request from the SAE `sae` (already authenticated by its certificate).
+    pub fn handle(
+        &self,
+        sae: &str,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Response {
+        let Some(rest) = path.strip_prefix("/api/v1/keys/") else {
+            return error(404, "no such endpoint", Some(json!([{ "path": path }])));
+        };
+        let Some((id, op)) = rest.split_once('/') else {
+            return error(404, "no such endpoint", Some(json!([{ "path": path }])));
+        };
+        if id.is_empty() {
+            return error(404, "no such endpoint", Some(json!([{ "path": path }])));
+        }
+        match (op, method) {
+            ("status", "GET") => self.status(sae, id),
+            ("enc_keys", "GET") => match parse_query_enc(query) {
+                Ok(r) => self.enc_keys(sae, id, r),
+                Err(e) => e,
+            },
+            ("enc_keys", "POST") => match parse_json::<EncRequest>(content_type, body) {
+                Ok(r) => self.enc_keys(sae, id, r),
+                Err(e) => e,
+            },
+            ("dec_keys", "GET") => match parse_query_dec(query) {
+                Ok(ids) => self.dec_keys(sae, id, ids),
+                Err(e) => e,
+            },
+            ("dec_keys", "POST") => match parse_json::<DecRequest>(content_type, body) {
+                Ok(r) => self.dec_keys(sae, id, r.key_ids.into_iter().map(|k| k.key_id).collect()),
+                Err(e) => e,
+            },
+            ("status" | "enc_keys" | "dec_keys", m) => {
+                error(405, "method not allowed", Some(json!([{ "method": m }])))
+            }
+            _ => error(404, "no such endpoint", Some(json!([{ "path": path }]))),
+        }
+    }
+
+    /// The peer KME serving `slave` for keys mastered by `master`, or the error response.
+    fn peer_for(&self, master: &str, slave: &str) -> Result<String, Response> {
+        if slave == master {
+            return Err(bad(RULES, format!("slave_SAE_ID {slave} is the requester")));
+        }
+        match self.cfg.sae_kme.get(slave) {
+            Some(k) if *k == self.cfg.kme_id => Err(bad(
+                RULES,
+                format!("slave_SAE_ID {slave} is attached to this KME: no link to itself"),
+            )),
+            Some(k) => Ok(k.clone()),
+            None => Err(bad(RULES, format!("slave_SAE_ID {slave} is unknown"))),
+        }
+    }
+
+    fn status(&self, master: &str, slave: &str) -> Response {
+        let peer = match self.peer_for(master, slave) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let lane = lane_for(&self.cfg.kme_id, &peer);
+        let bytes = match self.store.available_bytes(&peer, lane) {
+            Ok(b) => b,
+            Err(e) => return error(503, "key store unavailable", Some(json!([e.to_string()]))),
+        };
+        let per_key = u64::from(self.cfg.default_key_size / 8).max(1);
+        Response {
+            status: 200,
+            body: Some(json!({
+                "source_KME_ID": self.cfg.kme_id,
+                "target_KME_ID": peer,
+                "master_SAE_ID": master,
+                "slave_SAE_ID": slave,
+                "key_size": self.cfg.default_key_size,
+                "stored_key_count": (bytes / per_key).min(self.cfg.max_key_count),
+                "max_key_count": self.cfg.max_key_count,
+                "max_key_per_request": self.cfg.max_key_per_request,
+                "max_key_size": self.cfg.max_key_size,
+                "min_key_size": self.cfg.min_key_size,
+                "max_SAE_ID_count": self.cfg.max_sae_id_count,
+            })),
+        }
+    }
+
+    fn enc_keys(&self, master: &str, slave: &str, r: EncRequest) -> Response {
+        let peer = match self.peer_for(master, slave) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let number = r.number.unwrap_or(1);
+        let size = r.size.unwrap_or(self.cfg.default_key_size);
+        if number == 0 || number > self.cfg.max_key_per_request {
+            return bad(
+                RULES,
+                format!(
+                    "number {number} outside 1..={}",
+                    self.cfg.max_key_per_request
+                ),
+            );
+        }
+        if !size.is_multiple_of(8) || size < self.cfg.min_key_size || size > self.cfg.max_key_size {
+            return bad(
+                RULES,
+                format!(
+                    "size {size} is not a multiple of 8 in {}..={}",
+                    self.cfg.min_key_size, self.cfg.max_key_size
+                ),
+            );
+        }
+        if let Some(m) = r.extension_mandatory.as_ref().filter(|m| !m.is_empty()) {
+            return error(
+                400,
+                "not all extension_mandatory parameters are supported",
+                Some(json!(m
+                    .iter()
+                    .map(|e| json!({ "extension_mandatory_unsupported": e }))
+                    .collect::<Vec<_>>())),
+            );
+        }
+        let mut slaves = vec![slave.to_string()];
+        for s in r.additional_slave_sae_ids.unwrap_or_default() {
+            match self.cfg.sae_kme.get(&s) {
+                Some(k) if *k == peer && s != master => {
+                    if !slaves.contains(&s) {
+                        slaves.push(s)
+                    }
+                }
+                _ => {
+                    return bad(
+                        RULES,
+                        format!("additional_slave_SAE_ID {s} is not attached to KME {peer}"),
+                    )
+                }
+            }
+        }
+        if slaves.len() as u32 > self.cfg.max_sae_id_count {
+            return bad(
+                RULES,
+                format!(
+                    "{} SAE IDs exceed max_SAE_ID_count {}",
+                    slaves.len(),
+                    self.cfg.max_sae_id_count
+                ),
+            );
+        }
+        let req = KeyRequest {
+            lane: lane_for(&self.cfg.kme_id, &peer),
+            master_sae: master,
+            slave_saes: &slaves,
+            number,
+            size_bytes: size / 8,
+        };
+        let (keys, asg) = match self.store.allocate(&peer, &req, (self.clock)()) {
+            Ok(v) => v,
+            Err(StoreError::Insufficient { want, have, .. }) => {
+                return error(
+                    503,
+                    "not enough key material",
+                    Some(json!([{ "requested_bytes": want, "available_bytes": have }])),
+                )
+            }
+            Err(e) => return error(503, "key store unavailable", Some(json!([e.to_string()]))),
+        };
+        if let Err(e) = self.peers.send_assignment(&peer, &asg) {
+            return error(
+                503,
+                "peer KME unreachable",
+                Some(json!([{ "peer": peer, "error": e }])),
+            );
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let list: Vec<Value> = keys
+            .iter()
+            .map(|k| json!({ "key_ID": k.id, "key": b64.encode(&k.bytes) }))
+            .collect();
+        Response {
+            status: 200,
+            body: Some(json!({ "keys": list })),
+        }
+    }
+
+    fn dec_keys(&self, slave: &str, master: &str, ids: Vec<String>) -> Response {
+        if ids.is_empty() {
+            return bad(RULES, "no key_ID given".into());
+        }
+        if ids.len() as u32 > self.cfg.max_key_per_request {
+            return bad(
+                RULES,
+                format!(
+                    "{} key IDs exceed max_key_per_request {}",
+                    ids.len(),
+                    self.cfg.max_key_per_request
+                ),
+            );
+        }
+        match self.store.fetch(master, slave, &ids) {
+            Ok(keys) => {
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let list: Vec<Value> = keys
+                    .iter()
+                    .map(|k| json!({ "key_ID": k.id, "key": b64.encode(&k.bytes) }))
+                    .collect();
+                Response {
+                    status: 200,
+                    body: Some(json!({ "keys": list })),
+                }
+            }
+            Err(StoreError::NotEntitled { .. }) => unauthorized(),
+            Err(StoreError::NotFound(id)) => error(400, NOT_FOUND, Some(json!([{ "key_ID": id }]))),
+            Err(e) => error(503, "key store unavailable", Some(json!([e.to_string()]))),
+        }
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EncRequest {
+    number: Option<u32>,
+    size: Option<u32>,
+    #[serde(rename = "additional_slave_SAE_IDs")]
+    additional_slave_sae_ids: Option<Vec<String>>,
+    extension_mandatory: Option<Vec<Value>>,
+    // Optional extensions may be ignored (ETSI GS QKD 014 §6.2).
+    #[allow(dead_code)]
+    extension_optional: Option<Vec<Value>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyIdRef {
+    #[serde(rename = "key_ID")]
+    key_id: String,
+    #[allow(dead_code)]
+    #[serde(rename = "key_ID_extension")]
+    key_id_extension: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecRequest {
+    #[serde(rename = "key_IDs")]
+    key_ids: Vec<KeyIdRef>,
+    #[allow(dead_code)]
+    #[serde(rename = "key_IDs_extension")]
+    key_ids_extension: Option<Value>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<T, Response> {
+    let ct = content_type.unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(bad(
+            "bad request format",
+            format!("content type '{ct}' is not application/json"),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| bad("bad request format", format!("JSON body: {e}")))
+}
+
+fn query_pairs(query: Option<&str>) -> Vec<(&str, &str)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect()
+}
+
+fn parse_query_enc(query: Option<&str>) -> Result<EncRequest, Response> {
+    let mut r = EncRequest::default();
+    for (k, v) in query_pairs(query) {
+        let n = v.parse::<u32>().map_err(|_| {
+            bad(
+                "bad request format",
+                format!("query {k}={v} is not a number"),
+            )
+        })?;
+        match k {
+            "number" => r.number = Some(n),
+            "size" => r.size = Some(n),
+            _ => {
+                return Err(bad(
+                    "bad request format",
+                    format!("unknown query parameter {k}"),
+                ))
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn parse_query_dec(query: Option<&str>) -> Result<Vec<String>, Response> {
+    let mut ids = Vec::new();
+    for (k, v) in query_pairs(query) {
+        match k {
+            "key_ID" => ids.push(v.to_string()),
+            _ => {
+                return Err(bad(
+                    "bad request format",
+                    format!("unknown query parameter {k}"),
+                ))
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Why the server could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A PEM file or its contents.
+    #[error("{what}: {detail}")]
+    Pem {
+        /// Which input.
+        what: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// TLS configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The client-certificate verifier.
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
+    /// Socket.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A TLS server configuration that requires client certificates issued by the CA in
+/// `client_ca_pem`, presenting `cert_pem` (chain) with `key_pem`.
+pub fn server_tls(
+    client_ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pem = |what: &'static str| {
+        move |e: rustls::pki_types::pem::Error| ServerError::Pem {
+            what,
+            detail: e.to_string(),
+        }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(client_ca_pem) {
+        roots
+            .add(c.map_err(pem("client CA"))?)
+            .map_err(|e| ServerError::Pem {
+                what: "client CA",
+                detail: e.to_string(),
+            })?;
+    }
+    if roots.is_empty() {
+        return Err(ServerError::Pem {
+            what: "client CA",
+            detail: "no certificate found".into(),
+        });
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(pem("server certificate"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(pem("server key"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| ServerError::Verifier(e.to_string()))?;
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    Ok(Arc::new(cfg))
+}
+
+/// The SAE ID of a verified client certificate: its subject's common name.
+pub fn sae_id_of(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
+/// Serves the ETSI 014 API on `listener` until the task is dropped. Each connection runs
+/// on its own task with a handshake deadline and a header deadline, so clients that stall
+/// delay no one else.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    kme: Arc<Kme>,
+) -> Result<(), ServerError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let acceptor = acceptor.clone();
+        let kme = Arc::clone(&kme);
+        tokio::spawn(async move {
+            let cfg = kme.config().clone();
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(tcp)).await
+            else {
+                return; // Handshake failed or stalled: drop the connection.
+            };
+            let sae = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| sae_id_of(c));
+            let Some(sae) = sae else {
+                return; // The verifier requires a certificate; one without a CN names no SAE.
+            };
+            let svc = hyper::service::service_fn(move |req| {
+                let kme = Arc::clone(&kme);
+                let sae = sae.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(kme, sae, req).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(cfg.header_timeout);
+            let _ = http.serve_connection(io, svc).await;
+        });
+    }
+}
+
+async fn respond(
+    kme: Arc<Kme>,
+    sae: String,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let limit = kme.config().max_body_bytes;
+    let out = match http_body_util::Limited::new(body, limit).collect().await {
+        Err(_) => error(
+            400,
+            "bad request format",
+            Some(json!([{ "body": format!("larger than {limit} bytes or unreadable") }])),
+        ),
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            let ct = parts
+                .headers
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let method = parts.method.as_str().to_string();
+            let path = parts.uri.path().to_string();
+            let query = parts.uri.query().map(str::to_string);
+            // The store blocks on its writer thread: keep it off the async workers.
+            tokio::task::spawn_blocking(move || {
+                kme.handle(
+                    &sae,
+                    &method,
+                    &path,
+                    query.as_deref(),
+                    ct.as_deref(),
+                    &bytes,
+                )
+            })
+            .await
+            .unwrap_or_else(|_| error(503, "internal error", None))
+        }
+    };
+    let mut builder = hyper::Response::builder().status(out.status);
+    let body = match out.body {
+        Some(v) => {
+            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+            serde_json::to_vec(&v).unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    builder
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+        .unwrap_or_else(|_| {
+            hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::new()))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::SqliteStore;
+    use qkdnet_core::Bits;
+
+    /// KME "A" (SAE a1) and KME "B" (SAEs b1, b2); the peer link delivers A's
+    /// assignments straight into B's store.
+    struct Pair {
+        a: Kme,
+        b: Kme,
+    }
+
+    struct Direct(Arc<dyn KeyStore>, bool);
+
+    impl PeerLink for Direct {
+        fn send_assignment(&self, _peer: &str, asg: &Assignment) -> Result<(), String> {
+            if !self.1 {
+                return Err("link down".into());
+            }
+            self.0.assign("A", asg, 0).map_err(|e| e.to_string())
+        }
+    }
+
+    fn cfg(id: &str) -> KmeConfig {
+        let mut c = KmeConfig::new(id);
+        for (s, k) in [("a1", "A"), ("b1", "B"), ("b2", "B"), ("c1", "C")] {
+            c.sae_kme.insert(s.into(), k.into());
+        }
+        c
+    }
+
+    fn pair(link_up: bool) -> Pair {
+        let sa: Arc<dyn KeyStore> = Arc::new(SqliteStore::in_memory().unwrap());
+        let sb: Arc<dyn KeyStore> = Arc::new(SqliteStore::in_memory().unwrap());
+        let words: Vec<u64> = (0..2000u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        let k = Bits::from_words(words, 128_000);
+        sa.add_block("B", 1, &k, 1_000).unwrap();
+        sb.add_block("A", 1, &k, 1_000).unwrap();
+        let none = Arc::new(Direct(Arc::clone(&sa), false));
+        Pair {
+            a: Kme::new(
+                cfg("A"),
+                Arc::clone(&sa),
+                Arc::new(Direct(Arc::clone(&sb), link_up)),
+                Box::new(|| 0),
+            ),
+            b: Kme::new(cfg("B"), sb, none, Box::new(|| 0)),
+        }
+    }
+
+    const JSON: Option<&str> = Some("application/json");
+
+    fn keys_of(r: &Response) -> Vec<(String, String)> {
+        r.body.as_ref().unwrap()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                (
+                    k["key_ID"].as_str().unwrap().to_string(),
+                    k["key"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn status_reports_the_limits_and_the_stock() {
+        let p = pair(true);
+        let r =
+            p.a.handle("a1", "GET", "/api/v1/keys/b1/status", None, None, b"");
+        assert_eq!(r.status, 200);
+        let b = r.body.unwrap();
+        assert_eq!(b["source_KME_ID"], "A");
+        assert_eq!(b["target_KME_ID"], "B");
+        assert_eq!(b["master_SAE_ID"], "a1");
+        assert_eq!(b["slave_SAE_ID"], "b1");
+        // 128 000 bits: 8 000 bytes per lane, 250 keys of 256 bits.
+        assert_eq!(b["stored_key_count"], 250);
+        assert_eq!(b["min_key_size"], 64);
+        assert_eq!(b["max_SAE_ID_count"], 8);
+    }
+
+    #[test]
+    fn keys_from_enc_keys_come_back_from_dec_keys_once_for_each_named_slave() {
+        let p = pair(true);
+        let r = p.a.handle(
+            "a1",
+            "POST",
+            "/api/v1/keys/b1/enc_keys",
+            None,
+            JSON,
+            br#"{"number": 3, "size": 512, "additional_slave_SAE_IDs": ["b2"], "extension_optional": [{"x": 1}]}"#,
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let keys = keys_of(&r);
+        assert_eq!(keys.len(), 3);
+        let body = json!({ "key_IDs": keys.iter().map(|(id, _)| json!({ "key_ID": id })).collect::<Vec<_>>() });
+        let got = p.b.handle(
+            "b1",
+            "POST",
+            "/api/v1/keys/a1/dec_keys",
+            None,
+            JSON,
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(got.status, 200);
+        assert_eq!(keys_of(&got), keys);
+        // b2, also named, gets them by GET one at a time; b1 cannot fetch twice.
+        let q = format!("key_ID={}", keys[0].0);
+        let g =
+            p.b.handle("b2", "GET", "/api/v1/keys/a1/dec_keys", Some(&q), None, b"");
+        assert_eq!(keys_of(&g), keys[..1].to_vec());
+        let again =
+            p.b.handle("b1", "GET", "/api/v1/keys/a1/dec_keys", Some(&q), None, b"");
+        assert_eq!(again.status, 400);
+        assert_eq!(again.body.unwrap()["message"], NOT_FOUND);
+        // GET enc_keys with query parameters.
+        let r = p.a.handle(
+            "a1",
+            "GET",
+            "/api/v1/keys/b1/enc_keys",
+            Some("number=2&size=64"),
+            None,
+            b"",
+        );
+        assert_eq!(r.status, 200);
+        assert!(keys_of(&r).iter().all(|(_, k)| k.len() == 12)); // 8 bytes in base64
+    }
+
+    #[test]
+    fn errors_follow_the_specification_and_consume_nothing() {
+        let p = pair(true);
+        let before = p.a.store().accounting("B").unwrap();
+        let post = |sae: &str, path: &str, ct: Option<&str>, body: &str| {
+            p.a.handle(sae, "POST", path, None, ct, body.as_bytes())
+        };
+        let enc = "/api/v1/keys/b1/enc_keys";
+        for (body, ct) in [
+            (r#"{"number": 0}"#, JSON),
+            (r#"{"number": 100000}"#, JSON),
+            (r#"{"size": 12}"#, JSON),
+            (r#"{"size": 8}"#, JSON),
+            (r#"{"size": 1000000}"#, JSON),
+            (r#"{"additional_slave_SAE_IDs": ["c1"]}"#, JSON),
+            (r#"{"additional_slave_SAE_IDs": ["nobody"]}"#, JSON),
+            (r#"{"number": 1,"#, JSON),
+            (r#"{"numbr": 1}"#, JSON),
+            (r#"{"number": -1}"#, JSON),
+            (r#"{"number": 1}"#, Some("text/plain")),
+            (r#"{"number": 1}"#, None),
+        ] {
+            let r = post("a1", enc, ct, body);
+            assert_eq!(r.status, 400, "{body} {ct:?}");
+            assert!(r.body.unwrap()["message"].is_string());
+        }
+        let r = post("a1", enc, JSON, r#"{"extension_mandatory": [{"abc": 1}]}"#);
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            r.body.unwrap()["message"],
+            "not all extension_mandatory parameters are supported"
+        );
+        // Unknown slave, slave at this KME, the requester itself.
+        for path in ["/api/v1/keys/zz/enc_keys", "/api/v1/keys/a1/enc_keys"] {
+            assert_eq!(post("a1", path, JSON, "{}").status, 400);
+        }
+        // More than there is: 503, nothing taken.
+        assert_eq!(
+            post("a1", enc, JSON, r#"{"number": 128, "size": 8192}"#).status,
+            503
+        );
+        // Wrong method, unknown endpoint.
+        assert_eq!(p.a.handle("a1", "DELETE", enc, None, None, b"").status, 405);
+        assert_eq!(
+            p.a.handle("a1", "GET", "/api/v1/keys/b1/other", None, None, b"")
+                .status,
+            404
+        );
+        assert_eq!(
+            p.a.handle("a1", "GET", "/nothing", None, None, b"").status,
+            404
+        );
+        assert_eq!(p.a.store().accounting("B").unwrap(), before);
+    }
+
+    #[test]
+    fn dec_keys_by_an_sae_that_was_not_named_is_unauthorized() {
+        let p = pair(true);
+        let r =
+            p.a.handle("a1", "POST", "/api/v1/keys/b1/enc_keys", None, JSON, b"{}");
+        let (id, _) = keys_of(&r).remove(0);
+        let q = format!("key_ID={id}");
+        let r =
+            p.b.handle("b2", "GET", "/api/v1/keys/a1/dec_keys", Some(&q), None, b"");
+        assert_eq!(
+            r,
+            Response {
+                status: 401,
+                body: None
+            }
+        );
+        // Unknown ID, a wrong master, malformed bodies: 400.
+        let r = p.b.handle(
+            "b1",
+            "GET",
+            "/api/v1/keys/a1/dec_keys",
+            Some("key_ID=nope"),
+            None,
+            b"",
+        );
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            p.b.handle("b1", "GET", "/api/v1/keys/zz/dec_keys", Some(&q), None, b"")
+                .status,
+            400
+        );
+        assert_eq!(
+            p.b.handle(
+                "b1",
+                "POST",
+                "/api/v1/keys/a1/dec_keys",
+                None,
+                JSON,
+                b"{\"key_IDs\": 3}"
+            )
+            .status,
+            400
+        );
+        assert_eq!(
+            p.b.handle("b1", "GET", "/api/v1/keys/a1/dec_keys", None, None, b"")
+                .status,
+            400
+        );
+        // The named slave still gets it.
+        assert_eq!(
+            p.b.handle("b1", "GET", "/api/v1/keys/a1/dec_keys", Some(&q), None, b"")
+                .status,
+            200
+        );
+    }
+
+    #[test]
+    fn an_unreachable_peer_is_a_server_error() {
+        let p = pair(false);
+        let r =
+            p.a.handle("a1", "POST", "/api/v1/keys/b1/enc_keys", None, JSON, b"{}");
+        assert_eq!(r.status, 503);
+        assert_eq!(r.body.unwrap()["message"], "peer KME unreachable");
+    }
+}
