@@ -418,3 +418,15 @@ fn bench_distill_prints_stage_throughput() {
     assert_eq!(code, 2);
     assert!(err.contains("lots"), "{err}");
 }
+
+#[test]
+fn bench_kms_drives_etsi_pairs_over_mutual_tls() {
+    let v = json(&["bench", "kms", "--clients", "2", "--seconds", "0.5"]);
+    for field in ["keys_per_second", "p50_ms", "p99_ms"] {
+        assert!(v[field].as_f64().unwrap() > 0.0, "{field}: {v}");
+    }
+    assert_eq!(v["errors"], 0, "{v}");
+    let (code, _, err) = qkdnet(&["bench", "kms", "--key-bits", "12"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--key-bits"), "{err}");
+}

@@ -69,8 +69,25 @@ impl KmeConfig {
 
 /// How a KME tells the KME at the other end of a link which keys it cut.
 pub trait PeerLink: Send + Sync {
-    /// Delivers `assignment` to `peer_kme`, returning once the peer has stored it.
-    fn send_assignment(&self, peer_kme: &str, assignment: &Assignment) -> Result<(), String>;
+    /// Delivers a run of consecutive assignments (one lane, increasing serials) to
+    /// `peer_kme`, returning once the peer has stored them all.
+    fn send_assignments(&self, peer_kme: &str, run: &[Assignment]) -> Result<(), String>;
+}
+
+type Ack = std::sync::mpsc::SyncSender<Result<(), String>>;
+
+/// Orders a lane's assignments: concurrent requests commit their cuts in some order
+/// (their serials), and the peer must apply them in that order. Whoever holds the next
+/// serial sends every consecutive assignment waiting, as one run (so the peer commits
+/// them together); the others wait for their acknowledgement.
+#[derive(Default)]
+struct LaneQueue {
+    next: u64,
+    pending: std::collections::BTreeMap<u64, (Assignment, Ack)>,
+    sending: bool,
+    /// Set when a run could not be delivered: the two ends are out of step until they
+    /// resynchronise, and this lane refuses new keys.
+    broken: Option<String>,
 }
 
 /// An API response: status code and JSON body (none for 401).
@@ -113,6 +130,7 @@ pub struct Kme {
     store: Arc<dyn KeyStore>,
     peers: Arc<dyn PeerLink>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    lanes: std::sync::Mutex<HashMap<(String, u8), LaneQueue>>,
 }
 
 impl Kme {
@@ -124,12 +142,72 @@ impl Kme {
         peers: Arc<dyn PeerLink>,
         clock: Box<dyn Fn() -> u64 + Send + Sync>,
     ) -> Self {
+        // Each peer's master lane resumes at the store's next serial (nothing in flight
+        // at start).
+        let mut lanes = HashMap::new();
+        for peer in cfg.sae_kme.values().filter(|k| **k != cfg.kme_id) {
+            let lane = lane_for(&cfg.kme_id, peer);
+            let next = store.lane_serial(peer, lane).unwrap_or(0);
+            lanes.entry((peer.clone(), lane)).or_insert(LaneQueue {
+                next,
+                ..LaneQueue::default()
+            });
+        }
         Self {
             cfg,
             store,
             peers,
             clock,
+            lanes: std::sync::Mutex::new(lanes),
         }
+    }
+
+    /// Sends `asg` to the peer in serial order (see [`LaneQueue`]).
+    fn deliver(&self, peer: &str, asg: Assignment) -> Result<(), String> {
+        let key = (peer.to_string(), asg.lane);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(q) = lanes.get_mut(&key) else {
+            return Err(format!("no lane to peer KME {peer}"));
+        };
+        if let Some(b) = &q.broken {
+            return Err(format!("peer KME out of step since: {b}"));
+        }
+        q.pending.insert(asg.serial, (asg, tx));
+        if !q.sending {
+            q.sending = true;
+            while let Some(q) = lanes.get_mut(&key) {
+                let mut run = Vec::new();
+                while let Some(e) = q.pending.remove(&q.next) {
+                    run.push(e);
+                    q.next += 1;
+                }
+                if run.is_empty() {
+                    q.sending = false;
+                    break;
+                }
+                drop(lanes);
+                let asgs: Vec<Assignment> = run.iter().map(|(a, _)| a.clone()).collect();
+                let r = self.peers.send_assignments(peer, &asgs);
+                lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+                for (_, ack) in run {
+                    let _ = ack.send(r.clone());
+                }
+                if let Err(e) = r {
+                    if let Some(q) = lanes.get_mut(&key) {
+                        q.broken = Some(e.clone());
+                        q.sending = false;
+                        for (_, (_, ack)) in std::mem::take(&mut q.pending) {
+                            let _ = ack.send(Err(format!("peer KME out of step since: {e}")));
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        drop(lanes);
+        rx.recv()
+            .map_err(|_| "internal: delivery abandoned".to_string())?
     }
 
     /// The configuration.
@@ -309,7 +387,7 @@ impl Kme {
             }
             Err(e) => return error(503, "key store unavailable", Some(json!([e.to_string()]))),
         };
-        if let Err(e) = self.peers.send_assignment(&peer, &asg) {
+        if let Err(e) = self.deliver(&peer, asg) {
             return error(
                 503,
                 "peer KME unreachable",
@@ -527,6 +605,43 @@ pub fn server_tls(
     Ok(Arc::new(cfg))
 }
 
+/// A TLS client configuration for an SAE: trusts the KMEs' CA in `ca_pem` and presents
+/// `cert_pem` with `key_pem`.
+pub fn client_tls(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ClientConfig>, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pem = |what: &'static str| {
+        move |e: rustls::pki_types::pem::Error| ServerError::Pem {
+            what,
+            detail: e.to_string(),
+        }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots
+            .add(c.map_err(pem("CA"))?)
+            .map_err(|e| ServerError::Pem {
+                what: "CA",
+                detail: e.to_string(),
+            })?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(pem("client certificate"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(pem("client key"))?;
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)?;
+    Ok(Arc::new(cfg))
+}
+
 /// The SAE ID of a verified client certificate: its subject's common name.
 pub fn sae_id_of(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
@@ -647,11 +762,11 @@ mod tests {
     struct Direct(Arc<dyn KeyStore>, bool);
 
     impl PeerLink for Direct {
-        fn send_assignment(&self, _peer: &str, asg: &Assignment) -> Result<(), String> {
+        fn send_assignments(&self, _peer: &str, run: &[Assignment]) -> Result<(), String> {
             if !self.1 {
                 return Err("link down".into());
             }
-            self.0.assign("A", asg, 0).map_err(|e| e.to_string())
+            self.0.assign_many("A", run, 0).map_err(|e| e.to_string())
         }
     }
 
@@ -873,6 +988,42 @@ mod tests {
                 .status,
             200
         );
+    }
+
+    #[test]
+    fn concurrent_requests_reach_the_peer_in_cut_order() {
+        // Sixteen threads ask at once; cuts commit in some order and the peer must apply
+        // them in that order, whatever order the threads reach the link in.
+        let p = Arc::new(pair(true));
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let p = Arc::clone(&p);
+                std::thread::spawn(move || {
+                    (0..5)
+                        .map(|_| {
+                            let r = p.a.handle(
+                                "a1",
+                                "POST",
+                                "/api/v1/keys/b1/enc_keys",
+                                None,
+                                JSON,
+                                b"{}",
+                            );
+                            assert_eq!(r.status, 200, "{:?}", r.body);
+                            keys_of(&r).remove(0)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            for (id, key) in h.join().unwrap() {
+                let q = format!("key_ID={id}");
+                let got =
+                    p.b.handle("b1", "GET", "/api/v1/keys/a1/dec_keys", Some(&q), None, b"");
+                assert_eq!(keys_of(&got), vec![(id, key)]);
+            }
+        }
     }
 
     #[test]

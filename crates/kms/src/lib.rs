@@ -26,7 +26,9 @@
 //!
 //! See [`sqlite::SqliteStore`] for the embedded default backend.
 
+pub mod bench;
 pub mod etsi;
+pub mod pki;
 pub mod sqlite;
 
 use zeroize::Zeroize;
@@ -112,6 +114,9 @@ impl Drop for Key {
 pub struct Assignment {
     /// Lane the keys came from.
     pub lane: u8,
+    /// Position of this cut among the lane's cuts (0, 1, 2, …): the peer applies them in
+    /// this order.
+    pub serial: u64,
     /// Chunk sequence number where the first key starts.
     pub start_seq: u64,
     /// Byte within that chunk.
@@ -205,8 +210,17 @@ pub trait KeyStore: Send + Sync {
     fn void(&self, peer: &str, key_ids: &[String]) -> Result<(), StoreError>;
 
     /// Peer side: cuts the keys the master's KME announced, from the same place of this
-    /// end's copy of the lane, and keeps them for the named slaves.
+    /// end's copy of the lane, and keeps them for the named slaves. Assignments must come
+    /// in `serial` order.
     fn assign(&self, peer: &str, assignment: &Assignment, now: u64) -> Result<(), StoreError>;
+
+    /// [`KeyStore::assign`] for a run of assignments in one transaction: all or none.
+    fn assign_many(&self, peer: &str, run: &[Assignment], now: u64) -> Result<(), StoreError> {
+        for a in run {
+            self.assign(peer, a, now)?;
+        }
+        Ok(())
+    }
 
     /// Slave side: the keys `key_ids` for `requester`, who must be one of the slaves the
     /// master named (and the keys' master must be `master_sae`). Each slave gets a key at
@@ -220,6 +234,10 @@ pub trait KeyStore: Send + Sync {
 
     /// Expires material and unfetched keys whose time has come; returns bits expired.
     fn expire(&self, now: u64) -> Result<u64, StoreError>;
+
+    /// The lane's next cut serial: on the master side, the serial the next allocation will
+    /// take; on the peer side, the serial the next assignment must carry.
+    fn lane_serial(&self, peer: &str, lane: u8) -> Result<u64, StoreError>;
 
     /// Bytes available in `lane` of `peer`'s material.
     fn available_bytes(&self, peer: &str, lane: u8) -> Result<u64, StoreError>;

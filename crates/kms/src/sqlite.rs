@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS chunks(
 CREATE TABLE IF NOT EXISTS cursors(
     peer TEXT NOT NULL, lane INTEGER NOT NULL,
     seq INTEGER NOT NULL, offset INTEGER NOT NULL, next_seq INTEGER NOT NULL,
-    avail INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (peer, lane));
+    avail INTEGER NOT NULL DEFAULT 0, serial INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (peer, lane));
 CREATE TABLE IF NOT EXISTS issued(
     key_id TEXT PRIMARY KEY, peer TEXT NOT NULL, master_sae TEXT NOT NULL,
     nbits INTEGER NOT NULL, created_at INTEGER NOT NULL);
@@ -212,6 +213,31 @@ fn set_cursor(
     Ok(())
 }
 
+/// Takes the lane's next cut serial (master side) or checks and advances the expected
+/// one (peer side, `expect`).
+fn next_serial(
+    tx: &rusqlite::Transaction<'_>,
+    peer: &str,
+    lane: u8,
+    expect: Option<u64>,
+) -> Result<u64, StoreError> {
+    let cur = tx
+        .prepare_cached("SELECT serial FROM cursors WHERE peer = ?1 AND lane = ?2")?
+        .query_row(params![peer, lane], |r| r.get::<_, i64>(0))
+        .optional()?
+        .unwrap_or(0) as u64;
+    if let Some(e) = expect {
+        if e != cur {
+            return Err(StoreError::Invalid(format!(
+                "peer '{peer}' lane {lane}: assignment {e} arrived, this end expects {cur}"
+            )));
+        }
+    }
+    tx.prepare_cached("UPDATE cursors SET serial = serial + 1 WHERE peer = ?1 AND lane = ?2")?
+        .execute(params![peer, lane])?;
+    Ok(cur)
+}
+
 /// Unread bytes of a lane (kept in the cursor row, updated by every write).
 fn available(tx: &rusqlite::Transaction<'_>, peer: &str, lane: u8) -> Result<u64, StoreError> {
     Ok(tx
@@ -359,6 +385,50 @@ fn expire_tx(tx: &rusqlite::Transaction<'_>, now: u64) -> Result<u64, StoreError
     Ok(expired_bits)
 }
 
+fn check_assignment(a: &Assignment) -> Result<(), StoreError> {
+    if a.keys.is_empty() || a.keys.iter().any(|(_, s)| *s == 0) {
+        return Err(StoreError::Invalid(
+            "empty assignment or zero-size key".into(),
+        ));
+    }
+    if a.slave_saes.is_empty() {
+        return Err(StoreError::Invalid("assignment names no slave SAE".into()));
+    }
+    Ok(())
+}
+
+/// Cuts one announced assignment (peer side), inside an open transaction.
+fn assign_tx(tx: &rusqlite::Transaction<'_>, peer: &str, a: &Assignment) -> Result<(), StoreError> {
+    let (seq, offset, _) = cursor(tx, peer, a.lane)?;
+    if (seq, offset) != (a.start_seq, a.start_offset) {
+        return Err(StoreError::OutOfStep {
+            peer: peer.to_string(),
+            lane: a.lane,
+            got_seq: a.start_seq,
+            got_offset: a.start_offset,
+            seq,
+            offset,
+        });
+    }
+    let sizes: Vec<u32> = a.keys.iter().map(|(_, s)| *s).collect();
+    let pieces = cut(tx, peer, a.lane, &sizes)?;
+    next_serial(tx, peer, a.lane, Some(a.serial))?;
+    let mut bits = 0i64;
+    for ((id, _), (bytes, expiry)) in a.keys.iter().zip(pieces) {
+        tx.prepare_cached(
+            "INSERT INTO held(key_id, peer, master_sae, data, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![id, peer, a.master_sae, &bytes[..], expiry.min(i64::MAX as u64) as i64])?;
+        for sae in &a.slave_saes {
+            tx.prepare_cached("INSERT OR IGNORE INTO held_slaves(key_id, sae) VALUES (?1, ?2)")?
+                .execute(params![id, sae])?;
+        }
+        bits += 8 * bytes.len() as i64;
+    }
+    bump(tx, peer, "held", bits)?;
+    Ok(())
+}
+
 fn validate_sizes(number: u32, size_bytes: u32) -> Result<(), StoreError> {
     if number == 0 || size_bytes == 0 {
         return Err(StoreError::Invalid(format!(
@@ -445,6 +515,7 @@ impl KeyStore for SqliteStore {
             let (start_seq, start_offset, _) = cursor(tx, peer, lane)?;
             let sizes = vec![size_bytes; number as usize];
             let pieces = cut(tx, peer, lane, &sizes)?;
+            let serial = next_serial(tx, peer, lane, None)?;
             let mut keys = Vec::with_capacity(pieces.len());
             let mut ids = Vec::with_capacity(pieces.len());
             for (mut bytes, _) in pieces {
@@ -461,6 +532,7 @@ impl KeyStore for SqliteStore {
                 keys,
                 Assignment {
                     lane,
+                    serial,
                     start_seq,
                     start_offset,
                     master_sae: master_sae.to_string(),
@@ -494,44 +566,19 @@ impl KeyStore for SqliteStore {
     }
 
     fn assign(&self, peer: &str, a: &Assignment, now: u64) -> Result<(), StoreError> {
-        if a.keys.is_empty() || a.keys.iter().any(|(_, s)| *s == 0) {
-            return Err(StoreError::Invalid(
-                "empty assignment or zero-size key".into(),
-            ));
+        self.assign_many(peer, std::slice::from_ref(a), now)
+    }
+
+    fn assign_many(&self, peer: &str, run: &[Assignment], now: u64) -> Result<(), StoreError> {
+        for a in run {
+            check_assignment(a)?;
         }
-        if a.slave_saes.is_empty() {
-            return Err(StoreError::Invalid("assignment names no slave SAE".into()));
-        }
-        let (peer, a) = (peer.to_string(), a.clone());
+        let (peer, run) = (peer.to_string(), run.to_vec());
         self.with_tx(move |tx| {
-            let (peer, a) = (peer.as_str(), &a);
             expire_tx(tx, now)?;
-            let (seq, offset, _) = cursor(tx, peer, a.lane)?;
-            if (seq, offset) != (a.start_seq, a.start_offset) {
-                return Err(StoreError::OutOfStep {
-                    peer: peer.to_string(),
-                    lane: a.lane,
-                    got_seq: a.start_seq,
-                    got_offset: a.start_offset,
-                    seq,
-                    offset,
-                });
+            for a in &run {
+                assign_tx(tx, &peer, a)?;
             }
-            let sizes: Vec<u32> = a.keys.iter().map(|(_, s)| *s).collect();
-            let pieces = cut(tx, peer, a.lane, &sizes)?;
-            let mut bits = 0i64;
-            for ((id, _), (bytes, expiry)) in a.keys.iter().zip(pieces) {
-                tx.prepare_cached("INSERT INTO held(key_id, peer, master_sae, data, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(
-                    params![id, peer, a.master_sae, &bytes[..], expiry.min(i64::MAX as u64) as i64],
-                )?;
-                for sae in &a.slave_saes {
-                    tx.prepare_cached("INSERT OR IGNORE INTO held_slaves(key_id, sae) VALUES (?1, ?2)")?.execute(
-                        params![id, sae],
-                    )?;
-                }
-                bits += 8 * bytes.len() as i64;
-            }
-            bump(tx, peer, "held", bits)?;
             Ok(())
         })
     }
@@ -608,6 +655,17 @@ impl KeyStore for SqliteStore {
 
     fn expire(&self, now: u64) -> Result<u64, StoreError> {
         self.with_tx(move |tx| expire_tx(tx, now))
+    }
+
+    fn lane_serial(&self, peer: &str, lane: u8) -> Result<u64, StoreError> {
+        let peer = peer.to_string();
+        self.with_tx(move |tx| {
+            Ok(tx
+                .prepare_cached("SELECT serial FROM cursors WHERE peer = ?1 AND lane = ?2")?
+                .query_row(params![peer, lane], |r| r.get::<_, i64>(0))
+                .optional()?
+                .unwrap_or(0) as u64)
+        })
     }
 
     fn available_bytes(&self, peer: &str, lane: u8) -> Result<u64, StoreError> {

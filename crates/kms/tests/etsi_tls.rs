@@ -42,8 +42,8 @@ fn leaf(ca: &Ca, cn: &str, server: bool) -> (String, String) {
 struct ToStore(Arc<dyn KeyStore>);
 
 impl PeerLink for ToStore {
-    fn send_assignment(&self, _peer: &str, a: &Assignment) -> Result<(), String> {
-        self.0.assign("A", a, 0).map_err(|e| e.to_string())
+    fn send_assignments(&self, _peer: &str, a: &[Assignment]) -> Result<(), String> {
+        self.0.assign_many("A", a, 0).map_err(|e| e.to_string())
     }
 }
 

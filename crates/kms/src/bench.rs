@@ -1,0 +1,290 @@
+//! Load test of the ETSI 014 API (`qkdnet bench kms`): two KMEs on loopback, each behind
+//! mutual TLS, with durable SQLite stores; `clients` pairs of SAEs each keep one
+//! connection to each KME and repeat: `enc_keys` (one key) at the master's KME, then
+//! `dec_keys` of that key ID at the slave's KME. Every response is sent only after its
+//! store transaction is on disk (group commit).
+
+use crate::etsi::{self, Kme, KmeConfig, PeerLink};
+use crate::sqlite::SqliteStore;
+use crate::{Assignment, KeyStore};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Concurrent SAE pairs (each with one connection to each KME).
+    pub clients: usize,
+    /// Measurement time.
+    pub seconds: f64,
+    /// Key size, bits.
+    pub key_bits: u32,
+    /// Directory for the two store files (removed afterwards).
+    pub dir: PathBuf,
+}
+
+/// What was measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    /// Completed enc_keys + dec_keys pairs per second (one key each).
+    pub keys_per_second: f64,
+    /// Median pair latency, ms.
+    pub p50_ms: f64,
+    /// 99th-percentile pair latency, ms.
+    pub p99_ms: f64,
+    /// Pairs completed.
+    pub pairs: u64,
+    /// Requests that failed.
+    pub errors: u64,
+    /// Concurrent SAE pairs.
+    pub clients: usize,
+    /// Key size, bits.
+    pub key_bits: u32,
+    /// Whether responses waited for durable commits (always true here).
+    pub durable: bool,
+    /// The first error seen, if any.
+    pub first_error: Option<String>,
+}
+
+struct ToStore(Arc<dyn KeyStore>, String);
+
+impl PeerLink for ToStore {
+    fn send_assignments(&self, _peer: &str, a: &[Assignment]) -> Result<(), String> {
+        self.0.assign_many(&self.1, a, 0).map_err(|e| e.to_string())
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(
+    addr: std::net::SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<Sender, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn post(s: &mut Sender, path: &str, body: String) -> Result<serde_json::Value, String> {
+    let req = hyper::Request::post(path)
+        .header(hyper::header::HOST, "localhost")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    s.ready().await.map_err(|e| e.to_string())?;
+    let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if status != 200 {
+        return Err(format!(
+            "{path}: HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// Runs the load test.
+pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
+    let ca = crate::pki::Ca::new("qkdnet bench CA").map_err(|e| e.to_string())?;
+    let ca_pem = ca.cert_pem();
+    std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
+    let sa: Arc<dyn KeyStore> =
+        Arc::new(SqliteStore::open(&opts.dir.join("kme-a.sqlite")).map_err(|e| e.to_string())?);
+    let sb: Arc<dyn KeyStore> =
+        Arc::new(SqliteStore::open(&opts.dir.join("kme-b.sqlite")).map_err(|e| e.to_string())?);
+    // Material for ~40 000 keys/s over the run, in 8-Mbit blocks (both lanes filled).
+    let need_bits = (opts.seconds.max(1.0) * 40_000.0 * f64::from(opts.key_bits) * 2.0) as usize;
+    let blocks = need_bits.div_ceil(8_000_000).max(1);
+    for b in 0..blocks as u64 {
+        let words: Vec<u64> = (0..125_000u64)
+            .map(|i| (i ^ (b << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        let k = qkdnet_core::Bits::from_words(words, 8_000_000);
+        sa.add_block("B", b, &k, u64::MAX / 4)
+            .map_err(|e| e.to_string())?;
+        sb.add_block("A", b, &k, u64::MAX / 4)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut cfg = KmeConfig::new("A");
+    for i in 0..opts.clients {
+        cfg.sae_kme.insert(format!("a{i}"), "A".into());
+        cfg.sae_kme.insert(format!("b{i}"), "B".into());
+    }
+    let mut cfg_b = cfg.clone();
+    cfg_b.kme_id = "B".into();
+    let kme_a = Arc::new(Kme::new(
+        cfg,
+        Arc::clone(&sa),
+        Arc::new(ToStore(Arc::clone(&sb), "A".into())),
+        Box::new(|| 0),
+    ));
+    let kme_b = Arc::new(Kme::new(
+        cfg_b,
+        Arc::clone(&sb),
+        Arc::new(ToStore(Arc::clone(&sa), "B".into())),
+        Box::new(|| 0),
+    ));
+    let sa_tls = ca.server("A", &["localhost"]).map_err(|e| e.to_string())?;
+    let sb_tls = ca.server("B", &["localhost"]).map_err(|e| e.to_string())?;
+    let tls_a = etsi::server_tls(
+        ca_pem.as_bytes(),
+        sa_tls.cert_pem.as_bytes(),
+        sa_tls.key_pem.as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let tls_b = etsi::server_tls(
+        ca_pem.as_bytes(),
+        sb_tls.cert_pem.as_bytes(),
+        sb_tls.key_pem.as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let clients: Vec<(Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>)> = (0..opts.clients)
+        .map(|i| {
+            let a = ca.client(&format!("a{i}")).map_err(|e| e.to_string())?;
+            let b = ca.client(&format!("b{i}")).map_err(|e| e.to_string())?;
+            Ok((
+                etsi::client_tls(
+                    ca_pem.as_bytes(),
+                    a.cert_pem.as_bytes(),
+                    a.key_pem.as_bytes(),
+                )
+                .map_err(|e| e.to_string())?,
+                etsi::client_tls(
+                    ca_pem.as_bytes(),
+                    b.cert_pem.as_bytes(),
+                    b.key_pem.as_bytes(),
+                )
+                .map_err(|e| e.to_string())?,
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    let key_bits = opts.key_bits;
+    let seconds = opts.seconds;
+    let result = rt.block_on(async move {
+        let la = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let lb = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let (addr_a, addr_b) = (
+            la.local_addr().map_err(|e| e.to_string())?,
+            lb.local_addr().map_err(|e| e.to_string())?,
+        );
+        tokio::spawn(etsi::serve(la, tls_a, kme_a));
+        tokio::spawn(etsi::serve(lb, tls_b, kme_b));
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for (i, (ca_cfg, cb_cfg)) in clients.into_iter().enumerate() {
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0u64;
+                let mut first: Option<String> = None;
+                let (mut a, mut b) =
+                    match (connect(addr_a, ca_cfg).await, connect(addr_b, cb_cfg).await) {
+                        (Ok(a), Ok(b)) => (a, b),
+                        (Err(e), _) | (_, Err(e)) => return (lat, 1, Some(e)),
+                    };
+                let enc = format!("/api/v1/keys/b{i}/enc_keys");
+                let dec = format!("/api/v1/keys/a{i}/dec_keys");
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let r =
+                        post(&mut a, &enc, format!(r#"{{"number":1,"size":{key_bits}}}"#)).await;
+                    let id = match r {
+                        Ok(v) => match v["keys"][0]["key_ID"].as_str() {
+                            Some(id) => id.to_string(),
+                            None => {
+                                errors += 1;
+                                first.get_or_insert_with(|| {
+                                    format!("enc_keys answer without a key: {v}")
+                                });
+                                continue;
+                            }
+                        },
+                        Err(e) => {
+                            errors += 1;
+                            first.get_or_insert(e);
+                            continue;
+                        }
+                    };
+                    match post(
+                        &mut b,
+                        &dec,
+                        format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#),
+                    )
+                    .await
+                    {
+                        Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1e3),
+                        Err(e) => {
+                            errors += 1;
+                            first.get_or_insert(e);
+                        }
+                    }
+                }
+                (lat, errors, first)
+            }));
+        }
+        let mut lat = Vec::new();
+        let mut errors = 0;
+        let mut first_error = None;
+        for t in tasks {
+            let (l, e, f) = t.await.map_err(|e| e.to_string())?;
+            lat.extend(l);
+            errors += e;
+            if first_error.is_none() {
+                first_error = f;
+            }
+        }
+        Ok::<_, String>((lat, errors, first_error, start.elapsed().as_secs_f64()))
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let (mut lat, errors, first_error, wall) = result?;
+    drop((sa, sb));
+    let _ = std::fs::remove_dir_all(&opts.dir);
+    if lat.is_empty() {
+        return Err(format!(
+            "no request completed ({errors} errors; first: {})",
+            first_error.unwrap_or_default()
+        ));
+    }
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    Ok(BenchReport {
+        keys_per_second: lat.len() as f64 / wall,
+        p50_ms: q(0.5),
+        p99_ms: q(0.99),
+        pairs: lat.len() as u64,
+        errors,
+        clients: opts.clients,
+        key_bits: opts.key_bits,
+        durable: true,
+        first_error,
+    })
+}
