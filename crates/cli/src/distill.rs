@@ -85,7 +85,7 @@ pub fn read_bits(path: &Path, bits: Option<u64>) -> Result<Bits, CliError> {
 }
 
 /// Writes `data` to `path` through a temporary file and a rename.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CliError> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), CliError> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data)
         .map_err(|e| CliError::runtime(format!("{}: cannot write: {e}", tmp.display())))?;

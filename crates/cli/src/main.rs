@@ -5,6 +5,7 @@
 //! 2 bad input (flags, files, scenario fields), with one line on stderr naming the problem.
 
 mod bench;
+mod certs;
 mod distill;
 mod plot;
 mod rate;
@@ -30,6 +31,8 @@ enum Command {
     /// Measure throughput on this machine and print JSON (domain units, machine info).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Generate a test PKI: a CA, KME server certificates, SAE client certificates.
+    Certs(certs::CertsArgs),
 }
 
 /// An error for the user: one line, and whether it was their input (exit 2) or not (exit 1).
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Rate(args) => rate::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Distill(args) => distill::run(&args),
+        Command::Certs(args) => certs::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

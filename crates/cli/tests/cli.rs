@@ -430,3 +430,38 @@ fn bench_kms_drives_etsi_pairs_over_mutual_tls() {
     assert_eq!(code, 2);
     assert!(err.contains("--key-bits"), "{err}");
 }
+
+#[test]
+fn certs_writes_a_pki_that_the_kme_accepts_and_never_overwrites() {
+    let dir = std::env::temp_dir().join(format!("qkdnet-certs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = qkdnet(&["certs", "--out", d, "--kme", "A,B", "--sae", "a1,b1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("SAE a1"), "{out}");
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    // The KME's TLS configuration accepts the files.
+    qkdnet_kms::etsi::server_tls(&read("ca.pem"), &read("kme-A.pem"), &read("kme-A.key")).unwrap();
+    qkdnet_kms::etsi::client_tls(&read("ca.pem"), &read("sae-a1.pem"), &read("sae-a1.key"))
+        .unwrap();
+    let cert = std::fs::read_to_string(dir.join("sae-b1.pem")).unwrap();
+    let der = rustls_pem_to_der(&cert);
+    assert_eq!(qkdnet_kms::etsi::sae_id_of(&der).as_deref(), Some("b1"));
+    // A second run refuses to overwrite; bad IDs are input errors.
+    let (code, _, err) = qkdnet(&["certs", "--out", d, "--kme", "A"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = qkdnet(&["certs", "--out", d, "--kme", "../evil"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("../evil"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The DER bytes of the first PEM block (base64 between the armour lines).
+fn rustls_pem_to_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
