@@ -121,6 +121,10 @@ fn unauthorized() -> Response {
     }
 }
 
+/// The OpenAPI 3 description of this API (committed as `docs/openapi/etsi014.json`),
+/// served at `GET /api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi/etsi014.json");
+
 const RULES: &str = "requested parameters do not adhere to KME rules";
 const NOT_FOUND: &str = "one or more keys specified are not found on KME";
 
@@ -230,6 +234,20 @@ impl Kme {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Response {
+        if path == "/api/v1/openapi.json" {
+            return match (method, serde_json::from_str::<Value>(OPENAPI)) {
+                ("GET", Ok(v)) => Response {
+                    status: 200,
+                    body: Some(v),
+                },
+                ("GET", Err(e)) => error(
+                    503,
+                    "OpenAPI document unreadable",
+                    Some(json!([e.to_string()])),
+                ),
+                (m, _) => error(405, "method not allowed", Some(json!([{ "method": m }]))),
+            };
+        }
         let Some(rest) = path.strip_prefix("/api/v1/keys/") else {
             return error(404, "no such endpoint", Some(json!([{ "path": path }])));
         };
@@ -1024,6 +1042,24 @@ mod tests {
                 assert_eq!(keys_of(&got), vec![(id, key)]);
             }
         }
+    }
+
+    #[test]
+    fn the_openapi_document_is_served_and_describes_every_endpoint() {
+        let p = pair(true);
+        let r =
+            p.a.handle("a1", "GET", "/api/v1/openapi.json", None, None, b"");
+        assert_eq!(r.status, 200);
+        let doc = r.body.unwrap();
+        for path in [
+            "/api/v1/keys/{slave_SAE_ID}/status",
+            "/api/v1/keys/{slave_SAE_ID}/enc_keys",
+            "/api/v1/keys/{master_SAE_ID}/dec_keys",
+        ] {
+            assert!(doc["paths"][path].is_object(), "{path}");
+        }
+        assert!(doc["paths"]["/api/v1/keys/{slave_SAE_ID}/enc_keys"]["post"].is_object());
+        assert!(doc["paths"]["/api/v1/keys/{master_SAE_ID}/dec_keys"]["get"].is_object());
     }
 
     #[test]
