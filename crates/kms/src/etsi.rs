@@ -1044,6 +1044,65 @@ mod tests {
         }
     }
 
+    fn body_strategy() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..200),
+            (
+                proptest::option::of(-5i64..300),
+                proptest::option::of(-8i64..20_000),
+                proptest::collection::vec("[a-z0-9]{0,3}", 0..4),
+                any::<bool>(),
+            )
+                .prop_map(|(n, size, extra, mandatory)| {
+                    let mut v = json!({});
+                    if let Some(n) = n {
+                        v["number"] = json!(n);
+                    }
+                    if let Some(s) = size {
+                        v["size"] = json!(s);
+                    }
+                    if !extra.is_empty() {
+                        v["additional_slave_SAE_IDs"] = json!(extra);
+                    }
+                    if mandatory {
+                        v["extension_mandatory"] = json!([{ "x": 1 }]);
+                    }
+                    v.to_string().into_bytes()
+                }),
+            proptest::collection::vec("[a-z0-9-]{0,40}", 0..5).prop_map(|ids| {
+                json!({ "key_IDs": ids.iter().map(|i| json!({ "key_ID": i })).collect::<Vec<_>>() })
+                    .to_string()
+                    .into_bytes()
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn random_request_bodies_get_a_spec_status_and_never_break_the_books(
+            body in body_strategy(),
+            endpoint in 0usize..2,
+        ) {
+            let p = pair(true);
+            let path = ["/api/v1/keys/b1/enc_keys", "/api/v1/keys/a1/dec_keys"][endpoint];
+            let kme = if endpoint == 0 { &p.a } else { &p.b };
+            let sae = if endpoint == 0 { "a1" } else { "b1" };
+            let before = kme.store().accounting(if endpoint == 0 { "B" } else { "A" }).unwrap();
+            let r = kme.handle(sae, "POST", path, None, JSON, &body);
+            proptest::prop_assert!([200, 400, 401, 503].contains(&r.status), "{}", r.status);
+            if r.status != 401 {
+                proptest::prop_assert!(r.body.as_ref().is_some_and(|b| b.is_object()));
+            }
+            let after = kme.store().accounting(if endpoint == 0 { "B" } else { "A" }).unwrap();
+            proptest::prop_assert!(after.balances());
+            if r.status != 200 {
+                proptest::prop_assert_eq!(after, before);
+            }
+        }
+    }
+
     #[test]
     fn the_openapi_document_is_served_and_describes_every_endpoint() {
         let p = pair(true);
