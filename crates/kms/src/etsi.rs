@@ -97,6 +97,8 @@ pub struct Response {
     pub status: u16,
     /// JSON body.
     pub body: Option<Value>,
+    /// A plain-text body instead (the metrics exposition).
+    pub text: Option<String>,
 }
 
 fn error(status: u16, message: &str, details: Option<Value>) -> Response {
@@ -107,6 +109,7 @@ fn error(status: u16, message: &str, details: Option<Value>) -> Response {
     Response {
         status,
         body: Some(body),
+        text: None,
     }
 }
 
@@ -118,6 +121,7 @@ fn unauthorized() -> Response {
     Response {
         status: 401,
         body: None,
+        text: None,
     }
 }
 
@@ -135,6 +139,7 @@ pub struct Kme {
     peers: Arc<dyn PeerLink>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
     lanes: std::sync::Mutex<HashMap<(String, u8), LaneQueue>>,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Kme {
@@ -163,6 +168,7 @@ impl Kme {
             peers,
             clock,
             lanes: std::sync::Mutex::new(lanes),
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 
@@ -224,7 +230,8 @@ impl Kme {
         &self.store
     }
 
-    /// Serves one request from the SAE `sae` (already authenticated by its certificate).
+    /// Serves one request from the SAE `sae` (already authenticated by its certificate),
+    /// recording it in the metrics.
     pub fn handle(
         &self,
         sae: &str,
@@ -234,11 +241,58 @@ impl Kme {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Response {
+        let t = std::time::Instant::now();
+        let r = self.route(sae, method, path, query, content_type, body);
+        const KNOWN: [&str; 5] = ["status", "enc_keys", "dec_keys", "openapi.json", "metrics"];
+        let last = path.rsplit('/').next().unwrap_or("");
+        let endpoint = if KNOWN.contains(&last) { last } else { "other" };
+        self.metrics
+            .observe(endpoint, r.status, t.elapsed().as_secs_f64());
+        r
+    }
+
+    /// The Prometheus exposition: request metrics and every peer's key accounting.
+    pub fn metrics_text(&self) -> String {
+        let mut peers: Vec<&String> = self
+            .cfg
+            .sae_kme
+            .values()
+            .filter(|k| **k != self.cfg.kme_id)
+            .collect();
+        peers.sort();
+        peers.dedup();
+        let acc: Vec<(String, crate::Accounting)> = peers
+            .into_iter()
+            .filter_map(|p| self.store.accounting(p).ok().map(|a| (p.clone(), a)))
+            .collect();
+        self.metrics.render(&acc)
+    }
+
+    fn route(
+        &self,
+        sae: &str,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Response {
+        if path == "/metrics" {
+            return match method {
+                "GET" => Response {
+                    status: 200,
+                    body: None,
+                    text: Some(self.metrics_text()),
+                },
+                m => error(405, "method not allowed", Some(json!([{ "method": m }]))),
+            };
+        }
         if path == "/api/v1/openapi.json" {
             return match (method, serde_json::from_str::<Value>(OPENAPI)) {
                 ("GET", Ok(v)) => Response {
                     status: 200,
                     body: Some(v),
+                    text: None,
                 },
                 ("GET", Err(e)) => error(
                     503,
@@ -310,6 +364,7 @@ impl Kme {
         let per_key = u64::from(self.cfg.default_key_size / 8).max(1);
         Response {
             status: 200,
+            text: None,
             body: Some(json!({
                 "source_KME_ID": self.cfg.kme_id,
                 "target_KME_ID": peer,
@@ -420,6 +475,7 @@ impl Kme {
         Response {
             status: 200,
             body: Some(json!({ "keys": list })),
+            text: None,
         }
     }
 
@@ -447,6 +503,7 @@ impl Kme {
                 Response {
                     status: 200,
                     body: Some(json!({ "keys": list })),
+                    text: None,
                 }
             }
             Err(StoreError::NotEntitled { .. }) => unauthorized(),
@@ -750,12 +807,19 @@ async fn respond(
         }
     };
     let mut builder = hyper::Response::builder().status(out.status);
-    let body = match out.body {
-        Some(v) => {
+    let body = match (out.body, out.text) {
+        (Some(v), _) => {
             builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
             serde_json::to_vec(&v).unwrap_or_default()
         }
-        None => Vec::new(),
+        (None, Some(t)) => {
+            builder = builder.header(
+                hyper::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            );
+            t.into_bytes()
+        }
+        (None, None) => Vec::new(),
     };
     builder
         .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
@@ -965,7 +1029,8 @@ mod tests {
             r,
             Response {
                 status: 401,
-                body: None
+                body: None,
+                text: None
             }
         );
         // Unknown ID, a wrong master, malformed bodies: 400.
@@ -1101,6 +1166,37 @@ mod tests {
                 proptest::prop_assert_eq!(after, before);
             }
         }
+    }
+
+    #[test]
+    fn metrics_count_requests_and_report_the_books() {
+        let p = pair(true);
+        p.a.handle("a1", "POST", "/api/v1/keys/b1/enc_keys", None, JSON, b"{}");
+        p.a.handle(
+            "a1",
+            "POST",
+            "/api/v1/keys/b1/enc_keys",
+            None,
+            JSON,
+            b"{\"size\": 3}",
+        );
+        let m = p.a.handle("a1", "GET", "/metrics", None, None, b"");
+        assert_eq!(m.status, 200);
+        let t = m.text.unwrap();
+        assert!(
+            t.contains(r#"qkdnet_kme_requests_total{endpoint="enc_keys",status="200"} 1"#),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"qkdnet_kme_requests_total{endpoint="enc_keys",status="400"} 1"#),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"qkdnet_kme_delivered_bits{peer="B"} 256"#),
+            "{t}"
+        );
+        assert!(t.contains("qkdnet_kme_request_seconds_bucket"), "{t}");
+        assert!(t.trim_end().ends_with("# EOF"));
     }
 
     #[test]

@@ -28,6 +28,7 @@
 
 pub mod bench;
 pub mod etsi;
+pub mod metrics;
 pub mod pki;
 pub mod sqlite;
 
