@@ -45,6 +45,8 @@ pub struct KmeConfig {
     pub header_timeout: Duration,
     /// Key lifetime after distillation when blocks are stored by this KME, seconds.
     pub key_ttl_s: u64,
+    /// KMEs this one shares a QKD link (and key material) with.
+    pub links: Vec<String>,
 }
 
 impl KmeConfig {
@@ -63,6 +65,7 @@ impl KmeConfig {
             handshake_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(5),
             key_ttl_s: 7 * 24 * 3600,
+            links: Vec::new(),
         }
     }
 }
@@ -154,7 +157,12 @@ impl Kme {
         // Each peer's master lane resumes at the store's next serial (nothing in flight
         // at start).
         let mut lanes = HashMap::new();
-        for peer in cfg.sae_kme.values().filter(|k| **k != cfg.kme_id) {
+        for peer in cfg
+            .sae_kme
+            .values()
+            .chain(&cfg.links)
+            .filter(|k| **k != cfg.kme_id)
+        {
             let lane = lane_for(&cfg.kme_id, peer);
             let next = store.lane_serial(peer, lane).unwrap_or(0);
             lanes.entry((peer.clone(), lane)).or_insert(LaneQueue {
@@ -170,6 +178,42 @@ impl Kme {
             lanes: std::sync::Mutex::new(lanes),
             metrics: crate::metrics::Metrics::new(),
         }
+    }
+
+    /// Cuts `number` keys of `size_bytes` for `master_sae` from the lane to the adjacent
+    /// KME `peer`, entitling `slave_saes` there, and delivers the assignment in order.
+    /// On a failed delivery the cut is accounted as discarded. (The building block of
+    /// `enc_keys` and of each relay hop.)
+    pub fn cut_and_deliver(
+        &self,
+        peer: &str,
+        master_sae: &str,
+        slave_saes: &[String],
+        number: u32,
+        size_bytes: u32,
+    ) -> Result<Vec<crate::Key>, String> {
+        let req = KeyRequest {
+            lane: lane_for(&self.cfg.kme_id, peer),
+            master_sae,
+            slave_saes,
+            number,
+            size_bytes,
+        };
+        let (keys, asg) = self
+            .store
+            .allocate(peer, &req, (self.clock)())
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.deliver(peer, asg) {
+            let ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
+            let _ = self.store.void(peer, &ids);
+            return Err(e);
+        }
+        Ok(keys)
+    }
+
+    /// The current time of this KME's clock, seconds.
+    pub fn now(&self) -> u64 {
+        (self.clock)()
     }
 
     /// Sends `asg` to the peer in serial order (see [`LaneQueue`]).

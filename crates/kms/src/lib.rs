@@ -30,6 +30,7 @@ pub mod bench;
 pub mod etsi;
 pub mod metrics;
 pub mod pki;
+pub mod relay;
 pub mod sqlite;
 
 use zeroize::Zeroize;
@@ -232,6 +233,18 @@ pub trait KeyStore: Send + Sync {
         requester: &str,
         key_ids: &[String],
     ) -> Result<Vec<Key>, StoreError>;
+
+    /// Final node of a relay: keeps `key` (which arrived hop by hop from the master's KME
+    /// `origin`) for `slave_saes` under its original ID. Accounted under the pseudo-peer
+    /// `relay:<origin>`: produced and held on arrival, delivered when every slave has it.
+    fn hold_relayed(
+        &self,
+        origin: &str,
+        key: &Key,
+        master_sae: &str,
+        slave_saes: &[String],
+        expires_at: u64,
+    ) -> Result<(), StoreError>;
 
     /// Expires material and unfetched keys whose time has come; returns bits expired.
     fn expire(&self, now: u64) -> Result<u64, StoreError>;

@@ -653,6 +653,38 @@ impl KeyStore for SqliteStore {
         })
     }
 
+    fn hold_relayed(
+        &self,
+        origin: &str,
+        key: &Key,
+        master_sae: &str,
+        slave_saes: &[String],
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        if key.bytes.is_empty() || slave_saes.is_empty() {
+            return Err(StoreError::Invalid(
+                "relayed key without bytes or slaves".into(),
+            ));
+        }
+        let peer = format!("relay:{origin}");
+        let (id, bytes) = (key.id.clone(), Zeroizing::new(key.bytes.clone()));
+        let (master_sae, slave_saes) = (master_sae.to_string(), slave_saes.to_vec());
+        self.with_tx(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO held(key_id, peer, master_sae, data, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![id, peer, master_sae, &bytes[..], expires_at.min(i64::MAX as u64) as i64])?;
+            for sae in &slave_saes {
+                tx.prepare_cached("INSERT OR IGNORE INTO held_slaves(key_id, sae) VALUES (?1, ?2)")?
+                    .execute(params![id, sae])?;
+            }
+            let bits = 8 * bytes.len() as i64;
+            bump(tx, &peer, "produced", bits)?;
+            bump(tx, &peer, "held", bits)?;
+            Ok(())
+        })
+    }
+
     fn expire(&self, now: u64) -> Result<u64, StoreError> {
         self.with_tx(move |tx| expire_tx(tx, now))
     }
