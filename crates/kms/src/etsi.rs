@@ -45,7 +45,9 @@ pub struct KmeConfig {
     pub header_timeout: Duration,
     /// Key lifetime after distillation when blocks are stored by this KME, seconds.
     pub key_ttl_s: u64,
-    /// KMEs this one shares a QKD link (and key material) with.
+    /// KMEs this one shares a QKD link (and key material) with. Empty: every KME named in
+    /// `sae_kme` is taken as a neighbour. Otherwise slaves at other KMEs are served by
+    /// relay ([`Kme::set_relayer`]).
     pub links: Vec<String>,
 }
 
@@ -75,6 +77,21 @@ pub trait PeerLink: Send + Sync {
     /// Delivers a run of consecutive assignments (one lane, increasing serials) to
     /// `peer_kme`, returning once the peer has stored them all.
     fn send_assignments(&self, peer_kme: &str, run: &[Assignment]) -> Result<(), String>;
+}
+
+/// Carries keys to slaves whose KME shares no link with this one (see [`crate::relay`]).
+pub trait Relayer: Send + Sync {
+    /// Relays `number` keys of `size_bytes` from `master_sae` at KME `from` to
+    /// `slave_saes` at KME `to`, returning the master's keys.
+    fn relay(
+        &self,
+        from: &str,
+        to: &str,
+        master_sae: &str,
+        slave_saes: &[String],
+        number: u32,
+        size_bytes: u32,
+    ) -> Result<Vec<crate::Key>, String>;
 }
 
 type Ack = std::sync::mpsc::SyncSender<Result<(), String>>;
@@ -143,6 +160,7 @@ pub struct Kme {
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
     lanes: std::sync::Mutex<HashMap<(String, u8), LaneQueue>>,
     metrics: crate::metrics::Metrics,
+    relayer: std::sync::OnceLock<std::sync::Weak<dyn Relayer>>,
 }
 
 impl Kme {
@@ -177,6 +195,7 @@ impl Kme {
             clock,
             lanes: std::sync::Mutex::new(lanes),
             metrics: crate::metrics::Metrics::new(),
+            relayer: std::sync::OnceLock::new(),
         }
     }
 
@@ -209,6 +228,12 @@ impl Kme {
             return Err(e);
         }
         Ok(keys)
+    }
+
+    /// Sets the relay used for slaves whose KME is not a neighbour (once; held weakly,
+    /// since the relay usually owns this KME).
+    pub fn set_relayer(&self, r: &Arc<dyn Relayer>) {
+        let _ = self.relayer.set(Arc::downgrade(r));
     }
 
     /// The current time of this KME's clock, seconds.
@@ -485,6 +510,35 @@ impl Kme {
                     self.cfg.max_sae_id_count
                 ),
             );
+        }
+        if !self.cfg.links.is_empty() && !self.cfg.links.contains(&peer) {
+            // No link to the slave's KME: relay through trusted nodes.
+            let Some(relayer) = self.relayer.get().and_then(std::sync::Weak::upgrade) else {
+                return error(
+                    503,
+                    "no link to the slave's KME and no relay",
+                    Some(json!([{ "target_KME_ID": peer }])),
+                );
+            };
+            return match relayer.relay(&self.cfg.kme_id, &peer, master, &slaves, number, size / 8) {
+                Ok(keys) => {
+                    let b64 = base64::engine::general_purpose::STANDARD;
+                    let list: Vec<Value> = keys
+                        .iter()
+                        .map(|k| json!({ "key_ID": k.id, "key": b64.encode(&k.bytes) }))
+                        .collect();
+                    Response {
+                        status: 200,
+                        body: Some(json!({ "keys": list })),
+                        text: None,
+                    }
+                }
+                Err(e) => error(
+                    503,
+                    "key relay failed",
+                    Some(json!([{ "target_KME_ID": peer, "error": e }])),
+                ),
+            };
         }
         let req = KeyRequest {
             lane: lane_for(&self.cfg.kme_id, &peer),

@@ -55,6 +55,21 @@ pub fn relay_agent(kme: &str) -> String {
     format!("relay@{kme}")
 }
 
+impl crate::etsi::Relayer for Network {
+    fn relay(
+        &self,
+        from: &str,
+        to: &str,
+        master_sae: &str,
+        slave_saes: &[String],
+        number: u32,
+        size_bytes: u32,
+    ) -> Result<Vec<Key>, String> {
+        Network::relay(self, from, to, master_sae, slave_saes, number, size_bytes)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// KMEs of one network, in one process.
 pub struct Network {
     kmes: HashMap<String, Arc<Kme>>,
@@ -69,6 +84,17 @@ impl Network {
                 .map(|k| (k.config().kme_id.clone(), k))
                 .collect(),
         }
+    }
+
+    /// The network, shared, with every KME's `enc_keys` relaying through it when the
+    /// slave's KME is not a neighbour.
+    pub fn shared(kmes: impl IntoIterator<Item = Arc<Kme>>) -> Arc<Self> {
+        let net = Arc::new(Self::new(kmes));
+        let r: Arc<dyn crate::etsi::Relayer> = net.clone();
+        for k in net.kmes.values() {
+            k.set_relayer(&r);
+        }
+        net
     }
 
     fn kme(&self, id: &str) -> Result<&Arc<Kme>, RelayError> {
@@ -295,7 +321,7 @@ mod tests {
     }
 
     struct World {
-        net: Network,
+        net: Arc<Network>,
         stores: HashMap<String, Arc<dyn KeyStore>>,
         down: Arc<Mutex<HashSet<(String, String)>>>,
     }
@@ -355,7 +381,7 @@ mod tests {
             ))
         });
         World {
-            net: Network::new(kmes.collect::<Vec<_>>()),
+            net: Network::shared(kmes.collect::<Vec<_>>()),
             stores,
             down,
         }
@@ -400,6 +426,34 @@ mod tests {
             w.stores["D"].accounting("relay:A").unwrap().delivered_bits,
             3 * 256
         );
+        balanced(&w);
+    }
+
+    #[test]
+    fn enc_keys_for_a_slave_beyond_the_links_goes_by_relay() {
+        let w = world(&[("A", "B", 64_000), ("B", "C", 64_000), ("C", "D", 64_000)]);
+        let r = w.net.kme("A").unwrap().handle(
+            "a1",
+            "POST",
+            "/api/v1/keys/d1/enc_keys",
+            None,
+            Some("application/json"),
+            br#"{"number": 2}"#,
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let keys = r.body.unwrap()["keys"].clone();
+        let id = keys[0]["key_ID"].as_str().unwrap().to_string();
+        let q = format!("key_ID={id}");
+        let got = w.net.kme("D").unwrap().handle(
+            "d1",
+            "GET",
+            "/api/v1/keys/a1/dec_keys",
+            Some(&q),
+            None,
+            b"",
+        );
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body.unwrap()["keys"][0]["key"], keys[0]["key"]);
         balanced(&w);
     }
 
