@@ -628,22 +628,10 @@ impl AliceSession {
             (AliceState::ExpectQueries, Message::ParityQueries(frames)) => {
                 if frames.is_empty() {
                     // Reconciliation over: send the verification tag.
-                    let tag_bits = verification_tag_bits(self.raw.len() as u64, self.cfg.eps_cor);
                     let prov = &mut self.common.prov;
                     prov.round_trips += 1;
                     prov.leak_ec_bits = self.frames.iter().map(|f| f.leaked_bits()).sum();
-                    prov.leak_verify_bits = u64::from(tag_bits);
-                    let mut kb = [0u8; 16];
-                    rng.fill(&mut kb)?;
-                    let hash_key = u128::from_le_bytes(kb);
-                    let tag = hash_key_bits(&self.raw, hash_key, tag_bits);
-                    self.state = AliceState::ExpectVerifyResult;
-                    let m = Message::VerifyTag {
-                        hash_key,
-                        tag_bits: tag_bits as u8,
-                        tag,
-                    };
-                    return Ok(Output::Send(vec![self.common.send(auth, &m)?]));
+                    return self.send_verify_tag(auth, rng);
                 }
                 self.common.prov.round_trips += 1;
                 let mut answers = Vec::with_capacity(frames.len());
@@ -726,19 +714,7 @@ impl AliceSession {
                         SessionError::NoKey { length: 0 },
                     ));
                 }
-                let tag_bits = verification_tag_bits(self.raw.len() as u64, self.cfg.eps_cor);
-                self.common.prov.leak_verify_bits += u64::from(tag_bits);
-                let mut kb = [0u8; 16];
-                rng.fill(&mut kb)?;
-                let hash_key = u128::from_le_bytes(kb);
-                let tag = hash_key_bits(&self.raw, hash_key, tag_bits);
-                self.state = AliceState::ExpectVerifyResult;
-                let m = Message::VerifyTag {
-                    hash_key,
-                    tag_bits: tag_bits as u8,
-                    tag,
-                };
-                Ok(Output::Send(vec![self.common.send(auth, &m)?]))
+                self.send_verify_tag(auth, rng)
             }
             (AliceState::ExpectDone, Message::Done { output_bits }) => {
                 if output_bits != self.common.prov.final_bits {
@@ -771,6 +747,28 @@ impl AliceSession {
                 },
             })),
         }
+    }
+
+    /// A fresh hash key and the ε_cor-sized tag of Alice's current raw key (every tag bit
+    /// counted as leaked); the session then waits for Bob's verdict.
+    fn send_verify_tag(
+        &mut self,
+        auth: &mut AuthKeys,
+        rng: &mut dyn SecureRandom,
+    ) -> Result<Output, SessionError> {
+        let tag_bits = verification_tag_bits(self.raw.len() as u64, self.cfg.eps_cor);
+        self.common.prov.leak_verify_bits += u64::from(tag_bits);
+        let mut kb = [0u8; 16];
+        rng.fill(&mut kb)?;
+        let hash_key = u128::from_le_bytes(kb);
+        let tag = hash_key_bits(&self.raw, hash_key, tag_bits);
+        self.state = AliceState::ExpectVerifyResult;
+        let m = Message::VerifyTag {
+            hash_key,
+            tag_bits: tag_bits as u8,
+            tag,
+        };
+        Ok(Output::Send(vec![self.common.send(auth, &m)?]))
     }
 
     /// Records Bob's correction count (for provenance in tests and benches; Alice cannot

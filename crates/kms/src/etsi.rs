@@ -730,6 +730,59 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
+fn pem_err(what: &'static str) -> impl Fn(rustls::pki_types::pem::Error) -> ServerError {
+    move |e| ServerError::Pem {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+/// Trust anchors from PEM certificates (at least one).
+fn load_roots(pem: &[u8], what: &'static str) -> Result<rustls::RootCertStore, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+        roots
+            .add(c.map_err(pem_err(what))?)
+            .map_err(|e| ServerError::Pem {
+                what,
+                detail: e.to_string(),
+            })?;
+    }
+    if roots.is_empty() {
+        return Err(ServerError::Pem {
+            what,
+            detail: "no certificate found".into(),
+        });
+    }
+    Ok(roots)
+}
+
+type Identity = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+/// A certificate chain and its private key from PEM.
+fn load_identity(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    who: &'static str,
+) -> Result<Identity, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err(who))?;
+    if chain.is_empty() {
+        return Err(ServerError::Pem {
+            what: who,
+            detail: "no certificate found".into(),
+        });
+    }
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem).map_err(pem_err(who))?;
+    Ok((chain, key))
+}
+
 /// A TLS server configuration that requires client certificates issued by the CA in
 /// `client_ca_pem`, presenting `cert_pem` (chain) with `key_pem`.
 pub fn server_tls(
@@ -737,33 +790,8 @@ pub fn server_tls(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let pem = |what: &'static str| {
-        move |e: rustls::pki_types::pem::Error| ServerError::Pem {
-            what,
-            detail: e.to_string(),
-        }
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(client_ca_pem) {
-        roots
-            .add(c.map_err(pem("client CA"))?)
-            .map_err(|e| ServerError::Pem {
-                what: "client CA",
-                detail: e.to_string(),
-            })?;
-    }
-    if roots.is_empty() {
-        return Err(ServerError::Pem {
-            what: "client CA",
-            detail: "no certificate found".into(),
-        });
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(pem("server certificate"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(pem("server key"))?;
+    let roots = load_roots(client_ca_pem, "client CA")?;
+    let (chain, key) = load_identity(cert_pem, key_pem, "server certificate or key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
@@ -785,27 +813,8 @@ pub fn client_tls(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ClientConfig>, ServerError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let pem = |what: &'static str| {
-        move |e: rustls::pki_types::pem::Error| ServerError::Pem {
-            what,
-            detail: e.to_string(),
-        }
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem) {
-        roots
-            .add(c.map_err(pem("CA"))?)
-            .map_err(|e| ServerError::Pem {
-                what: "CA",
-                detail: e.to_string(),
-            })?;
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(pem("client certificate"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(pem("client key"))?;
+    let roots = load_roots(ca_pem, "CA")?;
+    let (chain, key) = load_identity(cert_pem, key_pem, "client certificate or key")?;
     let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
