@@ -79,6 +79,32 @@ pub trait PeerLink: Send + Sync {
     fn send_assignments(&self, peer_kme: &str, run: &[Assignment]) -> Result<(), String>;
 }
 
+/// Why [`Kme::cut_and_deliver`] produced no keys.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CutError {
+    /// The store refused (not enough material, …); nothing was cut.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The peer KME could not be told; the cut is accounted as discarded.
+    #[error("peer KME: {0}")]
+    Deliver(String),
+}
+
+/// The `{"keys": [...]}` container of ETSI 014 §6.3.
+fn key_container(keys: &[crate::Key]) -> Response {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let list: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({ "key_ID": k.id, "key": b64.encode(&k.bytes) }))
+        .collect();
+    Response {
+        status: 200,
+        body: Some(json!({ "keys": list })),
+        text: None,
+    }
+}
+
 /// Carries keys to slaves whose KME shares no link with this one (see [`crate::relay`]).
 pub trait Relayer: Send + Sync {
     /// Relays `number` keys of `size_bytes` from `master_sae` at KME `from` to
@@ -210,7 +236,7 @@ impl Kme {
         slave_saes: &[String],
         number: u32,
         size_bytes: u32,
-    ) -> Result<Vec<crate::Key>, String> {
+    ) -> Result<Vec<crate::Key>, CutError> {
         let req = KeyRequest {
             lane: lane_for(&self.cfg.kme_id, peer),
             master_sae,
@@ -221,11 +247,11 @@ impl Kme {
         let (keys, asg) = self
             .store
             .allocate(peer, &req, (self.clock)())
-            .map_err(|e| e.to_string())?;
+            .map_err(CutError::Store)?;
         if let Err(e) = self.deliver(peer, asg) {
             let ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
             let _ = self.store.void(peer, &ids);
-            return Err(e);
+            return Err(CutError::Deliver(e));
         }
         Ok(keys)
     }
@@ -521,18 +547,7 @@ impl Kme {
                 );
             };
             return match relayer.relay(&self.cfg.kme_id, &peer, master, &slaves, number, size / 8) {
-                Ok(keys) => {
-                    let b64 = base64::engine::general_purpose::STANDARD;
-                    let list: Vec<Value> = keys
-                        .iter()
-                        .map(|k| json!({ "key_ID": k.id, "key": b64.encode(&k.bytes) }))
-                        .collect();
-                    Response {
-                        status: 200,
-                        body: Some(json!({ "keys": list })),
-                        text: None,
-                    }
-                }
+                Ok(keys) => key_container(&keys),
                 Err(e) => error(
                     503,
                     "key relay failed",
@@ -540,40 +555,22 @@ impl Kme {
                 ),
             };
         }
-        let req = KeyRequest {
-            lane: lane_for(&self.cfg.kme_id, &peer),
-            master_sae: master,
-            slave_saes: &slaves,
-            number,
-            size_bytes: size / 8,
-        };
-        let (keys, asg) = match self.store.allocate(&peer, &req, (self.clock)()) {
-            Ok(v) => v,
-            Err(StoreError::Insufficient { want, have, .. }) => {
-                return error(
-                    503,
-                    "not enough key material",
-                    Some(json!([{ "requested_bytes": want, "available_bytes": have }])),
-                )
+        match self.cut_and_deliver(&peer, master, &slaves, number, size / 8) {
+            Ok(keys) => key_container(&keys),
+            Err(CutError::Store(StoreError::Insufficient { want, have, .. })) => error(
+                503,
+                "not enough key material",
+                Some(json!([{ "requested_bytes": want, "available_bytes": have }])),
+            ),
+            Err(CutError::Store(e)) => {
+                error(503, "key store unavailable", Some(json!([e.to_string()])))
             }
-            Err(e) => return error(503, "key store unavailable", Some(json!([e.to_string()]))),
-        };
-        if let Err(e) = self.deliver(&peer, asg) {
-            return error(
+            // The cut bits are accounted as discarded, never handed out.
+            Err(CutError::Deliver(e)) => error(
                 503,
                 "peer KME unreachable",
                 Some(json!([{ "peer": peer, "error": e }])),
-            );
-        }
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let list: Vec<Value> = keys
-            .iter()
-            .map(|k| json!({ "key_ID": k.id, "key": b64.encode(&k.bytes) }))
-            .collect();
-        Response {
-            status: 200,
-            body: Some(json!({ "keys": list })),
-            text: None,
+            ),
         }
     }
 
@@ -592,18 +589,7 @@ impl Kme {
             );
         }
         match self.store.fetch(master, slave, &ids) {
-            Ok(keys) => {
-                let b64 = base64::engine::general_purpose::STANDARD;
-                let list: Vec<Value> = keys
-                    .iter()
-                    .map(|k| json!({ "key_ID": k.id, "key": b64.encode(&k.bytes) }))
-                    .collect();
-                Response {
-                    status: 200,
-                    body: Some(json!({ "keys": list })),
-                    text: None,
-                }
-            }
+            Ok(keys) => key_container(&keys),
             Err(StoreError::NotEntitled { .. }) => unauthorized(),
             Err(StoreError::NotFound(id)) => error(400, NOT_FOUND, Some(json!([{ "key_ID": id }]))),
             Err(e) => error(503, "key store unavailable", Some(json!([e.to_string()]))),
@@ -1331,5 +1317,10 @@ mod tests {
             p.a.handle("a1", "POST", "/api/v1/keys/b1/enc_keys", None, JSON, b"{}");
         assert_eq!(r.status, 503);
         assert_eq!(r.body.unwrap()["message"], "peer KME unreachable");
+        // The cut bits are accounted as discarded, not delivered.
+        let acc = p.a.store().accounting("B").unwrap();
+        assert!(acc.balances());
+        assert_eq!(acc.delivered_bits, 0);
+        assert_eq!(acc.discarded_bits, 256);
     }
 }

@@ -49,6 +49,14 @@ pub enum RelayError {
     },
 }
 
+fn hop(from: &str, to: &str, reason: String) -> RelayError {
+    RelayError::Hop {
+        from: from.to_string(),
+        to: to.to_string(),
+        reason,
+    }
+}
+
 /// The relay agent of a KME: the pseudo-SAE that takes relayed material there. (SAE IDs
 /// from certificates cannot contain '@', so no application can pose as one.)
 pub fn relay_agent(kme: &str) -> String {
@@ -177,18 +185,13 @@ impl Network {
         slave_saes: &[String],
         size_bytes: u32,
     ) -> Result<Key, RelayError> {
-        let hop = |a: &str, b: &str, reason: String| RelayError::Hop {
-            from: a.to_string(),
-            to: b.to_string(),
-            reason,
-        };
         let (origin, first) = (&route[0], &route[1]);
         let a = self.kme(origin)?;
         if route.len() == 2 {
             // Adjacent: an ordinary cut for the slaves themselves.
             let mut keys = a
                 .cut_and_deliver(first, master_sae, slave_saes, 1, size_bytes)
-                .map_err(|e| hop(origin, first, e))?;
+                .map_err(|e| hop(origin, first, e.to_string()))?;
             return keys
                 .pop()
                 .ok_or_else(|| hop(origin, first, "no key cut".into()));
@@ -196,7 +199,7 @@ impl Network {
         // Hop 1: K itself is cut from the origin's link, for the next node's relay agent.
         let mut keys = a
             .cut_and_deliver(first, master_sae, &[relay_agent(first)], 1, size_bytes)
-            .map_err(|e| hop(origin, first, e))?;
+            .map_err(|e| hop(origin, first, e.to_string()))?;
         let k = keys
             .pop()
             .ok_or_else(|| hop(origin, first, "no key cut".into()))?;
@@ -217,11 +220,6 @@ impl Network {
         master_sae: &str,
         slave_saes: &[String],
     ) -> Result<(), RelayError> {
-        let hop = |a: &str, b: &str, reason: String| RelayError::Hop {
-            from: a.to_string(),
-            to: b.to_string(),
-            reason,
-        };
         let first = &route[1];
         let fetched = self
             .kme(first)?
@@ -245,7 +243,7 @@ impl Network {
                     1,
                     carried.bytes.len() as u32,
                 )
-                .map_err(|e| hop(x, y, e))?;
+                .map_err(|e| hop(x, y, e.to_string()))?;
             let pad = pads.pop().ok_or_else(|| hop(x, y, "no pad cut".into()))?;
             let mut ct: Vec<u8> = carried
                 .bytes
