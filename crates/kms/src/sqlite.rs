@@ -170,11 +170,10 @@ fn bump(
     column: &str,
     delta: i64,
 ) -> Result<(), StoreError> {
-    tx.prepare_cached("INSERT INTO counters(peer) VALUES (?1) ON CONFLICT(peer) DO NOTHING")?
-        .execute(params![peer])?;
-    // `column` is one of our own constant names, never outside input.
+    // One upsert. `column` is one of our own constant names, never outside input.
     tx.prepare_cached(&format!(
-        "UPDATE counters SET {column} = {column} + ?2 WHERE peer = ?1"
+        "INSERT INTO counters(peer, {column}) VALUES (?1, ?2)
+         ON CONFLICT(peer) DO UPDATE SET {column} = {column} + ?2"
     ))?
     .execute(params![peer, delta])?;
     Ok(())
