@@ -143,13 +143,14 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
         let outcome = (|| -> Result<(), StoreError> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for job in batch.drain(..) {
-                tx.execute_batch("SAVEPOINT op")?;
+                // Cached statements: parsing these per operation cost more than the
+                // operations themselves.
+                tx.prepare_cached("SAVEPOINT op")?.execute([])?;
                 let (ok, reply) = job(&tx);
-                if ok {
-                    tx.execute_batch("RELEASE op")?;
-                } else {
-                    tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                if !ok {
+                    tx.prepare_cached("ROLLBACK TO op")?.execute([])?;
                 }
+                tx.prepare_cached("RELEASE op")?.execute([])?;
                 replies.push(reply);
             }
             tx.commit()?;
@@ -179,150 +180,130 @@ fn bump(
     Ok(())
 }
 
-/// Lane cursor: (seq, offset) of the next unread byte, and the next chunk number.
-fn cursor(
-    tx: &rusqlite::Transaction<'_>,
-    peer: &str,
-    lane: u8,
-) -> Result<(u64, u64, u64), StoreError> {
-    Ok(tx
-        .prepare_cached("SELECT seq, offset, next_seq FROM cursors WHERE peer = ?1 AND lane = ?2")?
-        .query_row(params![peer, lane], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get::<_, i64>(1)? as u64,
-                r.get::<_, i64>(2)? as u64,
-            ))
-        })
-        .optional()?
-        .unwrap_or((0, 0, 0)))
+/// A lane's state, one row of `cursors`: where the next unread byte is (chunk `seq`, byte
+/// `offset`), the number the next stored chunk gets, the unread bytes, and the next cut
+/// serial. Read once and written once per operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Lane {
+    seq: u64,
+    offset: u64,
+    next: u64,
+    avail: u64,
+    serial: u64,
 }
 
-fn set_cursor(
-    tx: &rusqlite::Transaction<'_>,
-    peer: &str,
-    lane: u8,
-    (seq, offset, next): (u64, u64, u64),
-) -> Result<(), StoreError> {
-    tx.prepare_cached(
-        "INSERT INTO cursors(peer, lane, seq, offset, next_seq) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(peer, lane) DO UPDATE SET seq = ?3, offset = ?4, next_seq = ?5",
-    )?
-    .execute(params![peer, lane, seq as i64, offset as i64, next as i64])?;
-    Ok(())
-}
-
-/// Takes the lane's next cut serial (master side) or checks and advances the expected
-/// one (peer side, `expect`).
-fn next_serial(
-    tx: &rusqlite::Transaction<'_>,
-    peer: &str,
-    lane: u8,
-    expect: Option<u64>,
-) -> Result<u64, StoreError> {
-    let cur = tx
-        .prepare_cached("SELECT serial FROM cursors WHERE peer = ?1 AND lane = ?2")?
-        .query_row(params![peer, lane], |r| r.get::<_, i64>(0))
-        .optional()?
-        .unwrap_or(0) as u64;
-    if let Some(e) = expect {
-        if e != cur {
-            return Err(StoreError::Invalid(format!(
-                "peer '{peer}' lane {lane}: assignment {e} arrived, this end expects {cur}"
-            )));
-        }
+impl Lane {
+    fn load(tx: &rusqlite::Transaction<'_>, peer: &str, lane: u8) -> Result<Self, StoreError> {
+        Ok(tx
+            .prepare_cached(
+                "SELECT seq, offset, next_seq, avail, serial FROM cursors WHERE peer = ?1 AND lane = ?2",
+            )?
+            .query_row(params![peer, lane], |r| {
+                Ok(Self {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    offset: r.get::<_, i64>(1)? as u64,
+                    next: r.get::<_, i64>(2)? as u64,
+                    avail: r.get::<_, i64>(3)? as u64,
+                    serial: r.get::<_, i64>(4)? as u64,
+                })
+            })
+            .optional()?
+            .unwrap_or_default())
     }
-    tx.prepare_cached("UPDATE cursors SET serial = serial + 1 WHERE peer = ?1 AND lane = ?2")?
-        .execute(params![peer, lane])?;
-    Ok(cur)
+
+    fn save(&self, tx: &rusqlite::Transaction<'_>, peer: &str, lane: u8) -> Result<(), StoreError> {
+        tx.prepare_cached(
+            "INSERT INTO cursors(peer, lane, seq, offset, next_seq, avail, serial)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(peer, lane) DO UPDATE
+             SET seq = ?3, offset = ?4, next_seq = ?5, avail = ?6, serial = ?7",
+        )?
+        .execute(params![
+            peer,
+            lane,
+            self.seq as i64,
+            self.offset as i64,
+            self.next as i64,
+            self.avail as i64,
+            self.serial as i64
+        ])?;
+        Ok(())
+    }
 }
 
-/// Unread bytes of a lane (kept in the cursor row, updated by every write).
+/// Unread bytes of a lane.
 fn available(tx: &rusqlite::Transaction<'_>, peer: &str, lane: u8) -> Result<u64, StoreError> {
-    Ok(tx
-        .prepare_cached("SELECT avail FROM cursors WHERE peer = ?1 AND lane = ?2")?
-        .query_row(params![peer, lane], |r| r.get::<_, i64>(0))
-        .optional()?
-        .unwrap_or(0) as u64)
-}
-
-fn add_available(
-    tx: &rusqlite::Transaction<'_>,
-    peer: &str,
-    lane: u8,
-    delta: i64,
-) -> Result<(), StoreError> {
-    tx.prepare_cached("UPDATE cursors SET avail = avail + ?3 WHERE peer = ?1 AND lane = ?2")?
-        .execute(params![peer, lane, delta])?;
-    Ok(())
+    Ok(Lane::load(tx, peer, lane)?.avail)
 }
 
 /// Key bytes cut from a lane, with the expiry of the chunk they started in.
 type Piece = (Zeroizing<Vec<u8>>, u64);
 
-/// Cuts `sizes` bytes in order from the lane, deleting chunks as they are used up.
-/// Returns the pieces and the expiry of the chunk each started in.
+/// Cuts `sizes` bytes in order from the lane whose state is `st` (advanced here, saved
+/// by the caller), deleting chunks as they are used up. Reads only the bytes it takes.
 fn cut(
     tx: &rusqlite::Transaction<'_>,
     peer: &str,
     lane: u8,
+    st: &mut Lane,
     sizes: &[u32],
 ) -> Result<Vec<Piece>, StoreError> {
     let want: u64 = sizes.iter().map(|&s| u64::from(s)).sum();
-    let have = available(tx, peer, lane)?;
-    if want > have {
+    if want > st.avail {
         return Err(StoreError::Insufficient {
             peer: peer.to_string(),
             lane,
             want,
-            have,
+            have: st.avail,
         });
     }
-    let (mut seq, mut offset, next) = cursor(tx, peer, lane)?;
     let mut out = Vec::with_capacity(sizes.len());
-    let mut chunk: Option<(Zeroizing<Vec<u8>>, u64)> = None;
     for &size in sizes {
         let mut key = Zeroizing::new(Vec::with_capacity(size as usize));
         let mut expiry = u64::MAX;
         while key.len() < size as usize {
-            if chunk.is_none() {
-                let row: Option<(i64, Vec<u8>, i64)> = tx
-                    .prepare_cached("SELECT seq, data, expires_at FROM chunks WHERE peer = ?1 AND lane = ?2 AND seq >= ?3 ORDER BY seq LIMIT 1")?.query_row(
-                        params![peer, lane, seq as i64],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .optional()?;
-                let Some((at, data, exp)) = row else {
-                    return Err(StoreError::Invalid(format!(
-                        "peer '{peer}' lane {lane}: material ends at chunk {seq}"
-                    )));
-                };
-                if at as u64 != seq {
-                    // A gap (expired chunks): continue at the next chunk's start.
-                    seq = at as u64;
-                    offset = 0;
-                }
-                chunk = Some((Zeroizing::new(data), exp as u64));
-            }
-            let Some((data, exp)) = chunk.as_mut() else {
-                break;
+            let need = size as usize - key.len();
+            // The bytes wanted from the chunk at or after the cursor (a gap means
+            // expired chunks: continue at the next chunk's start).
+            let row: Option<(i64, i64, Vec<u8>, i64)> = tx
+                .prepare_cached(
+                    "SELECT seq, LENGTH(data), SUBSTR(data, CASE WHEN seq = ?3 THEN ?4 ELSE 0 END + 1, ?5), expires_at
+                     FROM chunks WHERE peer = ?1 AND lane = ?2 AND seq >= ?3 ORDER BY seq LIMIT 1",
+                )?
+                .query_row(
+                    params![peer, lane, st.seq as i64, st.offset as i64, need as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some((at, len, data, exp)) = row else {
+                return Err(StoreError::Invalid(format!(
+                    "peer '{peer}' lane {lane}: material ends at chunk {}",
+                    st.seq
+                )));
             };
-            expiry = expiry.min(*exp);
-            let take = (size as usize - key.len()).min(data.len() - offset as usize);
-            key.extend_from_slice(&data[offset as usize..offset as usize + take]);
-            offset += take as u64;
-            if offset as usize == data.len() {
-                chunk = None;
+            let data = Zeroizing::new(data);
+            if at as u64 != st.seq {
+                st.seq = at as u64;
+                st.offset = 0;
+            }
+            expiry = expiry.min(exp as u64);
+            key.extend_from_slice(&data);
+            st.offset += data.len() as u64;
+            if st.offset >= len as u64 {
                 tx.prepare_cached("DELETE FROM chunks WHERE peer = ?1 AND lane = ?2 AND seq = ?3")?
-                    .execute(params![peer, lane, seq as i64])?;
-                seq += 1;
-                offset = 0;
+                    .execute(params![peer, lane, st.seq as i64])?;
+                st.seq += 1;
+                st.offset = 0;
+            } else if data.is_empty() {
+                return Err(StoreError::Invalid(format!(
+                    "peer '{peer}' lane {lane}: chunk {} ends before byte {}",
+                    st.seq, st.offset
+                )));
             }
         }
         out.push((key, expiry));
     }
-    set_cursor(tx, peer, lane, (seq, offset, next))?;
-    add_available(tx, peer, lane, -(want as i64))?;
+    st.avail -= want;
     Ok(out)
 }
 
@@ -331,7 +312,7 @@ fn expire_tx(tx: &rusqlite::Transaction<'_>, now: u64) -> Result<u64, StoreError
     // Lane material.
     let rows: Vec<(String, u8, i64, i64)> = {
         let mut st =
-            tx.prepare("SELECT peer, lane, seq, LENGTH(data) FROM chunks WHERE expires_at <= ?1")?;
+            tx.prepare_cached("SELECT peer, lane, seq, LENGTH(data) FROM chunks WHERE expires_at <= ?1")?;
         let v = st
             .query_map(params![now as i64], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
@@ -343,28 +324,30 @@ fn expire_tx(tx: &rusqlite::Transaction<'_>, now: u64) -> Result<u64, StoreError
     let mut rows = rows;
     rows.sort_unstable();
     for (peer, lane, seq, len) in rows {
-        let (cseq, coff, next) = cursor(tx, &peer, lane)?;
-        let unread = if seq as u64 == cseq {
-            len as u64 - coff
+        let mut st = Lane::load(tx, &peer, lane)?;
+        let unread = if seq as u64 == st.seq {
+            len as u64 - st.offset
         } else {
             len as u64
         };
         tx.prepare_cached("DELETE FROM chunks WHERE peer = ?1 AND lane = ?2 AND seq = ?3")?
             .execute(params![peer, lane, seq])?;
-        if seq as u64 >= cseq {
+        if seq as u64 >= st.seq {
             // The cursor moves past an expired chunk it stood in.
-            if seq as u64 == cseq {
-                set_cursor(tx, &peer, lane, (cseq + 1, 0, next))?;
+            if seq as u64 == st.seq {
+                st.seq += 1;
+                st.offset = 0;
             }
+            st.avail -= unread;
+            st.save(tx, &peer, lane)?;
             bump(tx, &peer, "expired", 8 * unread as i64)?;
-            add_available(tx, &peer, lane, -(unread as i64))?;
             expired_bits += 8 * unread;
         }
     }
     // Keys waiting for slaves.
     let keys: Vec<(String, String, i64)> = {
         let mut st =
-            tx.prepare("SELECT key_id, peer, LENGTH(data) FROM held WHERE expires_at <= ?1")?;
+            tx.prepare_cached("SELECT key_id, peer, LENGTH(data) FROM held WHERE expires_at <= ?1")?;
         let v = st
             .query_map(params![now as i64], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -398,20 +381,27 @@ fn check_assignment(a: &Assignment) -> Result<(), StoreError> {
 
 /// Cuts one announced assignment (peer side), inside an open transaction.
 fn assign_tx(tx: &rusqlite::Transaction<'_>, peer: &str, a: &Assignment) -> Result<(), StoreError> {
-    let (seq, offset, _) = cursor(tx, peer, a.lane)?;
-    if (seq, offset) != (a.start_seq, a.start_offset) {
+    let mut st = Lane::load(tx, peer, a.lane)?;
+    if (st.seq, st.offset) != (a.start_seq, a.start_offset) {
         return Err(StoreError::OutOfStep {
             peer: peer.to_string(),
             lane: a.lane,
             got_seq: a.start_seq,
             got_offset: a.start_offset,
-            seq,
-            offset,
+            seq: st.seq,
+            offset: st.offset,
         });
     }
+    if a.serial != st.serial {
+        return Err(StoreError::Invalid(format!(
+            "peer '{peer}' lane {}: assignment {} arrived, this end expects {}",
+            a.lane, a.serial, st.serial
+        )));
+    }
     let sizes: Vec<u32> = a.keys.iter().map(|(_, s)| *s).collect();
-    let pieces = cut(tx, peer, a.lane, &sizes)?;
-    next_serial(tx, peer, a.lane, Some(a.serial))?;
+    let pieces = cut(tx, peer, a.lane, &mut st, &sizes)?;
+    st.serial += 1;
+    st.save(tx, peer, a.lane)?;
     let mut bits = 0i64;
     for ((id, _), (bytes, expiry)) in a.keys.iter().zip(pieces) {
         tx.prepare_cached(
@@ -472,15 +462,15 @@ impl KeyStore for SqliteStore {
             let lanes = [&bytes[..half], &bytes[half..2 * half]];
             for (lane, data) in lanes.iter().enumerate() {
                 let lane = lane as u8;
-                let (seq, offset, mut next) = cursor(tx, peer, lane)?;
+                let mut st = Lane::load(tx, peer, lane)?;
                 for c in data.chunks(CHUNK_BYTES) {
                     tx.prepare_cached("INSERT INTO chunks(peer, lane, seq, block_id, expires_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
-                        params![peer, lane, next as i64, block_id as i64, expires_at as i64, c],
+                        params![peer, lane, st.next as i64, block_id as i64, expires_at as i64, c],
                     )?;
-                    next += 1;
+                    st.next += 1;
                 }
-                set_cursor(tx, peer, lane, (seq, offset, next))?;
-                add_available(tx, peer, lane, data.len() as i64)?;
+                st.avail += data.len() as u64;
+                st.save(tx, peer, lane)?;
             }
             bump(tx, peer, "produced", key.len() as i64)?;
             bump(tx, peer, "discarded", (key.len() - 16 * half) as i64)?;
@@ -511,15 +501,17 @@ impl KeyStore for SqliteStore {
             let (peer, master_sae, slave_saes) =
                 (peer.as_str(), master_sae.as_str(), slave_saes.as_slice());
             expire_tx(tx, now)?;
-            let (start_seq, start_offset, _) = cursor(tx, peer, lane)?;
+            let mut st = Lane::load(tx, peer, lane)?;
+            let (start_seq, start_offset, serial) = (st.seq, st.offset, st.serial);
             let sizes = vec![size_bytes; number as usize];
-            let pieces = cut(tx, peer, lane, &sizes)?;
-            let serial = next_serial(tx, peer, lane, None)?;
+            let pieces = cut(tx, peer, lane, &mut st, &sizes)?;
+            st.serial += 1;
+            st.save(tx, peer, lane)?;
             let mut keys = Vec::with_capacity(pieces.len());
             let mut ids = Vec::with_capacity(pieces.len());
             for (mut bytes, _) in pieces {
                 let bytes = std::mem::take(&mut *bytes);
-                let id = uuid::Uuid::new_v4().to_string();
+                let id = uuid::Uuid::now_v7().to_string();
                 tx.prepare_cached("INSERT INTO issued(key_id, peer, master_sae, nbits, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(
                     params![id, peer, master_sae, 8 * i64::from(size_bytes), now as i64],
                 )?;
@@ -690,13 +682,7 @@ impl KeyStore for SqliteStore {
 
     fn lane_serial(&self, peer: &str, lane: u8) -> Result<u64, StoreError> {
         let peer = peer.to_string();
-        self.with_tx(move |tx| {
-            Ok(tx
-                .prepare_cached("SELECT serial FROM cursors WHERE peer = ?1 AND lane = ?2")?
-                .query_row(params![peer, lane], |r| r.get::<_, i64>(0))
-                .optional()?
-                .unwrap_or(0) as u64)
-        })
+        self.with_tx(move |tx| Ok(Lane::load(tx, &peer, lane)?.serial))
     }
 
     fn available_bytes(&self, peer: &str, lane: u8) -> Result<u64, StoreError> {
