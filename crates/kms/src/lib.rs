@@ -6,9 +6,8 @@
 //! and accounts for every bit: `produced = available + held + delivered + expired +
 //! discarded`.
 //!
-//! What it does not (yet): the ETSI 014 HTTPS server, key relay across trusted nodes and
-//! the PostgreSQL backend (issue 7 continues). It never knows how keys were made: blocks
-//! arrive with their ids and bits, already verified and privacy-amplified by `distill`.
+//! It never knows how keys were made: blocks arrive with their ids and bits, already
+//! verified and privacy-amplified by `distill`.
 //!
 //! # Model
 //!
@@ -24,14 +23,19 @@
 //! has been cut into keys, and a key's bytes are deleted once every party it was meant
 //! for has fetched it.
 //!
-//! See [`sqlite::SqliteStore`] for the embedded default backend.
+//! The store's logic is written once ([`sql`]) over two backends: SQLite
+//! ([`sqlite::SqliteStore`], the embedded default) and PostgreSQL ([`pg`]).
 
 pub mod bench;
 pub mod etsi;
 pub mod metrics;
+pub mod pg;
 pub mod pki;
 pub mod relay;
+pub mod sql;
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use zeroize::Zeroize;
 
@@ -39,9 +43,16 @@ use zeroize::Zeroize;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database failed.
-    #[error("key store database: {0}")]
+    /// The SQLite database failed.
+    #[error("key store database (SQLite): {0}")]
     Db(#[from] rusqlite::Error),
+    /// The PostgreSQL database failed.
+    #[error("key store database (PostgreSQL): {}", pg::describe(.0))]
+    Postgres(#[from] postgres::Error),
+    /// The store itself failed (its writer stopped, a commit failed, stored data is not
+    /// what this version wrote).
+    #[error("key store: {0}")]
+    Backend(String),
     /// The block was already stored.
     #[error("block {block_id} from peer '{peer}' is already stored")]
     DuplicateBlock {
@@ -112,7 +123,8 @@ impl Drop for Key {
 }
 
 /// Where the master's KME cut a batch of keys, for the peer KME to cut the same bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (Key IDs and sizes only, never key bytes.)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Assignment {
     /// Lane the keys came from.
     pub lane: u8,
@@ -223,6 +235,14 @@ pub trait KeyStore: Send + Sync {
         }
         Ok(())
     }
+
+    /// Master side: the assignments cut for `peer` on `lane` whose delivery was not yet
+    /// acknowledged, in serial order. After a restart the KME re-sends them: the peer
+    /// applies what it lacks and ignores what it already has.
+    fn unacknowledged(&self, peer: &str, lane: u8) -> Result<Vec<Assignment>, StoreError>;
+
+    /// Master side: the peer has every assignment of `lane` below serial `below`.
+    fn acknowledged(&self, peer: &str, lane: u8, below: u64) -> Result<(), StoreError>;
 
     /// Slave side: the keys `key_ids` for `requester`, who must be one of the slaves the
     /// master named (and the keys' master must be `master_sae`). Each slave gets a key at

@@ -1,0 +1,883 @@
+//! The key store's logic, written once over a small SQL interface ([`Db`]) that both
+//! backends implement: SQLite ([`crate::sqlite`]) and PostgreSQL ([`crate::pg`]).
+//!
+//! Group commit. One writer thread owns the database connection. Callers hand it their
+//! operation and wait; the writer takes every operation that is waiting (up to
+//! [`MAX_BATCH`]), runs each inside its own savepoint of one transaction (a failing
+//! operation rolls back to its savepoint and leaves the others alone), commits once, and
+//! only then answers the callers. So every answer is durable, and concurrent callers
+//! share one `fsync` instead of paying one each.
+//!
+//! The SQL below is the common dialect of SQLite ≥ 3.35 and PostgreSQL ≥ 12: numbered
+//! parameters written `?N` (the PostgreSQL adapter rewrites them as `$N`), upserts with
+//! `ON CONFLICT`, `SUBSTR`/`LENGTH` on byte strings. Integers cross the interface as
+//! `i64`; each adapter converts to the width the statement declares.
+
+use crate::{Accounting, Assignment, Key, KeyRequest, KeyStore, StoreError};
+use qkdnet_core::Bits;
+use std::sync::mpsc;
+use zeroize::Zeroizing;
+
+/// Bytes per stored chunk of lane material.
+pub const CHUNK_BYTES: usize = 4096;
+
+/// Operations waiting in one batch at most (bounds the latency of the first one).
+pub const MAX_BATCH: usize = 256;
+
+/// Version of the table layout; a store written by another version is refused.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// A statement parameter.
+#[derive(Clone, Copy)]
+pub(crate) enum Arg<'a> {
+    /// An integer.
+    I(i64),
+    /// Text.
+    T(&'a str),
+    /// Bytes (key material: never printed).
+    B(&'a [u8]),
+}
+
+impl std::fmt::Debug for Arg<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::I(v) => write!(f, "{v}"),
+            Self::T(s) => write!(f, "{s:?}"),
+            Self::B(b) => write!(f, "<{} bytes>", b.len()),
+        }
+    }
+}
+
+/// A result column.
+pub(crate) enum Val {
+    /// SQL NULL.
+    Null,
+    /// An integer.
+    I(i64),
+    /// Text.
+    T(String),
+    /// Bytes, zeroized when dropped.
+    B(Zeroizing<Vec<u8>>),
+}
+
+impl Val {
+    fn int(&self) -> Result<i64, StoreError> {
+        match self {
+            Self::I(v) => Ok(*v),
+            _ => Err(StoreError::Backend("expected an integer column".into())),
+        }
+    }
+
+    fn u(&self) -> Result<u64, StoreError> {
+        let v = self.int()?;
+        u64::try_from(v).map_err(|_| StoreError::Backend(format!("negative count {v} stored")))
+    }
+
+    fn text(&mut self) -> Result<String, StoreError> {
+        match self {
+            Self::T(s) => Ok(std::mem::take(s)),
+            _ => Err(StoreError::Backend("expected a text column".into())),
+        }
+    }
+
+    fn bytes(&mut self) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        match self {
+            Self::B(b) => Ok(std::mem::take(b)),
+            // SQLite returns an empty blob from SUBSTR past the end as NULL on some paths.
+            Self::Null => Ok(Zeroizing::new(Vec::new())),
+            _ => Err(StoreError::Backend("expected a byte-string column".into())),
+        }
+    }
+}
+
+/// What the store needs of a database: statements with parameters, inside the writer's
+/// open transaction. Statements are `'static` so adapters can cache them prepared.
+pub(crate) trait Db {
+    /// Runs a statement; returns the rows changed.
+    fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, StoreError>;
+    /// Runs a query; returns every row.
+    fn rows(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<Vec<Val>>, StoreError>;
+    /// Runs a query; returns its first row.
+    fn row(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<Option<Vec<Val>>, StoreError> {
+        Ok(self.rows(sql, args)?.into_iter().next())
+    }
+}
+
+/// A connection the writer thread owns: [`Db`] plus transaction control.
+pub(crate) trait Conn: Db + Send + 'static {
+    /// Starts the batch's transaction.
+    fn begin(&mut self) -> Result<(), StoreError>;
+    /// Commits it (durably).
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Abandons it.
+    fn rollback(&mut self) -> Result<(), StoreError>;
+    /// Marks the start of one operation.
+    fn savepoint(&mut self) -> Result<(), StoreError>;
+    /// Keeps the operation's changes.
+    fn release(&mut self) -> Result<(), StoreError>;
+    /// Undoes the operation's changes (the savepoint stays, to be released).
+    fn rollback_to(&mut self) -> Result<(), StoreError>;
+}
+
+type Job = Box<dyn FnOnce(&mut dyn Db) -> (bool, Reply) + Send>;
+type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// A key store over SQL: SQLite ([`crate::sqlite`]) or PostgreSQL ([`crate::pg`]).
+pub struct SqlStore {
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    backend: &'static str,
+}
+
+impl Drop for SqlStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer after its last batch.
+        self.jobs = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl SqlStore {
+    /// Starts the writer thread over `conn`, whose schema is in place.
+    pub(crate) fn start<C: Conn>(conn: C, backend: &'static str) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let writer = std::thread::Builder::new()
+            .name(format!("kms-{backend}-writer"))
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Backend(format!("cannot start the store's writer: {e}")))?;
+        Ok(Self {
+            jobs: Some(tx),
+            writer: Some(writer),
+            backend,
+        })
+    }
+
+    /// Which database holds the keys ("sqlite" or "postgres").
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    fn with_tx<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply_tx, reply_rx) = mpsc::sync_channel::<Result<T, StoreError>>(1);
+        let job: Job = Box::new(move |db| {
+            let r = f(db);
+            let ok = r.is_ok();
+            let reply: Reply = Box::new(move |commit_error: Option<&StoreError>| {
+                let r = match (commit_error, r) {
+                    (Some(e), _) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+                    (None, r) => r,
+                };
+                let _ = reply_tx.send(r);
+            });
+            (ok, reply)
+        });
+        let gone = || StoreError::Backend("the store's writer has stopped".into());
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
+        reply_rx.recv().map_err(|_| gone())?
+    }
+}
+
+fn writer_loop<C: Conn>(mut conn: C, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let outcome = (|| -> Result<(), StoreError> {
+            conn.begin()?;
+            for job in batch.drain(..) {
+                conn.savepoint()?;
+                let (ok, reply) = job(&mut conn);
+                if !ok {
+                    conn.rollback_to()?;
+                }
+                conn.release()?;
+                replies.push(reply);
+            }
+            conn.commit()
+        })();
+        if outcome.is_err() {
+            let _ = conn.rollback();
+        }
+        let err = outcome.err();
+        // Jobs not yet run (a savepoint statement failed) are dropped: their callers see
+        // the channel close and get an error.
+        for reply in replies {
+            reply(err.as_ref());
+        }
+    }
+}
+
+/// Checks (or, on a new store, records) the schema version. `read` and `write` are the
+/// backend's statements for its `meta` table.
+pub(crate) fn check_version(db: &mut dyn Db, what: &str) -> Result<(), StoreError> {
+    match db.row("SELECT v FROM meta WHERE k = 'schema'", &[])? {
+        Some(r) => {
+            let v = r[0].int()?;
+            if v != SCHEMA_VERSION {
+                return Err(StoreError::Backend(format!(
+                    "{what}: the store has schema version {v}; this qkdnet reads version {SCHEMA_VERSION}"
+                )));
+            }
+        }
+        None => {
+            db.exec(
+                "INSERT INTO meta(k, v) VALUES ('schema', ?1)",
+                &[Arg::I(SCHEMA_VERSION)],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn int(v: u64) -> Arg<'static> {
+    Arg::I(v.min(i64::MAX as u64) as i64)
+}
+
+/// Adds `delta` to one of `peer`'s counters (one upsert).
+fn bump(db: &mut dyn Db, peer: &str, column: Counter, delta: i64) -> Result<(), StoreError> {
+    let sql = match column {
+        Counter::Produced => "INSERT INTO counters(peer, produced) VALUES (?1, ?2) ON CONFLICT(peer) DO UPDATE SET produced = counters.produced + ?2",
+        Counter::Delivered => "INSERT INTO counters(peer, delivered) VALUES (?1, ?2) ON CONFLICT(peer) DO UPDATE SET delivered = counters.delivered + ?2",
+        Counter::Held => "INSERT INTO counters(peer, held) VALUES (?1, ?2) ON CONFLICT(peer) DO UPDATE SET held = counters.held + ?2",
+        Counter::Expired => "INSERT INTO counters(peer, expired) VALUES (?1, ?2) ON CONFLICT(peer) DO UPDATE SET expired = counters.expired + ?2",
+        Counter::Discarded => "INSERT INTO counters(peer, discarded) VALUES (?1, ?2) ON CONFLICT(peer) DO UPDATE SET discarded = counters.discarded + ?2",
+    };
+    db.exec(sql, &[Arg::T(peer), Arg::I(delta)])?;
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Counter {
+    Produced,
+    Delivered,
+    Held,
+    Expired,
+    Discarded,
+}
+
+/// A lane's state, one row of `cursors`: where the next unread byte is (chunk `seq`, byte
+/// `off`), the number the next stored chunk gets, the unread bytes, and the next cut
+/// serial. Read once and written once per operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Lane {
+    seq: u64,
+    off: u64,
+    next: u64,
+    avail: u64,
+    serial: u64,
+}
+
+impl Lane {
+    fn load(db: &mut dyn Db, peer: &str, lane: u8) -> Result<Self, StoreError> {
+        let Some(r) = db.row(
+            "SELECT seq, off, next_seq, avail, serial FROM cursors WHERE peer = ?1 AND lane = ?2",
+            &[Arg::T(peer), Arg::I(lane.into())],
+        )?
+        else {
+            return Ok(Self::default());
+        };
+        Ok(Self {
+            seq: r[0].u()?,
+            off: r[1].u()?,
+            next: r[2].u()?,
+            avail: r[3].u()?,
+            serial: r[4].u()?,
+        })
+    }
+
+    fn save(&self, db: &mut dyn Db, peer: &str, lane: u8) -> Result<(), StoreError> {
+        db.exec(
+            "INSERT INTO cursors(peer, lane, seq, off, next_seq, avail, serial)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(peer, lane) DO UPDATE
+             SET seq = ?3, off = ?4, next_seq = ?5, avail = ?6, serial = ?7",
+            &[
+                Arg::T(peer),
+                Arg::I(lane.into()),
+                int(self.seq),
+                int(self.off),
+                int(self.next),
+                int(self.avail),
+                int(self.serial),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// Key bytes cut from a lane, with the expiry of the chunk they started in.
+type Piece = (Zeroizing<Vec<u8>>, u64);
+
+/// Cuts `sizes` bytes in order from the lane whose state is `st` (advanced here, saved
+/// by the caller), deleting chunks as they are used up. Reads only the bytes it takes.
+fn cut(
+    db: &mut dyn Db,
+    peer: &str,
+    lane: u8,
+    st: &mut Lane,
+    sizes: &[u32],
+) -> Result<Vec<Piece>, StoreError> {
+    let want: u64 = sizes.iter().map(|&s| u64::from(s)).sum();
+    if want > st.avail {
+        return Err(StoreError::Insufficient {
+            peer: peer.to_string(),
+            lane,
+            want,
+            have: st.avail,
+        });
+    }
+    let mut out = Vec::with_capacity(sizes.len());
+    for &size in sizes {
+        let mut key = Zeroizing::new(Vec::with_capacity(size as usize));
+        let mut expiry = u64::MAX;
+        while key.len() < size as usize {
+            let need = size as usize - key.len();
+            // The bytes wanted from the chunk at or after the cursor (a gap means
+            // expired chunks: continue at the next chunk's start).
+            let row = db.row(
+                "SELECT seq, LENGTH(data), SUBSTR(data, (CASE WHEN seq = ?3 THEN ?4 ELSE 0 END) + 1, ?5), expires_at
+                 FROM chunks WHERE peer = ?1 AND lane = ?2 AND seq >= ?3 ORDER BY seq LIMIT 1",
+                &[
+                    Arg::T(peer),
+                    Arg::I(lane.into()),
+                    int(st.seq),
+                    int(st.off),
+                    int(need as u64),
+                ],
+            )?;
+            let Some(mut r) = row else {
+                return Err(StoreError::Backend(format!(
+                    "peer '{peer}' lane {lane}: material ends at chunk {}",
+                    st.seq
+                )));
+            };
+            let (at, len, data, exp) = (r[0].u()?, r[1].u()?, r[2].bytes()?, r[3].u()?);
+            if at != st.seq {
+                st.seq = at;
+                st.off = 0;
+            }
+            expiry = expiry.min(exp);
+            key.extend_from_slice(&data);
+            st.off += data.len() as u64;
+            if st.off >= len {
+                db.exec(
+                    "DELETE FROM chunks WHERE peer = ?1 AND lane = ?2 AND seq = ?3",
+                    &[Arg::T(peer), Arg::I(lane.into()), int(st.seq)],
+                )?;
+                st.seq += 1;
+                st.off = 0;
+            } else if data.is_empty() {
+                return Err(StoreError::Backend(format!(
+                    "peer '{peer}' lane {lane}: chunk {} ends before byte {}",
+                    st.seq, st.off
+                )));
+            }
+        }
+        out.push((key, expiry));
+    }
+    st.avail -= want;
+    Ok(out)
+}
+
+fn expire_tx(db: &mut dyn Db, now: u64) -> Result<u64, StoreError> {
+    let mut expired_bits = 0u64;
+    // Lane material, in lane order (the index on expires_at returns it unordered).
+    let mut rows: Vec<(String, u8, u64, u64)> = db
+        .rows(
+            "SELECT peer, lane, seq, LENGTH(data) FROM chunks WHERE expires_at <= ?1",
+            &[int(now)],
+        )?
+        .into_iter()
+        .map(|mut r| Ok((r[0].text()?, r[1].u()? as u8, r[2].u()?, r[3].u()?)))
+        .collect::<Result<_, StoreError>>()?;
+    rows.sort_unstable();
+    for (peer, lane, seq, len) in rows {
+        let mut st = Lane::load(db, &peer, lane)?;
+        let unread = if seq == st.seq { len - st.off } else { len };
+        db.exec(
+            "DELETE FROM chunks WHERE peer = ?1 AND lane = ?2 AND seq = ?3",
+            &[Arg::T(&peer), Arg::I(lane.into()), int(seq)],
+        )?;
+        if seq >= st.seq {
+            // The cursor moves past an expired chunk it stood in.
+            if seq == st.seq {
+                st.seq += 1;
+                st.off = 0;
+            }
+            st.avail -= unread;
+            st.save(db, &peer, lane)?;
+            bump(db, &peer, Counter::Expired, 8 * unread as i64)?;
+            expired_bits += 8 * unread;
+        }
+    }
+    // Keys waiting for slaves.
+    let keys: Vec<(String, String, i64)> = db
+        .rows(
+            "SELECT key_id, peer, LENGTH(data) FROM held WHERE expires_at <= ?1",
+            &[int(now)],
+        )?
+        .into_iter()
+        .map(|mut r| Ok((r[0].text()?, r[1].text()?, r[2].int()?)))
+        .collect::<Result<_, StoreError>>()?;
+    for (id, peer, len) in keys {
+        db.exec("DELETE FROM held WHERE key_id = ?1", &[Arg::T(&id)])?;
+        db.exec("DELETE FROM held_slaves WHERE key_id = ?1", &[Arg::T(&id)])?;
+        bump(db, &peer, Counter::Held, -8 * len)?;
+        bump(db, &peer, Counter::Expired, 8 * len)?;
+        expired_bits += 8 * len as u64;
+    }
+    Ok(expired_bits)
+}
+
+fn check_assignment(a: &Assignment) -> Result<(), StoreError> {
+    if a.keys.is_empty() || a.keys.iter().any(|(_, s)| *s == 0) {
+        return Err(StoreError::Invalid(
+            "empty assignment or zero-size key".into(),
+        ));
+    }
+    if a.slave_saes.is_empty() {
+        return Err(StoreError::Invalid("assignment names no slave SAE".into()));
+    }
+    Ok(())
+}
+
+/// Keeps `bytes` under `id` for the named slaves.
+fn hold(
+    db: &mut dyn Db,
+    id: &str,
+    peer: &str,
+    master_sae: &str,
+    bytes: &[u8],
+    expires_at: u64,
+    slave_saes: &[String],
+) -> Result<(), StoreError> {
+    db.exec(
+        "INSERT INTO held(key_id, peer, master_sae, data, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        &[
+            Arg::T(id),
+            Arg::T(peer),
+            Arg::T(master_sae),
+            Arg::B(bytes),
+            int(expires_at),
+        ],
+    )?;
+    for sae in slave_saes {
+        db.exec(
+            "INSERT INTO held_slaves(key_id, sae) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            &[Arg::T(id), Arg::T(sae)],
+        )?;
+    }
+    Ok(())
+}
+
+/// Cuts one announced assignment (peer side), inside an open transaction. An
+/// assignment this end already applied (its serial is behind the lane's) is accepted
+/// and changes nothing: the master's KME re-sends what it is not sure arrived.
+fn assign_tx(db: &mut dyn Db, peer: &str, a: &Assignment) -> Result<(), StoreError> {
+    let mut st = Lane::load(db, peer, a.lane)?;
+    if a.serial < st.serial {
+        return Ok(());
+    }
+    if a.serial != st.serial {
+        return Err(StoreError::Invalid(format!(
+            "peer '{peer}' lane {}: assignment {} arrived, this end expects {}",
+            a.lane, a.serial, st.serial
+        )));
+    }
+    if (st.seq, st.off) != (a.start_seq, a.start_offset) {
+        return Err(StoreError::OutOfStep {
+            peer: peer.to_string(),
+            lane: a.lane,
+            got_seq: a.start_seq,
+            got_offset: a.start_offset,
+            seq: st.seq,
+            offset: st.off,
+        });
+    }
+    let sizes: Vec<u32> = a.keys.iter().map(|(_, s)| *s).collect();
+    let pieces = cut(db, peer, a.lane, &mut st, &sizes)?;
+    st.serial += 1;
+    st.save(db, peer, a.lane)?;
+    let mut bits = 0i64;
+    for ((id, _), (bytes, expiry)) in a.keys.iter().zip(pieces) {
+        hold(db, id, peer, &a.master_sae, &bytes, expiry, &a.slave_saes)?;
+        bits += 8 * bytes.len() as i64;
+    }
+    bump(db, peer, Counter::Held, bits)?;
+    Ok(())
+}
+
+fn validate_sizes(number: u32, size_bytes: u32) -> Result<(), StoreError> {
+    if number == 0 || size_bytes == 0 {
+        return Err(StoreError::Invalid(format!(
+            "number {number} and size {size_bytes} bytes must both be positive"
+        )));
+    }
+    Ok(())
+}
+
+fn encode_assignment(a: &Assignment) -> Result<String, StoreError> {
+    serde_json::to_string(a).map_err(|e| StoreError::Backend(format!("assignment: {e}")))
+}
+
+impl KeyStore for SqlStore {
+    fn add_block(
+        &self,
+        peer: &str,
+        block_id: u64,
+        key: &Bits,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let (peer, key) = (peer.to_string(), key.duplicate());
+        self.with_tx(move |db| {
+            let (peer, key) = (peer.as_str(), &key);
+            if db
+                .row(
+                    "SELECT 1 FROM blocks WHERE peer = ?1 AND block_id = ?2",
+                    &[Arg::T(peer), int(block_id)],
+                )?
+                .is_some()
+            {
+                return Err(StoreError::DuplicateBlock {
+                    peer: peer.to_string(),
+                    block_id,
+                });
+            }
+            db.exec(
+                "INSERT INTO blocks(peer, block_id, nbits, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                &[
+                    Arg::T(peer),
+                    int(block_id),
+                    int(key.len() as u64),
+                    int(expires_at),
+                ],
+            )?;
+            // Zeroized on every path out, errors included.
+            let bytes = Zeroizing::new(key.to_msb_bytes());
+            // Whole bytes only: a trailing partial byte, and one byte when the count is
+            // odd, cannot be split between the lanes.
+            let half = key.len() / 8 / 2;
+            let lanes = [&bytes[..half], &bytes[half..2 * half]];
+            for (lane, data) in lanes.iter().enumerate() {
+                let lane = lane as u8;
+                let mut st = Lane::load(db, peer, lane)?;
+                for c in data.chunks(CHUNK_BYTES) {
+                    db.exec(
+                        "INSERT INTO chunks(peer, lane, seq, block_id, expires_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        &[
+                            Arg::T(peer),
+                            Arg::I(lane.into()),
+                            int(st.next),
+                            int(block_id),
+                            int(expires_at),
+                            Arg::B(c),
+                        ],
+                    )?;
+                    st.next += 1;
+                }
+                st.avail += data.len() as u64;
+                st.save(db, peer, lane)?;
+            }
+            bump(db, peer, Counter::Produced, key.len() as i64)?;
+            bump(
+                db,
+                peer,
+                Counter::Discarded,
+                (key.len() - 16 * half) as i64,
+            )?;
+            Ok(())
+        })
+    }
+
+    fn allocate(
+        &self,
+        peer: &str,
+        req: &KeyRequest<'_>,
+        now: u64,
+    ) -> Result<(Vec<Key>, Assignment), StoreError> {
+        let KeyRequest {
+            lane,
+            master_sae,
+            slave_saes,
+            number,
+            size_bytes,
+        } = *req;
+        validate_sizes(number, size_bytes)?;
+        let (peer, master_sae, slave_saes) = (
+            peer.to_string(),
+            master_sae.to_string(),
+            slave_saes.to_vec(),
+        );
+        self.with_tx(move |db| {
+            let peer = peer.as_str();
+            expire_tx(db, now)?;
+            let mut st = Lane::load(db, peer, lane)?;
+            let (start_seq, start_offset, serial) = (st.seq, st.off, st.serial);
+            let sizes = vec![size_bytes; number as usize];
+            let pieces = cut(db, peer, lane, &mut st, &sizes)?;
+            st.serial += 1;
+            st.save(db, peer, lane)?;
+            let mut keys = Vec::with_capacity(pieces.len());
+            let mut ids = Vec::with_capacity(pieces.len());
+            for (mut bytes, _) in pieces {
+                let bytes = std::mem::take(&mut *bytes);
+                let id = uuid::Uuid::now_v7().to_string();
+                db.exec(
+                    "INSERT INTO issued(key_id, peer, master_sae, nbits, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    &[
+                        Arg::T(&id),
+                        Arg::T(peer),
+                        Arg::T(&master_sae),
+                        Arg::I(8 * i64::from(size_bytes)),
+                        int(now),
+                    ],
+                )?;
+                ids.push((id.clone(), size_bytes));
+                keys.push(Key { id, bytes });
+            }
+            bump(
+                db,
+                peer,
+                Counter::Delivered,
+                8 * i64::from(size_bytes) * i64::from(number),
+            )?;
+            let asg = Assignment {
+                lane,
+                serial,
+                start_seq,
+                start_offset,
+                master_sae,
+                slave_saes,
+                keys: ids,
+            };
+            // Kept until the peer acknowledges it (see `KeyStore::unacknowledged`).
+            db.exec(
+                "INSERT INTO outbox(peer, lane, serial, body) VALUES (?1, ?2, ?3, ?4)",
+                &[
+                    Arg::T(peer),
+                    Arg::I(lane.into()),
+                    int(serial),
+                    Arg::T(&encode_assignment(&asg)?),
+                ],
+            )?;
+            Ok((keys, asg))
+        })
+    }
+
+    fn void(&self, peer: &str, key_ids: &[String]) -> Result<(), StoreError> {
+        let (peer, key_ids) = (peer.to_string(), key_ids.to_vec());
+        self.with_tx(move |db| {
+            let mut bits = 0i64;
+            for id in &key_ids {
+                let Some(r) = db.row(
+                    "SELECT nbits FROM issued WHERE key_id = ?1 AND peer = ?2",
+                    &[Arg::T(id), Arg::T(&peer)],
+                )?
+                else {
+                    return Err(StoreError::NotFound(id.clone()));
+                };
+                db.exec("DELETE FROM issued WHERE key_id = ?1", &[Arg::T(id)])?;
+                bits += r[0].int()?;
+            }
+            bump(db, &peer, Counter::Delivered, -bits)?;
+            bump(db, &peer, Counter::Discarded, bits)?;
+            Ok(())
+        })
+    }
+
+    fn assign(&self, peer: &str, a: &Assignment, now: u64) -> Result<(), StoreError> {
+        self.assign_many(peer, std::slice::from_ref(a), now)
+    }
+
+    fn assign_many(&self, peer: &str, run: &[Assignment], now: u64) -> Result<(), StoreError> {
+        for a in run {
+            check_assignment(a)?;
+        }
+        let (peer, run) = (peer.to_string(), run.to_vec());
+        self.with_tx(move |db| {
+            expire_tx(db, now)?;
+            for a in &run {
+                assign_tx(db, &peer, a)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn unacknowledged(&self, peer: &str, lane: u8) -> Result<Vec<Assignment>, StoreError> {
+        let peer = peer.to_string();
+        self.with_tx(move |db| {
+            db.rows(
+                "SELECT body FROM outbox WHERE peer = ?1 AND lane = ?2 ORDER BY serial",
+                &[Arg::T(&peer), Arg::I(lane.into())],
+            )?
+            .into_iter()
+            .map(|mut r| {
+                let body = r[0].text()?;
+                serde_json::from_str(&body).map_err(|e| {
+                    StoreError::Backend(format!("outbox of peer '{peer}' lane {lane}: {e}"))
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn acknowledged(&self, peer: &str, lane: u8, below: u64) -> Result<(), StoreError> {
+        let peer = peer.to_string();
+        self.with_tx(move |db| {
+            db.exec(
+                "DELETE FROM outbox WHERE peer = ?1 AND lane = ?2 AND serial < ?3",
+                &[Arg::T(&peer), Arg::I(lane.into()), int(below)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn fetch(
+        &self,
+        master_sae: &str,
+        requester: &str,
+        key_ids: &[String],
+    ) -> Result<Vec<Key>, StoreError> {
+        let (master_sae, requester, key_ids) = (
+            master_sae.to_string(),
+            requester.to_string(),
+            key_ids.to_vec(),
+        );
+        self.with_tx(move |db| {
+            let requester = requester.as_str();
+            let mut out = Vec::with_capacity(key_ids.len());
+            for id in &key_ids {
+                let Some(mut r) = db.row(
+                    "SELECT peer, master_sae, data FROM held WHERE key_id = ?1",
+                    &[Arg::T(id)],
+                )?
+                else {
+                    return Err(StoreError::NotFound(id.clone()));
+                };
+                let (peer, master) = (r[0].text()?, r[1].text()?);
+                let key = Key {
+                    id: id.clone(),
+                    bytes: std::mem::take(&mut *r[2].bytes()?),
+                };
+                if master != master_sae {
+                    return Err(StoreError::NotFound(id.clone()));
+                }
+                let fetched = db.row(
+                    "SELECT fetched FROM held_slaves WHERE key_id = ?1 AND sae = ?2",
+                    &[Arg::T(id), Arg::T(requester)],
+                )?;
+                match fetched.map(|r| r[0].int()).transpose()? {
+                    None => {
+                        return Err(StoreError::NotEntitled {
+                            requester: requester.to_string(),
+                            key_id: id.clone(),
+                        })
+                    }
+                    Some(1) => return Err(StoreError::NotFound(id.clone())),
+                    Some(_) => {}
+                }
+                db.exec(
+                    "UPDATE held_slaves SET fetched = 1 WHERE key_id = ?1 AND sae = ?2",
+                    &[Arg::T(id), Arg::T(requester)],
+                )?;
+                let waiting = db
+                    .row(
+                        "SELECT COUNT(*) FROM held_slaves WHERE key_id = ?1 AND fetched = 0",
+                        &[Arg::T(id)],
+                    )?
+                    .map(|r| r[0].int())
+                    .transpose()?
+                    .unwrap_or(0);
+                if waiting == 0 {
+                    let bits = 8 * key.bytes.len() as i64;
+                    db.exec("DELETE FROM held WHERE key_id = ?1", &[Arg::T(id)])?;
+                    db.exec("DELETE FROM held_slaves WHERE key_id = ?1", &[Arg::T(id)])?;
+                    bump(db, &peer, Counter::Held, -bits)?;
+                    bump(db, &peer, Counter::Delivered, bits)?;
+                }
+                out.push(key);
+            }
+            Ok(out)
+        })
+    }
+
+    fn hold_relayed(
+        &self,
+        origin: &str,
+        key: &Key,
+        master_sae: &str,
+        slave_saes: &[String],
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        if key.bytes.is_empty() || slave_saes.is_empty() {
+            return Err(StoreError::Invalid(
+                "relayed key without bytes or slaves".into(),
+            ));
+        }
+        let peer = format!("relay:{origin}");
+        let (id, bytes) = (key.id.clone(), Zeroizing::new(key.bytes.clone()));
+        let (master_sae, slave_saes) = (master_sae.to_string(), slave_saes.to_vec());
+        self.with_tx(move |db| {
+            hold(db, &id, &peer, &master_sae, &bytes, expires_at, &slave_saes)?;
+            let bits = 8 * bytes.len() as i64;
+            bump(db, &peer, Counter::Produced, bits)?;
+            bump(db, &peer, Counter::Held, bits)?;
+            Ok(())
+        })
+    }
+
+    fn expire(&self, now: u64) -> Result<u64, StoreError> {
+        self.with_tx(move |db| expire_tx(db, now))
+    }
+
+    fn lane_serial(&self, peer: &str, lane: u8) -> Result<u64, StoreError> {
+        let peer = peer.to_string();
+        self.with_tx(move |db| Ok(Lane::load(db, &peer, lane)?.serial))
+    }
+
+    fn available_bytes(&self, peer: &str, lane: u8) -> Result<u64, StoreError> {
+        let peer = peer.to_string();
+        self.with_tx(move |db| Ok(Lane::load(db, &peer, lane)?.avail))
+    }
+
+    fn accounting(&self, peer: &str) -> Result<Accounting, StoreError> {
+        let peer = peer.to_string();
+        self.with_tx(move |db| {
+            let peer = peer.as_str();
+            let c = db.row(
+                "SELECT produced, delivered, held, expired, discarded FROM counters WHERE peer = ?1",
+                &[Arg::T(peer)],
+            )?;
+            let mut n = [0u64; 5];
+            if let Some(r) = c {
+                for (i, v) in r.iter().enumerate().take(5) {
+                    n[i] = v.u()?;
+                }
+            }
+            let avail =
+                8 * (Lane::load(db, peer, 0)?.avail + Lane::load(db, peer, 1)?.avail);
+            Ok(Accounting {
+                produced_bits: n[0],
+                available_bits: avail,
+                delivered_bits: n[1],
+                held_bits: n[2],
+                expired_bits: n[3],
+                discarded_bits: n[4],
+            })
+        })
+    }
+}
