@@ -1,16 +1,27 @@
-//! Crash safety of the SQLite store: a child process allocates keys as fast as it can
-//! and is killed with SIGKILL at random moments; after each kill the store is reopened
-//! and must balance exactly, and no key the child was given may ever be given again.
+//! Crash safety of the key stores (SQLite, and PostgreSQL on a server the test starts): a
+//! child process allocates keys as fast as it can and is killed with SIGKILL at random
+//! moments; after each kill the store is reopened and must balance exactly, and no key
+//! the child was given may ever be given again.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use qkdnet_core::Bits;
-use qkdnet_kms::sqlite::SqliteStore;
+use qkdnet_kms::sql::SqlStore;
 use qkdnet_kms::{KeyRequest, KeyStore};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
 
 const CHILD: &str = "QKDNET_KMS_CRASH_CHILD";
+const STORE: &str = "QKDNET_KMS_CRASH_STORE";
+
+/// Opens the store named by `spec`: `sqlite:PATH` or `postgres:CONNECTION-STRING`.
+fn open(spec: &str) -> SqlStore {
+    match spec.split_once(':') {
+        Some(("sqlite", path)) => SqlStore::open(std::path::Path::new(path)).unwrap(),
+        Some(("postgres", url)) => SqlStore::postgres(url).unwrap(),
+        _ => panic!("bad store spec {spec}"),
+    }
+}
 
 /// The child: runs only when the parent sets the environment variable.
 #[test]
@@ -19,7 +30,7 @@ fn crash_child() {
         return;
     };
     let dir = PathBuf::from(dir);
-    let store = SqliteStore::open(&dir.join("store.sqlite")).unwrap();
+    let store = open(&std::env::var(STORE).unwrap());
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -65,12 +76,32 @@ fn crash_child() {
 #[test]
 #[cfg(unix)]
 fn sigkill_at_random_moments_loses_nothing_and_gives_nothing_twice() {
-    use rand::{Rng, SeedableRng};
     let dir = std::env::temp_dir().join(format!("qkdnet-kms-crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let spec = format!("sqlite:{}", dir.join("store.sqlite").display());
+    crash_rounds(&dir, &spec);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[cfg(unix)]
+fn sigkill_at_random_moments_loses_nothing_and_gives_nothing_twice_on_postgres() {
+    let Some(server) = qkdnet_kms::pg::test_server() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("qkdnet-kms-crash-pg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = format!("postgres:{}", server.create_db("crash").unwrap());
+    crash_rounds(&dir, &spec);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn crash_rounds(dir: &std::path::Path, spec: &str) {
+    use rand::{Rng, SeedableRng};
     {
-        let s = SqliteStore::open(&dir.join("store.sqlite")).unwrap();
+        let s = open(spec);
         let words: Vec<u64> = (0..125_000u64)
             .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 5)
             .collect();
@@ -87,7 +118,8 @@ fn sigkill_at_random_moments_loses_nothing_and_gives_nothing_twice() {
                 "--test-threads",
                 "1",
             ])
-            .env(CHILD, &dir)
+            .env(CHILD, dir)
+            .env(STORE, spec)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -96,7 +128,7 @@ fn sigkill_at_random_moments_loses_nothing_and_gives_nothing_twice() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         // The store reopens and balances to the bit.
-        let s = SqliteStore::open(&dir.join("store.sqlite")).unwrap();
+        let s = open(spec);
         let acc = s.accounting("B").unwrap();
         assert!(acc.balances(), "round {round}: {acc:?}");
         assert_eq!(
@@ -115,9 +147,7 @@ fn sigkill_at_random_moments_loses_nothing_and_gives_nothing_twice() {
     let material: HashSet<&str> = lines.iter().map(|l| l.split(' ').nth(1).unwrap()).collect();
     assert_eq!(ids.len(), lines.len(), "a key ID was given twice");
     assert_eq!(material.len(), lines.len(), "key material was given twice");
-    let s = SqliteStore::open(&dir.join("store.sqlite")).unwrap();
+    let s = open(spec);
     let acc = s.accounting("B").unwrap();
     assert!(acc.delivered_bits >= 128 * lines.len() as u64);
-    drop(s);
-    let _ = std::fs::remove_dir_all(&dir);
 }
