@@ -126,15 +126,26 @@ type Ack = std::sync::mpsc::SyncSender<Result<(), String>>;
 /// (their serials), and the peer must apply them in that order. Whoever holds the next
 /// serial sends every consecutive assignment waiting, as one run (so the peer commits
 /// them together); the others wait for their acknowledgement.
+///
+/// Resynchronisation. The store keeps every assignment until the peer acknowledges it
+/// (`KeyStore::unacknowledged`). After a restart, or after a run that may not have
+/// arrived, the next sender first re-sends all of them; the peer applies what it lacks
+/// and ignores what it has, so the two ends are in step again and the lane serves keys.
+/// Acknowledgements are written to the store every [`ACK_EVERY`] serials, not per run, to
+/// spare a commit per request; at most that many assignments are re-sent needlessly.
 #[derive(Default)]
 struct LaneQueue {
     next: u64,
     pending: std::collections::BTreeMap<u64, (Assignment, Ack)>,
     sending: bool,
-    /// Set when a run could not be delivered: the two ends are out of step until they
-    /// resynchronise, and this lane refuses new keys.
-    broken: Option<String>,
+    /// Whether unacknowledged assignments must be re-sent before the next run.
+    resync: bool,
+    /// Serials below this are recorded as acknowledged in the store.
+    acked: u64,
 }
+
+/// Serials between two acknowledgements written to the store.
+pub const ACK_EVERY: u64 = 64;
 
 /// An API response: status code and JSON body (none for 401).
 #[derive(Debug, Clone, PartialEq)]
@@ -211,6 +222,7 @@ impl Kme {
             let next = store.lane_serial(peer, lane).unwrap_or(0);
             lanes.entry((peer.clone(), lane)).or_insert(LaneQueue {
                 next,
+                resync: true,
                 ..LaneQueue::default()
             });
         }
@@ -275,9 +287,6 @@ impl Kme {
         let Some(q) = lanes.get_mut(&key) else {
             return Err(format!("no lane to peer KME {peer}"));
         };
-        if let Some(b) = &q.broken {
-            return Err(format!("peer KME out of step since: {b}"));
-        }
         q.pending.insert(asg.serial, (asg, tx));
         if !q.sending {
             q.sending = true;
@@ -291,28 +300,57 @@ impl Kme {
                     q.sending = false;
                     break;
                 }
+                let (resync, next, acked) = (q.resync, q.next, q.acked);
                 drop(lanes);
-                let asgs: Vec<Assignment> = run.iter().map(|(a, _)| a.clone()).collect();
-                let r = self.peers.send_assignments(peer, &asgs);
+                let r = self.send_run(peer, key.1, &run, resync);
+                let acked = match &r {
+                    Ok(()) if next - acked >= ACK_EVERY => {
+                        match self.store.acknowledged(peer, key.1, next) {
+                            Ok(()) => next,
+                            Err(_) => acked,
+                        }
+                    }
+                    _ => acked,
+                };
                 lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
                 for (_, ack) in run {
                     let _ = ack.send(r.clone());
                 }
-                if let Err(e) = r {
-                    if let Some(q) = lanes.get_mut(&key) {
-                        q.broken = Some(e.clone());
-                        q.sending = false;
-                        for (_, (_, ack)) in std::mem::take(&mut q.pending) {
-                            let _ = ack.send(Err(format!("peer KME out of step since: {e}")));
-                        }
-                    }
-                    break;
+                if let Some(q) = lanes.get_mut(&key) {
+                    q.acked = acked;
+                    // After a failure the peer may or may not have the run: re-send
+                    // everything unacknowledged before the next one.
+                    q.resync = r.is_err();
                 }
             }
         }
         drop(lanes);
         rx.recv()
             .map_err(|_| "internal: delivery abandoned".to_string())?
+    }
+
+    /// Sends one run to the peer, preceded by every unacknowledged assignment of the
+    /// lane when the two ends may be out of step.
+    fn send_run(
+        &self,
+        peer: &str,
+        lane: u8,
+        run: &[(Assignment, Ack)],
+        resync: bool,
+    ) -> Result<(), String> {
+        let mut asgs: Vec<Assignment> = Vec::new();
+        if resync {
+            let first = run.first().map_or(u64::MAX, |(a, _)| a.serial);
+            asgs = self
+                .store
+                .unacknowledged(peer, lane)
+                .map_err(|e| format!("cannot read the lane's outbox: {e}"))?
+                .into_iter()
+                .filter(|a| a.serial < first)
+                .collect();
+        }
+        asgs.extend(run.iter().map(|(a, _)| a.clone()));
+        self.peers.send_assignments(peer, &asgs)
     }
 
     /// The configuration.
@@ -934,11 +972,11 @@ mod tests {
         b: Kme,
     }
 
-    struct Direct(Arc<dyn KeyStore>, bool);
+    struct Direct(Arc<dyn KeyStore>, std::sync::atomic::AtomicBool);
 
     impl PeerLink for Direct {
         fn send_assignments(&self, _peer: &str, run: &[Assignment]) -> Result<(), String> {
-            if !self.1 {
+            if !self.1.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err("link down".into());
             }
             self.0.assign_many("A", run, 0).map_err(|e| e.to_string())
@@ -962,12 +1000,12 @@ mod tests {
         let k = Bits::from_words(words, 128_000);
         sa.add_block("B", 1, &k, 1_000).unwrap();
         sb.add_block("A", 1, &k, 1_000).unwrap();
-        let none = Arc::new(Direct(Arc::clone(&sa), false));
+        let none = Arc::new(Direct(Arc::clone(&sa), false.into()));
         Pair {
             a: Kme::new(
                 cfg("A"),
                 Arc::clone(&sa),
-                Arc::new(Direct(Arc::clone(&sb), link_up)),
+                Arc::new(Direct(Arc::clone(&sb), link_up.into())),
                 Box::new(|| 0),
             ),
             b: Kme::new(cfg("B"), sb, none, Box::new(|| 0)),
@@ -1308,6 +1346,51 @@ mod tests {
         }
         assert!(doc["paths"]["/api/v1/keys/{slave_SAE_ID}/enc_keys"]["post"].is_object());
         assert!(doc["paths"]["/api/v1/keys/{master_SAE_ID}/dec_keys"]["get"].is_object());
+    }
+
+    #[test]
+    fn a_lane_resynchronises_after_a_failed_delivery_and_after_a_restart() {
+        let sa: Arc<dyn KeyStore> = Arc::new(SqliteStore::in_memory().unwrap());
+        let sb: Arc<dyn KeyStore> = Arc::new(SqliteStore::in_memory().unwrap());
+        let k = Bits::from_words((0..2000u64).map(|i| i ^ 0x5555).collect(), 128_000);
+        sa.add_block("B", 1, &k, 1_000).unwrap();
+        sb.add_block("A", 1, &k, 1_000).unwrap();
+        let link = Arc::new(Direct(Arc::clone(&sb), true.into()));
+        let a = Kme::new(cfg("A"), Arc::clone(&sa), link.clone(), Box::new(|| 0));
+        let b = Kme::new(cfg("B"), Arc::clone(&sb), link.clone(), Box::new(|| 0));
+        let enc = |a: &Kme| a.handle("a1", "POST", "/api/v1/keys/b1/enc_keys", None, JSON, b"{}");
+        assert_eq!(enc(&a).status, 200);
+        // The link fails: the request fails and A's lane is one cut ahead of B's.
+        link.1.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(enc(&a).status, 503);
+        link.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The next request re-sends the lost cut first: the lane is in step again.
+        let r = enc(&a);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let (id, key) = keys_of(&r).remove(0);
+        let body = format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
+        let got = b.handle("b1", "POST", "/api/v1/keys/a1/dec_keys", None, JSON, body.as_bytes());
+        assert_eq!(keys_of(&got)[0].1, key);
+        // A cut whose delivery never happened (A stopped in between) goes out on restart.
+        let req = KeyRequest {
+            lane: lane_for("A", "B"),
+            master_sae: "a1",
+            slave_saes: &["b1".to_string()],
+            number: 1,
+            size_bytes: 32,
+        };
+        sa.allocate("B", &req, 0).unwrap();
+        drop(a);
+        let a = Kme::new(cfg("A"), Arc::clone(&sa), link, Box::new(|| 0));
+        let r = enc(&a);
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let (id, key) = keys_of(&r).remove(0);
+        let body = format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
+        let got = b.handle("b1", "POST", "/api/v1/keys/a1/dec_keys", None, JSON, body.as_bytes());
+        assert_eq!(keys_of(&got)[0].1, key);
+        for (s, peer) in [(&sa, "B"), (&sb, "A")] {
+            assert!(s.accounting(peer).unwrap().balances());
+        }
     }
 
     #[test]
