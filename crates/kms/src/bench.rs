@@ -4,11 +4,10 @@
 //! `dec_keys` of that key ID at the slave's KME. Every response is sent only after its
 //! store transaction is on disk (group commit).
 
+use crate::client::SaeClient;
 use crate::etsi::{self, Kme, KmeConfig, PeerLink};
 use crate::sqlite::SqliteStore;
 use crate::{Assignment, KeyStore};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,53 +54,6 @@ impl PeerLink for ToStore {
     fn send_assignments(&self, _peer: &str, a: &[Assignment]) -> Result<(), String> {
         self.0.assign_many(&self.1, a, 0).map_err(|e| e.to_string())
     }
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(
-    addr: std::net::SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-) -> Result<Sender, String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    Ok(sender)
-}
-
-async fn post(s: &mut Sender, path: &str, body: String) -> Result<serde_json::Value, String> {
-    let req = hyper::Request::post(path)
-        .header(hyper::header::HOST, "localhost")
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    s.ready().await.map_err(|e| e.to_string())?;
-    let resp = s.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    if status != 200 {
-        return Err(format!(
-            "{path}: HTTP {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        ));
-    }
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 /// Runs the load test.
@@ -206,45 +158,34 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
                 let mut lat = Vec::new();
                 let mut errors = 0u64;
                 let mut first: Option<String> = None;
-                let (mut a, mut b) =
-                    match (connect(addr_a, ca_cfg).await, connect(addr_b, cb_cfg).await) {
-                        (Ok(a), Ok(b)) => (a, b),
-                        (Err(e), _) | (_, Err(e)) => return (lat, 1, Some(e)),
-                    };
-                let enc = format!("/api/v1/keys/b{i}/enc_keys");
-                let dec = format!("/api/v1/keys/a{i}/dec_keys");
+                let (mut a, mut b) = match (
+                    SaeClient::connect(addr_a, ca_cfg, "localhost").await,
+                    SaeClient::connect(addr_b, cb_cfg, "localhost").await,
+                ) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    (Err(e), _) | (_, Err(e)) => return (lat, 1, Some(e.to_string())),
+                };
+                let (slave, master) = (format!("b{i}"), format!("a{i}"));
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    let r =
-                        post(&mut a, &enc, format!(r#"{{"number":1,"size":{key_bits}}}"#)).await;
-                    let id = match r {
-                        Ok(v) => match v["keys"][0]["key_ID"].as_str() {
-                            Some(id) => id.to_string(),
-                            None => {
-                                errors += 1;
-                                first.get_or_insert_with(|| {
-                                    format!("enc_keys answer without a key: {v}")
-                                });
-                                continue;
-                            }
-                        },
+                    let id = match a.enc_keys(&slave, 1, key_bits).await {
+                        Ok(mut keys) if !keys.is_empty() => std::mem::take(&mut keys[0].id),
+                        Ok(_) => {
+                            errors += 1;
+                            first.get_or_insert_with(|| "enc_keys answer without a key".into());
+                            continue;
+                        }
                         Err(e) => {
                             errors += 1;
-                            first.get_or_insert(e);
+                            first.get_or_insert(e.to_string());
                             continue;
                         }
                     };
-                    match post(
-                        &mut b,
-                        &dec,
-                        format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#),
-                    )
-                    .await
-                    {
+                    match b.dec_keys(&master, &[&id]).await {
                         Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1e3),
                         Err(e) => {
                             errors += 1;
-                            first.get_or_insert(e);
+                            first.get_or_insert(e.to_string());
                         }
                     }
                 }

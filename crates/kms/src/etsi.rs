@@ -1369,7 +1369,14 @@ mod tests {
         assert_eq!(r.status, 200, "{:?}", r.body);
         let (id, key) = keys_of(&r).remove(0);
         let body = format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
-        let got = b.handle("b1", "POST", "/api/v1/keys/a1/dec_keys", None, JSON, body.as_bytes());
+        let got = b.handle(
+            "b1",
+            "POST",
+            "/api/v1/keys/a1/dec_keys",
+            None,
+            JSON,
+            body.as_bytes(),
+        );
         assert_eq!(keys_of(&got)[0].1, key);
         // A cut whose delivery never happened (A stopped in between) goes out on restart.
         let req = KeyRequest {
@@ -1386,7 +1393,14 @@ mod tests {
         assert_eq!(r.status, 200, "{:?}", r.body);
         let (id, key) = keys_of(&r).remove(0);
         let body = format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
-        let got = b.handle("b1", "POST", "/api/v1/keys/a1/dec_keys", None, JSON, body.as_bytes());
+        let got = b.handle(
+            "b1",
+            "POST",
+            "/api/v1/keys/a1/dec_keys",
+            None,
+            JSON,
+            body.as_bytes(),
+        );
         assert_eq!(keys_of(&got)[0].1, key);
         for (s, peer) in [(&sa, "B"), (&sb, "A")] {
             assert!(s.accounting(peer).unwrap().balances());

@@ -27,6 +27,7 @@
 //! ([`sqlite::SqliteStore`], the embedded default) and PostgreSQL ([`pg`]).
 
 pub mod bench;
+pub mod client;
 pub mod etsi;
 pub mod metrics;
 pub mod pg;

@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use qkdnet_core::Bits;
-use qkdnet_kms::sql::SqlStore;
+mod common;
+use common::open;
 use qkdnet_kms::{KeyRequest, KeyStore};
 use std::collections::HashSet;
 use std::io::Write;
@@ -13,15 +14,6 @@ use std::path::PathBuf;
 
 const CHILD: &str = "QKDNET_KMS_CRASH_CHILD";
 const STORE: &str = "QKDNET_KMS_CRASH_STORE";
-
-/// Opens the store named by `spec`: `sqlite:PATH` or `postgres:CONNECTION-STRING`.
-fn open(spec: &str) -> SqlStore {
-    match spec.split_once(':') {
-        Some(("sqlite", path)) => SqlStore::open(std::path::Path::new(path)).unwrap(),
-        Some(("postgres", url)) => SqlStore::postgres(url).unwrap(),
-        _ => panic!("bad store spec {spec}"),
-    }
-}
 
 /// The child: runs only when the parent sets the environment variable.
 #[test]
