@@ -32,6 +32,10 @@ pub struct KmsBenchArgs {
     /// Key size, bits (a multiple of 8, 64..=8192).
     #[arg(long, default_value_t = 256)]
     pub key_bits: u32,
+    /// Key store: `sqlite` (files in a temporary directory) or `postgres` (a throwaway
+    /// server started on loopback from Debian's postgresql package).
+    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+    pub store: String,
     /// Print JSON (the only format; accepted for symmetry).
     #[arg(long)]
     pub json: bool,
@@ -170,11 +174,30 @@ fn kms(a: &KmsBenchArgs) -> Result<(), CliError> {
         )));
     }
     let dir = std::env::temp_dir().join(format!("qkdnet-bench-kms-{}", std::process::id()));
+    let (store, _server) = match a.store.as_str() {
+        "postgres" => {
+            eprintln!("starting a PostgreSQL server on loopback …");
+            let server = qkdnet_kms::pg::local::LocalServer::start()
+                .map_err(|e| CliError::runtime(format!("bench kms --store postgres: {e}")))?;
+            let mk = |n: &str| {
+                server
+                    .create_db(n)
+                    .map_err(|e| CliError::runtime(format!("bench kms: {e}")))
+            };
+            let (da, db) = (mk("qkdnet_bench_a")?, mk("qkdnet_bench_b")?);
+            (
+                qkdnet_kms::bench::StoreChoice::Postgres { a: da, b: db },
+                Some(server),
+            )
+        }
+        _ => (qkdnet_kms::bench::StoreChoice::Sqlite, None),
+    };
     let opts = qkdnet_kms::bench::BenchOptions {
         clients: a.clients,
         seconds: a.seconds,
         key_bits: a.key_bits,
         dir,
+        store,
     };
     let r =
         qkdnet_kms::bench::run(&opts).map_err(|e| CliError::runtime(format!("bench kms: {e}")))?;
@@ -189,7 +212,11 @@ fn kms(a: &KmsBenchArgs) -> Result<(), CliError> {
         "key_bits": r.key_bits,
         "durable": r.durable,
         "first_error": r.first_error,
-        "store": "sqlite (WAL, synchronous=FULL, group commit)",
+        "store": if a.store == "postgres" {
+            "postgres (synchronous_commit=on, group commit)"
+        } else {
+            "sqlite (WAL, synchronous=FULL, group commit)"
+        },
         "note": "each pair: enc_keys (1 key) at the master's KME, then dec_keys at the slave's KME; both KMEs, all clients and the stores share this machine",
         "machine": MachineInfo::current(std::thread::available_parallelism().map_or(1, |n| n.get())),
     });

@@ -6,7 +6,7 @@
 
 use crate::client::SaeClient;
 use crate::etsi::{self, Kme, KmeConfig, PeerLink};
-use crate::sqlite::SqliteStore;
+use crate::sql::SqlStore;
 use crate::{Assignment, KeyStore};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +23,22 @@ pub struct BenchOptions {
     pub key_bits: u32,
     /// Directory for the two store files (removed afterwards).
     pub dir: PathBuf,
+    /// Which key store the two KMEs use.
+    pub store: StoreChoice,
+}
+
+/// The key store of a benchmark run.
+#[derive(Debug, Clone)]
+pub enum StoreChoice {
+    /// SQLite files in [`BenchOptions::dir`].
+    Sqlite,
+    /// PostgreSQL databases (connection strings of KME A's and KME B's).
+    Postgres {
+        /// KME A's database.
+        a: String,
+        /// KME B's database.
+        b: String,
+    },
 }
 
 /// What was measured.
@@ -61,10 +77,16 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
     let ca = crate::pki::Ca::new("qkdnet bench CA").map_err(|e| e.to_string())?;
     let ca_pem = ca.cert_pem();
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("{}: {e}", opts.dir.display()))?;
-    let sa: Arc<dyn KeyStore> =
-        Arc::new(SqliteStore::open(&opts.dir.join("kme-a.sqlite")).map_err(|e| e.to_string())?);
-    let sb: Arc<dyn KeyStore> =
-        Arc::new(SqliteStore::open(&opts.dir.join("kme-b.sqlite")).map_err(|e| e.to_string())?);
+    let (sa, sb): (Arc<dyn KeyStore>, Arc<dyn KeyStore>) = match &opts.store {
+        StoreChoice::Sqlite => (
+            Arc::new(SqlStore::open(&opts.dir.join("kme-a.sqlite")).map_err(|e| e.to_string())?),
+            Arc::new(SqlStore::open(&opts.dir.join("kme-b.sqlite")).map_err(|e| e.to_string())?),
+        ),
+        StoreChoice::Postgres { a, b } => (
+            Arc::new(SqlStore::postgres(a).map_err(|e| e.to_string())?),
+            Arc::new(SqlStore::postgres(b).map_err(|e| e.to_string())?),
+        ),
+    };
     // Material for ~40 000 keys/s over the run, in 8-Mbit blocks (both lanes filled).
     let need_bits = (opts.seconds.max(1.0) * 40_000.0 * f64::from(opts.key_bits) * 2.0) as usize;
     let blocks = need_bits.div_ceil(8_000_000).max(1);
