@@ -1,8 +1,9 @@
 //! Store throughput under concurrent single-key requests (a quick measurement tool):
-//! `cargo run --release -p qkdnet-kms --example kms_load -- THREADS SECONDS`.
+//! `cargo run --release -p qkdnet-kms --example kms_load -- THREADS SECONDS [postgres]`
+//! (the last on a PostgreSQL server started on loopback).
 #![allow(missing_docs, clippy::unwrap_used)]
 use qkdnet_core::Bits;
-use qkdnet_kms::sqlite::SqliteStore;
+use qkdnet_kms::sql::SqlStore;
 use qkdnet_kms::{KeyRequest, KeyStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,12 @@ fn main() {
     let secs: f64 = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(3.0);
     let dir = std::env::temp_dir().join(format!("qkdnet-kms-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.join("store.sqlite")).unwrap());
+    let pg = args.get(3).is_some_and(|a| a == "postgres");
+    let server = pg.then(|| qkdnet_kms::pg::local::LocalServer::start().unwrap());
+    let store = Arc::new(match &server {
+        Some(s) => SqlStore::postgres(&s.create_db("load").unwrap()).unwrap(),
+        None => SqlStore::open(&dir.join("store.sqlite")).unwrap(),
+    });
     // 64 Mbit of material for the peer.
     for b in 0..8u64 {
         let words: Vec<u64> = (0..125_000u64)
@@ -56,7 +62,8 @@ fn main() {
     lat.sort_by(f64::total_cmp);
     let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
-        "threads={threads} keys={} keys_per_second={:.0} p50_ms={:.3} p99_ms={:.3}",
+        "store={} threads={threads} keys={} keys_per_second={:.0} p50_ms={:.3} p99_ms={:.3}",
+        store.backend(),
         lat.len(),
         lat.len() as f64 / wall,
         q(0.5),

@@ -18,9 +18,13 @@
 use crate::sql::{Arg, Conn, Db, SqlStore, Val};
 use crate::StoreError;
 use postgres::types::{IsNull, ToSql, Type};
-use postgres::{Client, NoTls, Statement};
+use postgres::NoTls;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_postgres::Statement;
 use zeroize::Zeroizing;
 
 /// The PostgreSQL store (the SQL store over a PostgreSQL connection).
@@ -95,11 +99,20 @@ impl SqlStore {
 
     /// [`SqlStore::postgres`], waiting at most `owner_wait` for a previous owner to go.
     pub fn postgres_waiting(url: &str, owner_wait: Duration) -> Result<Self, StoreError> {
-        let mut client = Client::connect(url, NoTls)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("PostgreSQL store runtime: {e}")))?;
+        let client = rt.block_on(async {
+            let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+            // Runs whenever the writer waits on the runtime (every round trip).
+            tokio::spawn(connection);
+            Ok::<_, postgres::Error>(client)
+        })?;
         let deadline = Instant::now() + owner_wait;
         loop {
-            let got: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])?
+            let got: bool = rt
+                .block_on(client.query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK]))?
                 .get(0);
             if got {
                 break;
@@ -112,33 +125,47 @@ impl SqlStore {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        client.batch_execute(SCHEMA)?;
+        rt.block_on(client.batch_execute(SCHEMA))?;
         let mut pg = Pg {
-            client,
+            rt,
+            client: Arc::new(client),
             cache: HashMap::new(),
+            pending: Vec::new(),
         };
         crate::sql::check_version(&mut pg, "PostgreSQL store")?;
         SqlStore::start(pg, "postgres")
     }
 }
 
+type Pending = Pin<Box<dyn Future<Output = Result<u64, postgres::Error>> + Send>>;
+
 /// The writer's PostgreSQL connection, with its statements prepared once.
+///
+/// Pipelining. A round trip to the server costs about 0.2 ms here (pgbench's `SELECT 1`
+/// latency on this machine is 0.19 ms), more than the statement itself. Statements
+/// whose answer the store does not read (writes, savepoints) are therefore queued, and
+/// sent together with the next query or at the end of the operation ([`Db::flush`]); the
+/// server answers them in order, and the first error among them fails the operation.
 struct Pg {
-    client: Client,
+    rt: tokio::runtime::Runtime,
+    client: Arc<tokio_postgres::Client>,
     /// Prepared statements by the address of their `'static` text.
     cache: HashMap<usize, Statement>,
+    /// Statements sent (on the next flush) whose answers are not awaited yet.
+    pending: Vec<Pending>,
 }
 
-/// A parameter converted to the type the server declared for it.
-enum PgArg<'a> {
+/// A parameter converted to the type the server declared for it, owned so that the
+/// statement can wait in the pipeline.
+enum PgArg {
     I8(i64),
     I4(i32),
     I2(i16),
-    T(&'a str),
-    B(&'a [u8]),
+    T(String),
+    B(Zeroizing<Vec<u8>>),
 }
 
-impl std::fmt::Debug for PgArg<'_> {
+impl std::fmt::Debug for PgArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::I8(v) => write!(f, "{v}"),
@@ -151,7 +178,7 @@ impl std::fmt::Debug for PgArg<'_> {
     }
 }
 
-impl ToSql for PgArg<'_> {
+impl ToSql for PgArg {
     fn to_sql(
         &self,
         ty: &Type,
@@ -162,7 +189,7 @@ impl ToSql for PgArg<'_> {
             Self::I4(v) => v.to_sql(ty, out),
             Self::I2(v) => v.to_sql(ty, out),
             Self::T(s) => s.to_sql(ty, out),
-            Self::B(b) => b.to_sql(ty, out),
+            Self::B(b) => b.as_slice().to_sql(ty, out),
         }
     }
 
@@ -178,18 +205,22 @@ fn dollar(sql: &str) -> String {
     sql.replace('?', "$")
 }
 
+fn refs(args: &[PgArg]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
+}
+
 impl Pg {
     fn prepared(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
         let key = sql.as_ptr() as usize;
         if let Some(s) = self.cache.get(&key) {
             return Ok(s.clone());
         }
-        let s = self.client.prepare(&dollar(sql))?;
+        let s = self.rt.block_on(self.client.prepare(&dollar(sql)))?;
         self.cache.insert(key, s.clone());
         Ok(s)
     }
 
-    fn args<'a>(st: &Statement, args: &[Arg<'a>]) -> Result<Vec<PgArg<'a>>, StoreError> {
+    fn args(st: &Statement, args: &[Arg<'_>]) -> Result<Vec<PgArg>, StoreError> {
         let types = st.params();
         if types.len() != args.len() {
             return Err(StoreError::Backend(format!(
@@ -212,33 +243,58 @@ impl Pg {
                         PgArg::I2(i16::try_from(v).map_err(|_| narrow(v))?)
                     }
                     Arg::I(v) => PgArg::I8(v),
-                    Arg::T(s) => PgArg::T(s),
-                    Arg::B(b) => PgArg::B(b),
+                    Arg::T(s) => PgArg::T(s.to_string()),
+                    Arg::B(b) => PgArg::B(Zeroizing::new(b.to_vec())),
                 })
             })
             .collect()
     }
 
-    fn control(&mut self, sql: &'static str) -> Result<(), StoreError> {
+    /// Queues a statement whose answer is only checked for errors.
+    fn queue(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<(), StoreError> {
         let st = self.prepared(sql)?;
-        self.client.execute(&st, &[])?;
+        let owned = Self::args(&st, args)?;
+        let client = Arc::clone(&self.client);
+        self.pending.push(Box::pin(
+            async move { client.execute(&st, &refs(&owned)).await },
+        ));
+        Ok(())
+    }
+
+    /// Sends what is queued and waits for every answer; the first error is returned.
+    fn drain(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let results = self.rt.block_on(futures_util::future::join_all(pending));
+        for r in results {
+            r?;
+        }
         Ok(())
     }
 }
 
 impl Db for Pg {
     fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
-        let st = self.prepared(sql)?;
-        let a = Self::args(&st, args)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = a.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.execute(&st, &refs)?)
+        // The store never reads the count of a write; 0 stands for "not yet known".
+        self.queue(sql, args)?;
+        Ok(0)
     }
 
     fn rows(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<Vec<Vec<Val>>, StoreError> {
         let st = self.prepared(sql)?;
-        let a = Self::args(&st, args)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = a.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
-        let rows = self.client.query(&st, &refs)?;
+        let owned = Self::args(&st, args)?;
+        let pending = futures_util::future::join_all(std::mem::take(&mut self.pending));
+        let client = Arc::clone(&self.client);
+        // The queued statements go out first, then the query, in one round trip.
+        let (done, rows) = self.rt.block_on(async {
+            futures_util::future::join(pending, client.query(&st, &refs(&owned))).await
+        });
+        for r in done {
+            r?;
+        }
+        let rows = rows?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut row = Vec::with_capacity(r.len());
@@ -264,26 +320,34 @@ impl Db for Pg {
         }
         Ok(out)
     }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.drain()
+    }
 }
 
 impl Conn for Pg {
     fn begin(&mut self) -> Result<(), StoreError> {
-        self.control("BEGIN")
+        self.queue("BEGIN", &[])
     }
     fn commit(&mut self) -> Result<(), StoreError> {
-        self.control("COMMIT")
+        self.queue("COMMIT", &[])?;
+        self.drain()
     }
     fn rollback(&mut self) -> Result<(), StoreError> {
-        self.control("ROLLBACK")
+        // Whatever failed before, the answers are consumed and the transaction ends.
+        let _ = self.drain();
+        self.queue("ROLLBACK", &[])?;
+        self.drain()
     }
     fn savepoint(&mut self) -> Result<(), StoreError> {
-        self.control("SAVEPOINT op")
+        self.queue("SAVEPOINT op", &[])
     }
     fn release(&mut self) -> Result<(), StoreError> {
-        self.control("RELEASE SAVEPOINT op")
+        self.queue("RELEASE SAVEPOINT op", &[])
     }
     fn rollback_to(&mut self) -> Result<(), StoreError> {
-        self.control("ROLLBACK TO SAVEPOINT op")
+        self.queue("ROLLBACK TO SAVEPOINT op", &[])
     }
 }
 

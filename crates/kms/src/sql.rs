@@ -101,6 +101,10 @@ pub(crate) trait Db {
     fn row(&mut self, sql: &'static str, args: &[Arg<'_>]) -> Result<Option<Vec<Val>>, StoreError> {
         Ok(self.rows(sql, args)?.into_iter().next())
     }
+    /// Waits for every queued statement; the first failure among them is returned.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A connection the writer thread owns: [`Db`] plus transaction control.
@@ -119,7 +123,13 @@ pub(crate) trait Conn: Db + Send + 'static {
     fn rollback_to(&mut self) -> Result<(), StoreError>;
 }
 
-type Job = Box<dyn FnOnce(&mut dyn Db) -> (bool, Reply) + Send>;
+/// An operation for the writer: the time it runs at, when it needs expired material gone
+/// first, and the work, which returns whether it succeeded (to keep or roll back its
+/// savepoint) and the function that answers its caller once the batch's fate is known.
+struct Job {
+    now: Option<u64>,
+    run: Box<dyn FnOnce(&mut dyn Db) -> (bool, Reply) + Send>,
+}
 type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// A key store over SQL: SQLite ([`crate::sqlite`]) or PostgreSQL ([`crate::pg`]).
@@ -163,9 +173,27 @@ impl SqlStore {
         &self,
         f: impl FnOnce(&mut dyn Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        self.with_tx_at(None, f)
+    }
+
+    /// [`SqlStore::with_tx`] for an operation at time `now` (seconds) that must not see
+    /// material expired by then: the writer runs the expiry first, once per batch and
+    /// clock value rather than once per operation.
+    fn with_tx_at<T: Send + 'static>(
+        &self,
+        now: Option<u64>,
+        f: impl FnOnce(&mut dyn Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let (reply_tx, reply_rx) = mpsc::sync_channel::<Result<T, StoreError>>(1);
-        let job: Job = Box::new(move |db| {
-            let r = f(db);
+        let run = Box::new(move |db: &mut dyn Db| {
+            // Queued statements belong to this operation: their failure is its failure.
+            let r = match f(db) {
+                Ok(v) => db.flush().map(|()| v),
+                Err(e) => {
+                    let _ = db.flush();
+                    Err(e)
+                }
+            };
             let ok = r.is_ok();
             let reply: Reply = Box::new(move |commit_error: Option<&StoreError>| {
                 let r = match (commit_error, r) {
@@ -176,6 +204,7 @@ impl SqlStore {
             });
             (ok, reply)
         });
+        let job = Job { now, run };
         let gone = || StoreError::Backend("the store's writer has stopped".into());
         self.jobs
             .as_ref()
@@ -187,6 +216,8 @@ impl SqlStore {
 }
 
 fn writer_loop<C: Conn>(mut conn: C, rx: mpsc::Receiver<Job>) {
+    // The latest time for which expired material is gone in the committed state.
+    let mut expired_at: Option<u64> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -196,11 +227,22 @@ fn writer_loop<C: Conn>(mut conn: C, rx: mpsc::Receiver<Job>) {
             }
         }
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let before = expired_at;
         let outcome = (|| -> Result<(), StoreError> {
             conn.begin()?;
             for job in batch.drain(..) {
+                if let Some(now) = job.now {
+                    if expired_at.is_none_or(|t| now > t) {
+                        conn.savepoint()?;
+                        match expire_tx(&mut conn, now).and_then(|_| conn.flush()) {
+                            Ok(_) => expired_at = Some(now),
+                            Err(_) => conn.rollback_to()?,
+                        }
+                        conn.release()?;
+                    }
+                }
                 conn.savepoint()?;
-                let (ok, reply) = job(&mut conn);
+                let (ok, reply) = (job.run)(&mut conn);
                 if !ok {
                     conn.rollback_to()?;
                 }
@@ -211,6 +253,7 @@ fn writer_loop<C: Conn>(mut conn: C, rx: mpsc::Receiver<Job>) {
         })();
         if outcome.is_err() {
             let _ = conn.rollback();
+            expired_at = before;
         }
         let err = outcome.err();
         // Jobs not yet run (a savepoint statement failed) are dropped: their callers see
@@ -221,8 +264,7 @@ fn writer_loop<C: Conn>(mut conn: C, rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// Checks (or, on a new store, records) the schema version. `read` and `write` are the
-/// backend's statements for its `meta` table.
+/// Checks (or, on a new store, records) the schema version in the `meta` table.
 pub(crate) fn check_version(db: &mut dyn Db, what: &str) -> Result<(), StoreError> {
     match db.row("SELECT v FROM meta WHERE k = 'schema'", &[])? {
         Some(r) => {
@@ -240,7 +282,7 @@ pub(crate) fn check_version(db: &mut dyn Db, what: &str) -> Result<(), StoreErro
             )?;
         }
     }
-    Ok(())
+    db.flush()
 }
 
 fn int(v: u64) -> Arg<'static> {
@@ -622,9 +664,8 @@ impl KeyStore for SqlStore {
             master_sae.to_string(),
             slave_saes.to_vec(),
         );
-        self.with_tx(move |db| {
+        self.with_tx_at(Some(now), move |db| {
             let peer = peer.as_str();
-            expire_tx(db, now)?;
             let mut st = Lane::load(db, peer, lane)?;
             let (start_seq, start_offset, serial) = (st.seq, st.off, st.serial);
             let sizes = vec![size_bytes; number as usize];
@@ -708,8 +749,7 @@ impl KeyStore for SqlStore {
             check_assignment(a)?;
         }
         let (peer, run) = (peer.to_string(), run.to_vec());
-        self.with_tx(move |db| {
-            expire_tx(db, now)?;
+        self.with_tx_at(Some(now), move |db| {
             for a in &run {
                 assign_tx(db, &peer, a)?;
             }
