@@ -128,8 +128,10 @@ pub(crate) trait Conn: Db + Send + 'static {
 /// savepoint) and the function that answers its caller once the batch's fate is known.
 struct Job {
     now: Option<u64>,
-    run: Box<dyn FnOnce(&mut dyn Db) -> (bool, Reply) + Send>,
+    run: Work,
 }
+
+type Work = Box<dyn FnOnce(&mut dyn Db) -> (bool, Reply) + Send>;
 type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// A key store over SQL: SQLite ([`crate::sqlite`]) or PostgreSQL ([`crate::pg`]).
