@@ -110,6 +110,15 @@ impl SaeClient {
         })
     }
 
+    /// `POST path` with a JSON body; the JSON answer.
+    pub async fn post_json(
+        &mut self,
+        path: &str,
+        body: String,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.call("POST", path, Some(body)).await
+    }
+
     /// `GET /api/v1/keys/{slave}/status`.
     pub async fn status(&mut self, slave: &str) -> Result<serde_json::Value, ClientError> {
         self.call("GET", &format!("/api/v1/keys/{slave}/status"), None)

@@ -187,6 +187,10 @@ fn unauthorized() -> Response {
 pub const OPENAPI: &str = include_str!("../../../docs/openapi/etsi014.json");
 
 const RULES: &str = "requested parameters do not adhere to KME rules";
+
+/// The KME-to-KME endpoint that carries assignments between the two KMEs of a link
+/// (not part of ETSI 014; callers authenticate with a certificate naming their KME ID).
+pub const KME_ASSIGNMENTS: &str = "/api/v1/kme/assignments";
 const NOT_FOUND: &str = "one or more keys specified are not found on KME";
 
 /// The KME: configuration, store and peer link.
@@ -376,7 +380,14 @@ impl Kme {
     ) -> Response {
         let t = std::time::Instant::now();
         let r = self.route(sae, method, path, query, content_type, body);
-        const KNOWN: [&str; 5] = ["status", "enc_keys", "dec_keys", "openapi.json", "metrics"];
+        const KNOWN: [&str; 6] = [
+            "status",
+            "enc_keys",
+            "dec_keys",
+            "openapi.json",
+            "metrics",
+            "assignments",
+        ];
         let last = path.rsplit('/').next().unwrap_or("");
         let endpoint = if KNOWN.contains(&last) { last } else { "other" };
         self.metrics
@@ -419,6 +430,9 @@ impl Kme {
                 },
                 m => error(405, "method not allowed", Some(json!([{ "method": m }]))),
             };
+        }
+        if path == KME_ASSIGNMENTS {
+            return self.peer_assignments(sae, method, content_type, body);
         }
         if path == "/api/v1/openapi.json" {
             return match (method, serde_json::from_str::<Value>(OPENAPI)) {
@@ -470,6 +484,54 @@ impl Kme {
     }
 
     /// The peer KME serving `slave` for keys mastered by `master`, or the error response.
+    /// Whether `kme` shares key material with this KME.
+    pub fn is_neighbour(&self, kme: &str) -> bool {
+        kme != self.cfg.kme_id
+            && if self.cfg.links.is_empty() {
+                self.cfg.sae_kme.values().any(|k| k == kme)
+            } else {
+                self.cfg.links.iter().any(|k| k == kme)
+            }
+    }
+
+    /// `POST /api/v1/kme/assignments` from a neighbour KME (its certificate names it):
+    /// the cuts it made for its masters, in serial order, applied to this end's copy of
+    /// the lane ([`KeyStore::assign_many`]). 409 when the run does not follow what this
+    /// end has (the sender then re-sends its unacknowledged cuts first).
+    fn peer_assignments(
+        &self,
+        from: &str,
+        method: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Response {
+        if !self.is_neighbour(from) || self.cfg.sae_kme.contains_key(from) {
+            return unauthorized();
+        }
+        if method != "POST" {
+            return error(
+                405,
+                "method not allowed",
+                Some(json!([{ "method": method }])),
+            );
+        }
+        let run = match parse_json::<Vec<Assignment>>(content_type, body) {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        match self.store.assign_many(from, &run, self.now()) {
+            Ok(()) => Response {
+                status: 200,
+                body: Some(json!({ "applied": run.len() })),
+                text: None,
+            },
+            Err(e @ (StoreError::OutOfStep { .. } | StoreError::Invalid(_))) => {
+                error(409, "assignments out of step", Some(json!([e.to_string()])))
+            }
+            Err(e) => error(503, "key store unavailable", Some(json!([e.to_string()]))),
+        }
+    }
+
     fn peer_for(&self, master: &str, slave: &str) -> Result<String, Response> {
         if slave == master {
             return Err(bad(RULES, format!("slave_SAE_ID {slave} is the requester")));
@@ -1405,6 +1467,43 @@ mod tests {
         for (s, peer) in [(&sa, "B"), (&sb, "A")] {
             assert!(s.accounting(peer).unwrap().balances());
         }
+    }
+
+    #[test]
+    fn the_kme_endpoint_takes_assignments_only_from_neighbour_kmes() {
+        let p = pair(true);
+        let post = |from: &str, ct: Option<&str>, body: &[u8]| {
+            p.b.handle(from, "POST", KME_ASSIGNMENTS, None, ct, body)
+        };
+        // SAEs and unknown KMEs are not neighbours.
+        assert_eq!(post("b1", JSON, b"[]").status, 401);
+        assert_eq!(post("Z", JSON, b"[]").status, 401);
+        // Malformed bodies and wrong content types are 400; a wrong method 405.
+        assert_eq!(post("A", JSON, b"{").status, 400);
+        assert_eq!(post("A", Some("text/plain"), b"[]").status, 400);
+        assert_eq!(
+            p.b.handle("A", "GET", KME_ASSIGNMENTS, None, None, b"").status,
+            405
+        );
+        // A cut made at A, applied at B through the endpoint; a run that skips ahead is
+        // out of step (409) and changes nothing.
+        let req = KeyRequest {
+            lane: lane_for("A", "B"),
+            master_sae: "a1",
+            slave_saes: &["b1".to_string()],
+            number: 1,
+            size_bytes: 32,
+        };
+        let (_, first) = p.a.store().allocate("B", &req, 0).unwrap();
+        let (_, second) = p.a.store().allocate("B", &req, 0).unwrap();
+        let body = |run: &[Assignment]| serde_json::to_vec(run).unwrap();
+        let before = p.b.store().accounting("A").unwrap();
+        assert_eq!(post("A", JSON, &body(std::slice::from_ref(&second))).status, 409);
+        assert_eq!(p.b.store().accounting("A").unwrap(), before);
+        let r = post("A", JSON, &body(&[first, second]));
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body.unwrap()["applied"], 2);
+        assert!(p.b.store().accounting("A").unwrap().balances());
     }
 
     #[test]

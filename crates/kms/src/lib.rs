@@ -30,6 +30,7 @@ pub mod bench;
 pub mod client;
 pub mod etsi;
 pub mod metrics;
+pub mod peer;
 pub mod pg;
 pub mod pki;
 pub mod relay;

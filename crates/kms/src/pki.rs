@@ -45,7 +45,8 @@ impl Ca {
         self.issue(kme_id, hosts, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
-    /// A client certificate for the SAE `sae_id` (its common name).
+    /// A client certificate for the SAE `sae_id` (its common name). A KME's identity
+    /// towards its peer KMEs is a client certificate of the same kind, naming the KME ID.
     pub fn client(&self, sae_id: &str) -> Result<Issued, PkiError> {
         self.issue(sae_id, &[], ExtendedKeyUsagePurpose::ClientAuth)
     }

@@ -1,9 +1,10 @@
 //! Nothing delivered twice, nothing lost, with the KME process killed under load.
 //!
-//! A child process runs the two KMEs of a link (A and B, each with its durable store and
-//! its ETSI 014 server over mutual TLS; A's assignments reach B's store in-process). The
-//! parent runs SAE pairs against them: `enc_keys` at A for a slave at B, then `dec_keys`
-//! at B. The child is killed with SIGKILL at random moments and restarted. Afterwards:
+//! Each KME of a link (A and B) runs in its own child process, with its durable store, its
+//! ETSI 014 server over mutual TLS and its HTTPS link to the other KME (assignments from
+//! A to B travel as `/api/v1/kme/assignments` requests). The parent runs SAE pairs against
+//! them: `enc_keys` at A for a slave at B, then `dec_keys` at B. At random moments A, B or
+//! both are killed with SIGKILL and restarted. Afterwards:
 //! every key ID went to one master only, with material no other key had; every key a
 //! master received was fetched by its slave with the same bytes (keys whose `dec_keys`
 //! answer was cut off by a kill excepted: the store gave them, the client never heard);
@@ -16,8 +17,9 @@ mod common;
 
 use common::{material, open, temp_dir};
 use qkdnet_kms::client::{ClientError, SaeClient};
-use qkdnet_kms::etsi::{self, Kme, KmeConfig, PeerLink};
-use qkdnet_kms::{Assignment, KeyStore};
+use qkdnet_kms::etsi::{self, Kme, KmeConfig};
+use qkdnet_kms::peer::{HttpPeerLink, PeerAddr};
+use qkdnet_kms::KeyStore;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,19 +28,6 @@ use std::time::{Duration, Instant};
 
 const CHILD: &str = "QKDNET_KME_CRASH_CHILD";
 const PAIRS: usize = 12;
-
-/// The link to the peer KME: its store, after a delay standing for a WAN round trip (it
-/// also widens the window in which a kill leaves the two ends out of step).
-struct ToStore(Arc<dyn KeyStore>, &'static str);
-
-impl PeerLink for ToStore {
-    fn send_assignments(&self, _peer: &str, run: &[Assignment]) -> Result<(), String> {
-        std::thread::sleep(Duration::from_millis(3));
-        self.0
-            .assign_many(self.1, run, 0)
-            .map_err(|e| e.to_string())
-    }
-}
 
 fn config(id: &str) -> KmeConfig {
     let mut cfg = KmeConfig::new(id);
@@ -53,7 +42,7 @@ fn read(dir: &Path, name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap()
 }
 
-/// The child: the two KMEs, serving until killed.
+/// The child: one KME (`QKDNET_KME_ROLE` is `A` or `B`), serving until killed.
 #[test]
 fn kme_child() {
     let Ok(dir) = std::env::var(CHILD) else {
@@ -61,39 +50,39 @@ fn kme_child() {
     };
     let dir = Path::new(&dir);
     let env = |k: &str| std::env::var(k).unwrap();
-    let sa: Arc<dyn KeyStore> = Arc::new(open(&env("QKDNET_KME_STORE_A")));
-    let sb: Arc<dyn KeyStore> = Arc::new(open(&env("QKDNET_KME_STORE_B")));
-    let kme_a = Arc::new(Kme::new(
-        config("A"),
-        Arc::clone(&sa),
-        Arc::new(ToStore(Arc::clone(&sb), "A")),
-        Box::new(|| 0),
-    ));
-    let kme_b = Arc::new(Kme::new(
-        config("B"),
-        Arc::clone(&sb),
-        Arc::new(ToStore(Arc::clone(&sa), "B")),
-        Box::new(|| 0),
-    ));
-    let tls = |who: &str| {
-        etsi::server_tls(
-            &read(dir, "ca.pem"),
-            &read(dir, &format!("{who}.pem")),
-            &read(dir, &format!("{who}.key")),
-        )
-        .unwrap()
-    };
-    let (tls_a, tls_b) = (tls("kme-a"), tls("kme-b"));
+    let me = env("QKDNET_KME_ROLE");
+    let (peer, lower) = if me == "A" { ("B", "a") } else { ("A", "b") };
+    let store: Arc<dyn KeyStore> = Arc::new(open(&env(&format!("QKDNET_KME_STORE_{me}"))));
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let ca = read(dir, "ca.pem");
+    let link = HttpPeerLink::new(
+        rt.handle().clone(),
+        etsi::client_tls(
+            &ca,
+            &read(dir, &format!("kme-{lower}-client.pem")),
+            &read(dir, &format!("kme-{lower}-client.key")),
+        )
+        .unwrap(),
+        HashMap::from([(
+            peer.to_string(),
+            PeerAddr {
+                addr: env(&format!("QKDNET_KME_ADDR_{peer}")).parse().unwrap(),
+                server_name: "localhost".into(),
+            },
+        )]),
+    );
+    let kme = Arc::new(Kme::new(config(&me), store, Arc::new(link), Box::new(|| 0)));
+    let tls = etsi::server_tls(
+        &ca,
+        &read(dir, &format!("kme-{lower}.pem")),
+        &read(dir, &format!("kme-{lower}.key")),
+    )
+    .unwrap();
     rt.block_on(async move {
-        let la = tokio::net::TcpListener::bind(env("QKDNET_KME_ADDR_A"))
+        let l = tokio::net::TcpListener::bind(env(&format!("QKDNET_KME_ADDR_{me}")))
             .await
             .unwrap();
-        let lb = tokio::net::TcpListener::bind(env("QKDNET_KME_ADDR_B"))
-            .await
-            .unwrap();
-        tokio::spawn(etsi::serve(la, tls_a, kme_a));
-        tokio::spawn(etsi::serve(lb, tls_b, kme_b));
+        tokio::spawn(etsi::serve(l, tls, kme));
         std::future::pending::<()>().await;
     });
 }
@@ -220,6 +209,10 @@ fn kme_rounds(dir: &Path, spec_a: &str, spec_b: &str) {
         let s = ca.server(id, &["localhost"]).unwrap();
         std::fs::write(dir.join(format!("{who}.pem")), &s.cert_pem).unwrap();
         std::fs::write(dir.join(format!("{who}.key")), &s.key_pem).unwrap();
+        // The KME's identity towards its peer.
+        let c = ca.client(id).unwrap();
+        std::fs::write(dir.join(format!("{who}-client.pem")), &c.cert_pem).unwrap();
+        std::fs::write(dir.join(format!("{who}-client.key")), &c.key_pem).unwrap();
     }
     let ca_pem = ca.cert_pem();
     let client = |sae: &str| {
@@ -246,10 +239,11 @@ fn kme_rounds(dir: &Path, spec_a: &str, spec_b: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let rounds = 7;
-    for round in 0..rounds {
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+    let spawn = |role: &str| {
+        std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "kme_child", "--nocapture", "--test-threads", "1"])
             .env(CHILD, dir)
+            .env("QKDNET_KME_ROLE", role)
             .env("QKDNET_KME_STORE_A", spec_a)
             .env("QKDNET_KME_STORE_B", spec_b)
             .env("QKDNET_KME_ADDR_A", addrs.0.to_string())
@@ -257,7 +251,16 @@ fn kme_rounds(dir: &Path, spec_a: &str, spec_b: &str) {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap();
+            .unwrap()
+    };
+    let mut children: [Option<std::process::Child>; 2] = [None, None];
+    let mut kills = [0u32; 2];
+    for round in 0..rounds {
+        for (i, role) in ["A", "B"].iter().enumerate() {
+            if children[i].is_none() {
+                children[i] = Some(spawn(role));
+            }
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let last = round == rounds - 1;
         let given_at_start = seen.lock().unwrap().given.len();
@@ -293,12 +296,24 @@ fn kme_rounds(dir: &Path, spec_a: &str, spec_b: &str) {
                 seen.lock().unwrap().given.len() >= given_at_start + 4 * PAIRS,
                 "after the last restart keys no longer flow"
             );
-            child.kill().unwrap();
-            child.wait().unwrap();
+            for c in children.iter_mut().filter_map(Option::take) {
+                let mut c = c;
+                c.kill().unwrap();
+                c.wait().unwrap();
+            }
         } else {
             std::thread::sleep(Duration::from_millis(rng.gen_range(300..900)));
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+            // Kill A, B or both (SIGKILL).
+            let which = rng.gen_range(0..3usize);
+            for (i, slot) in children.iter_mut().enumerate() {
+                if which == 2 || which == i {
+                    if let Some(mut c) = slot.take() {
+                        c.kill().unwrap();
+                        c.wait().unwrap();
+                        kills[i] += 1;
+                    }
+                }
+            }
             std::thread::sleep(Duration::from_millis(100));
             stop.store(true, Ordering::SeqCst);
             for t in tasks {
@@ -309,10 +324,12 @@ fn kme_rounds(dir: &Path, spec_a: &str, spec_b: &str) {
     let seen = seen.lock().unwrap();
     let given_before_last = seen.given.len();
     eprintln!(
-        "{} keys given, {} fetched, {} answers cut off by kills, over {rounds} starts",
+        "{} keys given, {} fetched, {} answers cut off by kills; A killed {} times, B {} times",
         given_before_last,
         seen.fetched.len(),
-        seen.cut_off.len()
+        seen.cut_off.len(),
+        kills[0],
+        kills[1]
     );
     assert!(seen.given.len() > 100, "too few keys to mean anything");
     assert!(seen.doubles.is_empty(), "given twice: {:?}", seen.doubles);

@@ -1,0 +1,107 @@
+//! The link between the two KMEs of a QKD link across processes: a [`PeerLink`] that
+//! posts assignments to the peer's [`KME_ASSIGNMENTS`] endpoint over HTTPS with mutual
+//! TLS, the KME authenticating with a client certificate that names its KME ID.
+//!
+//! The call blocks its thread (the KME calls [`PeerLink`] from blocking threads) and runs
+//! on the runtime it was built with. Connections are kept alive and reused, one per
+//! concurrent sender; a failed call drops its connection. Every call has a deadline.
+
+use crate::client::{ClientError, SaeClient};
+use crate::etsi::{PeerLink, KME_ASSIGNMENTS};
+use crate::Assignment;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where a peer KME listens.
+#[derive(Debug, Clone)]
+pub struct PeerAddr {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The DNS name its server certificate carries.
+    pub server_name: String,
+}
+
+/// Assignments over HTTPS to the peer KMEs.
+pub struct HttpPeerLink {
+    runtime: tokio::runtime::Handle,
+    tls: Arc<rustls::ClientConfig>,
+    peers: HashMap<String, PeerAddr>,
+    idle: Mutex<HashMap<String, Vec<SaeClient>>>,
+    timeout: Duration,
+}
+
+impl HttpPeerLink {
+    /// A link to `peers` (KME ID → address), authenticating with `tls` (this KME's client
+    /// identity, [`crate::etsi::client_tls`]), running its I/O on `runtime`.
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        tls: Arc<rustls::ClientConfig>,
+        peers: HashMap<String, PeerAddr>,
+    ) -> Self {
+        Self {
+            runtime,
+            tls,
+            peers,
+            idle: Mutex::new(HashMap::new()),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Sets the deadline of one delivery (connection included); 5 s by default.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl PeerLink for HttpPeerLink {
+    fn send_assignments(&self, peer_kme: &str, run: &[Assignment]) -> Result<(), String> {
+        let Some(to) = self.peers.get(peer_kme) else {
+            return Err(format!("no address for peer KME {peer_kme}"));
+        };
+        let body =
+            serde_json::to_string(run).map_err(|e| format!("assignments to {peer_kme}: {e}"))?;
+        let reuse = self
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(peer_kme)
+            .and_then(Vec::pop);
+        let tls = Arc::clone(&self.tls);
+        let result = self.runtime.block_on(async {
+            tokio::time::timeout(self.timeout, async move {
+                // A kept-alive connection may have died with a restarted peer: one retry
+                // on a fresh connection (the peer ignores what it has already applied).
+                if let Some(mut conn) = reuse {
+                    match conn.post_json(KME_ASSIGNMENTS, body.clone()).await {
+                        Ok(_) => return Ok(conn),
+                        Err(ClientError::Connection(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                let mut conn = SaeClient::connect(to.addr, tls, &to.server_name).await?;
+                conn.post_json(KME_ASSIGNMENTS, body).await?;
+                Ok::<_, ClientError>(conn)
+            })
+            .await
+        });
+        match result {
+            Ok(Ok(conn)) => {
+                self.idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(peer_kme.to_string())
+                    .or_default()
+                    .push(conn);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("peer KME {peer_kme} at {}: {e}", to.addr)),
+            Err(_) => Err(format!(
+                "peer KME {peer_kme} at {}: no answer within {:?}",
+                to.addr, self.timeout
+            )),
+        }
+    }
+}
