@@ -1076,6 +1076,17 @@ mod tests {
 
     const JSON: Option<&str> = Some("application/json");
 
+    /// A 256-bit key from a1 at A for `slaves` at B.
+    fn one_key_for(slaves: &[String]) -> KeyRequest<'_> {
+        KeyRequest {
+            lane: lane_for("A", "B"),
+            master_sae: "a1",
+            slave_saes: slaves,
+            number: 1,
+            size_bytes: 32,
+        }
+    }
+
     fn keys_of(r: &Response) -> Vec<(String, String)> {
         r.body.as_ref().unwrap()["keys"]
             .as_array()
@@ -1441,13 +1452,8 @@ mod tests {
         );
         assert_eq!(keys_of(&got)[0].1, key);
         // A cut whose delivery never happened (A stopped in between) goes out on restart.
-        let req = KeyRequest {
-            lane: lane_for("A", "B"),
-            master_sae: "a1",
-            slave_saes: &["b1".to_string()],
-            number: 1,
-            size_bytes: 32,
-        };
+        let b1 = ["b1".to_string()];
+        let req = one_key_for(&b1);
         sa.allocate("B", &req, 0).unwrap();
         drop(a);
         let a = Kme::new(cfg("A"), Arc::clone(&sa), link, Box::new(|| 0));
@@ -1487,13 +1493,8 @@ mod tests {
         );
         // A cut made at A, applied at B through the endpoint; a run that skips ahead is
         // out of step (409) and changes nothing.
-        let req = KeyRequest {
-            lane: lane_for("A", "B"),
-            master_sae: "a1",
-            slave_saes: &["b1".to_string()],
-            number: 1,
-            size_bytes: 32,
-        };
+        let b1 = ["b1".to_string()];
+        let req = one_key_for(&b1);
         let (_, first) = p.a.store().allocate("B", &req, 0).unwrap();
         let (_, second) = p.a.store().allocate("B", &req, 0).unwrap();
         let body = |run: &[Assignment]| serde_json::to_vec(run).unwrap();
