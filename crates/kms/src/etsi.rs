@@ -1488,7 +1488,8 @@ mod tests {
         assert_eq!(post("A", JSON, b"{").status, 400);
         assert_eq!(post("A", Some("text/plain"), b"[]").status, 400);
         assert_eq!(
-            p.b.handle("A", "GET", KME_ASSIGNMENTS, None, None, b"").status,
+            p.b.handle("A", "GET", KME_ASSIGNMENTS, None, None, b"")
+                .status,
             405
         );
         // A cut made at A, applied at B through the endpoint; a run that skips ahead is
@@ -1499,7 +1500,10 @@ mod tests {
         let (_, second) = p.a.store().allocate("B", &req, 0).unwrap();
         let body = |run: &[Assignment]| serde_json::to_vec(run).unwrap();
         let before = p.b.store().accounting("A").unwrap();
-        assert_eq!(post("A", JSON, &body(std::slice::from_ref(&second))).status, 409);
+        assert_eq!(
+            post("A", JSON, &body(std::slice::from_ref(&second))).status,
+            409
+        );
         assert_eq!(p.b.store().accounting("A").unwrap(), before);
         let r = post("A", JSON, &body(&[first, second]));
         assert_eq!(r.status, 200, "{:?}", r.body);
