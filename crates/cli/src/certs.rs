@@ -1,5 +1,6 @@
-//! `qkdnet certs`: a test PKI for KMEs and SAEs (one CA, a server certificate per KME,
-//! a client certificate per SAE whose common name is the SAE ID). For demos and tests,
+//! `qkdnet certs`: a test PKI for KMEs and SAEs (one CA; per KME a server certificate and
+//! a client certificate for its link to peer KMEs, both naming the KME ID; a client
+//! certificate per SAE whose common name is the SAE ID). For demos and tests,
 //! not production: the CA key is not kept.
 
 use crate::distill::write_atomic;
@@ -85,7 +86,14 @@ pub fn run(a: &CertsArgs) -> Result<(), CliError> {
         let c = ca.server(k, &hosts).map_err(err)?;
         write_new(&a.out.join(format!("kme-{k}.pem")), &c.cert_pem, false)?;
         write_new(&a.out.join(format!("kme-{k}.key")), &c.key_pem, true)?;
-        println!("KME {k}: kme-{k}.pem, kme-{k}.key");
+        let c = ca.client(k).map_err(err)?;
+        write_new(
+            &a.out.join(format!("kme-{k}-client.pem")),
+            &c.cert_pem,
+            false,
+        )?;
+        write_new(&a.out.join(format!("kme-{k}-client.key")), &c.key_pem, true)?;
+        println!("KME {k}: kme-{k}.pem, kme-{k}.key (server); kme-{k}-client.pem, kme-{k}-client.key (to peer KMEs)");
     }
     for s in &a.sae {
         let c = ca.client(s).map_err(err)?;

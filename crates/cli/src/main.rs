@@ -7,6 +7,7 @@
 mod bench;
 mod certs;
 mod distill;
+mod kme;
 mod plot;
 mod rate;
 mod scenario;
@@ -33,6 +34,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Generate a test PKI: a CA, KME server certificates, SAE client certificates.
     Certs(certs::CertsArgs),
+    /// Run a key management entity: ETSI GS QKD 014 over mutual TLS, key import.
+    #[command(subcommand)]
+    Kme(kme::KmeCommand),
 }
 
 /// An error for the user: one line, and whether it was their input (exit 2) or not (exit 1).
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Kme(cmd) => kme::run(&cmd),
         Command::Rate(args) => rate::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Distill(args) => distill::run(&args),

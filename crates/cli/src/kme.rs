@@ -1,0 +1,344 @@
+//! `qkdnet kme`: run a key management entity as a process.
+//!
+//! - `qkdnet kme import --config KME.toml --peer B --block-id 7 --key alice.key`: stores
+//!   a final key shared with the KME `B` (a file `qkdnet distill --out` wrote; both KMEs
+//!   of the link import the same key under the same block id).
+//! - `qkdnet kme serve --config KME.toml`: the ETSI GS QKD 014 API over mutual TLS, the
+//!   link to the peer KMEs (assignments over HTTPS), Prometheus metrics at `/metrics`,
+//!   expiry once a second; runs until killed. Every answer is durable before it is sent,
+//!   so the process may be killed at any moment.
+//!
+//! The configuration (TOML; unknown fields are refused, paths are relative to the file):
+//!
+//! ```toml
+//! kme_id = "A"
+//! listen = "127.0.0.1:8443"
+//! key_ttl_s = 604800                # optional
+//! [store]
+//! sqlite = "kme-a.sqlite"           # or: postgres = "host=… dbname=…"
+//! [tls]
+//! ca = "pki/ca.pem"
+//! cert = "pki/kme-A.pem"            # server identity
+//! key = "pki/kme-A.key"
+//! client_cert = "pki/kme-A-client.pem"  # identity towards peer KMEs
+//! client_key = "pki/kme-A-client.key"
+//! [[peer]]
+//! kme_id = "B"
+//! address = "127.0.0.1:8444"
+//! server_name = "localhost"         # optional, default "localhost"
+//! [saes]                            # SAE ID = its KME's ID
+//! a1 = "A"
+//! b1 = "B"
+//! ```
+
+use crate::CliError;
+use clap::{Args, Subcommand};
+use qkdnet_kms::etsi::{Kme, KmeConfig};
+use qkdnet_kms::peer::{HttpPeerLink, PeerAddr};
+use qkdnet_kms::sql::SqlStore;
+use qkdnet_kms::KeyStore;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// `qkdnet kme` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum KmeCommand {
+    /// Serve ETSI GS QKD 014 over mutual TLS and the link to peer KMEs, until killed.
+    Serve(ServeArgs),
+    /// Store a final key shared with a peer KME (both ends import it under one block id).
+    Import(ImportArgs),
+}
+
+/// Flags of `qkdnet kme serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The KME's configuration file (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// Flags of `qkdnet kme import`.
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The KME's configuration file (TOML).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The peer KME the key is shared with.
+    #[arg(long)]
+    pub peer: String,
+    /// The block's id, the same at both ends.
+    #[arg(long)]
+    pub block_id: u64,
+    /// The key file (bits MSB-first, as `qkdnet distill --out` writes them).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Number of bits in the file (default: all of it).
+    #[arg(long)]
+    pub bits: Option<usize>,
+}
+
+/// The configuration file.
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    kme_id: String,
+    listen: String,
+    #[serde(default)]
+    key_ttl_s: Option<u64>,
+    store: StoreConfig,
+    tls: TlsConfig,
+    #[serde(default)]
+    peer: Vec<PeerConfig>,
+    #[serde(default)]
+    saes: BTreeMap<String, String>,
+}
+
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct StoreConfig {
+    sqlite: Option<PathBuf>,
+    postgres: Option<String>,
+}
+
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct TlsConfig {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct PeerConfig {
+    kme_id: String,
+    address: String,
+    #[serde(default = "localhost")]
+    server_name: String,
+}
+
+fn localhost() -> String {
+    "localhost".into()
+}
+
+/// A loaded configuration: paths resolved against the file's directory.
+struct Loaded {
+    path: PathBuf,
+    file: FileConfig,
+    base: PathBuf,
+}
+
+impl Loaded {
+    fn read(path: &Path) -> Result<Self, CliError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+        let file: FileConfig = toml::from_str(&text)
+            .map_err(|e| CliError::input(format!("{}: {}", path.display(), e.message())))?;
+        let me = Self {
+            path: path.to_path_buf(),
+            base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            file,
+        };
+        me.validate()?;
+        Ok(me)
+    }
+
+    fn field(&self, field: &str, problem: impl std::fmt::Display) -> CliError {
+        CliError::input(format!("{}: {field}: {problem}", self.path.display()))
+    }
+
+    fn validate(&self) -> Result<(), CliError> {
+        let f = &self.file;
+        if f.kme_id.is_empty() {
+            return Err(self.field("kme_id", "empty"));
+        }
+        f.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| self.field("listen", format!("'{}': {e}", f.listen)))?;
+        match (&f.store.sqlite, &f.store.postgres) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err(self.field("store", "give exactly one of sqlite or postgres")),
+        }
+        for (i, p) in f.peer.iter().enumerate() {
+            p.address.parse::<std::net::SocketAddr>().map_err(|e| {
+                self.field(
+                    &format!("peer[{i}].address"),
+                    format!("'{}': {e}", p.address),
+                )
+            })?;
+            if p.kme_id == f.kme_id {
+                return Err(self.field(&format!("peer[{i}].kme_id"), "is this KME itself"));
+            }
+        }
+        let kmes: Vec<&str> = std::iter::once(f.kme_id.as_str())
+            .chain(f.peer.iter().map(|p| p.kme_id.as_str()))
+            .collect();
+        for (sae, kme) in &f.saes {
+            if kmes.contains(&sae.as_str()) {
+                return Err(self.field(
+                    &format!("saes.{sae}"),
+                    "an SAE may not carry a KME's ID (the KME link authenticates by it)",
+                ));
+            }
+            if !kmes.contains(&kme.as_str()) {
+                return Err(self.field(
+                    &format!("saes.{sae}"),
+                    format!("KME '{kme}' is neither this KME nor a peer"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        self.base.join(p)
+    }
+
+    fn read_file(&self, field: &str, p: &Path) -> Result<Vec<u8>, CliError> {
+        let full = self.resolve(p);
+        std::fs::read(&full).map_err(|e| self.field(field, format!("{}: {e}", full.display())))
+    }
+
+    fn open_store(&self) -> Result<SqlStore, CliError> {
+        let s = &self.file.store;
+        let r = match (&s.sqlite, &s.postgres) {
+            (Some(p), _) => SqlStore::open(&self.resolve(p)),
+            (_, Some(url)) => SqlStore::postgres(url),
+            _ => return Err(self.field("store", "give exactly one of sqlite or postgres")),
+        };
+        r.map_err(|e| CliError::runtime(format!("{}: store: {e}", self.path.display())))
+    }
+
+    fn kme_config(&self) -> KmeConfig {
+        let f = &self.file;
+        let mut c = KmeConfig::new(&f.kme_id);
+        c.sae_kme = f.saes.iter().map(|(s, k)| (s.clone(), k.clone())).collect();
+        c.links = f.peer.iter().map(|p| p.kme_id.clone()).collect();
+        if let Some(t) = f.key_ttl_s {
+            c.key_ttl_s = t;
+        }
+        c
+    }
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs `qkdnet kme …`.
+pub fn run(cmd: &KmeCommand) -> Result<(), CliError> {
+    match cmd {
+        KmeCommand::Import(a) => import(a),
+        KmeCommand::Serve(a) => serve(a),
+    }
+}
+
+fn import(a: &ImportArgs) -> Result<(), CliError> {
+    let cfg = Loaded::read(&a.config)?;
+    if !cfg.file.peer.iter().any(|p| p.kme_id == a.peer) {
+        return Err(CliError::input(format!(
+            "--peer: '{}' is not a peer in {}",
+            a.peer,
+            a.config.display()
+        )));
+    }
+    let bytes =
+        std::fs::read(&a.key).map_err(|e| CliError::input(format!("{}: {e}", a.key.display())))?;
+    let n = a.bits.unwrap_or(bytes.len() * 8);
+    let key = qkdnet_core::Bits::from_msb_bytes(&bytes, n).ok_or_else(|| {
+        CliError::input(format!(
+            "--bits: {n} does not fit {} ({} bytes)",
+            a.key.display(),
+            bytes.len()
+        ))
+    })?;
+    let store = cfg.open_store()?;
+    let ttl = cfg.kme_config().key_ttl_s;
+    store
+        .add_block(&a.peer, a.block_id, &key, now_s().saturating_add(ttl))
+        .map_err(|e| CliError::runtime(format!("import: {e}")))?;
+    let acc = store
+        .accounting(&a.peer)
+        .map_err(|e| CliError::runtime(format!("import: {e}")))?;
+    println!(
+        "stored block {} ({n} bits) shared with {}; {} bits available for keys",
+        a.block_id, a.peer, acc.available_bits
+    );
+    Ok(())
+}
+
+fn serve(a: &ServeArgs) -> Result<(), CliError> {
+    let cfg = Loaded::read(&a.config)?;
+    let t = &cfg.file.tls;
+    let ca = cfg.read_file("tls.ca", &t.ca)?;
+    let runtime_err = |e: std::io::Error| CliError::runtime(format!("runtime: {e}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(runtime_err)?;
+    let server_tls = qkdnet_kms::etsi::server_tls(
+        &ca,
+        &cfg.read_file("tls.cert", &t.cert)?,
+        &cfg.read_file("tls.key", &t.key)?,
+    )
+    .map_err(|e| cfg.field("tls", e))?;
+    let client_tls = qkdnet_kms::etsi::client_tls(
+        &ca,
+        &cfg.read_file("tls.client_cert", &t.client_cert)?,
+        &cfg.read_file("tls.client_key", &t.client_key)?,
+    )
+    .map_err(|e| cfg.field("tls", e))?;
+    let mut peers = HashMap::new();
+    for p in &cfg.file.peer {
+        let addr = p
+            .address
+            .parse()
+            .map_err(|e| cfg.field("peer.address", format!("'{}': {e}", p.address)))?;
+        peers.insert(
+            p.kme_id.clone(),
+            PeerAddr {
+                addr,
+                server_name: p.server_name.clone(),
+            },
+        );
+    }
+    let store: Arc<dyn KeyStore> = Arc::new(cfg.open_store()?);
+    let link = HttpPeerLink::new(rt.handle().clone(), client_tls, peers);
+    let kme = Arc::new(Kme::new(
+        cfg.kme_config(),
+        Arc::clone(&store),
+        Arc::new(link),
+        Box::new(now_s),
+    ));
+    let listen = cfg.file.listen.clone();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|e| CliError::runtime(format!("listen on {listen}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| CliError::runtime(e.to_string()))?;
+        // Expiry once a second, off the async workers.
+        let expiring = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let s = Arc::clone(&expiring);
+                let _ = tokio::task::spawn_blocking(move || s.expire(now_s())).await;
+            }
+        });
+        println!(
+            "KME {} serving ETSI GS QKD 014 on https://{addr}",
+            kme.config().kme_id
+        );
+        qkdnet_kms::etsi::serve(listener, server_tls, kme)
+            .await
+            .map_err(|e| CliError::runtime(format!("server: {e}")))
+    })
+}
