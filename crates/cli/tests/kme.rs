@@ -43,6 +43,17 @@ b1 = "B"
     )
 }
 
+/// Runs `cmd`, which must succeed; returns its standard output.
+fn succeed(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 struct Killed(std::process::Child);
 
 impl Drop for Killed {
@@ -74,16 +85,11 @@ fn two_kme_processes_deliver_an_imported_key_over_mutual_tls() {
     let dir = std::env::temp_dir().join(format!("qkdnet-kme-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let out = qkdnet()
-        .args(["certs", "--out"])
-        .arg(dir.join("pki"))
-        .args(["--kme", "A,B", "--sae", "a1,b1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        qkdnet()
+            .args(["certs", "--out"])
+            .arg(dir.join("pki"))
+            .args(["--kme", "A,B", "--sae", "a1,b1"]),
     );
     let key: Vec<u8> = (0..65_536u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -93,19 +99,14 @@ fn two_kme_processes_deliver_an_imported_key_over_mutual_tls() {
     std::fs::write(dir.join("a.toml"), config("A", "B", pa, pb, "a.sqlite")).unwrap();
     std::fs::write(dir.join("b.toml"), config("B", "A", pb, pa, "b.sqlite")).unwrap();
     for (cfg, peer) in [("a.toml", "B"), ("b.toml", "A")] {
-        let out = qkdnet()
-            .args(["kme", "import", "--config"])
-            .arg(dir.join(cfg))
-            .args(["--peer", peer, "--block-id", "1", "--key"])
-            .arg(dir.join("final.key"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let said = succeed(
+            qkdnet()
+                .args(["kme", "import", "--config"])
+                .arg(dir.join(cfg))
+                .args(["--peer", peer, "--block-id", "1", "--key"])
+                .arg(dir.join("final.key")),
         );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("524288 bits available"));
+        assert!(said.contains("524288 bits available"), "{said}");
     }
     let _a = serve(&dir.join("a.toml"));
     let _b = serve(&dir.join("b.toml"));
