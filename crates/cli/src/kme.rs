@@ -29,6 +29,9 @@
 //! [saes]                            # SAE ID = its KME's ID
 //! a1 = "A"
 //! b1 = "B"
+//! c1 = "C"                          # a KME reached by relay …
+//! [routes]                          # … through these neighbours (trusted nodes)
+//! C = ["B"]
 //! ```
 
 use crate::CliError;
@@ -92,6 +95,8 @@ struct FileConfig {
     peer: Vec<PeerConfig>,
     #[serde(default)]
     saes: BTreeMap<String, String>,
+    #[serde(default)]
+    routes: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(serde::Deserialize, Debug)]
@@ -173,8 +178,27 @@ impl Loaded {
                 return Err(self.field(&format!("peer[{i}].kme_id"), "is this KME itself"));
             }
         }
+        let peers: Vec<&str> = f.peer.iter().map(|p| p.kme_id.as_str()).collect();
+        for (dest, via) in &f.routes {
+            if dest == &f.kme_id || peers.contains(&dest.as_str()) {
+                return Err(self.field(
+                    &format!("routes.{dest}"),
+                    "is this KME or a neighbour: no relay needed",
+                ));
+            }
+            if via.is_empty() {
+                return Err(self.field(&format!("routes.{dest}"), "names no next hop"));
+            }
+            if let Some(v) = via.iter().find(|v| !peers.contains(&v.as_str())) {
+                return Err(self.field(
+                    &format!("routes.{dest}"),
+                    format!("next hop '{v}' is not a peer"),
+                ));
+            }
+        }
         let kmes: Vec<&str> = std::iter::once(f.kme_id.as_str())
-            .chain(f.peer.iter().map(|p| p.kme_id.as_str()))
+            .chain(peers.iter().copied())
+            .chain(f.routes.keys().map(String::as_str))
             .collect();
         for (sae, kme) in &f.saes {
             if kmes.contains(&sae.as_str()) {
@@ -186,7 +210,7 @@ impl Loaded {
             if !kmes.contains(&kme.as_str()) {
                 return Err(self.field(
                     &format!("saes.{sae}"),
-                    format!("KME '{kme}' is neither this KME nor a peer"),
+                    format!("KME '{kme}' is neither this KME, a peer, nor a route's destination"),
                 ));
             }
         }
@@ -217,6 +241,11 @@ impl Loaded {
         let mut c = KmeConfig::new(&f.kme_id);
         c.sae_kme = f.saes.iter().map(|(s, k)| (s.clone(), k.clone())).collect();
         c.links = f.peer.iter().map(|p| p.kme_id.clone()).collect();
+        c.routes = f
+            .routes
+            .iter()
+            .map(|(d, v)| (d.clone(), v.clone()))
+            .collect();
         if let Some(t) = f.key_ttl_s {
             c.key_ttl_s = t;
         }

@@ -156,6 +156,7 @@ fn bad_kme_configurations_name_the_field() {
         (good.replace("a1 = \"A\"", "a1 = \"Z\""), "saes.a1"),
         (good.replace("a1 = \"A\"", "B = \"A\""), "saes.B"),
         (good.replace("sqlite = \"a.sqlite\"", ""), "store"),
+        (format!("{good}[routes]\nC = [\"Z\"]\n"), "routes.C"),
     ];
     for (text, field) in cases {
         std::fs::write(dir.join("k.toml"), text).unwrap();

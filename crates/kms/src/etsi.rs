@@ -49,6 +49,10 @@ pub struct KmeConfig {
     /// `sae_kme` is taken as a neighbour. Otherwise slaves at other KMEs are served by
     /// relay ([`Kme::set_relayer`]).
     pub links: Vec<String>,
+    /// For key relay between KME processes: for each KME that is not a neighbour, the
+    /// neighbours a relayed key may go through next (the one with the most key material
+    /// on its link is taken; see [`crate::hops`]).
+    pub routes: HashMap<String, Vec<String>>,
 }
 
 impl KmeConfig {
@@ -68,6 +72,7 @@ impl KmeConfig {
             header_timeout: Duration::from_secs(5),
             key_ttl_s: 7 * 24 * 3600,
             links: Vec::new(),
+            routes: HashMap::new(),
         }
     }
 }
@@ -77,6 +82,13 @@ pub trait PeerLink: Send + Sync {
     /// Delivers a run of consecutive assignments (one lane, increasing serials) to
     /// `peer_kme`, returning once the peer has stored them all.
     fn send_assignments(&self, peer_kme: &str, run: &[Assignment]) -> Result<(), String>;
+
+    /// Carries one hop of a relayed key to `peer_kme` ([`crate::hops`]), returning once
+    /// the key is held at its destination.
+    fn send_relay(&self, peer_kme: &str, hop: &crate::hops::RelayHop) -> Result<(), String> {
+        let _ = hop;
+        Err(format!("this link to {peer_kme} carries no relay"))
+    }
 }
 
 /// Why [`Kme::cut_and_deliver`] produced no keys.
@@ -158,7 +170,7 @@ pub struct Response {
     pub text: Option<String>,
 }
 
-fn error(status: u16, message: &str, details: Option<Value>) -> Response {
+pub(crate) fn error(status: u16, message: &str, details: Option<Value>) -> Response {
     let mut body = json!({ "message": message });
     if let Some(d) = details {
         body["details"] = d;
@@ -380,13 +392,14 @@ impl Kme {
     ) -> Response {
         let t = std::time::Instant::now();
         let r = self.route(sae, method, path, query, content_type, body);
-        const KNOWN: [&str; 6] = [
+        const KNOWN: [&str; 7] = [
             "status",
             "enc_keys",
             "dec_keys",
             "openapi.json",
             "metrics",
             "assignments",
+            "relay",
         ];
         let last = path.rsplit('/').next().unwrap_or("");
         let endpoint = if KNOWN.contains(&last) { last } else { "other" };
@@ -433,6 +446,9 @@ impl Kme {
         }
         if path == KME_ASSIGNMENTS {
             return self.peer_assignments(sae, method, content_type, body);
+        }
+        if path == crate::hops::KME_RELAY {
+            return self.peer_relay(sae, method, content_type, body);
         }
         if path == "/api/v1/openapi.json" {
             return match (method, serde_json::from_str::<Value>(OPENAPI)) {
@@ -484,6 +500,11 @@ impl Kme {
     }
 
     /// The peer KME serving `slave` for keys mastered by `master`, or the error response.
+    /// The link to the peer KMEs.
+    pub(crate) fn peers(&self) -> &Arc<dyn PeerLink> {
+        &self.peers
+    }
+
     /// Whether `kme` shares key material with this KME.
     pub fn is_neighbour(&self, kme: &str) -> bool {
         kme != self.cfg.kme_id
@@ -505,17 +526,7 @@ impl Kme {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Response {
-        if !self.is_neighbour(from) || self.cfg.sae_kme.contains_key(from) {
-            return unauthorized();
-        }
-        if method != "POST" {
-            return error(
-                405,
-                "method not allowed",
-                Some(json!([{ "method": method }])),
-            );
-        }
-        let run = match parse_json::<Vec<Assignment>>(content_type, body) {
+        let run: Vec<Assignment> = match self.neighbour_request(from, method, content_type, body) {
             Ok(r) => r,
             Err(e) => return e,
         };
@@ -530,6 +541,28 @@ impl Kme {
             }
             Err(e) => error(503, "key store unavailable", Some(json!([e.to_string()]))),
         }
+    }
+
+    /// Admits a KME-to-KME request, a POST from a neighbour KME (never an SAE), and
+    /// reads its JSON body.
+    pub(crate) fn neighbour_request<T: serde::de::DeserializeOwned>(
+        &self,
+        from: &str,
+        method: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<T, Response> {
+        if !self.is_neighbour(from) || self.cfg.sae_kme.contains_key(from) {
+            return Err(unauthorized());
+        }
+        if method != "POST" {
+            return Err(error(
+                405,
+                "method not allowed",
+                Some(json!([{ "method": method }])),
+            ));
+        }
+        parse_json(content_type, body)
     }
 
     fn peer_for(&self, master: &str, slave: &str) -> Result<String, Response> {
@@ -640,6 +673,17 @@ impl Kme {
         if !self.cfg.links.is_empty() && !self.cfg.links.contains(&peer) {
             // No link to the slave's KME: relay through trusted nodes.
             let Some(relayer) = self.relayer.get().and_then(std::sync::Weak::upgrade) else {
+                if self.cfg.routes.contains_key(&peer) {
+                    // Between KME processes, hop by hop over the peer links.
+                    return match self.relay_originate(&peer, master, &slaves, number, size / 8) {
+                        Ok(keys) => key_container(&keys),
+                        Err(e) => error(
+                            503,
+                            "key relay failed",
+                            Some(json!([{ "target_KME_ID": peer, "error": e }])),
+                        ),
+                    };
+                }
                 return error(
                     503,
                     "no link to the slave's KME and no relay",

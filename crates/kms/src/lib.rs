@@ -29,6 +29,7 @@
 pub mod bench;
 pub mod client;
 pub mod etsi;
+pub mod hops;
 pub mod metrics;
 pub mod peer;
 pub mod pg;

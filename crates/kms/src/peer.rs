@@ -8,6 +8,7 @@
 
 use crate::client::{ClientError, SaeClient};
 use crate::etsi::{PeerLink, KME_ASSIGNMENTS};
+use crate::hops::{RelayHop, KME_RELAY, MAX_HOPS};
 use crate::Assignment;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -58,11 +59,32 @@ impl HttpPeerLink {
 
 impl PeerLink for HttpPeerLink {
     fn send_assignments(&self, peer_kme: &str, run: &[Assignment]) -> Result<(), String> {
+        let body =
+            serde_json::to_string(run).map_err(|e| format!("assignments to {peer_kme}: {e}"))?;
+        self.post(peer_kme, KME_ASSIGNMENTS, body, self.timeout)
+    }
+
+    fn send_relay(&self, peer_kme: &str, hop: &RelayHop) -> Result<(), String> {
+        let body = serde_json::to_string(hop).map_err(|e| format!("relay to {peer_kme}: {e}"))?;
+        // The answer waits for every hop downstream.
+        let deadline = self.timeout * (MAX_HOPS as u32).min(4);
+        self.post(peer_kme, KME_RELAY, body, deadline)
+    }
+}
+
+impl HttpPeerLink {
+    /// Posts `body` to `path` at `peer_kme` and waits for a 200, on a kept-alive
+    /// connection when one is idle.
+    fn post(
+        &self,
+        peer_kme: &str,
+        path: &'static str,
+        body: String,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let Some(to) = self.peers.get(peer_kme) else {
             return Err(format!("no address for peer KME {peer_kme}"));
         };
-        let body =
-            serde_json::to_string(run).map_err(|e| format!("assignments to {peer_kme}: {e}"))?;
         let reuse = self
             .idle
             .lock()
@@ -71,18 +93,18 @@ impl PeerLink for HttpPeerLink {
             .and_then(Vec::pop);
         let tls = Arc::clone(&self.tls);
         let result = self.runtime.block_on(async {
-            tokio::time::timeout(self.timeout, async move {
+            tokio::time::timeout(timeout, async move {
                 // A kept-alive connection may have died with a restarted peer: one retry
                 // on a fresh connection (the peer ignores what it has already applied).
                 if let Some(mut conn) = reuse {
-                    match conn.post_json(KME_ASSIGNMENTS, body.clone()).await {
+                    match conn.post_json(path, body.clone()).await {
                         Ok(_) => return Ok(conn),
                         Err(ClientError::Connection(_)) => {}
                         Err(e) => return Err(e),
                     }
                 }
                 let mut conn = SaeClient::connect(to.addr, tls, &to.server_name).await?;
-                conn.post_json(KME_ASSIGNMENTS, body).await?;
+                conn.post_json(path, body).await?;
                 Ok::<_, ClientError>(conn)
             })
             .await
@@ -100,7 +122,7 @@ impl PeerLink for HttpPeerLink {
             Ok(Err(e)) => Err(format!("peer KME {peer_kme} at {}: {e}", to.addr)),
             Err(_) => Err(format!(
                 "peer KME {peer_kme} at {}: no answer within {:?}",
-                to.addr, self.timeout
+                to.addr, timeout
             )),
         }
     }

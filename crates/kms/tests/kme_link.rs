@@ -4,6 +4,9 @@
 //! brought back in step by the next delivery.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+use common::client;
+
 use qkdnet_core::Bits;
 use qkdnet_kms::client::{ClientError, SaeClient};
 use qkdnet_kms::etsi::{self, Kme, KmeConfig, KME_ASSIGNMENTS};
@@ -13,16 +16,6 @@ use qkdnet_kms::sql::SqlStore;
 use qkdnet_kms::KeyStore;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-fn client(ca: &Ca, who: &str) -> Arc<rustls::ClientConfig> {
-    let c = ca.client(who).unwrap();
-    etsi::client_tls(
-        ca.cert_pem().as_bytes(),
-        c.cert_pem.as_bytes(),
-        c.key_pem.as_bytes(),
-    )
-    .unwrap()
-}
 
 #[test]
 fn assignments_travel_between_kme_processes_over_mutual_tls() {

@@ -27,3 +27,14 @@ pub fn temp_dir(what: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The TLS client identity `who` (an SAE or a KME ID), issued by `ca`.
+pub fn client(ca: &qkdnet_kms::pki::Ca, who: &str) -> std::sync::Arc<rustls::ClientConfig> {
+    let c = ca.client(who).unwrap();
+    qkdnet_kms::etsi::client_tls(
+        ca.cert_pem().as_bytes(),
+        c.cert_pem.as_bytes(),
+        c.key_pem.as_bytes(),
+    )
+    .unwrap()
+}
