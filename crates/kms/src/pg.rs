@@ -327,6 +327,9 @@ impl Db for Pg {
 }
 
 impl Conn for Pg {
+    fn as_db(&mut self) -> &mut dyn Db {
+        self
+    }
     fn begin(&mut self) -> Result<(), StoreError> {
         self.queue("BEGIN", &[])
     }

@@ -68,9 +68,12 @@ impl SqlStore {
             "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;",
         )?;
         conn.execute_batch(SCHEMA)?;
+        // Room for every statement the store uses (rusqlite keeps 16 by default; past
+        // that, statements were evicted and parsed again on every operation).
+        conn.set_prepared_statement_cache_capacity(64);
         let mut lite = Lite(conn);
         crate::sql::check_version(&mut lite, what)?;
-        SqlStore::start(lite, "sqlite")
+        Ok(SqlStore::combining(lite, "sqlite"))
     }
 }
 
@@ -124,6 +127,9 @@ impl Db for Lite {
 }
 
 impl Conn for Lite {
+    fn as_db(&mut self) -> &mut dyn Db {
+        self
+    }
     fn begin(&mut self) -> Result<(), StoreError> {
         self.control("BEGIN IMMEDIATE")
     }
