@@ -87,6 +87,16 @@ fn kme_child() {
     });
 }
 
+/// A child process killed with SIGKILL and reaped when dropped, also when a check fails.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// What the parent's SAEs saw.
 #[derive(Default)]
 struct Seen {
@@ -253,12 +263,12 @@ fn kme_rounds(dir: &Path, spec_a: &str, spec_b: &str) {
             .spawn()
             .unwrap()
     };
-    let mut children: [Option<std::process::Child>; 2] = [None, None];
+    let mut children: [Option<Killed>; 2] = [None, None];
     let mut kills = [0u32; 2];
     for round in 0..rounds {
         for (i, role) in ["A", "B"].iter().enumerate() {
             if children[i].is_none() {
-                children[i] = Some(spawn(role));
+                children[i] = Some(Killed(spawn(role)));
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -296,10 +306,8 @@ fn kme_rounds(dir: &Path, spec_a: &str, spec_b: &str) {
                 seen.lock().unwrap().given.len() >= given_at_start + 4 * PAIRS,
                 "after the last restart keys no longer flow"
             );
-            for c in children.iter_mut().filter_map(Option::take) {
-                let mut c = c;
-                c.kill().unwrap();
-                c.wait().unwrap();
+            for c in children.iter_mut() {
+                c.take(); // killed and reaped on drop
             }
         } else {
             std::thread::sleep(Duration::from_millis(rng.gen_range(300..900)));
@@ -307,10 +315,8 @@ fn kme_rounds(dir: &Path, spec_a: &str, spec_b: &str) {
             let which = rng.gen_range(0..3usize);
             for (i, slot) in children.iter_mut().enumerate() {
                 if which == 2 || which == i {
-                    if let Some(mut c) = slot.take() {
-                        c.kill().unwrap();
-                        c.wait().unwrap();
-                        kills[i] += 1;
+                    if slot.take().is_some() {
+                        kills[i] += 1; // killed and reaped on drop
                     }
                 }
             }
