@@ -212,6 +212,7 @@ fn kms(a: &KmsBenchArgs) -> Result<(), CliError> {
         "key_bits": r.key_bits,
         "durable": r.durable,
         "first_error": r.first_error,
+        "cpu_us_per_pair": r.cpu_us_per_pair,
         "store": if a.store == "postgres" {
             "postgres (synchronous_commit=on, group commit)"
         } else {

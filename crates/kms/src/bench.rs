@@ -62,6 +62,21 @@ pub struct BenchReport {
     pub durable: bool,
     /// The first error seen, if any.
     pub first_error: Option<String>,
+    /// CPU time of the whole process (KMEs, stores and load generator) per completed
+    /// pair during the measurement, µs; `None` where the OS does not say.
+    pub cpu_us_per_pair: Option<f64>,
+}
+
+/// CPU time (user + system) this process has used, seconds, from `/proc/self/stat`.
+fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // Linux reports in USER_HZ, 100 on every mainstream configuration.
+    Some(ticks / 100.0)
 }
 
 struct ToStore(Arc<dyn KeyStore>, String);
@@ -172,6 +187,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         );
         tokio::spawn(etsi::serve(la, tls_a, kme_a));
         tokio::spawn(etsi::serve(lb, tls_b, kme_b));
+        let cpu0 = process_cpu_s();
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
         let start = Instant::now();
         let mut tasks = Vec::new();
@@ -225,10 +241,11 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
                 first_error = f;
             }
         }
-        Ok::<_, String>((lat, errors, first_error, start.elapsed().as_secs_f64()))
+        let cpu = cpu0.zip(process_cpu_s()).map(|(a, b)| b - a);
+        Ok::<_, String>((lat, errors, first_error, start.elapsed().as_secs_f64(), cpu))
     });
     rt.shutdown_timeout(Duration::from_secs(1));
-    let (mut lat, errors, first_error, wall) = result?;
+    let (mut lat, errors, first_error, wall, cpu) = result?;
     drop((sa, sb));
     let _ = std::fs::remove_dir_all(&opts.dir);
     if lat.is_empty() {
@@ -249,5 +266,6 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         key_bits: opts.key_bits,
         durable: true,
         first_error,
+        cpu_us_per_pair: cpu.map(|c| c * 1e6 / lat.len() as f64),
     })
 }
