@@ -314,10 +314,8 @@ fn kme_rounds(dir: &Path, spec_a: &str, spec_b: &str) {
             // Kill A, B or both (SIGKILL).
             let which = rng.gen_range(0..3usize);
             for (i, slot) in children.iter_mut().enumerate() {
-                if which == 2 || which == i {
-                    if slot.take().is_some() {
-                        kills[i] += 1; // killed and reaped on drop
-                    }
+                if (which == 2 || which == i) && slot.take().is_some() {
+                    kills[i] += 1; // killed and reaped on drop
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
