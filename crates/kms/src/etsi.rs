@@ -584,10 +584,22 @@ impl Kme {
             Ok(p) => p,
             Err(e) => return e,
         };
-        let lane = lane_for(&self.cfg.kme_id, &peer);
-        let bytes = match self.store.available_bytes(&peer, lane) {
-            Ok(b) => b,
-            Err(e) => return error(503, "key store unavailable", Some(json!([e.to_string()]))),
+        // A KME reached by relay: the stock is what the first hop's link holds (an upper
+        // bound, since links further on may hold less).
+        let via = if self.is_neighbour(&peer) || self.cfg.routes.is_empty() {
+            Some(peer.clone())
+        } else {
+            self.next_hop(&peer, std::slice::from_ref(&self.cfg.kme_id))
+        };
+        let bytes = match via {
+            Some(v) => match self
+                .store
+                .available_bytes(&v, lane_for(&self.cfg.kme_id, &v))
+            {
+                Ok(b) => b,
+                Err(e) => return error(503, "key store unavailable", Some(json!([e.to_string()]))),
+            },
+            None => 0,
         };
         let per_key = u64::from(self.cfg.default_key_size / 8).max(1);
         Response {

@@ -122,6 +122,10 @@ fn a_key_crosses_a_trusted_node_between_kme_processes() {
         let mut c1 = SaeClient::connect(addr["C"], Arc::clone(&tc), "localhost")
             .await
             .unwrap();
+        // The stock for a relayed slave is what the first hop's link holds.
+        let st = a1.status("c1").await.unwrap();
+        assert_eq!(st["target_KME_ID"], "C");
+        assert_eq!(st["stored_key_count"], 4000 / 32);
         let keys = a1.enc_keys("c1", 2, 256).await.unwrap();
         let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
         let got = c1.dec_keys("a1", &ids).await.unwrap();
