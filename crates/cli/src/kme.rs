@@ -76,7 +76,9 @@ pub struct ImportArgs {
     /// The key file (bits MSB-first, as `qkdnet distill --out` writes them).
     #[arg(long)]
     pub key: PathBuf,
-    /// Number of bits in the file (default: all of it).
+    /// The key's exact length in bits. Default: `final_bits` from the `provenance.json`
+    /// that `qkdnet distill --out` writes beside the key. The file's last byte is padded
+    /// with zeros, and those padding bits must never become key material.
     #[arg(long)]
     pub bits: Option<usize>,
 }
@@ -278,7 +280,10 @@ fn import(a: &ImportArgs) -> Result<(), CliError> {
     }
     let bytes =
         std::fs::read(&a.key).map_err(|e| CliError::input(format!("{}: {e}", a.key.display())))?;
-    let n = a.bits.unwrap_or(bytes.len() * 8);
+    let n = match a.bits {
+        Some(n) => n,
+        None => provenance_bits(&a.key)?,
+    };
     let key = qkdnet_core::Bits::from_msb_bytes(&bytes, n).ok_or_else(|| {
         CliError::input(format!(
             "--bits: {n} does not fit {} ({} bytes)",
@@ -299,6 +304,26 @@ fn import(a: &ImportArgs) -> Result<(), CliError> {
         a.block_id, a.peer, acc.available_bits
     );
     Ok(())
+}
+
+/// `final_bits` of the `provenance.json` beside `key`.
+fn provenance_bits(key: &Path) -> Result<usize, CliError> {
+    let prov = key
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join("provenance.json");
+    let text = std::fs::read_to_string(&prov).map_err(|e| {
+        CliError::input(format!(
+            "--bits: not given, and {} cannot be read ({e}); give the key's exact bit count",
+            prov.display()
+        ))
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| CliError::input(format!("{}: {e}", prov.display())))?;
+    v["final_bits"]
+        .as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| CliError::input(format!("{}: no final_bits", prov.display())))
 }
 
 fn serve(a: &ServeArgs) -> Result<(), CliError> {

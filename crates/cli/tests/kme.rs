@@ -103,7 +103,15 @@ fn two_kme_processes_deliver_an_imported_key_over_mutual_tls() {
             qkdnet()
                 .args(["kme", "import", "--config"])
                 .arg(dir.join(cfg))
-                .args(["--peer", peer, "--block-id", "1", "--key"])
+                .args([
+                    "--peer",
+                    peer,
+                    "--block-id",
+                    "1",
+                    "--bits",
+                    "524288",
+                    "--key",
+                ])
                 .arg(dir.join("final.key")),
         );
         assert!(said.contains("524288 bits available"), "{said}");
