@@ -98,6 +98,17 @@ fn two_kme_processes_deliver_an_imported_key_over_mutual_tls() {
     let (pa, pb) = (free_port(), free_port());
     std::fs::write(dir.join("a.toml"), config("A", "B", pa, pb, "a.sqlite")).unwrap();
     std::fs::write(dir.join("b.toml"), config("B", "A", pb, pa, "b.sqlite")).unwrap();
+    // Without --bits and without provenance.json the exact length is unknown: refused
+    // (the file's padding bits must not become key material).
+    let out = qkdnet()
+        .args(["kme", "import", "--config"])
+        .arg(dir.join("a.toml"))
+        .args(["--peer", "B", "--block-id", "9", "--key"])
+        .arg(dir.join("final.key"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bits"));
     for (cfg, peer) in [("a.toml", "B"), ("b.toml", "A")] {
         let said = succeed(
             qkdnet()
