@@ -16,6 +16,7 @@
 pub mod bits;
 pub mod rng;
 pub mod time;
+pub mod timetag;
 pub mod units;
 
 pub use bits::Bits;
