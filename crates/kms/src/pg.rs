@@ -30,40 +30,6 @@ use zeroize::Zeroizing;
 /// The PostgreSQL store (the SQL store over a PostgreSQL connection).
 pub type PgStore = SqlStore;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS blocks(
-    peer TEXT NOT NULL, block_id BIGINT NOT NULL, nbits BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL, PRIMARY KEY (peer, block_id));
-CREATE TABLE IF NOT EXISTS chunks(
-    peer TEXT NOT NULL, lane BIGINT NOT NULL, seq BIGINT NOT NULL,
-    block_id BIGINT NOT NULL, expires_at BIGINT NOT NULL, data BYTEA NOT NULL,
-    PRIMARY KEY (peer, lane, seq));
-CREATE TABLE IF NOT EXISTS cursors(
-    peer TEXT NOT NULL, lane BIGINT NOT NULL,
-    seq BIGINT NOT NULL, off BIGINT NOT NULL, next_seq BIGINT NOT NULL,
-    avail BIGINT NOT NULL DEFAULT 0, serial BIGINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (peer, lane));
-CREATE TABLE IF NOT EXISTS issued(
-    key_id TEXT PRIMARY KEY, peer TEXT NOT NULL, master_sae TEXT NOT NULL,
-    nbits BIGINT NOT NULL, created_at BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS held(
-    key_id TEXT PRIMARY KEY, peer TEXT NOT NULL, master_sae TEXT NOT NULL,
-    data BYTEA NOT NULL, expires_at BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS held_slaves(
-    key_id TEXT NOT NULL, sae TEXT NOT NULL, fetched BIGINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (key_id, sae));
-CREATE TABLE IF NOT EXISTS counters(
-    peer TEXT PRIMARY KEY, produced BIGINT NOT NULL DEFAULT 0,
-    delivered BIGINT NOT NULL DEFAULT 0, held BIGINT NOT NULL DEFAULT 0,
-    expired BIGINT NOT NULL DEFAULT 0, discarded BIGINT NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS outbox(
-    peer TEXT NOT NULL, lane BIGINT NOT NULL, serial BIGINT NOT NULL, body TEXT NOT NULL,
-    PRIMARY KEY (peer, lane, serial));
-CREATE INDEX IF NOT EXISTS chunks_expiry ON chunks(expires_at);
-CREATE INDEX IF NOT EXISTS held_expiry ON held(expires_at);
-";
-
 /// The whole message of a PostgreSQL error: the server's own words when it sent some
 /// (`postgres::Error` alone prints only "db error").
 pub fn describe(e: &postgres::Error) -> String {
@@ -125,7 +91,7 @@ impl SqlStore {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        rt.block_on(client.batch_execute(SCHEMA))?;
+        rt.block_on(client.batch_execute(&crate::sql::schema("BIGINT", "BYTEA")))?;
         let mut pg = Pg {
             rt,
             client: Arc::new(client),

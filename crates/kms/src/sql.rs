@@ -25,6 +25,48 @@ pub const CHUNK_BYTES: usize = 4096;
 /// Operations waiting in one batch at most (bounds the latency of the first one).
 pub const MAX_BATCH: usize = 256;
 
+/// The tables, in the common dialect, with `{INT}` and `{BYTES}` standing for the
+/// backend's 64-bit integer and byte-string types ([`schema`]).
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v {INT} NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks(
+    peer TEXT NOT NULL, block_id {INT} NOT NULL, nbits {INT} NOT NULL,
+    expires_at {INT} NOT NULL, PRIMARY KEY (peer, block_id));
+CREATE TABLE IF NOT EXISTS chunks(
+    peer TEXT NOT NULL, lane {INT} NOT NULL, seq {INT} NOT NULL,
+    block_id {INT} NOT NULL, expires_at {INT} NOT NULL, data {BYTES} NOT NULL,
+    PRIMARY KEY (peer, lane, seq));
+CREATE TABLE IF NOT EXISTS cursors(
+    peer TEXT NOT NULL, lane {INT} NOT NULL,
+    seq {INT} NOT NULL, off {INT} NOT NULL, next_seq {INT} NOT NULL,
+    avail {INT} NOT NULL DEFAULT 0, serial {INT} NOT NULL DEFAULT 0,
+    PRIMARY KEY (peer, lane));
+CREATE TABLE IF NOT EXISTS issued(
+    key_id TEXT PRIMARY KEY, peer TEXT NOT NULL, master_sae TEXT NOT NULL,
+    nbits {INT} NOT NULL, created_at {INT} NOT NULL);
+CREATE TABLE IF NOT EXISTS held(
+    key_id TEXT PRIMARY KEY, peer TEXT NOT NULL, master_sae TEXT NOT NULL,
+    data {BYTES} NOT NULL, expires_at {INT} NOT NULL);
+CREATE TABLE IF NOT EXISTS held_slaves(
+    key_id TEXT NOT NULL, sae TEXT NOT NULL, fetched {INT} NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, sae));
+CREATE TABLE IF NOT EXISTS counters(
+    peer TEXT PRIMARY KEY, produced {INT} NOT NULL DEFAULT 0,
+    delivered {INT} NOT NULL DEFAULT 0, held {INT} NOT NULL DEFAULT 0,
+    expired {INT} NOT NULL DEFAULT 0, discarded {INT} NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS outbox(
+    peer TEXT NOT NULL, lane {INT} NOT NULL, serial {INT} NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (peer, lane, serial));
+CREATE INDEX IF NOT EXISTS chunks_expiry ON chunks(expires_at);
+CREATE INDEX IF NOT EXISTS held_expiry ON held(expires_at);
+";
+
+/// The tables for a backend whose 64-bit integer type is `int` and byte-string type is
+/// `bytes`. One text for both backends, so their layouts cannot drift apart.
+pub(crate) fn schema(int: &str, bytes: &str) -> String {
+    SCHEMA.replace("{INT}", int).replace("{BYTES}", bytes)
+}
+
 /// Version of the table layout; a store written by another version is refused.
 pub const SCHEMA_VERSION: i64 = 2;
 

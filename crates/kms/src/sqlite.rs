@@ -15,40 +15,6 @@ pub use crate::sql::{CHUNK_BYTES, MAX_BATCH};
 /// The SQLite store (the SQL store over an SQLite connection).
 pub type SqliteStore = SqlStore;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta(k TEXT PRIMARY KEY, v INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS blocks(
-    peer TEXT NOT NULL, block_id INTEGER NOT NULL, nbits INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL, PRIMARY KEY (peer, block_id));
-CREATE TABLE IF NOT EXISTS chunks(
-    peer TEXT NOT NULL, lane INTEGER NOT NULL, seq INTEGER NOT NULL,
-    block_id INTEGER NOT NULL, expires_at INTEGER NOT NULL, data BLOB NOT NULL,
-    PRIMARY KEY (peer, lane, seq));
-CREATE TABLE IF NOT EXISTS cursors(
-    peer TEXT NOT NULL, lane INTEGER NOT NULL,
-    seq INTEGER NOT NULL, off INTEGER NOT NULL, next_seq INTEGER NOT NULL,
-    avail INTEGER NOT NULL DEFAULT 0, serial INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (peer, lane));
-CREATE TABLE IF NOT EXISTS issued(
-    key_id TEXT PRIMARY KEY, peer TEXT NOT NULL, master_sae TEXT NOT NULL,
-    nbits INTEGER NOT NULL, created_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS held(
-    key_id TEXT PRIMARY KEY, peer TEXT NOT NULL, master_sae TEXT NOT NULL,
-    data BLOB NOT NULL, expires_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS held_slaves(
-    key_id TEXT NOT NULL, sae TEXT NOT NULL, fetched INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (key_id, sae));
-CREATE TABLE IF NOT EXISTS counters(
-    peer TEXT PRIMARY KEY, produced INTEGER NOT NULL DEFAULT 0,
-    delivered INTEGER NOT NULL DEFAULT 0, held INTEGER NOT NULL DEFAULT 0,
-    expired INTEGER NOT NULL DEFAULT 0, discarded INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS outbox(
-    peer TEXT NOT NULL, lane INTEGER NOT NULL, serial INTEGER NOT NULL, body TEXT NOT NULL,
-    PRIMARY KEY (peer, lane, serial));
-CREATE INDEX IF NOT EXISTS chunks_expiry ON chunks(expires_at);
-CREATE INDEX IF NOT EXISTS held_expiry ON held(expires_at);
-";
-
 impl SqlStore {
     /// Opens (or creates) an SQLite store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -67,7 +33,7 @@ impl SqlStore {
         conn.execute_batch(
             "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;",
         )?;
-        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(&crate::sql::schema("INTEGER", "BLOB"))?;
         // Room for every statement the store uses (rusqlite keeps 16 by default; past
         // that, statements were evicted and parsed again on every operation).
         conn.set_prepared_statement_cache_capacity(64);
