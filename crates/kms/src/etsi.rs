@@ -1488,6 +1488,20 @@ mod tests {
         let a = Kme::new(cfg("A"), Arc::clone(&sa), link.clone(), Box::new(|| 0));
         let b = Kme::new(cfg("B"), Arc::clone(&sb), link.clone(), Box::new(|| 0));
         let enc = |a: &Kme| a.handle("a1", "POST", "/api/v1/keys/b1/enc_keys", None, JSON, b"{}");
+        // b1 fetches the key an enc_keys answer `r` gave a1, and gets the same bytes.
+        let fetched_at_b = |r: &Response| {
+            let (id, key) = keys_of(r).remove(0);
+            let body = format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
+            let got = b.handle(
+                "b1",
+                "POST",
+                "/api/v1/keys/a1/dec_keys",
+                None,
+                JSON,
+                body.as_bytes(),
+            );
+            assert_eq!(keys_of(&got)[0].1, key);
+        };
         assert_eq!(enc(&a).status, 200);
         // The link fails: the request fails and A's lane is one cut ahead of B's.
         link.1.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -1496,17 +1510,7 @@ mod tests {
         // The next request re-sends the lost cut first: the lane is in step again.
         let r = enc(&a);
         assert_eq!(r.status, 200, "{:?}", r.body);
-        let (id, key) = keys_of(&r).remove(0);
-        let body = format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
-        let got = b.handle(
-            "b1",
-            "POST",
-            "/api/v1/keys/a1/dec_keys",
-            None,
-            JSON,
-            body.as_bytes(),
-        );
-        assert_eq!(keys_of(&got)[0].1, key);
+        fetched_at_b(&r);
         // A cut whose delivery never happened (A stopped in between) goes out on restart.
         let b1 = ["b1".to_string()];
         let req = one_key_for(&b1);
@@ -1515,17 +1519,7 @@ mod tests {
         let a = Kme::new(cfg("A"), Arc::clone(&sa), link, Box::new(|| 0));
         let r = enc(&a);
         assert_eq!(r.status, 200, "{:?}", r.body);
-        let (id, key) = keys_of(&r).remove(0);
-        let body = format!(r#"{{"key_IDs":[{{"key_ID":"{id}"}}]}}"#);
-        let got = b.handle(
-            "b1",
-            "POST",
-            "/api/v1/keys/a1/dec_keys",
-            None,
-            JSON,
-            body.as_bytes(),
-        );
-        assert_eq!(keys_of(&got)[0].1, key);
+        fetched_at_b(&r);
         for (s, peer) in [(&sa, "B"), (&sb, "A")] {
             assert!(s.accounting(peer).unwrap().balances());
         }
