@@ -17,7 +17,7 @@
 //! visited are skipped.
 
 use crate::etsi::{error, Kme, Response};
-use crate::relay::relay_agent;
+use crate::relay::{one_time_pad, relay_agent};
 use crate::{lane_for, Key};
 use base64::Engine;
 use serde_json::json;
@@ -62,10 +62,6 @@ pub struct PadCipher {
     pub pad_id: String,
     /// `K ⊕ P`, base64.
     pub ciphertext: String,
-}
-
-fn xor(a: &[u8], b: &[u8]) -> Zeroizing<Vec<u8>> {
-    Zeroizing::new(a.iter().zip(b).map(|(x, y)| x ^ y).collect())
 }
 
 impl Kme {
@@ -216,7 +212,7 @@ impl Kme {
                         pad.bytes.len()
                     )));
                 }
-                let k = xor(&ct, &pad.bytes);
+                let k = one_time_pad(&ct, &pad.bytes);
                 ct.zeroize();
                 k
             }
@@ -253,7 +249,7 @@ impl Kme {
         let pad = pads
             .pop()
             .ok_or_else(|| (503, format!("{me} -> {next}: no pad cut")))?;
-        let ct = xor(&k, &pad.bytes);
+        let ct = one_time_pad(&k, &pad.bytes);
         hop.pad = Some(PadCipher {
             pad_id: pad.id.clone(),
             ciphertext: base64::engine::general_purpose::STANDARD.encode(&ct[..]),

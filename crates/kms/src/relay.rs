@@ -20,7 +20,6 @@ use crate::etsi::Kme;
 use crate::{lane_for, Key};
 use std::collections::HashMap;
 use std::sync::Arc;
-use zeroize::Zeroize;
 
 /// Why a relay failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +54,11 @@ fn hop(from: &str, to: &str, reason: String) -> RelayError {
         to: to.to_string(),
         reason,
     }
+}
+
+/// `a ⊕ b` over the shorter of the two (a key under its pad, or back), zeroized on drop.
+pub(crate) fn one_time_pad(a: &[u8], b: &[u8]) -> zeroize::Zeroizing<Vec<u8>> {
+    zeroize::Zeroizing::new(a.iter().zip(b).map(|(x, y)| x ^ y).collect())
 }
 
 /// The relay agent of a KME: the pseudo-SAE that takes relayed material there. (SAE IDs
@@ -245,12 +249,7 @@ impl Network {
                 )
                 .map_err(|e| hop(x, y, e.to_string()))?;
             let pad = pads.pop().ok_or_else(|| hop(x, y, "no pad cut".into()))?;
-            let mut ct: Vec<u8> = carried
-                .bytes
-                .iter()
-                .zip(&pad.bytes)
-                .map(|(a, b)| a ^ b)
-                .collect();
+            let ct = one_time_pad(&carried.bytes, &pad.bytes);
             // At y: take the same pad and remove it.
             let theirs = ky
                 .store()
@@ -261,14 +260,11 @@ impl Network {
                 )
                 .map_err(|e| hop(x, y, e.to_string()))?;
             let Some(p) = theirs.into_iter().next() else {
-                ct.zeroize();
                 return Err(hop(x, y, "pad missing at the receiver".into()));
             };
-            let bytes: Vec<u8> = ct.iter().zip(&p.bytes).map(|(a, b)| a ^ b).collect();
-            ct.zeroize();
             carried = Key {
                 id: k.id.clone(),
-                bytes,
+                bytes: one_time_pad(&ct, &p.bytes).to_vec(),
             };
         }
         let last = route.last().map(String::as_str).unwrap_or_default();
