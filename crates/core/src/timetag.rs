@@ -37,7 +37,7 @@
 //! These formats live in `core`, not in the emulator: the link's file replayer reads
 //! them, and `link` must not depend on `emulator`.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 
 /// One detection: a channel and its arrival time, picoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -85,13 +85,84 @@ pub fn write_qtt(out: &mut impl Write, tags: &[TimeTag]) -> Result<(), TagFileEr
     let mut buf = Vec::with_capacity(12 * tags.len().min(1 << 16));
     for chunk in tags.chunks(1 << 16) {
         buf.clear();
-        for t in chunk {
-            buf.extend_from_slice(&t.time_ps.to_le_bytes());
-            buf.extend_from_slice(&t.channel.to_le_bytes());
-        }
+        encode_qtt(&mut buf, chunk);
         out.write_all(&buf)?;
     }
     Ok(())
+}
+
+fn encode_qtt(buf: &mut Vec<u8>, tags: &[TimeTag]) {
+    for t in tags {
+        buf.extend_from_slice(&t.time_ps.to_le_bytes());
+        buf.extend_from_slice(&t.channel.to_le_bytes());
+    }
+}
+
+/// Writes a qkdnet-format file piece by piece, for streams too long to hold in memory:
+/// the record count in the header is filled in by [`QttWriter::finish`]. A file left
+/// unfinished announces 0 records and is refused by [`read_qtt`] (never half-read).
+pub struct QttWriter<W: Write + Seek> {
+    out: W,
+    count: u64,
+    last: i64,
+    buf: Vec<u8>,
+}
+
+impl<W: Write + Seek> QttWriter<W> {
+    /// Starts a file.
+    pub fn new(mut out: W) -> Result<Self, TagFileError> {
+        out.write_all(QTT_MAGIC)?;
+        out.write_all(&0u64.to_le_bytes())?;
+        Ok(Self {
+            out,
+            count: 0,
+            last: i64::MIN,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Appends tags, which must continue the time order.
+    pub fn write(&mut self, tags: &[TimeTag]) -> Result<(), TagFileError> {
+        check_continues(self.last, self.count, tags)?;
+        self.buf.clear();
+        encode_qtt(&mut self.buf, tags);
+        self.out.write_all(&self.buf)?;
+        self.count += tags.len() as u64;
+        if let Some(t) = tags.last() {
+            self.last = t.time_ps;
+        }
+        Ok(())
+    }
+
+    /// Fills in the record count and returns the writer's output.
+    pub fn finish(mut self) -> Result<W, TagFileError> {
+        self.out.seek(SeekFrom::Start(8))?;
+        self.out.write_all(&self.count.to_le_bytes())?;
+        self.out.seek(SeekFrom::End(0))?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+fn check_continues(last: i64, count: u64, tags: &[TimeTag]) -> Result<(), TagFileError> {
+    if let Some(first) = tags.first() {
+        if first.time_ps < last {
+            return Err(TagFileError::Record {
+                index: count as usize,
+                what: format!(
+                    "time {} ps comes before the previous record's {last} ps",
+                    first.time_ps
+                ),
+            });
+        }
+    }
+    check_order(tags).map_err(|e| match e {
+        TagFileError::Record { index, what } => TagFileError::Record {
+            index: index + count as usize,
+            what,
+        },
+        other => other,
+    })
 }
 
 /// Reads a qkdnet-format stream.
@@ -189,34 +260,54 @@ fn tag_string(out: &mut Vec<u8>, ident: &str, s: &str) {
     out.resize(out.len() + len - s.len(), 0);
 }
 
-/// Writes `tags` (in time order, times ≥ 0, channels < 63) as a PTU file of HydraHarp
-/// V2 T2 records at 1 ps resolution.
-pub fn write_ptu_t2(out: &mut impl Write, tags: &[TimeTag]) -> Result<(), TagFileError> {
-    check_order(tags)?;
-    let mut records: Vec<u32> = Vec::with_capacity(tags.len() + 16);
-    let mut base = 0i64; // start of the current 2^25 ps window
-    for (i, t) in tags.iter().enumerate() {
-        if t.time_ps < 0 {
-            return Err(TagFileError::Record {
-                index: i,
-                what: format!("negative time {} ps", t.time_ps),
-            });
+/// Turns time tags into HydraHarp V2 T2 records, inserting overflow records.
+#[derive(Debug, Default)]
+struct T2Encoder {
+    /// Start of the current 2²⁵ ps window.
+    base: i64,
+    /// Records produced so far.
+    records: u64,
+    /// Tags consumed so far (for error positions).
+    tags: u64,
+}
+
+impl T2Encoder {
+    fn encode(&mut self, tags: &[TimeTag], out: &mut Vec<u8>) -> Result<(), TagFileError> {
+        for t in tags {
+            let index = self.tags as usize;
+            if t.time_ps < 0 {
+                return Err(TagFileError::Record {
+                    index,
+                    what: format!("negative time {} ps", t.time_ps),
+                });
+            }
+            if t.channel >= 63 {
+                return Err(TagFileError::Record {
+                    index,
+                    what: format!("channel {} (T2 records hold channels 0 to 62)", t.channel),
+                });
+            }
+            let mut wraps = (t.time_ps - self.base) / WRAP_V2;
+            while wraps > 0 {
+                let n = wraps.min(WRAP_V2 - 1);
+                out.extend_from_slice(&(0x8000_0000u32 | (0x3F << 25) | n as u32).to_le_bytes());
+                self.records += 1;
+                wraps -= n;
+                self.base += n * WRAP_V2;
+            }
+            out.extend_from_slice(
+                &((t.channel << 25) | (t.time_ps - self.base) as u32).to_le_bytes(),
+            );
+            self.records += 1;
+            self.tags += 1;
         }
-        if t.channel >= 63 {
-            return Err(TagFileError::Record {
-                index: i,
-                what: format!("channel {} (T2 records hold channels 0 to 62)", t.channel),
-            });
-        }
-        let mut wraps = (t.time_ps - base) / WRAP_V2;
-        while wraps > 0 {
-            let n = wraps.min(WRAP_V2 - 1);
-            records.push(0x8000_0000 | (0x3F << 25) | n as u32);
-            wraps -= n;
-            base += n * WRAP_V2;
-        }
-        records.push((t.channel << 25) | (t.time_ps - base) as u32);
+        Ok(())
     }
+}
+
+/// The PTU header for `records` HydraHarp V2 T2 records at 1 ps, and the offset of the
+/// record count's value in it.
+fn ptu_header(records: u64) -> (Vec<u8>, usize) {
     let mut head = Vec::with_capacity(1024);
     let mut magic = [0u8; 8];
     magic[..6].copy_from_slice(b"PQTTTR");
@@ -231,21 +322,72 @@ pub fn write_ptu_t2(out: &mut impl Write, tags: &[TimeTag]) -> Result<(), TagFil
     tag_float(&mut head, "MeasDesc_Resolution", 1e-12);
     tag_float(&mut head, "MeasDesc_GlobalResolution", 1e-12);
     tag_int(&mut head, "TTResult_SyncRate", 0);
-    tag_int(&mut head, "TTResult_NumberOfRecords", records.len() as i64);
+    tag_int(&mut head, "TTResult_NumberOfRecords", records as i64);
+    let count_at = head.len() - 8;
     tag_int(&mut head, "TTResultFormat_TTTRRecType", RT_HYDRAHARP2_T2);
     tag_int(&mut head, "TTResultFormat_BitsPerRecord", 32);
     tag_head(&mut head, "Header_End", TY_EMPTY8);
     head.extend_from_slice(&[0u8; 8]);
-    out.write_all(&head)?;
-    let mut buf = Vec::with_capacity(4 * records.len().min(1 << 16));
-    for chunk in records.chunks(1 << 16) {
-        buf.clear();
-        for r in chunk {
-            buf.extend_from_slice(&r.to_le_bytes());
-        }
-        out.write_all(&buf)?;
-    }
+    (head, count_at)
+}
+
+/// Writes `tags` (in time order, times ≥ 0, channels < 63) as a PTU file of HydraHarp
+/// V2 T2 records at 1 ps resolution.
+pub fn write_ptu_t2(out: &mut impl Write, tags: &[TimeTag]) -> Result<(), TagFileError> {
+    check_order(tags)?;
+    let mut records = Vec::with_capacity(4 * tags.len() + 64);
+    let mut enc = T2Encoder::default();
+    enc.encode(tags, &mut records)?;
+    out.write_all(&ptu_header(enc.records).0)?;
+    out.write_all(&records)?;
     Ok(())
+}
+
+/// Writes a PTU T2 file piece by piece; [`PtuT2Writer::finish`] fills in the record count.
+pub struct PtuT2Writer<W: Write + Seek> {
+    out: W,
+    enc: T2Encoder,
+    count_at: u64,
+    last: i64,
+    buf: Vec<u8>,
+}
+
+impl<W: Write + Seek> PtuT2Writer<W> {
+    /// Starts a file.
+    pub fn new(mut out: W) -> Result<Self, TagFileError> {
+        let start = out.stream_position()?;
+        let (head, count_at) = ptu_header(0);
+        out.write_all(&head)?;
+        Ok(Self {
+            out,
+            enc: T2Encoder::default(),
+            count_at: start + count_at as u64,
+            last: i64::MIN,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Appends tags, which must continue the time order.
+    pub fn write(&mut self, tags: &[TimeTag]) -> Result<(), TagFileError> {
+        check_continues(self.last, self.enc.tags, tags)?;
+        self.buf.clear();
+        self.enc.encode(tags, &mut self.buf)?;
+        self.out.write_all(&self.buf)?;
+        if let Some(t) = tags.last() {
+            self.last = t.time_ps;
+        }
+        Ok(())
+    }
+
+    /// Fills in the record count and returns the writer's output.
+    pub fn finish(mut self) -> Result<W, TagFileError> {
+        self.out.seek(SeekFrom::Start(self.count_at))?;
+        self.out
+            .write_all(&(self.enc.records as i64).to_le_bytes())?;
+        self.out.seek(SeekFrom::End(0))?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
 }
 
 /// What [`read_ptu_t2`] found besides the detections.
@@ -419,12 +561,49 @@ mod tests {
         }
 
         #[test]
+        fn streaming_writers_give_the_same_bytes(tags in stream(), cut in 0usize..300) {
+            let cut = cut.min(tags.len());
+            let mut whole = Vec::new();
+            write_qtt(&mut whole, &tags).unwrap();
+            let mut w = QttWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+            w.write(&tags[..cut]).unwrap();
+            w.write(&tags[cut..]).unwrap();
+            prop_assert_eq!(w.finish().unwrap().into_inner(), whole);
+            let mut whole = Vec::new();
+            write_ptu_t2(&mut whole, &tags).unwrap();
+            let mut w = PtuT2Writer::new(std::io::Cursor::new(Vec::new())).unwrap();
+            w.write(&tags[..cut]).unwrap();
+            w.write(&tags[cut..]).unwrap();
+            prop_assert_eq!(w.finish().unwrap().into_inner(), whole);
+        }
+
+        #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = read_qtt(&mut bytes.as_slice());
             let mut ptu = b"PQTTTR\0\x001.0.00\0\0".to_vec();
             ptu.extend_from_slice(&bytes);
             let _ = read_ptu_t2(&mut ptu.as_slice());
         }
+    }
+
+    #[test]
+    fn streaming_writers_refuse_time_going_back_across_pieces() {
+        let t = |time_ps| TimeTag {
+            time_ps,
+            channel: 0,
+        };
+        let mut w = QttWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+        w.write(&[t(5), t(9)]).unwrap();
+        let err = w.write(&[t(7)]).unwrap_err().to_string();
+        assert!(err.contains("record 2") && err.contains("before"), "{err}");
+        let mut w = PtuT2Writer::new(std::io::Cursor::new(Vec::new())).unwrap();
+        w.write(&[t(5)]).unwrap();
+        assert!(w.write(&[t(4)]).is_err());
+        // An unfinished qkdnet file announces no records and is refused, not half-read.
+        let mut w = QttWriter::new(std::io::Cursor::new(Vec::new())).unwrap();
+        w.write(&[t(1), t(2)]).unwrap();
+        let bytes = w.out.get_ref().clone();
+        assert!(read_qtt(&mut bytes.as_slice()).is_err());
     }
 
     #[test]

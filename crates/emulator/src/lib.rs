@@ -1,0 +1,22 @@
+//! qkdnet emulator: the seed systems' photonics in software.
+//!
+//! Transmitters, channels and receivers, driven by the `optics` models, producing the
+//! records their hardware produces (DESIGN.md): time tags per detector channel on each
+//! node's own clock. Two fidelities share one model: event level samples only the
+//! detections; window level draws per-window counts from the closed forms the event level
+//! is tested against.
+//!
+//! Implemented: the Nice time–energy BBM92 link ([`bbm92`]) with DWDM/CWDM channel
+//! selection ([`wdm`]), actuators and scheduled faults ([`faults`]). The twin-field,
+//! decoy BB84, MDI, CV-QKD and trapped-ion links are not emulated yet.
+//!
+//! The emulator knows nothing about keys: bits, sifting and distillation belong to the
+//! link runtime and `distill`.
+
+pub mod analysis;
+pub mod bbm92;
+pub mod faults;
+pub mod wdm;
+
+pub use bbm92::{Actuators, Bbm92Emulation, Bbm92Emulator, Bbm92Link};
+pub use faults::{Fault, FaultKind, Side};
