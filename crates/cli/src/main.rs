@@ -7,6 +7,7 @@
 mod bench;
 mod certs;
 mod distill;
+mod emulate;
 mod kme;
 mod plot;
 mod rate;
@@ -29,6 +30,8 @@ enum Command {
     Rate(Box<rate::RateArgs>),
     /// Distil final keys from two files of sifted bits (the full authenticated session).
     Distill(Box<distill::DistillArgs>),
+    /// Emulate a scenario's link at event level and write each node's time tags.
+    Emulate(Box<emulate::EmulateArgs>),
     /// Measure throughput on this machine and print JSON (domain units, machine info).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Kme(cmd) => kme::run(&cmd),
         Command::Rate(args) => rate::run(&args),
+        Command::Emulate(args) => emulate::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Distill(args) => distill::run(&args),
         Command::Certs(args) => certs::run(&args),

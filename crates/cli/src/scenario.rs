@@ -102,6 +102,12 @@ pub struct ScenarioFile {
     /// Published figures.
     #[serde(default, rename = "reference")]
     pub references: Vec<Reference>,
+    /// Emulation settings beyond the hardware (`qkdnet emulate`; ignored by `rate`).
+    #[serde(default)]
+    pub emulator: Option<toml::Table>,
+    /// Faults injected on a schedule (`qkdnet emulate`; ignored by `rate`).
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<qkdnet_emulator::Fault>,
 }
 
 /// Builds a protocol from its name and a hardware table (already merged with overrides).

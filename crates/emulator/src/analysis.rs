@@ -23,6 +23,22 @@ pub struct Coincidences {
     pub x_off_peak: u64,
 }
 
+impl std::ops::AddAssign<&Coincidences> for Coincidences {
+    fn add_assign(&mut self, c: &Coincidences) {
+        for s in 0..2 {
+            for ch in 0..CHANNELS {
+                self.singles[s][ch] += c.singles[s][ch];
+            }
+        }
+        self.z.coincidences += c.z.coincidences;
+        self.z.errors += c.z.errors;
+        self.x.coincidences += c.x.coincidences;
+        self.x.errors += c.x.errors;
+        self.z_off_peak += c.z_off_peak;
+        self.x_off_peak += c.x_off_peak;
+    }
+}
+
 /// Settings of the count.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CountSettings {

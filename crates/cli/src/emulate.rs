@@ -1,0 +1,282 @@
+//! `qkdnet emulate`: runs a scenario's link in the emulator at event level and writes each
+//! node's time-tag stream (qkdnet `.qtt` and PicoQuant PTU T2) plus a manifest.
+
+use crate::scenario;
+use crate::CliError;
+use clap::Args;
+use qkdnet_core::timetag::{PtuT2Writer, QttWriter, TimeTag};
+use qkdnet_emulator::analysis::{count, Coincidences, CountSettings};
+use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Emulator, Bbm92Link};
+use qkdnet_keyrate::Protocol;
+use serde::Deserialize;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+/// Flags of `qkdnet emulate`.
+#[derive(Args, Debug)]
+pub struct EmulateArgs {
+    /// Scenario file (TOML): protocol, hardware, channel, `[emulator]`, `[[fault]]`.
+    #[arg(long)]
+    pub scenario: PathBuf,
+    /// Emulated time, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// File formats, comma separated: `qtt`, `ptu`.
+    #[arg(long, default_value = "qtt,ptu")]
+    pub formats: String,
+    /// Master seed (overrides `[emulator] seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Worker threads (the records do not depend on it); default: all cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Event-level window, seconds.
+    #[arg(long, default_value_t = 0.01)]
+    pub window_s: f64,
+    /// Print the manifest as JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Builds the emulated link of a scenario file.
+pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<Bbm92Link, CliError> {
+    let s = scenario::load(path)?;
+    let origin = path.display().to_string();
+    let protocol = scenario::build_protocol(
+        &s.protocol,
+        &s.hardware.clone().unwrap_or_default(),
+        &origin,
+    )?;
+    let Protocol::Bbm92Cw(hw) = protocol else {
+        return Err(CliError::input(format!(
+            "{origin}: protocol: the emulator implements \"bbm92-cw\" so far, not \"{}\"",
+            s.protocol
+        )));
+    };
+    let mut emu = match &s.emulator {
+        Some(t) => Bbm92Emulation::deserialize(toml::Value::Table(t.clone())).map_err(|e| {
+            CliError::input(format!(
+                "{origin}: [emulator]: {}",
+                e.to_string().trim().replace('\n', " ")
+            ))
+        })?,
+        None => Bbm92Emulation::default(),
+    };
+    if let Some(seed) = seed {
+        emu.seed = seed;
+    }
+    let ch = &s.channel;
+    let distance = ch.distance_km.unwrap_or(0.0);
+    let loss = ch
+        .loss_db
+        .unwrap_or(distance * ch.fibre_loss_db_per_km + ch.extra_loss_db);
+    Bbm92Link::new(hw, loss, distance, emu, s.faults.clone())
+        .map_err(|e| CliError::input(format!("{origin}: {}: {}", e.field, e.reason)))
+}
+
+enum Sink {
+    Qtt(QttWriter<BufWriter<File>>),
+    Ptu(PtuT2Writer<BufWriter<File>>),
+}
+
+impl Sink {
+    fn write(&mut self, tags: &[TimeTag]) -> Result<(), String> {
+        match self {
+            Sink::Qtt(w) => w.write(tags).map_err(|e| e.to_string()),
+            Sink::Ptu(w) => w.write(tags).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self {
+            Sink::Qtt(w) => w.finish().map(|_| ()).map_err(|e| e.to_string()),
+            Sink::Ptu(w) => w.finish().map(|_| ()).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Runs `qkdnet emulate`.
+pub fn run(a: &EmulateArgs) -> Result<(), CliError> {
+    if !(a.seconds.is_finite() && a.seconds > 0.0 && a.seconds <= 1e7) {
+        return Err(CliError::input(format!(
+            "--seconds: must be in (0, 1e7], got {}",
+            a.seconds
+        )));
+    }
+    let mut formats = Vec::new();
+    for f in a
+        .formats
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+    {
+        match f {
+            "qtt" | "ptu" => formats.push(f.to_string()),
+            other => {
+                return Err(CliError::input(format!(
+                    "--formats: unknown format \"{other}\" (expected qtt, ptu)"
+                )))
+            }
+        }
+    }
+    let link = link_from_scenario(&a.scenario, a.seed)?;
+    let mut emu = Bbm92Emulator::new(link.clone(), a.window_s)
+        .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 256);
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| CliError::runtime(format!("{}: cannot create: {e}", a.out.display())))?;
+    // Files are written under temporary names and renamed at the end: a run that fails or
+    // is interrupted leaves no file that looks complete.
+    let mut sinks: Vec<(usize, PathBuf, PathBuf, Sink)> = Vec::new();
+    for f in &formats {
+        for (side, who) in ["alice", "bob"].iter().enumerate() {
+            let path = a.out.join(format!("{who}.{f}"));
+            let tmp = a.out.join(format!(".{who}.{f}.partial"));
+            let file = File::create(&tmp)
+                .map_err(|e| CliError::runtime(format!("{}: cannot create: {e}", tmp.display())))?;
+            let w = BufWriter::with_capacity(1 << 20, file);
+            let sink = if f == "qtt" {
+                Sink::Qtt(QttWriter::new(w).map_err(|e| CliError::runtime(e.to_string()))?)
+            } else {
+                Sink::Ptu(PtuT2Writer::new(w).map_err(|e| CliError::runtime(e.to_string()))?)
+            };
+            sinks.push((side, tmp, path, sink));
+        }
+    }
+    let windows = (a.seconds / a.window_s).ceil() as u64;
+    let bar = indicatif::ProgressBar::new(windows);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} windows, {elapsed} ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let settings = CountSettings {
+        window_ps: link.hardware().coincidence_window_ps,
+        z_bin_ps: 1_000.0,
+        off_peak_shift_ps: 20_000.0,
+        delay_ps: link.fibre_delay_ps(),
+    };
+    let mut total = Coincidences::default();
+    let mut tags_written = [0u64; 2];
+    let mut failure: Option<String> = None;
+    let first = link.conditions(0, emu.window_ps(), &emu.drift(), &emu.actuators);
+    let expected = link.expected(&first);
+    let started = std::time::Instant::now();
+    emu.run_events(windows, threads, |w| {
+        if failure.is_some() {
+            return;
+        }
+        let c = count(&link, [&w.tags[0], &w.tags[1]], &settings);
+        total += &c;
+        for s in 0..2 {
+            tags_written[s] += w.tags[s].len() as u64;
+        }
+        for (side, tmp, _, sink) in sinks.iter_mut() {
+            if let Err(e) = sink.write(&w.tags[*side]) {
+                failure = Some(format!("{}: {e}", tmp.display()));
+                return;
+            }
+        }
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some(f) = failure {
+        for (_, tmp, _, _) in &sinks {
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Err(CliError::runtime(f));
+    }
+    let mut files = Vec::new();
+    for (_, tmp, path, sink) in sinks {
+        sink.finish()
+            .map_err(|e| CliError::runtime(format!("{}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| CliError::runtime(format!("{}: cannot rename: {e}", path.display())))?;
+        files.push(path.display().to_string());
+    }
+    let seconds = windows as f64 * a.window_s;
+    let rate = |n: u64| n as f64 / seconds;
+    let qber = |e: u64, n: u64| if n > 0 { e as f64 / n as f64 } else { f64::NAN };
+    let emu_cfg = link.emulation();
+    let manifest = serde_json::json!({
+        "scenario": a.scenario.display().to_string(),
+        "protocol": "bbm92-cw",
+        "level": "event",
+        "seed": emu_cfg.seed,
+        "seconds": seconds,
+        "window_s": a.window_s,
+        "files": files,
+        "format_doc": "docs/EMULATOR.md; .qtt: crates/core/src/timetag.rs; .ptu: PicoQuant PTU T2, HydraHarp V2 records at 1 ps",
+        "channels": {"0": "key arm (arrival time)", "1": "analyser output 0", "2": "analyser output 1"},
+        "tags": {"alice": tags_written[0], "bob": tags_written[1]},
+        "ground_truth": {
+            "note": "coincidences counted with the emulator's own knowledge of the clocks and delays; a link finds them from the streams alone",
+            "clock_offset_ps": emu_cfg.clock_offset_ps,
+            "clock_frequency_error": emu_cfg.clock_frequency_error,
+            "fibre_delay_ps": link.fibre_delay_ps(),
+            "singles_hz": total.singles.map(|s| s.map(rate)),
+            "key_coincidences_hz": rate(total.z.coincidences),
+            "key_accidentals_hz": rate(total.z_off_peak),
+            "qber_z_accidental_limited": 0.5 * qber(total.z_off_peak, total.z.coincidences),
+            "test_coincidences_hz": rate(total.x.coincidences),
+            "qber_x": qber(total.x.errors, total.x.coincidences),
+        },
+        "expected_at_start": {
+            "singles_hz": expected.singles_hz,
+            "key_coincidences_hz": expected.zz_true_hz + expected.zz_accidental_hz,
+            "key_accidentals_hz": expected.zz_accidental_hz,
+            "qber_z_accidental_limited": expected.qber_z(),
+            "test_coincidences_hz": expected.xx_true_hz + expected.xx_accidental_hz,
+            "qber_x": expected.qber_x(),
+        },
+        "wall_seconds": elapsed,
+        "events_per_second": (tags_written[0] + tags_written[1]) as f64 / elapsed,
+    });
+    let text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
+    let mpath = a.out.join("manifest.json");
+    std::fs::write(&mpath, format!("{text}\n"))
+        .map_err(|e| CliError::runtime(format!("{}: cannot write: {e}", mpath.display())))?;
+    if a.json {
+        println!("{text}");
+    } else {
+        println!(
+            "emulated {seconds} s of {} (seed {}) in {elapsed:.1} s: {} + {} tags",
+            a.scenario.display(),
+            emu_cfg.seed,
+            tags_written[0],
+            tags_written[1]
+        );
+        println!(
+            "singles  alice {:.0}/s  bob {:.0}/s",
+            rate(total.singles[0].iter().sum()),
+            rate(total.singles[1].iter().sum())
+        );
+        println!(
+            "key      {:.0} coincidences/s, {:.0} accidentals/s, QBER_Z (accidental-limited) {:.2} % (expected {:.2} %)",
+            rate(total.z.coincidences),
+            rate(total.z_off_peak),
+            50.0 * qber(total.z_off_peak, total.z.coincidences),
+            100.0 * expected.qber_z()
+        );
+        println!(
+            "test     {:.0} coincidences/s, QBER_X {:.2} % (expected {:.2} %)",
+            rate(total.x.coincidences),
+            100.0 * qber(total.x.errors, total.x.coincidences),
+            100.0 * expected.qber_x()
+        );
+        for f in &files {
+            println!("wrote {f}");
+        }
+        println!("wrote {}", mpath.display());
+    }
+    Ok(())
+}
