@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum Grid {
     /// ITU-T G.694.1 DWDM grid at 100 GHz: channel `n` is at `190.0 THz + n · 100 GHz`
-    /// (channel 34 = 193.40 THz = 1550.12 nm), `n` in 1..=72.
+    /// (channel 34 = 193.40 THz = 1550.12 nm), `n` in 1..=72. Written `"dwdm-100ghz"`.
+    #[serde(rename = "dwdm-100ghz")]
     Dwdm100Ghz,
     /// The four 18 nm CWDM bands of the Nice source (Lecaron et al. 2025): channel 0..=3
     /// centred at 1531, 1551, 1571, 1591 nm.
