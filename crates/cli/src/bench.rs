@@ -203,7 +203,15 @@ fn emulate(a: &EmulateBenchArgs) -> Result<(), CliError> {
             (p, Some(TempDir(dir)))
         }
     };
-    let link = crate::emulate::link_from_scenario(&path, None)?;
+    let crate::emulate::EmulatedLink::Bbm92(link) =
+        crate::emulate::link_from_scenario(&path, None)?
+    else {
+        return Err(CliError::input(format!(
+            "{}: protocol: bench emulate measures the bbm92-cw emulator",
+            path.display()
+        )));
+    };
+    let link = *link;
     // Event level, one thread, 10 ms windows.
     let mut emu =
         Bbm92Emulator::new(link.clone(), 0.01).map_err(|e| CliError::input(e.to_string()))?;

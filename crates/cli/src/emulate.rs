@@ -4,9 +4,11 @@
 use crate::scenario;
 use crate::CliError;
 use clap::Args;
+use qkdnet_core::samples::SampleWriter;
 use qkdnet_core::timetag::{PtuT2Writer, QttWriter, TimeTag};
 use qkdnet_emulator::analysis::{count, Coincidences, CountSettings};
 use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Emulator, Bbm92Link};
+use qkdnet_emulator::cv::{scatter, CvEmulation, CvEmulator, CvLink, CvStats};
 use qkdnet_keyrate::Protocol;
 use serde::Deserialize;
 use std::fs::File;
@@ -42,8 +44,31 @@ pub struct EmulateArgs {
     pub json: bool,
 }
 
+/// A scenario's link, ready to emulate.
+pub enum EmulatedLink {
+    /// Time–energy BBM92.
+    Bbm92(Box<Bbm92Link>),
+    /// CV-QKD GG02.
+    Cv(Box<CvLink>),
+}
+
+fn table<T: for<'de> Deserialize<'de> + Default>(
+    t: &Option<toml::Table>,
+    origin: &str,
+) -> Result<T, CliError> {
+    match t {
+        Some(t) => T::deserialize(toml::Value::Table(t.clone())).map_err(|e| {
+            CliError::input(format!(
+                "{origin}: [emulator]: {}",
+                e.to_string().trim().replace('\n', " ")
+            ))
+        }),
+        None => Ok(T::default()),
+    }
+}
+
 /// Builds the emulated link of a scenario file.
-pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<Bbm92Link, CliError> {
+pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink, CliError> {
     let s = scenario::load(path)?;
     let origin = path.display().to_string();
     let protocol = scenario::build_protocol(
@@ -51,31 +76,41 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<Bbm92Link, C
         &s.hardware.clone().unwrap_or_default(),
         &origin,
     )?;
-    let Protocol::Bbm92Cw(hw) = protocol else {
-        return Err(CliError::input(format!(
-            "{origin}: protocol: the emulator implements \"bbm92-cw\" so far, not \"{}\"",
-            s.protocol
-        )));
-    };
-    let mut emu = match &s.emulator {
-        Some(t) => Bbm92Emulation::deserialize(toml::Value::Table(t.clone())).map_err(|e| {
-            CliError::input(format!(
-                "{origin}: [emulator]: {}",
-                e.to_string().trim().replace('\n', " ")
-            ))
-        })?,
-        None => Bbm92Emulation::default(),
-    };
-    if let Some(seed) = seed {
-        emu.seed = seed;
-    }
     let ch = &s.channel;
     let distance = ch.distance_km.unwrap_or(0.0);
     let loss = ch
         .loss_db
         .unwrap_or(distance * ch.fibre_loss_db_per_km + ch.extra_loss_db);
-    Bbm92Link::new(hw, loss, distance, emu, s.faults.clone())
-        .map_err(|e| CliError::input(format!("{origin}: {}: {}", e.field, e.reason)))
+    let bad = |e: qkdnet_optics::ParamError| {
+        CliError::input(format!("{origin}: {}: {}", e.field, e.reason))
+    };
+    match protocol {
+        Protocol::Bbm92Cw(hw) => {
+            let mut emu: Bbm92Emulation = table(&s.emulator, &origin)?;
+            if let Some(seed) = seed {
+                emu.seed = seed;
+            }
+            Ok(EmulatedLink::Bbm92(Box::new(
+                Bbm92Link::new(hw, loss, distance, emu, s.faults.clone()).map_err(bad)?,
+            )))
+        }
+        Protocol::Cv(hw) => {
+            let mut emu: CvEmulation = table(&s.emulator, &origin)?;
+            if let Some(seed) = seed {
+                emu.seed = seed;
+            }
+            if !s.faults.is_empty() {
+                return Err(CliError::input(format!(
+                    "{origin}: fault[0]: faults are emulated for bbm92-cw links only so far"
+                )));
+            }
+            Ok(EmulatedLink::Cv(Box::new(CvLink::new(hw, loss, emu).map_err(bad)?)))
+        }
+        _ => Err(CliError::input(format!(
+            "{origin}: protocol: the emulator implements \"bbm92-cw\" and \"cv-gg02\" so far, not \"{}\"",
+            s.protocol
+        ))),
+    }
 }
 
 enum Sink {
@@ -123,7 +158,13 @@ pub fn run(a: &EmulateArgs) -> Result<(), CliError> {
             }
         }
     }
-    let link = link_from_scenario(&a.scenario, a.seed)?;
+    match link_from_scenario(&a.scenario, a.seed)? {
+        EmulatedLink::Bbm92(link) => run_bbm92(a, &formats, *link),
+        EmulatedLink::Cv(link) => run_cv(a, *link),
+    }
+}
+
+fn run_bbm92(a: &EmulateArgs, formats: &[String], link: Bbm92Link) -> Result<(), CliError> {
     let mut emu = Bbm92Emulator::new(link.clone(), a.window_s)
         .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
     let threads = a
@@ -135,7 +176,7 @@ pub fn run(a: &EmulateArgs) -> Result<(), CliError> {
     // Files are written under temporary names and renamed at the end: a run that fails or
     // is interrupted leaves no file that looks complete.
     let mut sinks: Vec<(usize, PathBuf, PathBuf, Sink)> = Vec::new();
-    for f in &formats {
+    for f in formats {
         for (side, who) in ["alice", "bob"].iter().enumerate() {
             let path = a.out.join(format!("{who}.{f}"));
             let tmp = a.out.join(format!(".{who}.{f}.partial"));
@@ -176,8 +217,8 @@ pub fn run(a: &EmulateArgs) -> Result<(), CliError> {
         }
         let c = count(&link, [&w.tags[0], &w.tags[1]], &settings);
         total += &c;
-        for s in 0..2 {
-            tags_written[s] += w.tags[s].len() as u64;
+        for (n, tags) in tags_written.iter_mut().zip(&w.tags) {
+            *n += tags.len() as u64;
         }
         for (side, tmp, _, sink) in sinks.iter_mut() {
             if let Err(e) = sink.write(&w.tags[*side]) {
@@ -241,13 +282,7 @@ pub fn run(a: &EmulateArgs) -> Result<(), CliError> {
         "wall_seconds": elapsed,
         "events_per_second": (tags_written[0] + tags_written[1]) as f64 / elapsed,
     });
-    let text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
-    let mpath = a.out.join("manifest.json");
-    std::fs::write(&mpath, format!("{text}\n"))
-        .map_err(|e| CliError::runtime(format!("{}: cannot write: {e}", mpath.display())))?;
-    if a.json {
-        println!("{text}");
-    } else {
+    if let Some(mpath) = write_manifest(a, &manifest)? {
         println!(
             "emulated {seconds} s of {} (seed {}) in {elapsed:.1} s: {} + {} tags",
             a.scenario.display(),
@@ -279,4 +314,134 @@ pub fn run(a: &EmulateArgs) -> Result<(), CliError> {
         println!("wrote {}", mpath.display());
     }
     Ok(())
+}
+
+/// CV-QKD: Alice's symbols and Bob's outcomes as `.cvq` sample files.
+fn run_cv(a: &EmulateArgs, link: CvLink) -> Result<(), CliError> {
+    let symbols = a.seconds * link.hardware().symbol_rate_hz;
+    if symbols > 1e10 {
+        return Err(CliError::input(format!(
+            "--seconds: {} s at {} Bd is {symbols:.2e} symbols (over 1e10, {:.0} GB of files); emulate less",
+            a.seconds,
+            link.hardware().symbol_rate_hz,
+            symbols * 32.0 / 1e9
+        )));
+    }
+    let mut emu = CvEmulator::new(link.clone(), a.window_s.min(a.seconds))
+        .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
+    let m = emu.moments();
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| CliError::runtime(format!("{}: cannot create: {e}", a.out.display())))?;
+    let mut sinks = Vec::new();
+    for who in ["alice", "bob"] {
+        let path = a.out.join(format!("{who}.cvq"));
+        let tmp = a.out.join(format!(".{who}.cvq.partial"));
+        let file = File::create(&tmp)
+            .map_err(|e| CliError::runtime(format!("{}: cannot create: {e}", tmp.display())))?;
+        let w = SampleWriter::new(BufWriter::with_capacity(1 << 20, file), 2)
+            .map_err(|e| CliError::runtime(e.to_string()))?;
+        sinks.push((tmp, path, w));
+    }
+    let windows = (symbols / emu.symbols_per_window() as f64).ceil().max(1.0) as u64;
+    let bar = indicatif::ProgressBar::new(windows);
+    let mut total = CvStats::default();
+    let started = std::time::Instant::now();
+    for _ in 0..windows {
+        let w = emu.step_symbols();
+        let s = scatter(&m, &w);
+        total.pairs += s.pairs;
+        total.sum_aa += s.sum_aa;
+        total.sum_ab += s.sum_ab;
+        total.sum_bb += s.sum_bb;
+        for (i, (tmp, _, sink)) in sinks.iter_mut().enumerate() {
+            let rows = if i == 0 { &w.alice } else { &w.bob };
+            if let Err(e) = sink.write(rows) {
+                let msg = format!("{}: {e}", tmp.display());
+                for (t, _, _) in &sinks {
+                    let _ = std::fs::remove_file(t);
+                }
+                return Err(CliError::runtime(msg));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut files = Vec::new();
+    for (tmp, path, sink) in sinks {
+        sink.finish()
+            .map_err(|e| CliError::runtime(format!("{}: {e}", tmp.display())))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| CliError::runtime(format!("{}: cannot rename: {e}", path.display())))?;
+        files.push(path.display().to_string());
+    }
+    let n = total.pairs as f64;
+    let hw = link.hardware();
+    let (t_hat, xi_hat) = m.estimate(
+        total.sum_aa / n,
+        total.sum_ab / n,
+        total.sum_bb / n,
+        hw.detector_efficiency,
+        hw.electronic_noise_snu,
+    );
+    let het = m.pairs_per_symbol == 2;
+    let manifest = serde_json::json!({
+        "scenario": a.scenario.display().to_string(),
+        "protocol": "cv-gg02",
+        "level": "event",
+        "detection": if het { "heterodyne" } else { "homodyne" },
+        "symbols": windows * emu.symbols_per_window(),
+        "files": files,
+        "format_doc": "docs/EMULATOR.md; .cvq: crates/core/src/samples.rs",
+        "columns": {
+            "alice": ["x", "p"],
+            "bob": if het { ["y_x", "y_p"] } else { ["quadrature (0 = x, 1 = p)", "y"] },
+            "units": "shot-noise units",
+        },
+        "expected": {
+            "var_a": m.var_a, "cov_ab": m.cov_ab, "var_b": m.var_b,
+            "transmittance": m.gain * m.gain * if het { 2.0 } else { 1.0 } / hw.detector_efficiency,
+            "excess_noise_snu": m.excess_noise_snu,
+        },
+        "measured": {
+            "var_a": total.sum_aa / n, "cov_ab": total.sum_ab / n, "var_b": total.sum_bb / n,
+            "transmittance": t_hat, "excess_noise_snu": xi_hat,
+        },
+        "wall_seconds": elapsed,
+    });
+    if let Some(mpath) = write_manifest(a, &manifest)? {
+        println!(
+            "emulated {} symbols of {} in {elapsed:.1} s ({})",
+            windows * emu.symbols_per_window(),
+            a.scenario.display(),
+            if het { "heterodyne" } else { "homodyne" }
+        );
+        println!(
+            "estimated T {t_hat:.4e}, excess noise {xi_hat:.4} SNU (model: {:.4} SNU, Raman included)",
+            m.excess_noise_snu
+        );
+        for f in &files {
+            println!("wrote {f}");
+        }
+        println!("wrote {}", mpath.display());
+    }
+    Ok(())
+}
+
+/// Writes `manifest.json`; prints it with `--json` (then returns `None`), else returns its
+/// path for the summary.
+fn write_manifest(
+    a: &EmulateArgs,
+    manifest: &serde_json::Value,
+) -> Result<Option<PathBuf>, CliError> {
+    let text = serde_json::to_string_pretty(manifest).unwrap_or_default();
+    let mpath = a.out.join("manifest.json");
+    std::fs::write(&mpath, format!("{text}\n"))
+        .map_err(|e| CliError::runtime(format!("{}: cannot write: {e}", mpath.display())))?;
+    if a.json {
+        println!("{text}");
+        Ok(None)
+    } else {
+        Ok(Some(mpath))
+    }
 }

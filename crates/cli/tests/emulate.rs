@@ -2,6 +2,7 @@
 //! streams, determinism across thread counts, and bad scenarios refused with the field named.
 #![allow(clippy::unwrap_used)]
 
+use qkdnet_core::samples::read_samples;
 use qkdnet_core::timetag::{read_ptu_t2, read_qtt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -90,7 +91,10 @@ fn bad_scenarios_are_refused_with_the_field() {
     let base = std::fs::read_to_string(root().join("scenarios/nice-50km.toml")).unwrap();
     let cases = [
         (
-            base.replace("polarisation_dependence = 0.03", "polarisation_dependence = -0.5"),
+            base.replace(
+                "polarisation_dependence = 0.03",
+                "polarisation_dependence = -0.5",
+            ),
             "emulator.polarisation_dependence",
         ),
         (
@@ -103,12 +107,15 @@ fn bad_scenarios_are_refused_with_the_field() {
         ),
         (
             base.replace("start_s = 201600.0", "start_s = 72100.0")
-                .replace("side = \"bob\"\nstart_s = 72100.0", "side = \"alice\"\nstart_s = 72100.0"),
+                .replace(
+                    "side = \"bob\"\nstart_s = 72100.0",
+                    "side = \"alice\"\nstart_s = 72100.0",
+                ),
             "fault[1].start_s",
         ),
         (base.replace("umzi_fsr_ghz", "umzi_fsr"), "umzi_fsr"),
         (
-            base.replace("protocol = \"bbm92-cw\"", "protocol = \"cv-gg02\"")
+            base.replace("protocol = \"bbm92-cw\"", "protocol = \"mdi\"")
                 .split("[hardware]")
                 .next()
                 .unwrap()
@@ -142,5 +149,33 @@ fn bad_scenarios_are_refused_with_the_field() {
     ]);
     assert_eq!(code, 2);
     assert!(err.contains("--seconds"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn cv_link_writes_symbols_and_samples() {
+    let d = tmp("cv");
+    let (code, stdout, err) = qkdnet(&[
+        "emulate",
+        "--scenario",
+        "scenarios/cv-120km-coexistence.toml",
+        "--seconds",
+        "0.001",
+        "--out",
+        d.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(m["symbols"].as_u64().unwrap(), 100_000);
+    for who in ["alice", "bob"] {
+        let bytes = std::fs::read(d.join(format!("{who}.cvq"))).unwrap();
+        let (cols, values) = read_samples(&mut bytes.as_slice()).unwrap();
+        assert_eq!(cols, 2);
+        assert_eq!(values.len(), 200_000);
+    }
+    // Alice's modulation variance is the scenario's 8.41 SNU, within 1 %.
+    let va = m["measured"]["var_a"].as_f64().unwrap();
+    assert!((va / 8.41 - 1.0).abs() < 0.01, "{va}");
     let _ = std::fs::remove_dir_all(&d);
 }

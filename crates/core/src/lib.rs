@@ -15,6 +15,7 @@
 
 pub mod bits;
 pub mod rng;
+pub mod samples;
 pub mod time;
 pub mod timetag;
 pub mod units;

@@ -15,6 +15,7 @@
 
 pub mod analysis;
 pub mod bbm92;
+pub mod cv;
 pub mod faults;
 pub mod wdm;
 
