@@ -179,3 +179,29 @@ fn cv_link_writes_symbols_and_samples() {
     assert!((va / 8.41 - 1.0).abs() < 0.01, "{va}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn ion_link_writes_heralds_and_deliveries() {
+    let d = tmp("ion");
+    let (code, stdout, err) = qkdnet(&[
+        "emulate",
+        "--scenario",
+        "scenarios/ion-memory-10km.toml",
+        "--seconds",
+        "600",
+        "--out",
+        d.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let heralds = std::fs::read_to_string(d.join("heralds.tsv")).unwrap();
+    let n = heralds.lines().count() - 1;
+    assert_eq!(n as u64, m["measured"]["heralds"].as_u64().unwrap());
+    // About 2.2 heralds/s at 10 km (keyrate: 450 ms generation time).
+    let rate = n as f64 / 600.0;
+    assert!((rate - 2.22).abs() < 0.3, "{rate}");
+    let deliveries = std::fs::read_to_string(d.join("deliveries.tsv")).unwrap();
+    assert_eq!(deliveries.lines().count() - 1, 599);
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -7,8 +7,9 @@
 //! is tested against.
 //!
 //! Implemented: the Nice time–energy BBM92 link ([`bbm92`]) with DWDM/CWDM channel
-//! selection ([`wdm`]), actuators and scheduled faults ([`faults`]). The twin-field,
-//! decoy BB84, MDI, CV-QKD and trapped-ion links are not emulated yet.
+//! selection ([`wdm`]), actuators and scheduled faults ([`faults`]); the GG02 CV-QKD link
+//! ([`cv`]); the trapped-ion memory link ([`ion`]). The twin-field, decoy BB84 and MDI
+//! links are not emulated yet.
 //!
 //! The emulator knows nothing about keys: bits, sifting and distillation belong to the
 //! link runtime and `distill`.
@@ -17,6 +18,7 @@ pub mod analysis;
 pub mod bbm92;
 pub mod cv;
 pub mod faults;
+pub mod ion;
 pub mod wdm;
 
 pub use bbm92::{Actuators, Bbm92Emulation, Bbm92Emulator, Bbm92Link};

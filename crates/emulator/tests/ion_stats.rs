@@ -1,0 +1,192 @@
+//! Statistical tests of the trapped-ion memory-link emulator at fixed seeds: heralding
+//! rates against `keyrate::di::MemoryLink`, CHSH values and key errors against the
+//! dephasing closed forms, window level against event level, deterministic delivery.
+
+use qkdnet_emulator::ion::{tally, IonEmulation, IonEmulator, IonLink, IonStats};
+use qkdnet_keyrate::di::MemoryLink;
+
+const Z_MAX: f64 = 4.5;
+
+fn z(what: &str, observed: f64, expected: f64, sd: f64) {
+    let z = (observed - expected) / sd;
+    assert!(
+        z.abs() <= Z_MAX,
+        "{what}: observed {observed}, expected {expected}, sd {sd}, z = {z:.2}"
+    );
+}
+
+fn liu() -> IonLink {
+    // The 10 km operating point of scenarios/ion-memory-10km.toml.
+    IonLink::new(MemoryLink::default(), 2.0, 10.0, IonEmulation::default()).expect("valid")
+}
+
+fn bright(delay: f64) -> IonLink {
+    let hw = MemoryLink {
+        photon_efficiency: 0.5,
+        ..MemoryLink::default()
+    };
+    let emu = IonEmulation {
+        measure_delay_s: delay,
+        ..IonEmulation::default()
+    };
+    IonLink::new(hw, 2.0, 10.0, emu).expect("valid")
+}
+
+fn events(link: IonLink, windows: u64, window_s: f64) -> (IonStats, Vec<f64>, Vec<u64>) {
+    let mut e = IonEmulator::new(link, window_s).expect("window");
+    let mut heralds = Vec::new();
+    let mut fids = Vec::new();
+    for _ in 0..windows {
+        let w = e.step_events();
+        heralds.extend(w.heralds);
+        fids.extend(w.deliveries.iter().map(|d| d.fidelity));
+    }
+    assert!(heralds
+        .windows(2)
+        .all(|w| w[0].time_ps < w[1].time_ps && w[0].attempt < w[1].attempt));
+    let attempts = heralds.iter().map(|h| h.attempt).collect();
+    (tally(&heralds), fids, attempts)
+}
+
+fn check_chsh(link: &IonLink, s: &IonStats, t: f64, what: &str) {
+    let mut var = 0.0;
+    for a in 0..2 {
+        for b in 0..2 {
+            let n = s.chsh_pairs[a][b] as f64;
+            let e = 2.0 * link.agree_probability(a, b, t) - 1.0;
+            var += (1.0 - e * e) / n;
+        }
+    }
+    z(
+        &format!("{what}: CHSH"),
+        s.chsh(),
+        link.chsh_after(t),
+        var.sqrt(),
+    );
+    let n = s.key_pairs as f64;
+    let q = link.key_error();
+    z(
+        &format!("{what}: key errors"),
+        s.key_errors as f64,
+        n * q,
+        (n * q * (1.0 - q)).sqrt(),
+    );
+}
+
+#[test]
+fn heralding_rate_matches_keyrate_at_10km() {
+    let link = liu();
+    let p = link.point();
+    // keyrate's 10 km point: generation time ≈ 450 ms (η_link 1.22).
+    assert!((p.generation_time_s - 0.45).abs() < 0.05, "{p:?}");
+    let seconds = 4000.0;
+    let (s, _, attempts) = events(link, 400, 10.0);
+    let expect = seconds / p.generation_time_s;
+    z("heralds in 4000 s", s.heralds as f64, expect, expect.sqrt());
+    // Attempts between heralds are geometric with mean 1/p.
+    let gaps: Vec<f64> = attempts.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
+    let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+    let sd =
+        ((1.0 - p.success_probability).sqrt() / p.success_probability) / (gaps.len() as f64).sqrt();
+    z(
+        "mean attempts per herald",
+        mean,
+        1.0 / p.success_probability,
+        sd,
+    );
+}
+
+#[test]
+fn chsh_and_key_errors_follow_dephasing() {
+    for delay in [0.0, 0.3] {
+        let link = bright(delay);
+        let (s, _, _) = events(link.clone(), 40, 1.0);
+        assert!(s.heralds > 5_000, "{s:?}");
+        // Measured after `delay`: S = √2 V (1 + e^{−t/T}), key error (1 − V)/2.
+        check_chsh(&link, &s, delay, &format!("after {delay} s"));
+    }
+    // Fresh pairs violate CHSH; after 0.3 s of a 0.55 s coherence far less.
+    assert!(bright(0.0).chsh_after(0.0) > 2.3);
+    assert!(bright(0.3).chsh_after(0.3) < 2.05);
+}
+
+#[test]
+fn window_level_agrees_with_event_level() {
+    let link = bright(0.0);
+    let (ev, _, _) = events(link.clone(), 40, 1.0);
+    let mut w = IonEmulator::new(link.clone(), 1.0).expect("window");
+    let mut st = IonStats::default();
+    for _ in 0..40 {
+        let s = w.step_stats();
+        st.attempts += s.attempts;
+        st.heralds += s.heralds;
+        st.key_pairs += s.key_pairs;
+        st.key_errors += s.key_errors;
+        for a in 0..2 {
+            for b in 0..2 {
+                st.chsh_pairs[a][b] += s.chsh_pairs[a][b];
+                st.chsh_agree[a][b] += s.chsh_agree[a][b];
+            }
+        }
+    }
+    let expect = 40.0 * link.point().attempt_rate_hz * link.point().success_probability;
+    z(
+        "window-level heralds",
+        st.heralds as f64,
+        expect,
+        expect.sqrt(),
+    );
+    // Two samples of the same Poisson-like count.
+    z(
+        "event vs window heralds",
+        ev.heralds as f64 - st.heralds as f64,
+        0.0,
+        (ev.heralds as f64 + st.heralds as f64).sqrt(),
+    );
+    check_chsh(&link, &st, 0.0, "window level");
+    check_chsh(&link, &ev, 0.0, "event level");
+}
+
+#[test]
+fn deterministic_delivery_fidelity() {
+    let link = liu();
+    let (_, fids, _) = events(link.clone(), 2000, 10.0);
+    assert_eq!(fids.len(), 19_999);
+    // Skip the start (memory empty), then average.
+    let f = &fids[100..];
+    let mean = f.iter().sum::<f64>() / f.len() as f64;
+    let want = link.expected_delivery_fidelity();
+    // Deliveries 1 s apart see overlapping ages; with η_link ≈ 1.2 the age decorrelates
+    // within a few deliveries, so a 0.01 band is many standard deviations wide.
+    assert!((mean - want).abs() < 0.01, "mean fidelity {mean} vs {want}");
+    assert!(want > 0.5 && want < link.fidelity_after(0.0));
+}
+
+#[test]
+fn same_seed_same_heralds_and_bad_values_named() {
+    let a = IonEmulator::new(liu(), 100.0).expect("w").step_events();
+    let b = IonEmulator::new(liu(), 100.0).expect("w").step_events();
+    assert_eq!(a, b);
+    let e = IonLink::new(
+        MemoryLink::default(),
+        2.0,
+        10.0,
+        IonEmulation {
+            key_fraction: 1.5,
+            ..IonEmulation::default()
+        },
+    )
+    .expect_err("fraction");
+    assert_eq!(e.field, "emulator.key_fraction");
+    let e = IonLink::new(
+        MemoryLink {
+            herald_fidelity: 1.2,
+            ..MemoryLink::default()
+        },
+        2.0,
+        10.0,
+        IonEmulation::default(),
+    )
+    .expect_err("fidelity");
+    assert_eq!(e.field, "hardware.herald_fidelity");
+}
