@@ -55,16 +55,16 @@
 //! run's records are identical whatever the thread count.
 
 use crate::faults::{Fault, FaultKind};
+use crate::streams::{purpose_key, window_rng};
 use crate::wdm::{ChannelPair, Wdm};
 use qkdnet_core::bits::Bits;
-use qkdnet_core::rng::RngStream;
 use qkdnet_core::timetag::TimeTag;
 use qkdnet_keyrate::bbm92::Bbm92Cw;
 use qkdnet_optics::consts::{FIBRE_GROUP_INDEX, SPEED_OF_LIGHT_M_S};
 use qkdnet_optics::detector::{window_capture_fraction, FWHM_PER_SIGMA};
 use qkdnet_optics::fibre::{db_to_transmittance, split_transmittance};
 use qkdnet_optics::{check, ParamError};
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, RngCore};
 use rand_distr::{Binomial, Distribution, Exp1, Poisson, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
@@ -570,17 +570,13 @@ struct Streams {
 
 impl Streams {
     fn new(seed: u64) -> Self {
-        let key = |purpose: &str| RngStream::derive(seed, "emulator/bbm92", purpose).next_u64();
+        let key = |purpose: &str| purpose_key(seed, "emulator/bbm92", purpose);
         Self {
             drift: key("drift"),
             events: key("events"),
             stats: key("stats"),
         }
     }
-}
-
-fn window_rng(key: u64, index: u64) -> Xoshiro256PlusPlus {
-    Xoshiro256PlusPlus::seed_from_u64(key ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 impl Bbm92Emulator {

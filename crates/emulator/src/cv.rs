@@ -24,11 +24,11 @@
 //! pairs, drawn from its exact Wishart distribution (Bartlett decomposition), which is all a
 //! link's parameter estimation uses.
 
-use qkdnet_core::rng::RngStream;
+use crate::streams::{purpose_key, window_rng};
 use qkdnet_keyrate::cv::CvGg02;
 use qkdnet_optics::detector::CoherentDetection;
 use qkdnet_optics::{check, ParamError};
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, RngCore};
 use rand_distr::{ChiSquared, Distribution, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
@@ -177,16 +177,12 @@ pub struct CvEmulator {
     keys: [u64; 2],
 }
 
-fn window_rng(key: u64, index: u64) -> Xoshiro256PlusPlus {
-    Xoshiro256PlusPlus::seed_from_u64(key ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-}
-
 impl CvEmulator {
     /// An emulation in windows of `window_s` seconds of symbols.
     pub fn new(link: CvLink, window_s: f64) -> Result<Self, ParamError> {
         check("window_s", window_s, 1e-9, 3600.0)?;
         let n = (window_s * link.hw.symbol_rate_hz).round().max(1.0) as u64;
-        let key = |p: &str| RngStream::derive(link.emu.seed, "emulator/cv", p).next_u64();
+        let key = |p: &str| purpose_key(link.emu.seed, "emulator/cv", p);
         Ok(Self {
             moments: link.moments(),
             keys: [key("symbols"), key("stats")],

@@ -19,10 +19,10 @@
 //! - Deterministic delivery: at every `delivery_period_s` the application gets the
 //!   freshest stored pair (memory holds the latest herald); its fidelity is recorded.
 
-use qkdnet_core::rng::RngStream;
+use crate::streams::{purpose_key, window_rng};
 use qkdnet_keyrate::di::{MemoryLink, MemoryLinkPoint};
 use qkdnet_optics::{check, ParamError};
-use rand::{Rng, RngCore, SeedableRng};
+use rand::Rng;
 use rand_distr::{Binomial, Distribution};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
@@ -226,10 +226,6 @@ pub struct IonEmulator {
     next_delivery_ps: i64,
 }
 
-fn window_rng(key: u64, index: u64) -> Xoshiro256PlusPlus {
-    Xoshiro256PlusPlus::seed_from_u64(key ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-}
-
 /// What one event-level window produced.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct IonWindow {
@@ -245,7 +241,7 @@ impl IonEmulator {
     /// An emulation in windows of `window_s` seconds.
     pub fn new(link: IonLink, window_s: f64) -> Result<Self, ParamError> {
         check("window_s", window_s, 1e-6, 1e6)?;
-        let key = |p: &str| RngStream::derive(link.emu.seed, "emulator/ion", p).next_u64();
+        let key = |p: &str| purpose_key(link.emu.seed, "emulator/ion", p);
         let period = (link.emu.delivery_period_s * 1e12).round() as i64;
         Ok(Self {
             keys: [key("events"), key("stats")],

@@ -19,6 +19,7 @@ pub mod bbm92;
 pub mod cv;
 pub mod faults;
 pub mod ion;
+mod streams;
 pub mod wdm;
 
 pub use bbm92::{Actuators, Bbm92Emulation, Bbm92Emulator, Bbm92Link};

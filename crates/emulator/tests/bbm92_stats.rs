@@ -13,15 +13,12 @@ use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Emulator, Bbm92Link, Expected,
 use qkdnet_emulator::faults::{Fault, FaultKind, Side};
 use qkdnet_keyrate::bbm92::Bbm92Cw;
 
-const Z_MAX: f64 = 4.5;
+mod common;
+use common::Z_MAX;
 
+/// Poisson z-score: sd = √expected.
 fn z_score(what: &str, observed: f64, expected: f64) {
-    let sd = expected.max(1.0).sqrt();
-    let z = (observed - expected) / sd;
-    assert!(
-        z.abs() <= Z_MAX,
-        "{what}: observed {observed}, expected {expected:.1}, z = {z:.2}"
-    );
+    common::z(what, observed, expected, expected.max(1.0).sqrt());
 }
 
 fn hw() -> Bbm92Cw {

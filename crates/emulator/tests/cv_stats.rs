@@ -7,15 +7,8 @@ use qkdnet_keyrate::cv::CvGg02;
 use qkdnet_optics::detector::CoherentDetection;
 use qkdnet_optics::raman::{ClassicalChannel, Direction};
 
-const Z_MAX: f64 = 4.5;
-
-fn z(what: &str, observed: f64, expected: f64, sd: f64) {
-    let z = (observed - expected) / sd;
-    assert!(
-        z.abs() <= Z_MAX,
-        "{what}: observed {observed}, expected {expected}, sd {sd}, z = {z:.2}"
-    );
-}
+mod common;
+use common::z;
 
 /// Checks pooled sums against the moments: each second moment's estimator has the
 /// standard deviation of a bivariate Gaussian's sample moment.

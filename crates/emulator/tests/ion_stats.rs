@@ -5,15 +5,8 @@
 use qkdnet_emulator::ion::{tally, IonEmulation, IonEmulator, IonLink, IonStats};
 use qkdnet_keyrate::di::MemoryLink;
 
-const Z_MAX: f64 = 4.5;
-
-fn z(what: &str, observed: f64, expected: f64, sd: f64) {
-    let z = (observed - expected) / sd;
-    assert!(
-        z.abs() <= Z_MAX,
-        "{what}: observed {observed}, expected {expected}, sd {sd}, z = {z:.2}"
-    );
-}
+mod common;
+use common::z;
 
 fn liu() -> IonLink {
     // The 10 km operating point of scenarios/ion-memory-10km.toml.
