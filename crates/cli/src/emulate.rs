@@ -10,6 +10,7 @@ use qkdnet_emulator::analysis::{count, Coincidences, CountSettings};
 use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Emulator, Bbm92Link};
 use qkdnet_emulator::cv::{scatter, CvEmulation, CvEmulator, CvLink, CvStats};
 use qkdnet_emulator::ion::{tally, IonEmulation, IonEmulator, IonLink};
+use qkdnet_emulator::tf::{TfEmulation, TfEmulator, TfLink, TfStats, SETTINGS};
 use qkdnet_keyrate::Protocol;
 use serde::Deserialize;
 use std::fs::File;
@@ -53,6 +54,8 @@ pub enum EmulatedLink {
     Cv(Box<CvLink>),
     /// Trapped-ion memory link.
     Ion(Box<IonLink>),
+    /// Twin-field, sending-or-not-sending.
+    Tf(Box<TfLink>),
 }
 
 fn table<T: for<'de> Deserialize<'de> + Default>(
@@ -124,8 +127,22 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
                 IonLink::new(di.link, loss, length, emu).map_err(bad)?,
             )))
         }
+        Protocol::TwinField(m) if s.protocol != "pm" => {
+            let mut emu: TfEmulation = table(&s.emulator, &origin)?;
+            if let Some(seed) = seed {
+                emu.seed = seed;
+            }
+            if !s.faults.is_empty() {
+                return Err(CliError::input(format!(
+                    "{origin}: fault[0]: faults are emulated for bbm92-cw links only so far"
+                )));
+            }
+            Ok(EmulatedLink::Tf(Box::new(
+                TfLink::new(m.hw, loss, emu).map_err(bad)?,
+            )))
+        }
         _ => Err(CliError::input(format!(
-            "{origin}: protocol: the emulator implements \"bbm92-cw\", \"cv-gg02\" and \"di-memory\" so far, not \"{}\"",
+            "{origin}: protocol: the emulator implements \"bbm92-cw\", \"cv-gg02\", \"di-memory\", \"sns\" and \"sns-aopp\" so far, not \"{}\"",
             s.protocol
         ))),
     }
@@ -180,6 +197,7 @@ pub fn run(a: &EmulateArgs) -> Result<(), CliError> {
         EmulatedLink::Bbm92(link) => run_bbm92(a, &formats, *link),
         EmulatedLink::Cv(link) => run_cv(a, *link),
         EmulatedLink::Ion(link) => run_ion(a, *link),
+        EmulatedLink::Tf(link) => run_tf(a, *link),
     }
 }
 
@@ -349,18 +367,7 @@ fn run_cv(a: &EmulateArgs, link: CvLink) -> Result<(), CliError> {
     let mut emu = CvEmulator::new(link.clone(), a.window_s.min(a.seconds))
         .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
     let m = emu.moments();
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| CliError::runtime(format!("{}: cannot create: {e}", a.out.display())))?;
-    let mut sinks = Vec::new();
-    for who in ["alice", "bob"] {
-        let path = a.out.join(format!("{who}.cvq"));
-        let tmp = a.out.join(format!(".{who}.cvq.partial"));
-        let file = File::create(&tmp)
-            .map_err(|e| CliError::runtime(format!("{}: cannot create: {e}", tmp.display())))?;
-        let w = SampleWriter::new(BufWriter::with_capacity(1 << 20, file), 2)
-            .map_err(|e| CliError::runtime(e.to_string()))?;
-        sinks.push((tmp, path, w));
-    }
+    let mut tables = Tables::create(&a.out, &[("alice.cvq", 2), ("bob.cvq", 2)])?;
     let windows = (symbols / emu.symbols_per_window() as f64).ceil().max(1.0) as u64;
     let bar = indicatif::ProgressBar::new(windows);
     let mut total = CvStats::default();
@@ -372,28 +379,13 @@ fn run_cv(a: &EmulateArgs, link: CvLink) -> Result<(), CliError> {
         total.sum_aa += s.sum_aa;
         total.sum_ab += s.sum_ab;
         total.sum_bb += s.sum_bb;
-        for (i, (tmp, _, sink)) in sinks.iter_mut().enumerate() {
-            let rows = if i == 0 { &w.alice } else { &w.bob };
-            if let Err(e) = sink.write(rows) {
-                let msg = format!("{}: {e}", tmp.display());
-                for (t, _, _) in &sinks {
-                    let _ = std::fs::remove_file(t);
-                }
-                return Err(CliError::runtime(msg));
-            }
-        }
+        tables.write(0, &w.alice)?;
+        tables.write(1, &w.bob)?;
         bar.inc(1);
     }
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
-    let mut files = Vec::new();
-    for (tmp, path, sink) in sinks {
-        sink.finish()
-            .map_err(|e| CliError::runtime(format!("{}: {e}", tmp.display())))?;
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| CliError::runtime(format!("{}: cannot rename: {e}", path.display())))?;
-        files.push(path.display().to_string());
-    }
+    let files = tables.finish()?;
     let n = total.pairs as f64;
     let hw = link.hardware();
     let (t_hat, xi_hat) = m.estimate(
@@ -566,4 +558,166 @@ fn run_ion(a: &EmulateArgs, link: IonLink) -> Result<(), CliError> {
         println!("wrote {}", mpath.display());
     }
     Ok(())
+}
+
+/// Twin-field: the relay's clicks and each user's emission log of the clicked pulses, plus
+/// the pulses sent per setting pair in each window, as `.qtab` record tables.
+fn run_tf(a: &EmulateArgs, link: TfLink) -> Result<(), CliError> {
+    let pulses = a.seconds * link.model().hw.clock_hz;
+    if pulses > 1e15 {
+        return Err(CliError::input(format!(
+            "--seconds: {} s is {pulses:.2e} pulses (over 1e15); emulate less",
+            a.seconds
+        )));
+    }
+    let mut emu = TfEmulator::new(link.clone(), a.window_s.min(a.seconds))
+        .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
+    let windows = (pulses / emu.pulses_per_window() as f64).ceil().max(1.0) as u64;
+    let mut tables = Tables::create(
+        &a.out,
+        &[
+            ("relay.qtab", 2),
+            ("alice.qtab", 3),
+            ("bob.qtab", 3),
+            ("sent.qtab", 2 + (SETTINGS * SETTINGS) as u32),
+        ],
+    )?;
+    let slices = link.model().hw.phase_slices as u16;
+    let mut total = TfStats::default();
+    let mut clicks = 0u64;
+    let bar = indicatif::ProgressBar::new(windows);
+    let started = std::time::Instant::now();
+    for _ in 0..windows {
+        let w = emu.step_events();
+        let s = qkdnet_emulator::tf::tally(&w, slices);
+        total += &s;
+        clicks += w.clicks.len() as u64;
+        let mut rows: [Vec<f64>; 4] = Default::default();
+        for c in &w.clicks {
+            rows[0].extend([c.pulse as f64, c.detector as f64]);
+            rows[1].extend([c.pulse as f64, c.settings[0] as f64, c.slices[0] as f64]);
+            rows[2].extend([c.pulse as f64, c.settings[1] as f64, c.slices[1] as f64]);
+        }
+        rows[3].extend([w.first_pulse as f64, w.pulses as f64]);
+        rows[3].extend(w.sent.iter().flatten().map(|&n| n as f64));
+        for (i, r) in rows.iter().enumerate() {
+            tables.write(i, r)?;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    let files = tables.finish()?;
+    let seconds = (windows * emu.pulses_per_window()) as f64 / link.model().hw.clock_hz;
+    let e_z = total.qber_z();
+    let model_e_z = link.qber_z();
+    let (g, e) = link.matched();
+    let e_ph = total.matched_errors as f64 / total.matched_clicks.max(1) as f64;
+    let manifest = serde_json::json!({
+        "scenario": a.scenario.display().to_string(),
+        "protocol": "sns",
+        "level": "event",
+        "seconds": seconds,
+        "pulses": windows * emu.pulses_per_window(),
+        "files": files,
+        "format_doc": "docs/EMULATOR.md (twin-field); .qtab: crates/core/src/samples.rs",
+        "columns": {
+            "relay": ["pulse", "detector (0 bright at δ = 0, 1 other, 2 both)"],
+            "alice": ["pulse", "setting (0 Z not sending, 1 Z sending, 2 X vacuum, 3 X μ1, 4 X μ2)", "phase slice"],
+            "bob": ["pulse", "setting", "phase slice"],
+            "sent": ["first pulse", "pulses", "sent per setting pair [alice][bob], 25 columns"],
+        },
+        "expected": {
+            "click_probability": emu.click_probability(),
+            "qber_z": model_e_z,
+            "matched_phase_error": e / g,
+        },
+        "measured": {
+            "clicks": clicks,
+            "click_probability": clicks as f64 / (windows * emu.pulses_per_window()) as f64,
+            "qber_z": e_z,
+            "matched_clicks": total.matched_clicks,
+            "matched_phase_error": e_ph,
+        },
+        "wall_seconds": elapsed,
+    });
+    if let Some(mpath) = write_manifest(a, &manifest)? {
+        println!(
+            "emulated {seconds} s of {}: {clicks} relay clicks; Z-window error {:.2} % (model {:.2} %), matched-phase error {:.2} % (model {:.2} %)",
+            a.scenario.display(),
+            100.0 * e_z,
+            100.0 * model_e_z,
+            100.0 * e_ph,
+            100.0 * e / g
+        );
+        for f in &files {
+            println!("wrote {f}");
+        }
+        println!("wrote {}", mpath.display());
+    }
+    Ok(())
+}
+
+/// Record-table outputs (`crates/core/src/samples.rs`), written under temporary names and
+/// renamed when all are complete; on an error all temporary files are removed.
+struct Tables {
+    sinks: Vec<(PathBuf, PathBuf, SampleWriter<BufWriter<File>>)>,
+}
+
+impl Tables {
+    /// Creates `DIR/NAME` for each `(NAME, columns)`.
+    fn create(dir: &Path, files: &[(&str, u32)]) -> Result<Self, CliError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::runtime(format!("{}: cannot create: {e}", dir.display())))?;
+        let mut t = Self { sinks: Vec::new() };
+        for &(name, cols) in files {
+            let path = dir.join(name);
+            let tmp = dir.join(format!(".{name}.partial"));
+            let file = match File::create(&tmp) {
+                Ok(f) => f,
+                Err(e) => {
+                    t.abort();
+                    return Err(CliError::runtime(format!(
+                        "{}: cannot create: {e}",
+                        tmp.display()
+                    )));
+                }
+            };
+            let w = SampleWriter::new(BufWriter::with_capacity(1 << 20, file), cols)
+                .map_err(|e| CliError::runtime(e.to_string()))?;
+            t.sinks.push((tmp, path, w));
+        }
+        Ok(t)
+    }
+
+    /// Appends rows to table `i`.
+    fn write(&mut self, i: usize, rows: &[f64]) -> Result<(), CliError> {
+        let (tmp, _, sink) = &mut self.sinks[i];
+        if let Err(e) = sink.write(rows) {
+            let msg = format!("{}: {e}", tmp.display());
+            self.abort();
+            return Err(CliError::runtime(msg));
+        }
+        Ok(())
+    }
+
+    fn abort(&self) {
+        for (t, _, _) in &self.sinks {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+
+    /// Completes every table; returns their paths.
+    fn finish(self) -> Result<Vec<String>, CliError> {
+        let mut files = Vec::new();
+        for (tmp, path, sink) in self.sinks {
+            sink.finish()
+                .map_err(|e| CliError::runtime(format!("{}: {e}", tmp.display())))?;
+            std::fs::rename(&tmp, &path).map_err(|e| {
+                CliError::runtime(format!("{}: cannot rename: {e}", path.display()))
+            })?;
+            files.push(path.display().to_string());
+        }
+        Ok(files)
+    }
 }

@@ -205,3 +205,42 @@ fn ion_link_writes_heralds_and_deliveries() {
     assert_eq!(deliveries.lines().count() - 1, 599);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn twin_field_link_writes_relay_clicks_and_emission_logs() {
+    let d = tmp("tf");
+    let (code, stdout, err) = qkdnet(&[
+        "emulate",
+        "--scenario",
+        "scenarios/frankfurt-kehl-tf.toml",
+        "--seconds",
+        "0.2",
+        "--out",
+        d.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let read = |name: &str| {
+        let bytes = std::fs::read(d.join(format!("{name}.qtab"))).unwrap();
+        read_samples(&mut bytes.as_slice()).unwrap()
+    };
+    let (c, relay) = read("relay");
+    assert_eq!(c, 2);
+    let clicks = relay.len() / 2;
+    assert_eq!(clicks as u64, m["measured"]["clicks"].as_u64().unwrap());
+    assert!(clicks > 1000, "{clicks}");
+    let (c, alice) = read("alice");
+    assert_eq!(c, 3);
+    assert_eq!(alice.len() / 3, clicks);
+    // The logs and the relay name the same pulses, in order.
+    assert!(relay
+        .chunks(2)
+        .zip(alice.chunks(3))
+        .all(|(r, a)| r[0] == a[0]));
+    let (c, sent) = read("sent");
+    assert_eq!(c, 27);
+    let pulses: f64 = sent.chunks(27).map(|r| r[1]).sum();
+    assert_eq!(pulses as u64, m["pulses"].as_u64().unwrap());
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -1,5 +1,6 @@
-//! Sample files (`.cvq`): rows of real numbers, what a continuous-variable QKD link's
-//! transmitter logs (its symbols) and its coherent receiver gives (quadrature samples).
+//! Record tables: rows of real numbers. A continuous-variable link's symbols and
+//! quadrature samples (`.cvq`), a twin-field relay's clicks and the users' emission logs
+//! (`.qtab`) use this format.
 //!
 //! # Format
 //!
@@ -15,7 +16,8 @@
 //!
 //! What the columns mean is the writer's to document (the emulator's CV-QKD files: Alice
 //! `x, p`; Bob heterodyne `y_x, y_p`; Bob homodyne `quadrature (0 = x, 1 = p), y`; all in
-//! shot-noise units). A file whose length does not match its header is refused; a file
+//! shot-noise units; its twin-field files: docs/EMULATOR.md). Integers such as pulse
+//! numbers are exact up to 2⁵³. A file whose length does not match its header is refused; a file
 //! left unfinished by [`SampleWriter`] announces 0 rows and is refused too.
 
 use crate::timetag::TagFileError;

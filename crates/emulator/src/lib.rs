@@ -8,8 +8,8 @@
 //!
 //! Implemented: the Nice time–energy BBM92 link ([`bbm92`]) with DWDM/CWDM channel
 //! selection ([`wdm`]), actuators and scheduled faults ([`faults`]); the GG02 CV-QKD link
-//! ([`cv`]); the trapped-ion memory link ([`ion`]). The twin-field, decoy BB84 and MDI
-//! links are not emulated yet.
+//! ([`cv`]); the trapped-ion memory link ([`ion`]); sending-or-not-sending twin-field links
+//! ([`tf`]). Decoy BB84, MDI and PM-QKD are not emulated yet.
 //!
 //! The emulator knows nothing about keys: bits, sifting and distillation belong to the
 //! link runtime and `distill`.
@@ -20,6 +20,7 @@ pub mod cv;
 pub mod faults;
 pub mod ion;
 mod streams;
+pub mod tf;
 pub mod wdm;
 
 pub use bbm92::{Actuators, Bbm92Emulation, Bbm92Emulator, Bbm92Link};

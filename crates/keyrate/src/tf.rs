@@ -234,7 +234,8 @@ pub fn s1_lower(s1: f64, s2: f64, s00: f64, mu1: f64, mu2: f64) -> f64 {
 }
 
 impl TwinFieldModel {
-    fn arms(&self, loss_db: f64) -> (f64, f64) {
+    /// Each arm's transmittance times the relay detector efficiency, `(η_A, η_B)`.
+    pub fn arms(&self, loss_db: f64) -> (f64, f64) {
         let (ta, tb) = split_transmittance(loss_db, self.hw.alice_loss_fraction);
         (
             ta * self.hw.detector_efficiency,
@@ -243,22 +244,27 @@ impl TwinFieldModel {
     }
 
     /// Single-click gain with one party sending intensity μ through η (the other vacuum).
-    fn gain_one(&self, eta_mu: f64) -> f64 {
+    pub fn gain_one(&self, eta_mu: f64) -> f64 {
         let pd = self.hw.dark_count_probability;
         let (a, b) = one_click(eta_mu / 2.0, eta_mu / 2.0, pd);
         a + b
     }
 
-    /// Single-click gain with both sending, phases independently random.
-    fn gain_both_random(&self, ea_mu: f64, eb_mu: f64) -> f64 {
+    /// Single-click gain with both sending, phases independently random: averaging
+    /// `e^{−I±}`, `I± = s/2 ± V√(η_A μ_A η_B μ_B) cos δ`, over a uniform δ gives the
+    /// Bessel function `I₀(V √(η_A μ_A η_B μ_B))`.
+    pub fn gain_both_random(&self, ea_mu: f64, eb_mu: f64) -> f64 {
         let pd = self.hw.dark_count_probability;
         let s = ea_mu + eb_mu;
-        2.0 * (1.0 - pd) * (-s / 2.0).exp() * bessel_i0((ea_mu * eb_mu).sqrt())
+        let v = self.hw.mode_visibility;
+        2.0 * (1.0 - pd) * (-s / 2.0).exp() * bessel_i0(v * (ea_mu * eb_mu).sqrt())
             - 2.0 * (1.0 - pd).powi(2) * (-s).exp()
     }
 
-    /// (gain, error-gain) with both sending and phases post-selected as matched.
-    fn gain_both_matched(&self, ea_mu: f64, eb_mu: f64) -> (f64, f64) {
+    /// (gain, error-gain) with both sending and phases post-selected as matched (same
+    /// slice, or opposite slices with the bit flipped): the error is a click of the
+    /// detector that is dark for δ = 0.
+    pub fn gain_both_matched(&self, ea_mu: f64, eb_mu: f64) -> (f64, f64) {
         let pd = self.hw.dark_count_probability;
         let half = (ea_mu + eb_mu) / 2.0;
         let amp = (ea_mu * eb_mu).sqrt();

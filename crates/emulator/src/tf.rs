@@ -1,0 +1,454 @@
+//! Twin-field QKD, sending-or-not-sending (Frankfurt–Kehl, Pittaluga et al. 2025; the
+//! microcomb star, Zheng et al. 2026; REFERENCE.md §1.1, §1.4): two users' phase-randomised
+//! weak coherent pulses interfere at an untrusted relay's beam splitter, watched by two
+//! detectors.
+//!
+//! Per pulse each user picks, independently:
+//!
+//! | setting | window | intensity | probability |
+//! |---|---|---|---|
+//! | 0 | Z, not sending | 0 | `p_z (1 − ε)` |
+//! | 1 | Z, sending | `μ_z` | `p_z ε` |
+//! | 2 | X, vacuum | 0 | `(1 − p_z) q₀` |
+//! | 3 | X, weak decoy | `μ₁` | `(1 − p_z) q₁` |
+//! | 4 | X, strong decoy | `μ₂` | `(1 − p_z) q₂` |
+//!
+//! with a uniformly random phase θ, announced later as its slice `⌊θ M / 2π⌋` of `M`
+//! (`q = (0.2, 0.6, 0.2)` as in `keyrate::tf`). At the relay the fields, attenuated by the
+//! arms' transmittances and the detector efficiency (`η_A μ_A`, `η_B μ_B`), give mean
+//! photon numbers `I± = (η_A μ_A + η_B μ_B)/2 ± V √(η_A μ_A η_B μ_B) cos δ` at the two
+//! detectors, `V` the mode visibility and `δ = θ_A − θ_B + ν`, where `ν ~ N(0, σ²)` is the
+//! residual phase noise after stabilisation, `σ²` the `optics::phase::PhaseNoise` budget
+//! (laser linewidth over the delay mismatch, fibre drift between corrections, residual).
+//! A detector stays dark with probability `(1 − p_d) e^{−I}`.
+//!
+//! The probability that anything clicks, `1 − (1 − p_d)² e^{−(η_A μ_A + η_B μ_B)}`, does
+//! not depend on δ; so the event level draws the clicked pulses directly (geometric gaps
+//! at the total click probability), then their settings in proportion to each setting
+//! pair's click probability, then phases and which detector clicked. Never a draw per
+//! pulse.
+//!
+//! Records: the relay's clicks (pulse number, detector 0 = bright at δ = 0, 1 = the other,
+//! 2 = both), and each user's emission log for the clicked pulses (pulse number, setting,
+//! phase slice); per window the number of pulses sent in each setting pair.
+
+// Setting pairs are a 5 × 5 matrix indexed by (Alice's, Bob's) setting throughout.
+#![allow(clippy::needless_range_loop)]
+
+use crate::streams::{purpose_key, window_rng};
+use qkdnet_keyrate::tf::{TwinField, TwinFieldModel};
+use qkdnet_optics::{check, ParamError};
+use rand::Rng;
+use rand_distr::{Binomial, Distribution, StandardNormal};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+use std::f64::consts::PI;
+
+/// Settings per user.
+pub const SETTINGS: usize = 5;
+/// The X-window intensity probabilities `(q₀, q₁, q₂)` of `keyrate::tf`.
+pub const X_SPLIT: [f64; 3] = [0.2, 0.6, 0.2];
+
+/// Emulation settings (`[emulator]` of an `sns`/`sns-aopp` scenario).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TfEmulation {
+    /// Master seed.
+    pub seed: u64,
+}
+
+impl Default for TfEmulation {
+    fn default() -> Self {
+        Self { seed: 1 }
+    }
+}
+
+/// One relay click with both users' logs of that pulse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TfClick {
+    /// Pulse number from the start.
+    pub pulse: u64,
+    /// 0: the detector bright at δ = 0; 1: the other; 2: both.
+    pub detector: u8,
+    /// Alice's and Bob's settings (0..5, see the module table).
+    pub settings: [u8; 2],
+    /// Alice's and Bob's phase slices.
+    pub slices: [u16; 2],
+}
+
+/// One window of records.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TfWindow {
+    /// Window index.
+    pub index: u64,
+    /// First pulse of the window.
+    pub first_pulse: u64,
+    /// Pulses in the window.
+    pub pulses: u64,
+    /// Pulses sent per setting pair `[alice][bob]`.
+    pub sent: [[u64; SETTINGS]; SETTINGS],
+    /// Clicks, in pulse order.
+    pub clicks: Vec<TfClick>,
+}
+
+/// Window-level counts per setting pair.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TfStats {
+    /// Window index.
+    pub index: u64,
+    /// Pulses sent per setting pair.
+    pub sent: [[u64; SETTINGS]; SETTINGS],
+    /// Single clicks per setting pair.
+    pub single: [[u64; SETTINGS]; SETTINGS],
+    /// Weak-decoy pairs with matched phase slices (same or opposite) that gave a single
+    /// click.
+    pub matched_clicks: u64,
+    /// Of which on the detector that should be dark (phase errors).
+    pub matched_errors: u64,
+}
+
+/// A validated twin-field link.
+#[derive(Debug, Clone)]
+pub struct TfLink {
+    model: TwinFieldModel,
+    loss_db: f64,
+    emu: TfEmulation,
+    /// Probability and intensity of each setting.
+    settings: [(f64, f64); SETTINGS],
+    eta: [f64; 2],
+    sigma: f64,
+}
+
+impl std::ops::AddAssign<&TfStats> for TfStats {
+    fn add_assign(&mut self, s: &TfStats) {
+        for a in 0..SETTINGS {
+            for b in 0..SETTINGS {
+                self.sent[a][b] += s.sent[a][b];
+                self.single[a][b] += s.single[a][b];
+            }
+        }
+        self.matched_clicks += s.matched_clicks;
+        self.matched_errors += s.matched_errors;
+    }
+}
+
+impl TfStats {
+    /// Z-window error rate of single clicks: Alice's bit is "sent" and Bob's "not sent",
+    /// so setting pairs (0, 0) and (1, 1) are errors.
+    pub fn qber_z(&self) -> f64 {
+        let ones = self.single[1][0] + self.single[0][1];
+        let errs = self.single[0][0] + self.single[1][1];
+        errs as f64 / (errs + ones).max(1) as f64
+    }
+}
+
+impl TfLink {
+    /// `keyrate`'s Z-window error rate (`qber_key`) at this link's settings.
+    pub fn qber_z(&self) -> f64 {
+        use qkdnet_keyrate::{KeyRateModel, Security};
+        let hw = self.model.hw;
+        let x = [
+            hw.mu_signal,
+            hw.send_probability,
+            hw.mu_decoy1,
+            hw.mu_decoy2 / hw.mu_decoy1.max(1e-12),
+            hw.p_z,
+        ];
+        self.model
+            .evaluate(self.loss_db, &x, &Security::Asymptotic)
+            .qber_key
+    }
+
+    /// Builds and validates a link of total loss `loss_db` (split by
+    /// `alice_loss_fraction`).
+    pub fn new(hw: TwinField, loss_db: f64, emu: TfEmulation) -> Result<Self, ParamError> {
+        hw.validate()?;
+        check("channel.loss_db", loss_db, 0.0, 200.0)?;
+        let model = hw.prepare();
+        let (pz, eps) = (hw.p_z, hw.send_probability);
+        let px = 1.0 - pz;
+        let settings = [
+            (pz * (1.0 - eps), 0.0),
+            (pz * eps, hw.mu_signal),
+            (px * X_SPLIT[0], 0.0),
+            (px * X_SPLIT[1], hw.mu_decoy1),
+            (px * X_SPLIT[2], hw.mu_decoy2),
+        ];
+        let (ea, eb) = model.arms(loss_db);
+        Ok(Self {
+            sigma: hw.phase_noise.variance().sqrt(),
+            model,
+            loss_db,
+            emu,
+            settings,
+            eta: [ea, eb],
+        })
+    }
+
+    /// The key-rate model (hardware and forward-model gains).
+    pub fn model(&self) -> &TwinFieldModel {
+        &self.model
+    }
+
+    /// Channel loss, dB.
+    pub fn loss_db(&self) -> f64 {
+        self.loss_db
+    }
+
+    /// Probability and intensity of setting `s`.
+    pub fn setting(&self, s: usize) -> (f64, f64) {
+        self.settings[s]
+    }
+
+    /// `(η_A μ_A, η_B μ_B)` of a setting pair.
+    fn arriving(&self, a: usize, b: usize) -> (f64, f64) {
+        (
+            self.eta[0] * self.settings[a].1,
+            self.eta[1] * self.settings[b].1,
+        )
+    }
+
+    /// Probability that any detector clicks for setting pair `(a, b)` (independent of δ).
+    pub fn any_click(&self, a: usize, b: usize) -> f64 {
+        let pd = self.model.hw.dark_count_probability;
+        let (x, y) = self.arriving(a, b);
+        1.0 - (1.0 - pd) * (1.0 - pd) * (-(x + y)).exp()
+    }
+
+    /// Expected single-click probability of setting pair `(a, b)` with random phases, from
+    /// `keyrate`'s forward model.
+    pub fn single_click(&self, a: usize, b: usize) -> f64 {
+        let (x, y) = self.arriving(a, b);
+        let pd = self.model.hw.dark_count_probability;
+        match (x > 0.0, y > 0.0) {
+            (false, false) => 2.0 * pd * (1.0 - pd),
+            (true, false) => self.model.gain_one(x),
+            (false, true) => self.model.gain_one(y),
+            (true, true) => self.model.gain_both_random(x, y),
+        }
+    }
+
+    /// Expected (single-click gain, error gain) of weak-decoy pairs with matched slices,
+    /// from `keyrate`'s forward model.
+    pub fn matched(&self) -> (f64, f64) {
+        let (x, y) = self.arriving(3, 3);
+        self.model.gain_both_matched(x, y)
+    }
+}
+
+/// A running twin-field emulation.
+#[derive(Debug, Clone)]
+pub struct TfEmulator {
+    link: TfLink,
+    pulses_per_window: u64,
+    next_index: u64,
+    keys: [u64; 3],
+    /// Cumulative click weight of the 25 setting pairs, and the total.
+    cumulative: [f64; SETTINGS * SETTINGS],
+    p_any: f64,
+}
+
+impl TfEmulator {
+    /// An emulation in windows of `window_s` seconds of pulses.
+    pub fn new(link: TfLink, window_s: f64) -> Result<Self, ParamError> {
+        check("window_s", window_s, 1e-9, 3600.0)?;
+        let n = (window_s * link.model.hw.clock_hz).round().max(1.0) as u64;
+        let mut cumulative = [0.0; SETTINGS * SETTINGS];
+        let mut acc = 0.0;
+        for a in 0..SETTINGS {
+            for b in 0..SETTINGS {
+                acc += link.settings[a].0 * link.settings[b].0 * link.any_click(a, b);
+                cumulative[a * SETTINGS + b] = acc;
+            }
+        }
+        let key = |p: &str| purpose_key(link.emu.seed, "emulator/tf", p);
+        Ok(Self {
+            keys: [key("clicks"), key("sent"), key("stats")],
+            link,
+            pulses_per_window: n,
+            next_index: 0,
+            cumulative,
+            p_any: acc,
+        })
+    }
+
+    /// The link.
+    pub fn link(&self) -> &TfLink {
+        &self.link
+    }
+
+    /// Pulses per window.
+    pub fn pulses_per_window(&self) -> u64 {
+        self.pulses_per_window
+    }
+
+    /// Probability that a pulse gives any click.
+    pub fn click_probability(&self) -> f64 {
+        self.p_any
+    }
+
+    /// Splits `n` pulses over the 25 setting pairs (sequential binomials).
+    fn split_sent(&self, rng: &mut Xoshiro256PlusPlus, n: u64) -> [[u64; SETTINGS]; SETTINGS] {
+        let mut out = [[0; SETTINGS]; SETTINGS];
+        let mut left = n;
+        let mut mass = 1.0;
+        for a in 0..SETTINGS {
+            for b in 0..SETTINGS {
+                let p = self.link.settings[a].0 * self.link.settings[b].0;
+                let k = if a == SETTINGS - 1 && b == SETTINGS - 1 {
+                    left
+                } else {
+                    binomial(rng, left, (p / mass).min(1.0))
+                };
+                out[a][b] = k;
+                left -= k;
+                mass -= p;
+                if mass <= 0.0 {
+                    mass = f64::MIN_POSITIVE;
+                }
+            }
+        }
+        out
+    }
+
+    /// The next window at event level.
+    pub fn step_events(&mut self) -> TfWindow {
+        let index = self.next_index;
+        self.next_index += 1;
+        let first = index * self.pulses_per_window;
+        let end = first + self.pulses_per_window;
+        let mut rng = window_rng(self.keys[0], index);
+        let mut sent_rng = window_rng(self.keys[1], index);
+        let mut out = TfWindow {
+            index,
+            first_pulse: first,
+            pulses: self.pulses_per_window,
+            sent: self.split_sent(&mut sent_rng, self.pulses_per_window),
+            clicks: Vec::new(),
+        };
+        if self.p_any <= 0.0 {
+            return out;
+        }
+        let ln_q = (-self.p_any).ln_1p();
+        // Memoryless: each window draws its own first gap from its own start.
+        let mut pulse = first;
+        loop {
+            let u: f64 = rng.gen::<f64>().max(f64::MIN_POSITIVE);
+            let gap = (u.ln() / ln_q).floor();
+            if gap >= (end - pulse) as f64 {
+                break;
+            }
+            pulse += gap as u64;
+            out.clicks.push(self.click(&mut rng, pulse));
+            pulse += 1;
+            if pulse >= end {
+                break;
+            }
+        }
+        out
+    }
+
+    fn click(&self, rng: &mut Xoshiro256PlusPlus, pulse: u64) -> TfClick {
+        let r = rng.gen::<f64>() * self.p_any;
+        let k = self
+            .cumulative
+            .iter()
+            .position(|&c| r < c)
+            .unwrap_or(SETTINGS * SETTINGS - 1);
+        let (a, b) = (k / SETTINGS, k % SETTINGS);
+        let m = self.link.model.hw.phase_slices as f64;
+        let (ta, tb) = (rng.gen::<f64>() * 2.0 * PI, rng.gen::<f64>() * 2.0 * PI);
+        let noise: f64 = rng.sample(StandardNormal);
+        let delta = ta - tb + self.link.sigma * noise;
+        let (x, y) = self.link.arriving(a, b);
+        let amp = self.link.model.hw.mode_visibility * (x * y).sqrt() * delta.cos();
+        let pd = self.link.model.hw.dark_count_probability;
+        let dark_plus = (1.0 - pd) * (-((x + y) / 2.0 + amp)).exp();
+        let dark_minus = (1.0 - pd) * (-((x + y) / 2.0 - amp)).exp();
+        let only_plus = (1.0 - dark_plus) * dark_minus;
+        let only_minus = (1.0 - dark_minus) * dark_plus;
+        let any = 1.0 - dark_plus * dark_minus;
+        let u = rng.gen::<f64>() * any;
+        let detector = if u < only_plus {
+            0
+        } else if u < only_plus + only_minus {
+            1
+        } else {
+            2
+        };
+        let slice = |t: f64| ((t / (2.0 * PI) * m).floor() as u16).min(m as u16 - 1);
+        TfClick {
+            pulse,
+            detector,
+            settings: [a as u8, b as u8],
+            slices: [slice(ta), slice(tb)],
+        }
+    }
+
+    /// The next window at window level: pulses per setting pair (multinomial), single
+    /// clicks per pair (binomial at `keyrate`'s gains), and the matched weak-decoy pairs
+    /// with their phase errors.
+    pub fn step_stats(&mut self) -> TfStats {
+        let index = self.next_index;
+        self.next_index += 1;
+        let mut rng = window_rng(self.keys[2], index);
+        let sent = self.split_sent(&mut rng, self.pulses_per_window);
+        let mut single = [[0; SETTINGS]; SETTINGS];
+        for a in 0..SETTINGS {
+            for b in 0..SETTINGS {
+                single[a][b] = binomial(&mut rng, sent[a][b], self.link.single_click(a, b));
+            }
+        }
+        let m = self.link.model.hw.phase_slices as f64;
+        let matched = binomial(&mut rng, sent[3][3], 2.0 / m);
+        let (g, e) = self.link.matched();
+        let clicks = binomial(&mut rng, matched, g);
+        let errors = binomial(&mut rng, clicks, if g > 0.0 { e / g } else { 0.0 });
+        TfStats {
+            index,
+            sent,
+            single,
+            matched_clicks: clicks,
+            matched_errors: errors,
+        }
+    }
+}
+
+fn binomial(rng: &mut Xoshiro256PlusPlus, n: u64, p: f64) -> u64 {
+    if n == 0 || p <= 0.0 {
+        return 0;
+    }
+    Binomial::new(n, p.min(1.0)).map_or(0, |d| d.sample(rng))
+}
+
+/// Tallies event-level clicks into window-level counts (`sent` left as given).
+pub fn tally(w: &TfWindow, slices: u16) -> TfStats {
+    let mut s = TfStats {
+        index: w.index,
+        sent: w.sent,
+        ..TfStats::default()
+    };
+    for c in &w.clicks {
+        if c.detector == 2 {
+            continue;
+        }
+        let (a, b) = (c.settings[0] as usize, c.settings[1] as usize);
+        s.single[a][b] += 1;
+        if a == 3 && b == 3 {
+            let same = c.slices[0] == c.slices[1];
+            let opposite =
+                slices.is_multiple_of(2) && (c.slices[0] + slices / 2) % slices == c.slices[1];
+            if same || opposite {
+                s.matched_clicks += 1;
+                // δ ≈ 0: detector 1 is the error; δ ≈ π: detector 0 is.
+                let error = if same {
+                    c.detector == 1
+                } else {
+                    c.detector == 0
+                };
+                s.matched_errors += error as u64;
+            }
+        }
+    }
+    s
+}

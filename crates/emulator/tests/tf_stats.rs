@@ -1,0 +1,164 @@
+//! Statistical tests of the twin-field (SNS) emulator at fixed seeds: relay clicks per
+//! setting pair, the Z-window error rate and the matched-phase error rate against
+//! `keyrate::tf`'s forward model, window level against event level.
+#![allow(clippy::needless_range_loop)]
+
+mod common;
+use common::z;
+use qkdnet_emulator::tf::{tally, TfEmulation, TfEmulator, TfLink, TfStats, SETTINGS};
+use qkdnet_keyrate::tf::{TfVariant, TwinField};
+
+fn hw() -> TwinField {
+    TwinField {
+        variant: TfVariant::SnsAopp,
+        clock_hz: 1e9,
+        detector_efficiency: 0.21,
+        dark_count_probability: 1e-6,
+        ..TwinField::default()
+    }
+}
+
+fn link(loss_db: f64) -> TfLink {
+    TfLink::new(hw(), loss_db, TfEmulation::default()).expect("valid")
+}
+
+fn add(total: &mut TfStats, s: &TfStats) {
+    *total += s;
+}
+
+fn binom_z(what: &str, k: u64, n: u64, p: f64) {
+    let (n, k) = (n as f64, k as f64);
+    z(what, k, n * p, (n * p * (1.0 - p)).sqrt().max(1.0));
+}
+
+/// Every setting pair's single clicks, the Z-window errors and the matched-phase errors
+/// against the forward model.
+fn check(l: &TfLink, s: &TfStats, what: &str) {
+    for a in 0..SETTINGS {
+        for b in 0..SETTINGS {
+            binom_z(
+                &format!("{what}: single clicks, settings ({a}, {b})"),
+                s.single[a][b],
+                s.sent[a][b],
+                l.single_click(a, b),
+            );
+        }
+    }
+    // Z window: Alice's bit is "sent", Bob's "not sent"; (0,0) and (1,1) are errors.
+    let ones = s.single[1][0] + s.single[0][1];
+    let errs = s.single[0][0] + s.single[1][1];
+    assert!((s.qber_z() - errs as f64 / (errs + ones) as f64).abs() < 1e-15);
+    let e_z = l.qber_z();
+    let hw = l.model().hw;
+    binom_z(&format!("{what}: Z-window errors"), errs, errs + ones, e_z);
+    let (g, e) = l.matched();
+    let m = hw.phase_slices as f64;
+    binom_z(
+        &format!("{what}: matched weak-decoy clicks"),
+        s.matched_clicks,
+        s.sent[3][3],
+        2.0 / m * g,
+    );
+    binom_z(
+        &format!("{what}: matched phase errors"),
+        s.matched_errors,
+        s.matched_clicks,
+        e / g,
+    );
+}
+
+#[test]
+fn event_level_matches_keyrate_gains_and_error_rates() {
+    let l = link(30.0);
+    let mut e = TfEmulator::new(l.clone(), 1e-3).expect("window");
+    let mut total = TfStats::default();
+    let mut last = None;
+    for _ in 0..600 {
+        let w = e.step_events();
+        assert_eq!(w.sent.iter().flatten().sum::<u64>(), w.pulses);
+        assert!(w.clicks.windows(2).all(|c| c[0].pulse < c[1].pulse));
+        assert!(w
+            .clicks
+            .iter()
+            .all(|c| c.pulse >= w.first_pulse && c.pulse < w.first_pulse + w.pulses));
+        if let (Some(p), Some(c)) = (last, w.clicks.first()) {
+            assert!(c.pulse > p);
+        }
+        last = w.clicks.last().map(|c| c.pulse);
+        add(&mut total, &tally(&w, 16));
+    }
+    assert!(total.matched_clicks > 500, "{total:?}");
+    check(&l, &total, "event level");
+}
+
+#[test]
+fn window_level_matches_and_agrees_with_event_level() {
+    let l = link(30.0);
+    let mut w = TfEmulator::new(l.clone(), 0.05).expect("window");
+    let mut total = TfStats::default();
+    for _ in 0..4 {
+        add(&mut total, &w.step_stats());
+    }
+    check(&l, &total, "window level");
+    let mut e = TfEmulator::new(l, 1e-3).expect("window");
+    let mut ev = TfStats::default();
+    for _ in 0..200 {
+        add(&mut ev, &tally(&e.step_events(), 16));
+    }
+    // Same pulses in both (0.2 s): the click totals are two samples of one rate.
+    let (a, b) = (
+        ev.single.iter().flatten().sum::<u64>() as f64,
+        total.single.iter().flatten().sum::<u64>() as f64,
+    );
+    z("event vs window single clicks", a - b, 0.0, (a + b).sqrt());
+}
+
+#[test]
+fn phase_noise_raises_the_matched_error() {
+    let mut noisy = hw();
+    noisy.phase_noise.residual_rms_rad = 0.6;
+    let l = TfLink::new(noisy, 30.0, TfEmulation::default()).expect("valid");
+    let (g, e) = l.matched();
+    let (g0, e0) = link(30.0).matched();
+    assert!(
+        e / g > 2.0 * e0 / g0,
+        "noise raises the error: {} vs {}",
+        e / g,
+        e0 / g0
+    );
+    let mut em = TfEmulator::new(l.clone(), 1e-3).expect("window");
+    let mut total = TfStats::default();
+    for _ in 0..200 {
+        add(&mut total, &tally(&em.step_events(), 16));
+    }
+    binom_z(
+        "noisy matched errors",
+        total.matched_errors,
+        total.matched_clicks,
+        e / g,
+    );
+}
+
+#[test]
+fn same_seed_same_clicks_and_bad_values_named() {
+    let a = TfEmulator::new(link(40.0), 1e-3).expect("w").step_events();
+    let b = TfEmulator::new(link(40.0), 1e-3).expect("w").step_events();
+    assert_eq!(a, b);
+    assert!(!a.clicks.is_empty());
+    let e = TfLink::new(
+        TwinField {
+            mode_visibility: 1.5,
+            ..hw()
+        },
+        30.0,
+        TfEmulation::default(),
+    )
+    .expect_err("visibility");
+    assert_eq!(e.field, "hardware.mode_visibility");
+    assert_eq!(
+        TfLink::new(hw(), -1.0, TfEmulation::default())
+            .expect_err("loss")
+            .field,
+        "channel.loss_db"
+    );
+}
