@@ -7,6 +7,7 @@ use clap::Args;
 use qkdnet_core::samples::SampleWriter;
 use qkdnet_core::timetag::{PtuT2Writer, QttWriter, TimeTag};
 use qkdnet_emulator::analysis::{count, Coincidences, CountSettings};
+use qkdnet_emulator::bb84::{Bb84Emulation, Bb84Emulator, Bb84Link, Bb84Stats};
 use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Emulator, Bbm92Link};
 use qkdnet_emulator::cv::{scatter, CvEmulation, CvEmulator, CvLink, CvStats};
 use qkdnet_emulator::ion::{tally, IonEmulation, IonEmulator, IonLink};
@@ -56,6 +57,8 @@ pub enum EmulatedLink {
     Ion(Box<IonLink>),
     /// Twin-field, sending-or-not-sending.
     Tf(Box<TfLink>),
+    /// Decoy-state BB84.
+    Bb84(Box<Bb84Link>),
 }
 
 fn table<T: for<'de> Deserialize<'de> + Default>(
@@ -70,6 +73,16 @@ fn table<T: for<'de> Deserialize<'de> + Default>(
             ))
         }),
         None => Ok(T::default()),
+    }
+}
+
+fn no_faults(faults: &[qkdnet_emulator::Fault], origin: &str) -> Result<(), CliError> {
+    if faults.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::input(format!(
+            "{origin}: fault[0]: faults are emulated for bbm92-cw links only so far"
+        )))
     }
 }
 
@@ -105,11 +118,7 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
             if let Some(seed) = seed {
                 emu.seed = seed;
             }
-            if !s.faults.is_empty() {
-                return Err(CliError::input(format!(
-                    "{origin}: fault[0]: faults are emulated for bbm92-cw links only so far"
-                )));
-            }
+            no_faults(&s.faults, &origin)?;
             Ok(EmulatedLink::Cv(Box::new(CvLink::new(hw, loss, emu).map_err(bad)?)))
         }
         Protocol::Di(di) => {
@@ -117,14 +126,20 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
             if let Some(seed) = seed {
                 emu.seed = seed;
             }
-            if !s.faults.is_empty() {
-                return Err(CliError::input(format!(
-                    "{origin}: fault[0]: faults are emulated for bbm92-cw links only so far"
-                )));
-            }
+            no_faults(&s.faults, &origin)?;
             let length = ch.distance_km.unwrap_or(loss / di.fibre_attenuation_db_per_km);
             Ok(EmulatedLink::Ion(Box::new(
                 IonLink::new(di.link, loss, length, emu).map_err(bad)?,
+            )))
+        }
+        Protocol::DecoyBb84(hw) => {
+            let mut emu: Bb84Emulation = table(&s.emulator, &origin)?;
+            if let Some(seed) = seed {
+                emu.seed = seed;
+            }
+            no_faults(&s.faults, &origin)?;
+            Ok(EmulatedLink::Bb84(Box::new(
+                Bb84Link::new(hw, loss, emu).map_err(bad)?,
             )))
         }
         Protocol::TwinField(m) if s.protocol != "pm" => {
@@ -132,17 +147,13 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
             if let Some(seed) = seed {
                 emu.seed = seed;
             }
-            if !s.faults.is_empty() {
-                return Err(CliError::input(format!(
-                    "{origin}: fault[0]: faults are emulated for bbm92-cw links only so far"
-                )));
-            }
+            no_faults(&s.faults, &origin)?;
             Ok(EmulatedLink::Tf(Box::new(
                 TfLink::new(m.hw, loss, emu).map_err(bad)?,
             )))
         }
         _ => Err(CliError::input(format!(
-            "{origin}: protocol: the emulator implements \"bbm92-cw\", \"cv-gg02\", \"di-memory\", \"sns\" and \"sns-aopp\" so far, not \"{}\"",
+            "{origin}: protocol: the emulator implements \"bbm92-cw\", \"cv-gg02\", \"di-memory\", \"sns\", \"sns-aopp\" and \"decoy-bb84\" so far, not \"{}\"",
             s.protocol
         ))),
     }
@@ -198,6 +209,7 @@ pub fn run(a: &EmulateArgs) -> Result<(), CliError> {
         EmulatedLink::Cv(link) => run_cv(a, *link),
         EmulatedLink::Ion(link) => run_ion(a, *link),
         EmulatedLink::Tf(link) => run_tf(a, *link),
+        EmulatedLink::Bb84(link) => run_bb84(a, *link),
     }
 }
 
@@ -720,4 +732,83 @@ impl Tables {
         }
         Ok(files)
     }
+}
+
+/// Decoy BB84: Bob's clicks and Alice's log of the clicked pulses, plus the pulses sent per
+/// (intensity, bases) in each window, as `.qtab` record tables.
+fn run_bb84(a: &EmulateArgs, link: Bb84Link) -> Result<(), CliError> {
+    let clock = link.hardware().clock_hz;
+    let pulses = a.seconds * clock;
+    if pulses > 1e15 {
+        return Err(CliError::input(format!(
+            "--seconds: {} s is {pulses:.2e} pulses (over 1e15); emulate less",
+            a.seconds
+        )));
+    }
+    let mut emu = Bb84Emulator::new(link.clone(), a.window_s.min(a.seconds))
+        .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
+    let per = (a.window_s.min(a.seconds) * clock).round().max(1.0);
+    let windows = (pulses / per).ceil().max(1.0) as u64;
+    let mut tables = Tables::create(
+        &a.out,
+        &[("bob.qtab", 3), ("alice.qtab", 4), ("sent.qtab", 14)],
+    )?;
+    let mut total = Bb84Stats::default();
+    let mut clicks = 0u64;
+    let mut sent_pulses = 0u64;
+    let bar = indicatif::ProgressBar::new(windows);
+    for _ in 0..windows {
+        let w = emu.step_events();
+        total += &qkdnet_emulator::bb84::tally(&w);
+        clicks += w.clicks.len() as u64;
+        sent_pulses += w.pulses;
+        let mut rows: [Vec<f64>; 3] = Default::default();
+        for c in &w.clicks {
+            rows[0].extend([c.pulse as f64, c.bob_basis as f64, c.detector as f64]);
+            rows[1].extend([
+                c.pulse as f64,
+                c.alice_basis as f64,
+                c.alice_bit as f64,
+                c.intensity as f64,
+            ]);
+        }
+        rows[2].extend([w.first_pulse as f64, w.pulses as f64]);
+        rows[2].extend(w.sent.iter().flatten().flatten().map(|&n| n as f64));
+        for (i, r) in rows.iter().enumerate() {
+            tables.write(i, r)?;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let files = tables.finish()?;
+    let qber = total.qber_z();
+    let manifest = serde_json::json!({
+        "scenario": a.scenario.display().to_string(),
+        "protocol": "decoy-bb84",
+        "level": "event",
+        "seconds": sent_pulses as f64 / clock,
+        "pulses": sent_pulses,
+        "files": files,
+        "format_doc": "docs/EMULATOR.md (decoy BB84); .qtab: crates/core/src/samples.rs",
+        "columns": {
+            "bob": ["pulse", "basis (0 Z, 1 X)", "detector (0, 1, 2 both)"],
+            "alice": ["pulse", "basis", "bit", "intensity (0 μ1, 1 μ2, 2 μ3)"],
+            "sent": ["first pulse", "pulses", "sent per [intensity][alice basis][bob basis], 12 columns"],
+        },
+        "measured": {"clicks": clicks, "qber_z": qber},
+        "expected": {"clicks_per_pulse_matched_basis": (0..3).map(|k| link.expected(k).0).collect::<Vec<_>>()},
+    });
+    if let Some(mpath) = write_manifest(a, &manifest)? {
+        println!(
+            "emulated {} pulses of {}: {clicks} clicks, QBER_Z {:.2} %",
+            sent_pulses,
+            a.scenario.display(),
+            100.0 * qber
+        );
+        for f in &files {
+            println!("wrote {f}");
+        }
+        println!("wrote {}", mpath.display());
+    }
+    Ok(())
 }

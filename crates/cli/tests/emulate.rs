@@ -244,3 +244,37 @@ fn twin_field_link_writes_relay_clicks_and_emission_logs() {
     assert_eq!(pulses as u64, m["pulses"].as_u64().unwrap());
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn decoy_bb84_link_writes_clicks_and_logs() {
+    let d = tmp("bb84");
+    let scenario = d.join("bb84.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"bb84\"\nprotocol = \"decoy-bb84\"\n[channel]\ndistance_km = 50.0\n",
+    )
+    .unwrap();
+    let out = d.join("out");
+    let (code, stdout, err) = qkdnet(&[
+        "emulate",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--seconds",
+        "0.01",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let bytes = std::fs::read(out.join("bob.qtab")).unwrap();
+    let (cols, bob) = read_samples(&mut bytes.as_slice()).unwrap();
+    assert_eq!(cols, 3);
+    assert_eq!(
+        (bob.len() / 3) as u64,
+        m["measured"]["clicks"].as_u64().unwrap()
+    );
+    let q = m["measured"]["qber_z"].as_f64().unwrap();
+    assert!(q > 0.003 && q < 0.05, "{q}");
+    let _ = std::fs::remove_dir_all(&d);
+}

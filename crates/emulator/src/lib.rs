@@ -9,12 +9,13 @@
 //! Implemented: the Nice time–energy BBM92 link ([`bbm92`]) with DWDM/CWDM channel
 //! selection ([`wdm`]), actuators and scheduled faults ([`faults`]); the GG02 CV-QKD link
 //! ([`cv`]); the trapped-ion memory link ([`ion`]); sending-or-not-sending twin-field links
-//! ([`tf`]). Decoy BB84, MDI and PM-QKD are not emulated yet.
+//! ([`tf`]); decoy-state BB84 ([`bb84`]). MDI and PM-QKD are not emulated yet.
 //!
 //! The emulator knows nothing about keys: bits, sifting and distillation belong to the
 //! link runtime and `distill`.
 
 pub mod analysis;
+pub mod bb84;
 pub mod bbm92;
 pub mod cv;
 pub mod faults;
