@@ -21,11 +21,10 @@
 // Per-window counts are indexed by (intensity, Alice's basis, Bob's basis) throughout.
 #![allow(clippy::needless_range_loop)]
 
-use crate::streams::{purpose_key, window_rng};
+use crate::streams::{binomial, purpose_key, successes, window_rng};
 use qkdnet_keyrate::decoy_bb84::DecoyBb84;
 use qkdnet_optics::{check, ParamError};
 use rand::Rng;
-use rand_distr::{Binomial, Distribution};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
@@ -257,23 +256,9 @@ impl Bb84Emulator {
         let weights: [f64; 3] = core::array::from_fn(|k| l.intensity(k).1 * l.any_click(k));
         let p_any: f64 = weights.iter().sum();
         let mut clicks = Vec::new();
-        if p_any > 0.0 {
-            let ln_q = (-p_any).ln_1p();
-            let mut pulse = first;
-            loop {
-                let u: f64 = rng.gen::<f64>().max(f64::MIN_POSITIVE);
-                let gap = (u.ln() / ln_q).floor();
-                if gap >= (end - pulse) as f64 {
-                    break;
-                }
-                pulse += gap as u64;
-                clicks.push(self.click(&mut rng, pulse, &weights, p_any));
-                pulse += 1;
-                if pulse >= end {
-                    break;
-                }
-            }
-        }
+        successes(&mut rng, first, end, p_any, |rng, pulse| {
+            clicks.push(self.click(rng, pulse, &weights, p_any));
+        });
         // Afterpulses: from this window's clicks, and those due from earlier ones.
         let p_ap = l.hw.afterpulse_probability;
         let ln_ap = (-1.0 / AFTERPULSE_MEAN_GATES).ln_1p();
@@ -412,13 +397,6 @@ impl Bb84Emulator {
             intensity: k as u8,
         }
     }
-}
-
-fn binomial(rng: &mut Xoshiro256PlusPlus, n: u64, p: f64) -> u64 {
-    if n == 0 || p <= 0.0 {
-        return 0;
-    }
-    Binomial::new(n, p.min(1.0)).map_or(0, |d| d.sample(rng))
 }
 
 /// Tallies a window's basis-matched clicks and errors per intensity and basis.

@@ -55,7 +55,7 @@
 //! run's records are identical whatever the thread count.
 
 use crate::faults::{Fault, FaultKind};
-use crate::streams::{purpose_key, window_rng};
+use crate::streams::{binomial, poisson, purpose_key, window_rng};
 use crate::wdm::{ChannelPair, Wdm};
 use qkdnet_core::bits::Bits;
 use qkdnet_core::timetag::TimeTag;
@@ -65,7 +65,7 @@ use qkdnet_optics::detector::{window_capture_fraction, FWHM_PER_SIGMA};
 use qkdnet_optics::fibre::{db_to_transmittance, split_transmittance};
 use qkdnet_optics::{check, ParamError};
 use rand::{Rng, RngCore};
-use rand_distr::{Binomial, Distribution, Exp1, Poisson, StandardNormal};
+use rand_distr::{Exp1, StandardNormal};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
@@ -788,26 +788,6 @@ impl Bbm92Emulator {
             z,
             x,
         }
-    }
-}
-
-fn poisson(rng: &mut impl Rng, mean: f64) -> u64 {
-    if mean <= 0.0 || !mean.is_finite() {
-        return 0;
-    }
-    match Poisson::new(mean) {
-        Ok(p) => p.sample(rng) as u64,
-        Err(_) => 0,
-    }
-}
-
-fn binomial(rng: &mut impl Rng, n: u64, p: f64) -> u64 {
-    if n == 0 || p <= 0.0 {
-        return 0;
-    }
-    match Binomial::new(n, p.min(1.0)) {
-        Ok(b) => b.sample(rng),
-        Err(_) => 0,
     }
 }
 

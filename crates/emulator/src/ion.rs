@@ -19,11 +19,10 @@
 //! - Deterministic delivery: at every `delivery_period_s` the application gets the
 //!   freshest stored pair (memory holds the latest herald); its fidelity is recorded.
 
-use crate::streams::{purpose_key, window_rng};
+use crate::streams::{binomial, purpose_key, window_rng};
 use qkdnet_keyrate::di::{MemoryLink, MemoryLinkPoint};
 use qkdnet_optics::{check, ParamError};
 use rand::Rng;
-use rand_distr::{Binomial, Distribution};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
@@ -348,22 +347,15 @@ impl IonEmulator {
         self.next_index += 1;
         let mut rng = window_rng(self.keys[1], index);
         let attempts = (self.window_s * self.link.point.attempt_rate_hz).round() as u64;
-        let bin = |rng: &mut Xoshiro256PlusPlus, n: u64, p: f64| -> u64 {
-            if n == 0 || p <= 0.0 {
-                0
-            } else {
-                Binomial::new(n, p.min(1.0)).map_or(0, |d| d.sample(rng))
-            }
-        };
-        let heralds = bin(&mut rng, attempts, self.link.point.success_probability);
-        let key_pairs = bin(&mut rng, heralds, self.link.emu.key_fraction);
+        let heralds = binomial(&mut rng, attempts, self.link.point.success_probability);
+        let key_pairs = binomial(&mut rng, heralds, self.link.emu.key_fraction);
         let t = self.link.emu.measure_delay_s;
         let mut s = IonStats {
             index,
             attempts,
             heralds,
             key_pairs,
-            key_errors: bin(&mut rng, key_pairs, self.link.key_error()),
+            key_errors: binomial(&mut rng, key_pairs, self.link.key_error()),
             ..IonStats::default()
         };
         // Split the CHSH pairs over the four settings (multinomial by sequential binomials).
@@ -374,12 +366,12 @@ impl IonEmulator {
                 let n = if share == 1 {
                     left
                 } else {
-                    bin(&mut rng, left, 1.0 / share as f64)
+                    binomial(&mut rng, left, 1.0 / share as f64)
                 };
                 left -= n;
                 share -= 1;
                 s.chsh_pairs[a][b] = n;
-                s.chsh_agree[a][b] = bin(&mut rng, n, self.link.agree_probability(a, b, t));
+                s.chsh_agree[a][b] = binomial(&mut rng, n, self.link.agree_probability(a, b, t));
             }
         }
         s

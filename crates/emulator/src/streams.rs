@@ -19,3 +19,52 @@ pub(crate) fn purpose_key(seed: u64, component: &str, purpose: &str) -> u64 {
 pub(crate) fn window_rng(key: u64, index: u64) -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::seed_from_u64(key ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
+
+/// A Poisson draw of mean `mean` (0 for a non-positive or non-finite mean).
+pub(crate) fn poisson(rng: &mut impl rand::Rng, mean: f64) -> u64 {
+    use rand_distr::{Distribution, Poisson};
+    if mean <= 0.0 || !mean.is_finite() {
+        return 0;
+    }
+    Poisson::new(mean).map_or(0, |p| p.sample(rng) as u64)
+}
+
+/// A binomial draw (0 when `n` is 0 or `p` ≤ 0; `p` capped at 1).
+pub(crate) fn binomial(rng: &mut impl rand::Rng, n: u64, p: f64) -> u64 {
+    use rand_distr::{Binomial, Distribution};
+    if n == 0 || p <= 0.0 || p.is_nan() {
+        return 0;
+    }
+    Binomial::new(n, p.min(1.0)).map_or(0, |b| b.sample(rng))
+}
+
+/// Calls `f` for each pulse in `[first, end)` that "succeeds", each independently with
+/// probability `p`, drawing only the successes: geometric gaps by inversion. Successes are
+/// memoryless, so a window may start its own gaps at its own first pulse.
+pub(crate) fn successes<R: rand::Rng>(
+    rng: &mut R,
+    first: u64,
+    end: u64,
+    p: f64,
+    mut f: impl FnMut(&mut R, u64),
+) {
+    if p <= 0.0 || first >= end {
+        return;
+    }
+    let ln_q = (-p.min(1.0)).ln_1p();
+    let mut pulse = first;
+    while pulse < end {
+        let u: f64 = rng.gen::<f64>().max(f64::MIN_POSITIVE);
+        let gap = if ln_q == f64::NEG_INFINITY {
+            0.0
+        } else {
+            (u.ln() / ln_q).floor()
+        };
+        if gap >= (end - pulse) as f64 {
+            break;
+        }
+        pulse += gap as u64;
+        f(rng, pulse);
+        pulse += 1;
+    }
+}

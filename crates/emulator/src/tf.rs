@@ -35,11 +35,11 @@
 // Setting pairs are a 5 × 5 matrix indexed by (Alice's, Bob's) setting throughout.
 #![allow(clippy::needless_range_loop)]
 
-use crate::streams::{purpose_key, window_rng};
+use crate::streams::{binomial, purpose_key, successes, window_rng};
 use qkdnet_keyrate::tf::{TwinField, TwinFieldModel};
 use qkdnet_optics::{check, ParamError};
 use rand::Rng;
-use rand_distr::{Binomial, Distribution, StandardNormal};
+use rand_distr::StandardNormal;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
@@ -326,25 +326,11 @@ impl TfEmulator {
             sent: self.split_sent(&mut sent_rng, self.pulses_per_window),
             clicks: Vec::new(),
         };
-        if self.p_any <= 0.0 {
-            return out;
-        }
-        let ln_q = (-self.p_any).ln_1p();
-        // Memoryless: each window draws its own first gap from its own start.
-        let mut pulse = first;
-        loop {
-            let u: f64 = rng.gen::<f64>().max(f64::MIN_POSITIVE);
-            let gap = (u.ln() / ln_q).floor();
-            if gap >= (end - pulse) as f64 {
-                break;
-            }
-            pulse += gap as u64;
-            out.clicks.push(self.click(&mut rng, pulse));
-            pulse += 1;
-            if pulse >= end {
-                break;
-            }
-        }
+        let mut clicks = Vec::new();
+        successes(&mut rng, first, end, self.p_any, |rng, pulse| {
+            clicks.push(self.click(rng, pulse));
+        });
+        out.clicks = clicks;
         out
     }
 
@@ -412,13 +398,6 @@ impl TfEmulator {
             matched_errors: errors,
         }
     }
-}
-
-fn binomial(rng: &mut Xoshiro256PlusPlus, n: u64, p: f64) -> u64 {
-    if n == 0 || p <= 0.0 {
-        return 0;
-    }
-    Binomial::new(n, p.min(1.0)).map_or(0, |d| d.sample(rng))
 }
 
 /// Tallies event-level clicks into window-level counts (`sent` left as given).
