@@ -11,6 +11,7 @@ use qkdnet_emulator::bb84::{Bb84Emulation, Bb84Emulator, Bb84Link, Bb84Stats};
 use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Emulator, Bbm92Link};
 use qkdnet_emulator::cv::{scatter, CvEmulation, CvEmulator, CvLink, CvStats};
 use qkdnet_emulator::ion::{tally, IonEmulation, IonEmulator, IonLink};
+use qkdnet_emulator::mdi::{MdiEmulation, MdiEmulator, MdiLink, STATES};
 use qkdnet_emulator::tf::{TfEmulation, TfEmulator, TfLink, TfStats, SETTINGS};
 use qkdnet_keyrate::Protocol;
 use serde::Deserialize;
@@ -59,6 +60,8 @@ pub enum EmulatedLink {
     Tf(Box<TfLink>),
     /// Decoy-state BB84.
     Bb84(Box<Bb84Link>),
+    /// MDI-QKD.
+    Mdi(Box<MdiLink>),
 }
 
 fn table<T: for<'de> Deserialize<'de> + Default>(
@@ -142,6 +145,16 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
                 Bb84Link::new(hw, loss, emu).map_err(bad)?,
             )))
         }
+        Protocol::Mdi(hw) => {
+            let mut emu: MdiEmulation = table(&s.emulator, &origin)?;
+            if let Some(seed) = seed {
+                emu.seed = seed;
+            }
+            no_faults(&s.faults, &origin)?;
+            Ok(EmulatedLink::Mdi(Box::new(
+                MdiLink::new(hw, loss, emu).map_err(bad)?,
+            )))
+        }
         Protocol::TwinField(m) if s.protocol != "pm" => {
             let mut emu: TfEmulation = table(&s.emulator, &origin)?;
             if let Some(seed) = seed {
@@ -153,7 +166,7 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
             )))
         }
         _ => Err(CliError::input(format!(
-            "{origin}: protocol: the emulator implements \"bbm92-cw\", \"cv-gg02\", \"di-memory\", \"sns\", \"sns-aopp\" and \"decoy-bb84\" so far, not \"{}\"",
+            "{origin}: protocol: the emulator implements \"bbm92-cw\", \"cv-gg02\", \"di-memory\", \"sns\", \"sns-aopp\", \"decoy-bb84\" and \"mdi\" so far, not \"{}\"",
             s.protocol
         ))),
     }
@@ -210,6 +223,7 @@ pub fn run(a: &EmulateArgs) -> Result<(), CliError> {
         EmulatedLink::Ion(link) => run_ion(a, *link),
         EmulatedLink::Tf(link) => run_tf(a, *link),
         EmulatedLink::Bb84(link) => run_bb84(a, *link),
+        EmulatedLink::Mdi(link) => run_mdi(a, *link),
     }
 }
 
@@ -575,16 +589,9 @@ fn run_ion(a: &EmulateArgs, link: IonLink) -> Result<(), CliError> {
 /// Twin-field: the relay's clicks and each user's emission log of the clicked pulses, plus
 /// the pulses sent per setting pair in each window, as `.qtab` record tables.
 fn run_tf(a: &EmulateArgs, link: TfLink) -> Result<(), CliError> {
-    let pulses = a.seconds * link.model().hw.clock_hz;
-    if pulses > 1e15 {
-        return Err(CliError::input(format!(
-            "--seconds: {} s is {pulses:.2e} pulses (over 1e15); emulate less",
-            a.seconds
-        )));
-    }
-    let mut emu = TfEmulator::new(link.clone(), a.window_s.min(a.seconds))
+    let (window, windows) = pulse_windows(a, link.model().hw.clock_hz)?;
+    let mut emu = TfEmulator::new(link.clone(), window)
         .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
-    let windows = (pulses / emu.pulses_per_window() as f64).ceil().max(1.0) as u64;
     let mut tables = Tables::create(
         &a.out,
         &[
@@ -738,17 +745,9 @@ impl Tables {
 /// (intensity, bases) in each window, as `.qtab` record tables.
 fn run_bb84(a: &EmulateArgs, link: Bb84Link) -> Result<(), CliError> {
     let clock = link.hardware().clock_hz;
-    let pulses = a.seconds * clock;
-    if pulses > 1e15 {
-        return Err(CliError::input(format!(
-            "--seconds: {} s is {pulses:.2e} pulses (over 1e15); emulate less",
-            a.seconds
-        )));
-    }
-    let mut emu = Bb84Emulator::new(link.clone(), a.window_s.min(a.seconds))
+    let (window, windows) = pulse_windows(a, clock)?;
+    let mut emu = Bb84Emulator::new(link.clone(), window)
         .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
-    let per = (a.window_s.min(a.seconds) * clock).round().max(1.0);
-    let windows = (pulses / per).ceil().max(1.0) as u64;
     let mut tables = Tables::create(
         &a.out,
         &[("bob.qtab", 3), ("alice.qtab", 4), ("sent.qtab", 14)],
@@ -811,4 +810,95 @@ fn run_bb84(a: &EmulateArgs, link: Bb84Link) -> Result<(), CliError> {
         println!("wrote {}", mpath.display());
     }
     Ok(())
+}
+
+/// MDI-QKD: the relay's clicks and both users' states of the clicked pulses, plus the
+/// pulses sent per state pair in each window, as `.qtab` record tables.
+fn run_mdi(a: &EmulateArgs, link: MdiLink) -> Result<(), CliError> {
+    let clock = link.hardware().clock_hz;
+    let (window, windows) = pulse_windows(a, clock)?;
+    let mut emu = MdiEmulator::new(link.clone(), window)
+        .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
+    let mut tables = Tables::create(
+        &a.out,
+        &[
+            ("relay.qtab", 2),
+            ("alice.qtab", 2),
+            ("bob.qtab", 2),
+            ("sent.qtab", 2 + (STATES * STATES) as u32),
+        ],
+    )?;
+    let mut psi = [[0u64; STATES]; STATES];
+    let (mut clicks, mut sent_pulses) = (0u64, 0u64);
+    let bar = indicatif::ProgressBar::new(windows);
+    for _ in 0..windows {
+        let w = emu.step_events();
+        let p = qkdnet_emulator::mdi::psi_minus_counts(&w);
+        for (row, add) in psi.iter_mut().zip(&p) {
+            for (x, y) in row.iter_mut().zip(add) {
+                *x += y;
+            }
+        }
+        clicks += w.clicks.len() as u64;
+        sent_pulses += w.pulses;
+        let mut rows: [Vec<f64>; 4] = Default::default();
+        for c in &w.clicks {
+            rows[0].extend([c.pulse as f64, c.detectors as f64]);
+            rows[1].extend([c.pulse as f64, c.states[0] as f64]);
+            rows[2].extend([c.pulse as f64, c.states[1] as f64]);
+        }
+        rows[3].extend([w.first_pulse as f64, w.pulses as f64]);
+        rows[3].extend(w.sent.iter().flatten().map(|&n| n as f64));
+        for (i, r) in rows.iter().enumerate() {
+            tables.write(i, r)?;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let files = tables.finish()?;
+    let qber = qkdnet_emulator::mdi::qber_z(&psi);
+    let psi_total: u64 = psi.iter().flatten().sum();
+    let manifest = serde_json::json!({
+        "scenario": a.scenario.display().to_string(),
+        "protocol": "mdi",
+        "level": "event",
+        "seconds": sent_pulses as f64 / clock,
+        "pulses": sent_pulses,
+        "files": files,
+        "format_doc": "docs/EMULATOR.md (MDI); .qtab: crates/core/src/samples.rs",
+        "columns": {
+            "relay": ["pulse", "detectors (bit 0 cH, 1 cV, 2 dH, 3 dV)"],
+            "alice": ["pulse", "state (0,1: Z bit at s; 2+2i+bit: X at intensity i of 0, ν, μ)"],
+            "bob": ["pulse", "state"],
+            "sent": ["first pulse", "pulses", "sent per state pair [alice][bob], 64 columns"],
+        },
+        "measured": {"clicks": clicks, "psi_minus": psi_total, "qber_z": qber},
+    });
+    if let Some(mpath) = write_manifest(a, &manifest)? {
+        println!(
+            "emulated {sent_pulses} pulses of {}: {clicks} relay events, {psi_total} ψ⁻, QBER_Z {:.2} %",
+            a.scenario.display(),
+            100.0 * qber
+        );
+        for f in &files {
+            println!("wrote {f}");
+        }
+        println!("wrote {}", mpath.display());
+    }
+    Ok(())
+}
+
+/// The windows of a pulsed link's run: window length (s) and count; refuses runs of more
+/// than 1e15 pulses.
+fn pulse_windows(a: &EmulateArgs, clock_hz: f64) -> Result<(f64, u64), CliError> {
+    let pulses = a.seconds * clock_hz;
+    if pulses > 1e15 {
+        return Err(CliError::input(format!(
+            "--seconds: {} s is {pulses:.2e} pulses (over 1e15); emulate less",
+            a.seconds
+        )));
+    }
+    let window = a.window_s.min(a.seconds);
+    let per = (window * clock_hz).round().max(1.0);
+    Ok((window, (pulses / per).ceil().max(1.0) as u64))
 }

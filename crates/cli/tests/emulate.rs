@@ -48,6 +48,22 @@ fn emulate(out: &Path, threads: &str) -> serde_json::Value {
     serde_json::from_str(&stdout).unwrap()
 }
 
+/// Runs `qkdnet emulate --json` and returns the manifest.
+fn emulate_json(scenario: &str, seconds: &str, out: &str) -> serde_json::Value {
+    let (code, stdout, err) = qkdnet(&[
+        "emulate",
+        "--scenario",
+        scenario,
+        "--seconds",
+        seconds,
+        "--out",
+        out,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
 #[test]
 fn writes_both_formats_deterministically() {
     let a = tmp("a");
@@ -115,7 +131,7 @@ fn bad_scenarios_are_refused_with_the_field() {
         ),
         (base.replace("umzi_fsr_ghz", "umzi_fsr"), "umzi_fsr"),
         (
-            base.replace("protocol = \"bbm92-cw\"", "protocol = \"mdi\"")
+            base.replace("protocol = \"bbm92-cw\"", "protocol = \"pm\"")
                 .split("[hardware]")
                 .next()
                 .unwrap()
@@ -155,18 +171,11 @@ fn bad_scenarios_are_refused_with_the_field() {
 #[test]
 fn cv_link_writes_symbols_and_samples() {
     let d = tmp("cv");
-    let (code, stdout, err) = qkdnet(&[
-        "emulate",
-        "--scenario",
+    let m = emulate_json(
         "scenarios/cv-120km-coexistence.toml",
-        "--seconds",
         "0.001",
-        "--out",
         d.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    );
     assert_eq!(m["symbols"].as_u64().unwrap(), 100_000);
     for who in ["alice", "bob"] {
         let bytes = std::fs::read(d.join(format!("{who}.cvq"))).unwrap();
@@ -183,18 +192,7 @@ fn cv_link_writes_symbols_and_samples() {
 #[test]
 fn ion_link_writes_heralds_and_deliveries() {
     let d = tmp("ion");
-    let (code, stdout, err) = qkdnet(&[
-        "emulate",
-        "--scenario",
-        "scenarios/ion-memory-10km.toml",
-        "--seconds",
-        "600",
-        "--out",
-        d.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let m = emulate_json("scenarios/ion-memory-10km.toml", "600", d.to_str().unwrap());
     let heralds = std::fs::read_to_string(d.join("heralds.tsv")).unwrap();
     let n = heralds.lines().count() - 1;
     assert_eq!(n as u64, m["measured"]["heralds"].as_u64().unwrap());
@@ -209,18 +207,11 @@ fn ion_link_writes_heralds_and_deliveries() {
 #[test]
 fn twin_field_link_writes_relay_clicks_and_emission_logs() {
     let d = tmp("tf");
-    let (code, stdout, err) = qkdnet(&[
-        "emulate",
-        "--scenario",
+    let m = emulate_json(
         "scenarios/frankfurt-kehl-tf.toml",
-        "--seconds",
         "0.2",
-        "--out",
         d.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    );
     let read = |name: &str| {
         let bytes = std::fs::read(d.join(format!("{name}.qtab"))).unwrap();
         read_samples(&mut bytes.as_slice()).unwrap()
@@ -255,18 +246,7 @@ fn decoy_bb84_link_writes_clicks_and_logs() {
     )
     .unwrap();
     let out = d.join("out");
-    let (code, stdout, err) = qkdnet(&[
-        "emulate",
-        "--scenario",
-        scenario.to_str().unwrap(),
-        "--seconds",
-        "0.01",
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let m = emulate_json(scenario.to_str().unwrap(), "0.01", out.to_str().unwrap());
     let bytes = std::fs::read(out.join("bob.qtab")).unwrap();
     let (cols, bob) = read_samples(&mut bytes.as_slice()).unwrap();
     assert_eq!(cols, 3);
@@ -276,5 +256,29 @@ fn decoy_bb84_link_writes_clicks_and_logs() {
     );
     let q = m["measured"]["qber_z"].as_f64().unwrap();
     assert!(q > 0.003 && q < 0.05, "{q}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn mdi_link_writes_relay_events() {
+    let d = tmp("mdi");
+    let scenario = d.join("mdi.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"mdi\"\nprotocol = \"mdi\"\n[channel]\nloss_db = 10.0\n",
+    )
+    .unwrap();
+    let out = d.join("out");
+    let m = emulate_json(scenario.to_str().unwrap(), "0.002", out.to_str().unwrap());
+    let bytes = std::fs::read(out.join("relay.qtab")).unwrap();
+    let (cols, relay) = read_samples(&mut bytes.as_slice()).unwrap();
+    assert_eq!(cols, 2);
+    assert_eq!(
+        (relay.len() / 2) as u64,
+        m["measured"]["clicks"].as_u64().unwrap()
+    );
+    assert!(relay.chunks(2).all(|r| r[1] >= 1.0 && r[1] <= 15.0));
+    let bytes = std::fs::read(out.join("sent.qtab")).unwrap();
+    assert_eq!(read_samples(&mut bytes.as_slice()).unwrap().0, 66);
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | 0 | 8 | magic `QKDNCV01` |
 //! | 8 | 8 | number of rows `n` (u64) |
-//! | 16 | 4 | columns per row `c` (u32, 1..=64) |
+//! | 16 | 4 | columns per row `c` (u32, 1..=256) |
 //! | 20 | 4 | reserved, 0 |
 //! | 24 | 8·c·n | rows of `c` IEEE-754 f64 values |
 //!
@@ -25,7 +25,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 const MAGIC: &[u8; 8] = b"QKDNCV01";
 /// Most columns a row may have.
-pub const MAX_COLUMNS: u32 = 64;
+pub const MAX_COLUMNS: u32 = 256;
 
 fn format(what: impl Into<String>) -> TagFileError {
     TagFileError::Format { what: what.into() }

@@ -21,7 +21,7 @@
 // Per-window counts are indexed by (intensity, Alice's basis, Bob's basis) throughout.
 #![allow(clippy::needless_range_loop)]
 
-use crate::streams::{binomial, purpose_key, successes, window_rng};
+use crate::streams::{multinomial, successes, PulseWindow, PulseWindows};
 use qkdnet_keyrate::decoy_bb84::DecoyBb84;
 use qkdnet_optics::{check, ParamError};
 use rand::Rng;
@@ -196,9 +196,7 @@ impl Bb84Link {
 #[derive(Debug, Clone)]
 pub struct Bb84Emulator {
     link: Bb84Link,
-    pulses_per_window: u64,
-    next_index: u64,
-    keys: [u64; 2],
+    windows: PulseWindows,
     /// Afterpulses due in later windows: (pulse, detector).
     pending: Vec<(u64, u8)>,
 }
@@ -206,14 +204,11 @@ pub struct Bb84Emulator {
 impl Bb84Emulator {
     /// An emulation in windows of `window_s` seconds of pulses.
     pub fn new(link: Bb84Link, window_s: f64) -> Result<Self, ParamError> {
-        check("window_s", window_s, 1e-9, 3600.0)?;
-        let n = (window_s * link.hw.clock_hz).round().max(1.0) as u64;
-        let key = |p: &str| purpose_key(link.emu.seed, "emulator/bb84", p);
+        let windows =
+            PulseWindows::new(window_s, link.hw.clock_hz, link.emu.seed, "emulator/bb84")?;
         Ok(Self {
-            keys: [key("clicks"), key("sent")],
             link,
-            pulses_per_window: n,
-            next_index: 0,
+            windows,
             pending: Vec::new(),
         })
     }
@@ -225,34 +220,24 @@ impl Bb84Emulator {
 
     /// The next window at event level.
     pub fn step_events(&mut self) -> Bb84Window {
-        let index = self.next_index;
-        self.next_index += 1;
-        let first = index * self.pulses_per_window;
-        let end = first + self.pulses_per_window;
-        let mut rng = window_rng(self.keys[0], index);
-        let mut sent_rng = window_rng(self.keys[1], index);
+        let PulseWindow {
+            index,
+            first,
+            end,
+            clicks_rng: mut rng,
+            mut sent_rng,
+        } = self.windows.next_window();
         let l = &self.link;
         let pk = l.hw.p_key_basis;
         // Pulses sent per (intensity, bases): sequential binomials.
-        let mut sent = [[[0u64; 2]; 2]; 3];
-        let mut left = self.pulses_per_window;
-        let mut mass = 1.0;
-        for k in 0..3 {
-            for a in 0..2 {
-                for b in 0..2 {
-                    let pb = |x: usize| if x == 0 { pk } else { 1.0 - pk };
-                    let p = l.intensity(k).1 * pb(a) * pb(b);
-                    let n = if k == 2 && a == 1 && b == 1 {
-                        left
-                    } else {
-                        binomial(&mut sent_rng, left, (p / mass).clamp(0.0, 1.0))
-                    };
-                    sent[k][a][b] = n;
-                    left -= n;
-                    mass = (mass - p).max(f64::MIN_POSITIVE);
-                }
-            }
-        }
+        let pb = |x: usize| if x == 0 { pk } else { 1.0 - pk };
+        let p: Vec<f64> = (0..12)
+            .map(|i| l.intensity(i / 4).1 * pb((i / 2) % 2) * pb(i % 2))
+            .collect();
+        let counts = multinomial(&mut sent_rng, end - first, &p);
+        let sent: [[[u64; 2]; 2]; 3] = core::array::from_fn(|k| {
+            core::array::from_fn(|a| core::array::from_fn(|b| counts[4 * k + 2 * a + b]))
+        });
         let weights: [f64; 3] = core::array::from_fn(|k| l.intensity(k).1 * l.any_click(k));
         let p_any: f64 = weights.iter().sum();
         let mut clicks = Vec::new();
@@ -326,7 +311,7 @@ impl Bb84Emulator {
         Bb84Window {
             index,
             first_pulse: first,
-            pulses: self.pulses_per_window,
+            pulses: end - first,
             sent,
             clicks,
         }

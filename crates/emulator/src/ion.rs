@@ -19,7 +19,7 @@
 //! - Deterministic delivery: at every `delivery_period_s` the application gets the
 //!   freshest stored pair (memory holds the latest herald); its fidelity is recorded.
 
-use crate::streams::{binomial, purpose_key, window_rng};
+use crate::streams::{binomial, multinomial, purpose_key, window_rng};
 use qkdnet_keyrate::di::{MemoryLink, MemoryLinkPoint};
 use qkdnet_optics::{check, ParamError};
 use rand::Rng;
@@ -358,18 +358,11 @@ impl IonEmulator {
             key_errors: binomial(&mut rng, key_pairs, self.link.key_error()),
             ..IonStats::default()
         };
-        // Split the CHSH pairs over the four settings (multinomial by sequential binomials).
-        let mut left = heralds - key_pairs;
-        let mut share = 4u64;
+        // The CHSH pairs over the four settings, equally likely.
+        let split = multinomial(&mut rng, heralds - key_pairs, &[0.25; 4]);
         for a in 0..2 {
             for b in 0..2 {
-                let n = if share == 1 {
-                    left
-                } else {
-                    binomial(&mut rng, left, 1.0 / share as f64)
-                };
-                left -= n;
-                share -= 1;
+                let n = split[2 * a + b];
                 s.chsh_pairs[a][b] = n;
                 s.chsh_agree[a][b] = binomial(&mut rng, n, self.link.agree_probability(a, b, t));
             }

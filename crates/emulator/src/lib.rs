@@ -9,7 +9,7 @@
 //! Implemented: the Nice time–energy BBM92 link ([`bbm92`]) with DWDM/CWDM channel
 //! selection ([`wdm`]), actuators and scheduled faults ([`faults`]); the GG02 CV-QKD link
 //! ([`cv`]); the trapped-ion memory link ([`ion`]); sending-or-not-sending twin-field links
-//! ([`tf`]); decoy-state BB84 ([`bb84`]). MDI and PM-QKD are not emulated yet.
+//! ([`tf`]); decoy-state BB84 ([`bb84`]); MDI-QKD ([`mdi`]). PM-QKD is not emulated yet.
 //!
 //! The emulator knows nothing about keys: bits, sifting and distillation belong to the
 //! link runtime and `distill`.
@@ -20,6 +20,7 @@ pub mod bbm92;
 pub mod cv;
 pub mod faults;
 pub mod ion;
+pub mod mdi;
 mod streams;
 pub mod tf;
 pub mod wdm;

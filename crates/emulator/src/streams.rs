@@ -68,3 +68,87 @@ pub(crate) fn successes<R: rand::Rng>(
         pulse += 1;
     }
 }
+
+/// Splits `n` trials over categories of probabilities `p` (summing to 1) by sequential
+/// binomials: an exact multinomial draw.
+pub(crate) fn multinomial(rng: &mut impl rand::Rng, n: u64, p: &[f64]) -> Vec<u64> {
+    let mut out = vec![0; p.len()];
+    let (mut left, mut mass) = (n, 1.0);
+    for (i, &pi) in p.iter().enumerate() {
+        let k = if i + 1 == p.len() {
+            left
+        } else {
+            binomial(rng, left, (pi / mass).clamp(0.0, 1.0))
+        };
+        out[i] = k;
+        left -= k;
+        mass = (mass - pi).max(f64::MIN_POSITIVE);
+    }
+    out
+}
+
+/// The index of the first cumulative weight above `r` (the last one if none is).
+pub(crate) fn pick(cumulative: &[f64], r: f64) -> usize {
+    cumulative
+        .iter()
+        .position(|&c| r < c)
+        .unwrap_or(cumulative.len().saturating_sub(1))
+}
+
+/// The window bookkeeping of a pulsed link: fixed pulses per window, and per window a
+/// generator for the clicks and one for the sent-pulse counts.
+#[derive(Debug, Clone)]
+pub(crate) struct PulseWindows {
+    /// Pulses per window.
+    pub pulses_per_window: u64,
+    next_index: u64,
+    clicks_key: u64,
+    sent_key: u64,
+}
+
+/// One window of a [`PulseWindows`].
+pub(crate) struct PulseWindow {
+    pub index: u64,
+    pub first: u64,
+    pub end: u64,
+    pub clicks_rng: Xoshiro256PlusPlus,
+    pub sent_rng: Xoshiro256PlusPlus,
+}
+
+impl PulseWindows {
+    /// Windows of `window_s` seconds at `clock_hz`, keyed by (seed, component).
+    pub fn new(
+        window_s: f64,
+        clock_hz: f64,
+        seed: u64,
+        component: &str,
+    ) -> Result<Self, qkdnet_optics::ParamError> {
+        qkdnet_optics::check("window_s", window_s, 1e-9, 3600.0)?;
+        Ok(Self {
+            pulses_per_window: (window_s * clock_hz).round().max(1.0) as u64,
+            next_index: 0,
+            clicks_key: purpose_key(seed, component, "clicks"),
+            sent_key: purpose_key(seed, component, "sent"),
+        })
+    }
+
+    /// The next window.
+    pub fn next_window(&mut self) -> PulseWindow {
+        let index = self.next_index;
+        self.next_index += 1;
+        let first = index * self.pulses_per_window;
+        PulseWindow {
+            index,
+            first,
+            end: first + self.pulses_per_window,
+            clicks_rng: window_rng(self.clicks_key, index),
+            sent_rng: window_rng(self.sent_key, index),
+        }
+    }
+
+    /// The index the next window will have (and advances past it).
+    pub fn take_index(&mut self) -> u64 {
+        self.next_index += 1;
+        self.next_index - 1
+    }
+}

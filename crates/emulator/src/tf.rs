@@ -35,7 +35,9 @@
 // Setting pairs are a 5 × 5 matrix indexed by (Alice's, Bob's) setting throughout.
 #![allow(clippy::needless_range_loop)]
 
-use crate::streams::{binomial, purpose_key, successes, window_rng};
+use crate::streams::{
+    binomial, multinomial, pick, purpose_key, successes, window_rng, PulseWindow, PulseWindows,
+};
 use qkdnet_keyrate::tf::{TwinField, TwinFieldModel};
 use qkdnet_optics::{check, ParamError};
 use rand::Rng;
@@ -240,9 +242,8 @@ impl TfLink {
 #[derive(Debug, Clone)]
 pub struct TfEmulator {
     link: TfLink,
-    pulses_per_window: u64,
-    next_index: u64,
-    keys: [u64; 3],
+    windows: PulseWindows,
+    stats_key: u64,
     /// Cumulative click weight of the 25 setting pairs, and the total.
     cumulative: [f64; SETTINGS * SETTINGS],
     p_any: f64,
@@ -251,8 +252,12 @@ pub struct TfEmulator {
 impl TfEmulator {
     /// An emulation in windows of `window_s` seconds of pulses.
     pub fn new(link: TfLink, window_s: f64) -> Result<Self, ParamError> {
-        check("window_s", window_s, 1e-9, 3600.0)?;
-        let n = (window_s * link.model.hw.clock_hz).round().max(1.0) as u64;
+        let windows = PulseWindows::new(
+            window_s,
+            link.model.hw.clock_hz,
+            link.emu.seed,
+            "emulator/tf",
+        )?;
         let mut cumulative = [0.0; SETTINGS * SETTINGS];
         let mut acc = 0.0;
         for a in 0..SETTINGS {
@@ -261,12 +266,10 @@ impl TfEmulator {
                 cumulative[a * SETTINGS + b] = acc;
             }
         }
-        let key = |p: &str| purpose_key(link.emu.seed, "emulator/tf", p);
         Ok(Self {
-            keys: [key("clicks"), key("sent"), key("stats")],
+            stats_key: purpose_key(link.emu.seed, "emulator/tf", "stats"),
             link,
-            pulses_per_window: n,
-            next_index: 0,
+            windows,
             cumulative,
             p_any: acc,
         })
@@ -279,7 +282,7 @@ impl TfEmulator {
 
     /// Pulses per window.
     pub fn pulses_per_window(&self) -> u64 {
-        self.pulses_per_window
+        self.windows.pulses_per_window
     }
 
     /// Probability that a pulse gives any click.
@@ -289,58 +292,37 @@ impl TfEmulator {
 
     /// Splits `n` pulses over the 25 setting pairs (sequential binomials).
     fn split_sent(&self, rng: &mut Xoshiro256PlusPlus, n: u64) -> [[u64; SETTINGS]; SETTINGS] {
-        let mut out = [[0; SETTINGS]; SETTINGS];
-        let mut left = n;
-        let mut mass = 1.0;
-        for a in 0..SETTINGS {
-            for b in 0..SETTINGS {
-                let p = self.link.settings[a].0 * self.link.settings[b].0;
-                let k = if a == SETTINGS - 1 && b == SETTINGS - 1 {
-                    left
-                } else {
-                    binomial(rng, left, (p / mass).min(1.0))
-                };
-                out[a][b] = k;
-                left -= k;
-                mass -= p;
-                if mass <= 0.0 {
-                    mass = f64::MIN_POSITIVE;
-                }
-            }
-        }
-        out
+        let p: Vec<f64> = (0..SETTINGS * SETTINGS)
+            .map(|k| self.link.settings[k / SETTINGS].0 * self.link.settings[k % SETTINGS].0)
+            .collect();
+        let counts = multinomial(rng, n, &p);
+        core::array::from_fn(|a| core::array::from_fn(|b| counts[a * SETTINGS + b]))
     }
 
     /// The next window at event level.
     pub fn step_events(&mut self) -> TfWindow {
-        let index = self.next_index;
-        self.next_index += 1;
-        let first = index * self.pulses_per_window;
-        let end = first + self.pulses_per_window;
-        let mut rng = window_rng(self.keys[0], index);
-        let mut sent_rng = window_rng(self.keys[1], index);
-        let mut out = TfWindow {
+        let PulseWindow {
             index,
-            first_pulse: first,
-            pulses: self.pulses_per_window,
-            sent: self.split_sent(&mut sent_rng, self.pulses_per_window),
-            clicks: Vec::new(),
-        };
+            first,
+            end,
+            clicks_rng: mut rng,
+            mut sent_rng,
+        } = self.windows.next_window();
         let mut clicks = Vec::new();
         successes(&mut rng, first, end, self.p_any, |rng, pulse| {
             clicks.push(self.click(rng, pulse));
         });
-        out.clicks = clicks;
-        out
+        TfWindow {
+            index,
+            first_pulse: first,
+            pulses: end - first,
+            sent: self.split_sent(&mut sent_rng, end - first),
+            clicks,
+        }
     }
 
     fn click(&self, rng: &mut Xoshiro256PlusPlus, pulse: u64) -> TfClick {
-        let r = rng.gen::<f64>() * self.p_any;
-        let k = self
-            .cumulative
-            .iter()
-            .position(|&c| r < c)
-            .unwrap_or(SETTINGS * SETTINGS - 1);
+        let k = pick(&self.cumulative, rng.gen::<f64>() * self.p_any);
         let (a, b) = (k / SETTINGS, k % SETTINGS);
         let m = self.link.model.hw.phase_slices as f64;
         let (ta, tb) = (rng.gen::<f64>() * 2.0 * PI, rng.gen::<f64>() * 2.0 * PI);
@@ -375,10 +357,9 @@ impl TfEmulator {
     /// clicks per pair (binomial at `keyrate`'s gains), and the matched weak-decoy pairs
     /// with their phase errors.
     pub fn step_stats(&mut self) -> TfStats {
-        let index = self.next_index;
-        self.next_index += 1;
-        let mut rng = window_rng(self.keys[2], index);
-        let sent = self.split_sent(&mut rng, self.pulses_per_window);
+        let index = self.windows.take_index();
+        let mut rng = window_rng(self.stats_key, index);
+        let sent = self.split_sent(&mut rng, self.windows.pulses_per_window);
         let mut single = [[0; SETTINGS]; SETTINGS];
         for a in 0..SETTINGS {
             for b in 0..SETTINGS {

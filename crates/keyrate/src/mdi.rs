@@ -90,7 +90,7 @@ const FREE: [FreeParam; 4] = [
 ];
 
 /// Z-basis gain and error-gain (Ma & Razavi 2012, Eqs. (B7)–(B9)).
-fn gains_z(ea: f64, ma: f64, eb: f64, mb: f64, pd: f64, ed: f64) -> (f64, f64) {
+pub fn gains_z(ea: f64, ma: f64, eb: f64, mb: f64, pd: f64, ed: f64) -> (f64, f64) {
     let mup = ea * ma + eb * mb;
     let x = (ea * ma * eb * mb).sqrt() / 2.0;
     let qc = 2.0
@@ -107,7 +107,7 @@ fn gains_z(ea: f64, ma: f64, eb: f64, mb: f64, pd: f64, ed: f64) -> (f64, f64) {
 }
 
 /// X-basis gain and error-gain (Ma & Razavi 2012, Eqs. (B3)–(B5)).
-fn gains_x(ea: f64, ma: f64, eb: f64, mb: f64, pd: f64, ed: f64) -> (f64, f64) {
+pub fn gains_x(ea: f64, ma: f64, eb: f64, mb: f64, pd: f64, ed: f64) -> (f64, f64) {
     let mup = ea * ma + eb * mb;
     let x = (ea * ma * eb * mb).sqrt() / 2.0;
     let y = (1.0 - pd) * (-mup / 4.0).exp();
@@ -147,7 +147,8 @@ impl Mdi {
         Ok(())
     }
 
-    fn arms(&self, loss_db: f64) -> (f64, f64) {
+    /// Each arm's transmittance times the relay detector efficiency.
+    pub fn arms(&self, loss_db: f64) -> (f64, f64) {
         let (ta, tb) = split_transmittance(loss_db, self.alice_loss_fraction);
         (ta * self.detector_efficiency, tb * self.detector_efficiency)
     }
