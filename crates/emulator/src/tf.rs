@@ -17,10 +17,21 @@
 //! (`q = (0.2, 0.6, 0.2)` as in `keyrate::tf`). At the relay the fields, attenuated by the
 //! arms' transmittances and the detector efficiency (`η_A μ_A`, `η_B μ_B`), give mean
 //! photon numbers `I± = (η_A μ_A + η_B μ_B)/2 ± V √(η_A μ_A η_B μ_B) cos δ` at the two
-//! detectors, `V` the mode visibility and `δ = θ_A − θ_B + ν`, where `ν ~ N(0, σ²)` is the
-//! residual phase noise after stabilisation, `σ²` the `optics::phase::PhaseNoise` budget
-//! (laser linewidth over the delay mismatch, fibre drift between corrections, residual).
-//! A detector stays dark with probability `(1 − p_d) e^{−I}`.
+//! detectors, `V` the mode visibility and `δ = θ_A − θ_B + ν`, where `ν` is the residual
+//! phase error after stabilisation, emulated in time from the terms of the
+//! `optics::phase::PhaseNoise` budget (Bertaina et al., arXiv:2310.08621):
+//!
+//! - the stabilisation (off-band reference at Frankfurt–Kehl, the microcomb-locked
+//!   lasers of the star network) corrects the phase every `T = correction_period_s`,
+//!   leaving its own error `r_k ~ N(0, σ_res²)` for the whole interval `k`;
+//! - between corrections the fibres drift at `ω = fibre_drift_rad_per_s`, in a direction
+//!   drawn per interval, so the error grows as `±ω (t − kT)`;
+//! - the lasers' phase diffusion over the delay mismatch adds `ℓ ~ N(0, 2π Δν τ_d)` per
+//!   pulse.
+//!
+//! The mean square of `ν` is the budget's `σ² = σ_res² + (ωT)²/3 + 2πΔν τ_d`, and pulses
+//! in one correction interval share its error, as in the hardware. A detector stays dark
+//! with probability `(1 − p_d) e^{−I}`.
 //!
 //! The probability that anything clicks, `1 − (1 − p_d)² e^{−(η_A μ_A + η_B μ_B)}`, does
 //! not depend on δ; so the event level draws the clicked pulses directly (geometric gaps
@@ -118,7 +129,6 @@ pub struct TfLink {
     /// Probability and intensity of each setting.
     settings: [(f64, f64); SETTINGS],
     eta: [f64; 2],
-    sigma: f64,
 }
 
 impl std::ops::AddAssign<&TfStats> for TfStats {
@@ -178,7 +188,6 @@ impl TfLink {
         ];
         let (ea, eb) = model.arms(loss_db);
         Ok(Self {
-            sigma: hw.phase_noise.variance().sqrt(),
             model,
             loss_db,
             emu,
@@ -244,6 +253,7 @@ pub struct TfEmulator {
     link: TfLink,
     windows: PulseWindows,
     stats_key: u64,
+    phase_key: u64,
     /// Cumulative click weight of the 25 setting pairs, and the total.
     cumulative: [f64; SETTINGS * SETTINGS],
     p_any: f64,
@@ -268,6 +278,7 @@ impl TfEmulator {
         }
         Ok(Self {
             stats_key: purpose_key(link.emu.seed, "emulator/tf", "stats"),
+            phase_key: purpose_key(link.emu.seed, "emulator/tf", "phase"),
             link,
             windows,
             cumulative,
@@ -321,13 +332,29 @@ impl TfEmulator {
         }
     }
 
+    /// The residual phase error at `pulse` (module docs): the correction interval's own
+    /// error and drift direction (drawn from the interval's generator, so every pulse of
+    /// the interval sees the same), the drift since the correction, and the lasers'
+    /// diffusion (drawn from `rng`, per pulse).
+    pub fn phase_error(&self, rng: &mut Xoshiro256PlusPlus, pulse: u64) -> f64 {
+        let pn = &self.link.model.hw.phase_noise;
+        let t = pulse as f64 / self.link.model.hw.clock_hz;
+        let period = pn.correction_period_s;
+        let k = (t / period).floor();
+        let mut interval = window_rng(self.phase_key, k as u64);
+        let residual: f64 = pn.residual_rms_rad * interval.sample::<f64, _>(StandardNormal);
+        let direction = if interval.gen::<bool>() { 1.0 } else { -1.0 };
+        let drift = direction * pn.fibre_drift_rad_per_s * (t - k * period);
+        let laser: f64 = pn.laser_variance().sqrt() * rng.sample::<f64, _>(StandardNormal);
+        residual + drift + laser
+    }
+
     fn click(&self, rng: &mut Xoshiro256PlusPlus, pulse: u64) -> TfClick {
         let k = pick(&self.cumulative, rng.gen::<f64>() * self.p_any);
         let (a, b) = (k / SETTINGS, k % SETTINGS);
         let m = self.link.model.hw.phase_slices as f64;
         let (ta, tb) = (rng.gen::<f64>() * 2.0 * PI, rng.gen::<f64>() * 2.0 * PI);
-        let noise: f64 = rng.sample(StandardNormal);
-        let delta = ta - tb + self.link.sigma * noise;
+        let delta = ta - tb + self.phase_error(rng, pulse);
         let (x, y) = self.link.arriving(a, b);
         let amp = self.link.model.hw.mode_visibility * (x * y).sqrt() * delta.cos();
         let pd = self.link.model.hw.dark_count_probability;

@@ -162,3 +162,45 @@ fn same_seed_same_clicks_and_bad_values_named() {
         "channel.loss_db"
     );
 }
+
+#[test]
+fn phase_error_process_has_the_budget_variance_and_interval_memory() {
+    use rand::SeedableRng;
+    let mut noisy = hw();
+    noisy.phase_noise.fibre_drift_rad_per_s = 3000.0; // (ωT)²/3 = 0.03 rad²
+    noisy.phase_noise.residual_rms_rad = 0.1;
+    let l = TfLink::new(noisy, 30.0, TfEmulation::default()).expect("valid");
+    let e = TfEmulator::new(l, 1e-3).expect("window");
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(9);
+    // One pulse per 37 µs over 4 s: many correction intervals (100 µs), a few pulses each.
+    let n = 108_000u64;
+    let v: Vec<f64> = (0..n)
+        .map(|i| e.phase_error(&mut rng, i * 37_000))
+        .collect();
+    let ms = v.iter().map(|x| x * x).sum::<f64>() / n as f64;
+    let want = noisy.phase_noise.variance();
+    // The mean square of a mixture: sd of the estimate ≈ √(Var(ν²)/n) ≤ √(3σ⁴·2/n).
+    z(
+        "mean-square phase error",
+        ms,
+        want,
+        want * (6.0 / n as f64).sqrt(),
+    );
+    // Pulses 20 and 21 µs into one 100 µs correction interval share its residual error
+    // and drift direction: covariance σ_res² + ω² · 20 µs · 21 µs.
+    let pairs: Vec<(f64, f64)> = (0..20_000u64)
+        .map(|i| {
+            let p = i * 1_000_000 + 20_000;
+            (
+                e.phase_error(&mut rng, p),
+                e.phase_error(&mut rng, p + 1_000),
+            )
+        })
+        .collect();
+    let cov = pairs.iter().map(|(a, b)| a * b).sum::<f64>() / pairs.len() as f64;
+    let expect = 0.01 + 3000.0f64.powi(2) * 20e-6 * 21e-6;
+    assert!(
+        (cov / expect - 1.0).abs() < 0.1,
+        "interval memory: covariance {cov} vs {expect} (variance {want})"
+    );
+}
