@@ -155,7 +155,7 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
                 MdiLink::new(hw, loss, emu).map_err(bad)?,
             )))
         }
-        Protocol::TwinField(m) if s.protocol != "pm" => {
+        Protocol::TwinField(m) => {
             let mut emu: TfEmulation = table(&s.emulator, &origin)?;
             if let Some(seed) = seed {
                 emu.seed = seed;
@@ -166,7 +166,7 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
             )))
         }
         _ => Err(CliError::input(format!(
-            "{origin}: protocol: the emulator implements \"bbm92-cw\", \"cv-gg02\", \"di-memory\", \"sns\", \"sns-aopp\", \"decoy-bb84\" and \"mdi\" so far, not \"{}\"",
+            "{origin}: protocol: the emulator implements \"bbm92-cw\", \"cv-gg02\", \"di-memory\", \"sns\", \"sns-aopp\", \"pm\", \"decoy-bb84\" and \"mdi\" so far, not \"{}\"",
             s.protocol
         ))),
     }
@@ -601,14 +601,13 @@ fn run_tf(a: &EmulateArgs, link: TfLink) -> Result<(), CliError> {
             ("sent.qtab", 2 + (SETTINGS * SETTINGS) as u32),
         ],
     )?;
-    let slices = link.model().hw.phase_slices as u16;
     let mut total = TfStats::default();
     let mut clicks = 0u64;
     let bar = indicatif::ProgressBar::new(windows);
     let started = std::time::Instant::now();
     for _ in 0..windows {
         let w = emu.step_events();
-        let s = qkdnet_emulator::tf::tally(&w, slices);
+        let s = link.tally(&w);
         total += &s;
         clicks += w.clicks.len() as u64;
         let mut rows: [Vec<f64>; 4] = Default::default();
@@ -628,13 +627,14 @@ fn run_tf(a: &EmulateArgs, link: TfLink) -> Result<(), CliError> {
     let elapsed = started.elapsed().as_secs_f64();
     let files = tables.finish()?;
     let seconds = (windows * emu.pulses_per_window()) as f64 / link.model().hw.clock_hz;
-    let e_z = total.qber_z();
+    let e_ph = total.matched_errors as f64 / total.matched_clicks.max(1) as f64;
+    // PM's key bits are the matched pulses'; SNS's come from the Z window.
+    let e_z = if link.is_pm() { e_ph } else { total.qber_z() };
     let model_e_z = link.qber_z();
     let (g, e) = link.matched();
-    let e_ph = total.matched_errors as f64 / total.matched_clicks.max(1) as f64;
     let manifest = serde_json::json!({
         "scenario": a.scenario.display().to_string(),
-        "protocol": "sns",
+        "protocol": if link.is_pm() { "pm" } else { "sns" },
         "level": "event",
         "seconds": seconds,
         "pulses": windows * emu.pulses_per_window(),
@@ -662,7 +662,7 @@ fn run_tf(a: &EmulateArgs, link: TfLink) -> Result<(), CliError> {
     });
     if let Some(mpath) = write_manifest(a, &manifest)? {
         println!(
-            "emulated {seconds} s of {}: {clicks} relay clicks; Z-window error {:.2} % (model {:.2} %), matched-phase error {:.2} % (model {:.2} %)",
+            "emulated {seconds} s of {}: {clicks} relay clicks; key error {:.2} % (model {:.2} %), matched-phase error {:.2} % (model {:.2} %)",
             a.scenario.display(),
             100.0 * e_z,
             100.0 * model_e_z,

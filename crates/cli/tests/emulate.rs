@@ -131,7 +131,7 @@ fn bad_scenarios_are_refused_with_the_field() {
         ),
         (base.replace("umzi_fsr_ghz", "umzi_fsr"), "umzi_fsr"),
         (
-            base.replace("protocol = \"bbm92-cw\"", "protocol = \"pm\"")
+            base.replace("protocol = \"bbm92-cw\"", "protocol = \"bbm92-pulsed\"")
                 .split("[hardware]")
                 .next()
                 .unwrap()

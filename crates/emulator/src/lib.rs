@@ -9,7 +9,8 @@
 //! Implemented: the Nice time–energy BBM92 link ([`bbm92`]) with DWDM/CWDM channel
 //! selection ([`wdm`]), actuators and scheduled faults ([`faults`]); the GG02 CV-QKD link
 //! ([`cv`]); the trapped-ion memory link ([`ion`]); sending-or-not-sending twin-field links
-//! ([`tf`]); decoy-state BB84 ([`bb84`]); MDI-QKD ([`mdi`]). PM-QKD is not emulated yet.
+//! and PM-QKD ([`tf`]); decoy-state BB84 ([`bb84`]); MDI-QKD ([`mdi`]). Actuators and
+//! faults are emulated for the BBM92 link only so far.
 //!
 //! The emulator knows nothing about keys: bits, sifting and distillation belong to the
 //! link runtime and `distill`.

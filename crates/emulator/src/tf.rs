@@ -49,7 +49,7 @@
 use crate::streams::{
     binomial, multinomial, pick, purpose_key, successes, window_rng, PulseWindow, PulseWindows,
 };
-use qkdnet_keyrate::tf::{TwinField, TwinFieldModel};
+use qkdnet_keyrate::tf::{TfVariant, TwinField, TwinFieldModel};
 use qkdnet_optics::{check, ParamError};
 use rand::Rng;
 use rand_distr::StandardNormal;
@@ -123,6 +123,7 @@ pub struct TfStats {
 /// A validated twin-field link.
 #[derive(Debug, Clone)]
 pub struct TfLink {
+    pm: bool,
     model: TwinFieldModel,
     loss_db: f64,
     emu: TfEmulation,
@@ -155,19 +156,12 @@ impl TfStats {
 }
 
 impl TfLink {
-    /// `keyrate`'s Z-window error rate (`qber_key`) at this link's settings.
+    /// `keyrate`'s key error rate (`qber_key`: SNS the Z window's, PM the matched key
+    /// pulses') at this link's settings.
     pub fn qber_z(&self) -> f64 {
         use qkdnet_keyrate::{KeyRateModel, Security};
-        let hw = self.model.hw;
-        let x = [
-            hw.mu_signal,
-            hw.send_probability,
-            hw.mu_decoy1,
-            hw.mu_decoy2 / hw.mu_decoy1.max(1e-12),
-            hw.p_z,
-        ];
         self.model
-            .evaluate(self.loss_db, &x, &Security::Asymptotic)
+            .evaluate(self.loss_db, &self.model.initial(), &Security::Asymptotic)
             .qber_key
     }
 
@@ -179,15 +173,24 @@ impl TfLink {
         let model = hw.prepare();
         let (pz, eps) = (hw.p_z, hw.send_probability);
         let px = 1.0 - pz;
-        let settings = [
-            (pz * (1.0 - eps), 0.0),
-            (pz * eps, hw.mu_signal),
-            (px * X_SPLIT[0], 0.0),
-            (px * X_SPLIT[1], hw.mu_decoy1),
-            (px * X_SPLIT[2], hw.mu_decoy2),
-        ];
+        let pm = hw.variant == TfVariant::Pm;
+        let settings = if pm {
+            // PM-QKD: every pulse at μ/2 with the key bit as a phase 0 or π (Ma, Zeng,
+            // Zhou 2018), ideal decoys as in `keyrate`.
+            let half = hw.mu_signal / 2.0;
+            [(0.5, half), (0.5, half), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)]
+        } else {
+            [
+                (pz * (1.0 - eps), 0.0),
+                (pz * eps, hw.mu_signal),
+                (px * X_SPLIT[0], 0.0),
+                (px * X_SPLIT[1], hw.mu_decoy1),
+                (px * X_SPLIT[2], hw.mu_decoy2),
+            ]
+        };
         let (ea, eb) = model.arms(loss_db);
         Ok(Self {
+            pm,
             model,
             loss_db,
             emu,
@@ -239,11 +242,68 @@ impl TfLink {
         }
     }
 
-    /// Expected (single-click gain, error gain) of weak-decoy pairs with matched slices,
-    /// from `keyrate`'s forward model.
+    /// Whether this is PM-QKD (else sending-or-not-sending).
+    pub fn is_pm(&self) -> bool {
+        self.pm
+    }
+
+    /// The phase a setting adds: the key bit's π in PM-QKD, nothing in SNS.
+    fn key_phase(&self, s: usize) -> f64 {
+        if self.pm && s == 1 {
+            PI
+        } else {
+            0.0
+        }
+    }
+
+    /// The setting pairs whose matched-slice clicks are counted: SNS the weak decoys
+    /// `(3, 3)`; PM every key pair.
+    fn matched_pair(&self, a: usize, b: usize) -> bool {
+        if self.pm {
+            a < 2 && b < 2
+        } else {
+            a == 3 && b == 3
+        }
+    }
+
+    /// Expected (single-click gain, error gain) of matched-slice pairs (SNS: weak decoys;
+    /// PM: key pulses), from `keyrate`'s forward model.
     pub fn matched(&self) -> (f64, f64) {
-        let (x, y) = self.arriving(3, 3);
+        let (x, y) = if self.pm {
+            self.arriving(0, 0)
+        } else {
+            self.arriving(3, 3)
+        };
         self.model.gain_both_matched(x, y)
+    }
+
+    /// Tallies an event-level window: single clicks per setting pair, and the matched
+    /// pairs' clicks and errors (same slice: the detector dark at δ = 0 — or at δ = π for
+    /// PM key bits that differ — is the error; opposite slices: the other one).
+    pub fn tally(&self, w: &TfWindow) -> TfStats {
+        let slices = self.model.hw.phase_slices as u16;
+        let mut s = TfStats {
+            index: w.index,
+            sent: w.sent,
+            ..TfStats::default()
+        };
+        for c in w.clicks.iter().filter(|c| c.detector < 2) {
+            let (a, b) = (c.settings[0] as usize, c.settings[1] as usize);
+            s.single[a][b] += 1;
+            if !self.matched_pair(a, b) {
+                continue;
+            }
+            let same = c.slices[0] == c.slices[1];
+            let opposite =
+                slices.is_multiple_of(2) && (c.slices[0] + slices / 2) % slices == c.slices[1];
+            if same || opposite {
+                s.matched_clicks += 1;
+                let flips = (self.key_phase(a) != self.key_phase(b)) as u8 ^ opposite as u8;
+                // The detector bright at δ = 0 is 0; each π flips which one is right.
+                s.matched_errors += (c.detector != flips) as u64;
+            }
+        }
+        s
     }
 }
 
@@ -354,7 +414,8 @@ impl TfEmulator {
         let (a, b) = (k / SETTINGS, k % SETTINGS);
         let m = self.link.model.hw.phase_slices as f64;
         let (ta, tb) = (rng.gen::<f64>() * 2.0 * PI, rng.gen::<f64>() * 2.0 * PI);
-        let delta = ta - tb + self.phase_error(rng, pulse);
+        let delta = ta - tb + self.link.key_phase(a) - self.link.key_phase(b)
+            + self.phase_error(rng, pulse);
         let (x, y) = self.link.arriving(a, b);
         let amp = self.link.model.hw.mode_visibility * (x * y).sqrt() * delta.cos();
         let pd = self.link.model.hw.dark_count_probability;
@@ -394,7 +455,15 @@ impl TfEmulator {
             }
         }
         let m = self.link.model.hw.phase_slices as f64;
-        let matched = binomial(&mut rng, sent[3][3], 2.0 / m);
+        let mut candidates = 0;
+        for a in 0..SETTINGS {
+            for b in 0..SETTINGS {
+                if self.link.matched_pair(a, b) {
+                    candidates += sent[a][b];
+                }
+            }
+        }
+        let matched = binomial(&mut rng, candidates, 2.0 / m);
         let (g, e) = self.link.matched();
         let clicks = binomial(&mut rng, matched, g);
         let errors = binomial(&mut rng, clicks, if g > 0.0 { e / g } else { 0.0 });
@@ -406,36 +475,4 @@ impl TfEmulator {
             matched_errors: errors,
         }
     }
-}
-
-/// Tallies event-level clicks into window-level counts (`sent` left as given).
-pub fn tally(w: &TfWindow, slices: u16) -> TfStats {
-    let mut s = TfStats {
-        index: w.index,
-        sent: w.sent,
-        ..TfStats::default()
-    };
-    for c in &w.clicks {
-        if c.detector == 2 {
-            continue;
-        }
-        let (a, b) = (c.settings[0] as usize, c.settings[1] as usize);
-        s.single[a][b] += 1;
-        if a == 3 && b == 3 {
-            let same = c.slices[0] == c.slices[1];
-            let opposite =
-                slices.is_multiple_of(2) && (c.slices[0] + slices / 2) % slices == c.slices[1];
-            if same || opposite {
-                s.matched_clicks += 1;
-                // δ ≈ 0: detector 1 is the error; δ ≈ π: detector 0 is.
-                let error = if same {
-                    c.detector == 1
-                } else {
-                    c.detector == 0
-                };
-                s.matched_errors += error as u64;
-            }
-        }
-    }
-    s
 }

@@ -5,7 +5,7 @@
 
 mod common;
 use common::z;
-use qkdnet_emulator::tf::{tally, TfEmulation, TfEmulator, TfLink, TfStats, SETTINGS};
+use qkdnet_emulator::tf::{TfEmulation, TfEmulator, TfLink, TfStats, SETTINGS};
 use qkdnet_keyrate::tf::{TfVariant, TwinField};
 
 fn hw() -> TwinField {
@@ -85,7 +85,7 @@ fn event_level_matches_keyrate_gains_and_error_rates() {
             assert!(c.pulse > p);
         }
         last = w.clicks.last().map(|c| c.pulse);
-        add(&mut total, &tally(&w, 16));
+        add(&mut total, &l.tally(&w));
     }
     assert!(total.matched_clicks > 500, "{total:?}");
     check(&l, &total, "event level");
@@ -100,10 +100,10 @@ fn window_level_matches_and_agrees_with_event_level() {
         add(&mut total, &w.step_stats());
     }
     check(&l, &total, "window level");
-    let mut e = TfEmulator::new(l, 1e-3).expect("window");
+    let mut e = TfEmulator::new(l.clone(), 1e-3).expect("window");
     let mut ev = TfStats::default();
     for _ in 0..200 {
-        add(&mut ev, &tally(&e.step_events(), 16));
+        add(&mut ev, &l.tally(&e.step_events()));
     }
     // Same pulses in both (0.2 s): the click totals are two samples of one rate.
     let (a, b) = (
@@ -129,7 +129,7 @@ fn phase_noise_raises_the_matched_error() {
     let mut em = TfEmulator::new(l.clone(), 1e-3).expect("window");
     let mut total = TfStats::default();
     for _ in 0..200 {
-        add(&mut total, &tally(&em.step_events(), 16));
+        add(&mut total, &l.tally(&em.step_events()));
     }
     binom_z(
         "noisy matched errors",
@@ -203,4 +203,43 @@ fn phase_error_process_has_the_budget_variance_and_interval_memory() {
         (cov / expect - 1.0).abs() < 0.1,
         "interval memory: covariance {cov} vs {expect} (variance {want})"
     );
+}
+
+#[test]
+fn pm_qkd_matched_key_errors_match_keyrate() {
+    let pm = TwinField {
+        variant: TfVariant::Pm,
+        mu_signal: 0.1,
+        ..hw()
+    };
+    let l = TfLink::new(pm, 30.0, TfEmulation::default()).expect("valid");
+    assert!(l.is_pm());
+    let mut e = TfEmulator::new(l.clone(), 1e-3).expect("window");
+    let mut total = TfStats::default();
+    for _ in 0..300 {
+        add(&mut total, &l.tally(&e.step_events()));
+    }
+    // Only the two key settings are ever sent.
+    assert_eq!(total.sent.iter().flatten().sum::<u64>(), 300 * 1_000_000);
+    assert_eq!(
+        total.sent[0][0] + total.sent[0][1] + total.sent[1][0] + total.sent[1][1],
+        300 * 1_000_000
+    );
+    let (g, err) = l.matched();
+    let sent: u64 = total.sent[0][0] + total.sent[0][1] + total.sent[1][0] + total.sent[1][1];
+    binom_z(
+        "PM matched clicks",
+        total.matched_clicks,
+        sent,
+        2.0 / 16.0 * g,
+    );
+    // keyrate's PM key error E_μ (Ma, Zeng, Zhou 2018) is the matched error rate.
+    assert!((l.qber_z() - err / g).abs() < 1e-12);
+    binom_z(
+        "PM key errors",
+        total.matched_errors,
+        total.matched_clicks,
+        l.qber_z(),
+    );
+    assert!(total.matched_clicks > 2_000, "{total:?}");
 }
