@@ -554,6 +554,8 @@ pub struct Bbm92Emulator {
     carry: [Vec<TimeTag>; 2],
     last_click: [[i64; CHANNELS]; 2],
     streams: Streams,
+    /// Sampling buffers to reuse.
+    pool: Vec<Vec<TimeTag>>,
 }
 
 const UNSET: i64 = i64::MIN / 2;
@@ -595,6 +597,7 @@ impl Bbm92Emulator {
             carry: [Vec::new(), Vec::new()],
             last_click: [[UNSET; CHANNELS]; 2],
             streams,
+            pool: Vec::new(),
         })
     }
 
@@ -643,8 +646,23 @@ impl Bbm92Emulator {
     /// Emulates the next window at event level.
     pub fn step_events(&mut self) -> EventWindow {
         let (index, c) = self.advance();
-        let raw = sample_window(&self.link, &c, &mut window_rng(self.streams.events, index));
+        let buffers = self.buffers();
+        let raw = sample_window(
+            &self.link,
+            &c,
+            &mut window_rng(self.streams.events, index),
+            buffers,
+        );
         self.stitch(index, c, raw)
+    }
+
+    /// Two sampling buffers from the pool (the previous windows' photon runs, so a
+    /// window's megabytes are not allocated and faulted in afresh each time).
+    fn buffers(&mut self) -> [Vec<TimeTag>; 2] {
+        [
+            self.pool.pop().unwrap_or_default(),
+            self.pool.pop().unwrap_or_default(),
+        ]
     }
 
     /// Emulates the next `n` windows at event level with up to `threads` threads (same
@@ -656,21 +674,29 @@ impl Bbm92Emulator {
         let mut done = 0;
         while done < n {
             let m = batch.min(n - done);
-            let conds: Vec<(u64, Conditions)> = (0..m).map(|_| self.advance()).collect();
+            let mut conds: Vec<(u64, Conditions, [Vec<TimeTag>; 2])> = (0..m)
+                .map(|_| {
+                    // Fresh buffers here: reusing the pool across the batch's threads
+                    // measured slower than the allocator (docs/PERFORMANCE.md).
+                    let (i, c) = self.advance();
+                    (i, c, [Vec::new(), Vec::new()])
+                })
+                .collect();
             let link = &self.link;
             let key = self.streams.events;
             let mut raws: Vec<Option<[RawSide; 2]>> = vec![None; conds.len()];
             std::thread::scope(|scope| {
                 let per = conds.len().div_ceil(threads);
-                for (cs, out) in conds.chunks(per).zip(raws.chunks_mut(per)) {
+                for (cs, out) in conds.chunks_mut(per).zip(raws.chunks_mut(per)) {
                     scope.spawn(move || {
-                        for ((i, c), o) in cs.iter().zip(out.iter_mut()) {
-                            *o = Some(sample_window(link, c, &mut window_rng(key, *i)));
+                        for ((i, c, bufs), o) in cs.iter_mut().zip(out.iter_mut()) {
+                            let bufs = std::mem::take(bufs);
+                            *o = Some(sample_window(link, c, &mut window_rng(key, *i), bufs));
                         }
                     });
                 }
             });
-            for ((i, c), raw) in conds.into_iter().zip(raws) {
+            for ((i, c, _), raw) in conds.into_iter().zip(raws) {
                 if let Some(raw) = raw {
                     sink(self.stitch(i, c, raw));
                 }
@@ -686,7 +712,7 @@ impl Bbm92Emulator {
         let next_start = c.start_ps + c.length_ps;
         let dead_ps = (self.link.hw.dead_time_s * 1e12).round() as i64;
         let mut tags: [Vec<TimeTag>; 2] = [Vec::new(), Vec::new()];
-        for (s, (photons, extras)) in raw.into_iter().enumerate() {
+        for (s, (mut photons, extras)) in raw.into_iter().enumerate() {
             let carry = std::mem::take(&mut self.carry[s]);
             // Events of the next window start no earlier than this.
             let boundary = next_start + c.delay_ps[s].floor() as i64 - margin;
@@ -745,6 +771,10 @@ impl Bbm92Emulator {
             }
             self.carry[s] = late;
             tags[s] = out;
+            if self.pool.len() < 2 {
+                photons.clear();
+                self.pool.push(photons);
+            }
         }
         EventWindow {
             index,
@@ -843,7 +873,12 @@ fn sort_nearly_sorted(v: &mut [TimeTag]) {
 
 /// Samples one window's detections, in true time, each side sorted, before dead time and
 /// clocks.
-fn sample_window(link: &Bbm92Link, c: &Conditions, rng: &mut Xoshiro256PlusPlus) -> [RawSide; 2] {
+fn sample_window(
+    link: &Bbm92Link,
+    c: &Conditions,
+    rng: &mut Xoshiro256PlusPlus,
+    buffers: [Vec<TimeTag>; 2],
+) -> [RawSide; 2] {
     let w = c.length_ps as f64;
     let sigma = link.jitter_sigma_ps();
     let clip = JITTER_CLIP_SIGMAS * sigma;
@@ -852,10 +887,11 @@ fn sample_window(link: &Bbm92Link, c: &Conditions, rng: &mut Xoshiro256PlusPlus)
     let p_any = pa + pb - pa * pb;
     let rate_ps = c.pair_rate_hz * p_any * 1e-12;
     let expect = (rate_ps * w) as usize;
-    let mut out = [
-        Vec::with_capacity(expect + expect / 8 + 16),
-        Vec::with_capacity(expect + expect / 8 + 16),
-    ];
+    let mut out = buffers;
+    for b in &mut out {
+        b.clear();
+        b.reserve(expect + expect / 8 + 16);
+    }
     let to_u32 = |p: f64| (p.clamp(0.0, 1.0) * 4_294_967_295.0) as u32;
     if rate_ps > 0.0 {
         // Given at least one detection: both, Alice only, Bob only.
