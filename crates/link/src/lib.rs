@@ -8,10 +8,16 @@
 //! - [`pipeline_alice`] / [`pipeline_bob`]: many blocks over one transport with several
 //!   sessions in flight, each authenticated from its own reserved pad range.
 //!
-//! What it does not have yet: time synchronisation, sifting, control loops and the
-//! supervisor (issue 4). `TcpTransport` is the one place in the library crates that touches
+//! - [`sync`]: time synchronisation from the quantum signal alone — acquisition of an
+//!   unknown offset (±1 s) and frequency error (±1 ppm) by FFT cross-correlation, and
+//!   tracking of the coincidence peak window by window.
+//!
+//! What it does not have yet: the `Frontend` trait and file replayer, sifting, control
+//! loops and the supervisor (issue 4). `TcpTransport` is the one place in the library crates that touches
 //! sockets: the session logic stays sans-IO in `qkdnet-distill`, and this crate only moves
 //! its bytes.
+
+pub mod sync;
 
 use qkdnet_core::Bits;
 use qkdnet_distill::auth::AuthKeys;
