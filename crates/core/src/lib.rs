@@ -14,6 +14,7 @@
 //! (see `qkdnet-keyrate`), or any I/O.
 
 pub mod bits;
+pub mod frontend;
 pub mod rng;
 pub mod samples;
 pub mod time;

@@ -167,32 +167,11 @@ fn check_continues(last: i64, count: u64, tags: &[TimeTag]) -> Result<(), TagFil
 
 /// Reads a qkdnet-format stream.
 pub fn read_qtt(input: &mut impl Read) -> Result<Vec<TimeTag>, TagFileError> {
-    let mut head = [0u8; 16];
-    input
-        .read_exact(&mut head)
-        .map_err(|_| format("shorter than the 16-byte qkdnet time-tag header"))?;
-    if &head[..8] != QTT_MAGIC {
+    let mut r = TagReader::open(input)?;
+    if r.format() != TagFormat::Qtt {
         return Err(format("not a qkdnet time-tag file (magic is not QKDNTT01)"));
     }
-    let n = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
-    let mut body = Vec::new();
-    input.read_to_end(&mut body)?;
-    if body.len() as u64 != n.saturating_mul(12) {
-        return Err(format(format!(
-            "header announces {n} records ({} bytes), the file holds {} bytes after it",
-            n.saturating_mul(12),
-            body.len()
-        )));
-    }
-    let tags: Vec<TimeTag> = body
-        .chunks_exact(12)
-        .map(|r| TimeTag {
-            time_ps: i64::from_le_bytes(r[..8].try_into().unwrap_or_default()),
-            channel: u32::from_le_bytes(r[8..].try_into().unwrap_or_default()),
-        })
-        .collect();
-    check_order(&tags)?;
-    Ok(tags)
+    r.read_all()
 }
 
 fn check_order(tags: &[TimeTag]) -> Result<(), TagFileError> {
@@ -413,10 +392,266 @@ fn read_n<const N: usize>(input: &mut impl Read, what: &str) -> Result<[u8; N], 
 /// channel `c + 1` and sync events as channel 0 (the demo readers' numbering), with
 /// times converted to picoseconds.
 pub fn read_ptu_t2(input: &mut impl Read) -> Result<(Vec<TimeTag>, PtuSummary), TagFileError> {
-    let magic = read_n::<8>(input, "the magic")?;
-    if &magic[..6] != b"PQTTTR" {
+    let mut r = TagReader::open(input)?;
+    if r.format() != TagFormat::PtuT2 {
         return Err(format("not a PTU file (magic is not PQTTTR)"));
     }
+    let tags = r.read_all()?;
+    let summary = r.ptu_summary().unwrap_or_default();
+    Ok((tags, summary))
+}
+
+/// Which format a [`TagReader`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagFormat {
+    /// The qkdnet `.qtt` format.
+    Qtt,
+    /// PicoQuant PTU, T2 records.
+    PtuT2,
+}
+
+#[derive(Debug)]
+enum Decoder {
+    Qtt,
+    Ptu {
+        v1: bool,
+        ps_per_unit: f64,
+        ofl: i64,
+        summary: PtuSummary,
+    },
+}
+
+/// Reads a time-tag file piece by piece, either format (told apart by the magic), for
+/// files too long to hold in memory. Errors name the record: a file that ends before the
+/// records its header announces is reported as truncated at that record; a time that goes
+/// backwards is reported with both times; a qkdnet file with bytes after its last record
+/// is refused. Nothing is ever returned past an error.
+#[derive(Debug)]
+pub struct TagReader<R: Read> {
+    input: R,
+    decoder: Decoder,
+    /// Records announced by the header.
+    announced: u64,
+    /// Records read so far.
+    read: u64,
+    last: i64,
+    failed: bool,
+}
+
+impl<R: Read> TagReader<R> {
+    /// Reads the header.
+    pub fn open(mut input: R) -> Result<Self, TagFileError> {
+        let mut magic = [0u8; 8];
+        input
+            .read_exact(&mut magic)
+            .map_err(|_| format("shorter than a time-tag file's 8-byte magic"))?;
+        if &magic == QTT_MAGIC {
+            let mut n = [0u8; 8];
+            input
+                .read_exact(&mut n)
+                .map_err(|_| format("shorter than the 16-byte qkdnet time-tag header"))?;
+            return Ok(Self {
+                input,
+                decoder: Decoder::Qtt,
+                announced: u64::from_le_bytes(n),
+                read: 0,
+                last: i64::MIN,
+                failed: false,
+            });
+        }
+        if &magic[..6] != b"PQTTTR" {
+            return Err(format(format!(
+                "unknown magic {:?}: neither a qkdnet time-tag file (QKDNTT01) nor a PTU file (PQTTTR)",
+                String::from_utf8_lossy(&magic)
+            )));
+        }
+        let (n, res, rt) = parse_ptu_header(&mut input)?;
+        let v1 = match rt {
+            RT_HYDRAHARP_T2 => true,
+            RT_HYDRAHARP2_T2 | RT_MULTIHARP_T2 | RT_TIMEHARP260N_T2 | RT_TIMEHARP260P_T2 => false,
+            other => {
+                return Err(format(format!(
+                    "PTU record type {other:#010x} is not a T2 format this reader knows"
+                )))
+            }
+        };
+        if !(res.is_finite() && res > 0.0) || n < 0 {
+            return Err(format(format!(
+                "PTU header: resolution {res} s, {n} records"
+            )));
+        }
+        Ok(Self {
+            input,
+            decoder: Decoder::Ptu {
+                v1,
+                ps_per_unit: res * 1e12,
+                ofl: 0,
+                summary: PtuSummary {
+                    resolution_s: res,
+                    record_type: rt,
+                    markers: 0,
+                },
+            },
+            announced: n as u64,
+            read: 0,
+            last: i64::MIN,
+            failed: false,
+        })
+    }
+
+    /// The file's format.
+    pub fn format(&self) -> TagFormat {
+        match self.decoder {
+            Decoder::Qtt => TagFormat::Qtt,
+            Decoder::Ptu { .. } => TagFormat::PtuT2,
+        }
+    }
+
+    /// Records the header announces (PTU: including overflow and marker records).
+    pub fn announced(&self) -> u64 {
+        self.announced
+    }
+
+    /// What the PTU header and records said besides detections (`None` for qkdnet files).
+    pub fn ptu_summary(&self) -> Option<PtuSummary> {
+        match self.decoder {
+            Decoder::Ptu { summary, .. } => Some(summary),
+            Decoder::Qtt => None,
+        }
+    }
+
+    /// Appends up to `max` records' detections to `out`; returns how many records were
+    /// consumed (0 at the end of the file).
+    pub fn read_chunk(
+        &mut self,
+        max: usize,
+        out: &mut Vec<TimeTag>,
+    ) -> Result<usize, TagFileError> {
+        if self.failed {
+            return Err(format("an earlier error ended this file"));
+        }
+        let result = self.read_chunk_inner(max, out);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn read_chunk_inner(
+        &mut self,
+        max: usize,
+        out: &mut Vec<TimeTag>,
+    ) -> Result<usize, TagFileError> {
+        let left = self.announced - self.read;
+        let want = (max as u64).min(left) as usize;
+        if want == 0 {
+            if left == 0 && matches!(self.decoder, Decoder::Qtt) {
+                let mut extra = [0u8; 1];
+                if self.input.read(&mut extra)? != 0 {
+                    return Err(format(format!(
+                        "bytes after the {} records the header announces",
+                        self.announced
+                    )));
+                }
+            }
+            return Ok(0);
+        }
+        let size = match self.decoder {
+            Decoder::Qtt => 12,
+            Decoder::Ptu { .. } => 4,
+        };
+        let mut buf = vec![0u8; want * size];
+        let mut got = 0;
+        while got < buf.len() {
+            match self.input.read(&mut buf[got..])? {
+                0 => break,
+                k => got += k,
+            }
+        }
+        let whole = got / size;
+        for r in buf[..whole * size].chunks_exact(size) {
+            let index = self.read as usize;
+            self.read += 1;
+            let tag = match &mut self.decoder {
+                Decoder::Qtt => Some(TimeTag {
+                    time_ps: i64::from_le_bytes(r[..8].try_into().unwrap_or_default()),
+                    channel: u32::from_le_bytes(r[8..].try_into().unwrap_or_default()),
+                }),
+                Decoder::Ptu {
+                    v1,
+                    ps_per_unit,
+                    ofl,
+                    summary,
+                } => {
+                    let r = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+                    let special = r >> 31 == 1;
+                    let channel = (r >> 25) & 0x3F;
+                    let t = i64::from(r & 0x01FF_FFFF);
+                    let at = |ofl: i64| ((ofl + t) as f64 * *ps_per_unit).round() as i64;
+                    if special {
+                        match channel {
+                            0x3F if *v1 || t == 0 => {
+                                *ofl += if *v1 { WRAP_V1 } else { WRAP_V2 };
+                                None
+                            }
+                            0x3F => {
+                                *ofl += WRAP_V2 * t;
+                                None
+                            }
+                            1..=15 => {
+                                summary.markers += 1;
+                                None
+                            }
+                            0 => Some(TimeTag {
+                                time_ps: at(*ofl),
+                                channel: 0,
+                            }),
+                            _ => None,
+                        }
+                    } else {
+                        Some(TimeTag {
+                            time_ps: at(*ofl),
+                            channel: channel + 1,
+                        })
+                    }
+                }
+            };
+            if let Some(tag) = tag {
+                if tag.time_ps < self.last {
+                    return Err(TagFileError::Record {
+                        index,
+                        what: format!(
+                            "time {} ps comes before the previous record's {} ps",
+                            tag.time_ps, self.last
+                        ),
+                    });
+                }
+                self.last = tag.time_ps;
+                out.push(tag);
+            }
+        }
+        if whole < want {
+            return Err(TagFileError::Record {
+                index: self.read as usize,
+                what: format!(
+                    "the file ends here (truncated): its header announces {} records",
+                    self.announced
+                ),
+            });
+        }
+        Ok(whole)
+    }
+
+    /// Reads the rest of the file.
+    pub fn read_all(&mut self) -> Result<Vec<TimeTag>, TagFileError> {
+        let mut out = Vec::with_capacity(self.announced.min(1 << 24) as usize);
+        while self.read_chunk(1 << 16, &mut out)? > 0 {}
+        Ok(out)
+    }
+}
+
+/// Parses a PTU tag header after the magic: (records, resolution s, record type).
+fn parse_ptu_header(input: &mut impl Read) -> Result<(i64, f64, i64), TagFileError> {
     let _version = read_n::<8>(input, "the version")?;
     let (mut records, mut resolution, mut rec_type) = (None, None, None);
     for index in 0.. {
@@ -464,63 +699,11 @@ pub fn read_ptu_t2(input: &mut impl Read) -> Result<(Vec<TimeTag>, PtuSummary), 
             break;
         }
     }
-    let n = records.ok_or_else(|| format("PTU header lacks TTResult_NumberOfRecords"))?;
-    let res = resolution.ok_or_else(|| format("PTU header lacks MeasDesc_GlobalResolution"))?;
-    let rt = rec_type.ok_or_else(|| format("PTU header lacks TTResultFormat_TTTRRecType"))?;
-    let v1 = match rt {
-        RT_HYDRAHARP_T2 => true,
-        RT_HYDRAHARP2_T2 | RT_MULTIHARP_T2 | RT_TIMEHARP260N_T2 | RT_TIMEHARP260P_T2 => false,
-        other => {
-            return Err(format(format!(
-                "PTU record type {other:#010x} is not a T2 format this reader knows"
-            )))
-        }
-    };
-    if !(res.is_finite() && res > 0.0) || n < 0 {
-        return Err(format(format!(
-            "PTU header: resolution {res} s, {n} records"
-        )));
-    }
-    let ps_per_unit = res * 1e12;
-    let mut body = Vec::new();
-    input.read_to_end(&mut body)?;
-    if (body.len() as u64) < 4 * n as u64 {
-        return Err(format(format!(
-            "PTU header announces {n} records, the file holds {}",
-            body.len() / 4
-        )));
-    }
-    let mut tags = Vec::with_capacity(n as usize);
-    let mut summary = PtuSummary {
-        resolution_s: res,
-        record_type: rt,
-        markers: 0,
-    };
-    let mut ofl = 0i64;
-    for r in body.chunks_exact(4).take(n as usize) {
-        let r = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-        let special = r >> 31 == 1;
-        let channel = (r >> 25) & 0x3F;
-        let t = i64::from(r & 0x01FF_FFFF);
-        if special {
-            match channel {
-                0x3F if v1 || t == 0 => ofl += if v1 { WRAP_V1 } else { WRAP_V2 },
-                0x3F => ofl += WRAP_V2 * t,
-                1..=15 => summary.markers += 1,
-                0 => tags.push(TimeTag {
-                    time_ps: ((ofl + t) as f64 * ps_per_unit).round() as i64,
-                    channel: 0,
-                }),
-                _ => {}
-            }
-        } else {
-            tags.push(TimeTag {
-                time_ps: ((ofl + t) as f64 * ps_per_unit).round() as i64,
-                channel: channel + 1,
-            });
-        }
-    }
-    Ok((tags, summary))
+    Ok((
+        records.ok_or_else(|| format("PTU header lacks TTResult_NumberOfRecords"))?,
+        resolution.ok_or_else(|| format("PTU header lacks MeasDesc_GlobalResolution"))?,
+        rec_type.ok_or_else(|| format("PTU header lacks TTResultFormat_TTTRRecType"))?,
+    ))
 }
 
 #[cfg(test)]
@@ -643,6 +826,70 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ends inside"), "{err}");
+    }
+
+    #[test]
+    fn streaming_reader_reads_both_formats_in_pieces_and_names_bad_records() {
+        let tags: Vec<TimeTag> = (0..1000i64)
+            .map(|i| TimeTag {
+                time_ps: i * 40_000_000 + 7,
+                channel: (i % 3) as u32,
+            })
+            .collect();
+        let mut qtt = Vec::new();
+        write_qtt(&mut qtt, &tags).unwrap();
+        let mut r = TagReader::open(qtt.as_slice()).unwrap();
+        assert_eq!(r.format(), TagFormat::Qtt);
+        let mut out = Vec::new();
+        while r.read_chunk(37, &mut out).unwrap() > 0 {}
+        assert_eq!(out, tags);
+        let mut ptu = Vec::new();
+        write_ptu_t2(&mut ptu, &tags).unwrap();
+        let mut r = TagReader::open(ptu.as_slice()).unwrap();
+        assert_eq!(r.format(), TagFormat::PtuT2);
+        let out = r.read_all().unwrap();
+        assert!(out
+            .iter()
+            .zip(&tags)
+            .all(|(a, b)| a.time_ps == b.time_ps && a.channel == b.channel + 1));
+        assert_eq!(out.len(), tags.len());
+        // Truncated mid-way: the record where it ends is named, after the good ones.
+        let cut = &qtt[..16 + 12 * 500 + 5];
+        let mut r = TagReader::open(cut).unwrap();
+        let mut out = Vec::new();
+        let err = loop {
+            match r.read_chunk(64, &mut out) {
+                Ok(0) => panic!("truncation not seen"),
+                Ok(_) => {}
+                Err(e) => break e.to_string(),
+            }
+        };
+        assert!(
+            err.contains("record 500") && err.contains("truncated"),
+            "{err}"
+        );
+        assert_eq!(out.len(), 500);
+        assert!(
+            r.read_chunk(64, &mut out).is_err(),
+            "nothing after an error"
+        );
+        // Time going backwards in a (hand-made) qkdnet file.
+        let mut bad = qtt.clone();
+        let at = 16 + 12 * 10;
+        bad[at..at + 8].copy_from_slice(&0i64.to_le_bytes());
+        let err = TagReader::open(bad.as_slice())
+            .unwrap()
+            .read_all()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("record 10") && err.contains("before"), "{err}");
+        // Trailing bytes after the announced records.
+        let mut long = qtt.clone();
+        long.push(0);
+        assert!(TagReader::open(long.as_slice())
+            .unwrap()
+            .read_all()
+            .is_err());
     }
 
     #[test]

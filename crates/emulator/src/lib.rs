@@ -20,6 +20,7 @@ pub mod bb84;
 pub mod bbm92;
 pub mod cv;
 pub mod faults;
+pub mod frontend;
 pub mod ion;
 pub mod mdi;
 mod streams;

@@ -12,11 +12,14 @@
 //!   unknown offset (±1 s) and frequency error (±1 ppm) by FFT cross-correlation, and
 //!   tracking of the coincidence peak window by window.
 //!
-//! What it does not have yet: the `Frontend` trait and file replayer, sifting, control
-//! loops and the supervisor (issue 4). `TcpTransport` is the one place in the library crates that touches
+//! - [`replay`]: a [`qkdnet_core::frontend::Frontend`] that replays a recorded node
+//!   (qkdnet `.qtt` or PicoQuant PTU) window by window.
+//!
+//! What it does not have yet: sifting, control loops and the supervisor (issue 4). `TcpTransport` is the one place in the library crates that touches
 //! sockets: the session logic stays sans-IO in `qkdnet-distill`, and this crate only moves
 //! its bytes.
 
+pub mod replay;
 pub mod sync;
 
 use qkdnet_core::Bits;
