@@ -15,11 +15,16 @@
 //! - [`replay`]: a [`qkdnet_core::frontend::Frontend`] that replays a recorded node
 //!   (qkdnet `.qtt` or PicoQuant PTU) window by window.
 //!
-//! What it does not have yet: sifting, control loops and the supervisor (issue 4). `TcpTransport` is the one place in the library crates that touches
+//! - [`sift`]: time–energy BBM92 sifting of synchronised records (key bits from time
+//!   bins, test bits from the analyser outputs, accidentals off the peak).
+//!
+//! What it does not have yet: the sifting announcements over the `Transport`, control
+//! loops and the supervisor (issue 4). `TcpTransport` is the one place in the library crates that touches
 //! sockets: the session logic stays sans-IO in `qkdnet-distill`, and this crate only moves
 //! its bytes.
 
 pub mod replay;
+pub mod sift;
 pub mod sync;
 
 use qkdnet_core::Bits;
