@@ -18,11 +18,16 @@
 //! - [`sift`]: time–energy BBM92 sifting of synchronised records (key bits from time
 //!   bins, test bits from the analyser outputs, accidentals off the peak).
 //!
-//! What it does not have yet: the sifting announcements over the `Transport`, control
-//! loops and the supervisor (issue 4). `TcpTransport` is the one place in the library crates that touches
+//! - [`control`]: the control loops as controllers of per-window measurements — the
+//!   analysers' phase lock (dithered minimum of QBER_X), polarisation compensation
+//!   (dithered maximum of the count rate) and pump steering to a QBER_Z target.
+//!
+//! What it does not have yet: the sifting announcements over the `Transport`, the
+//! supervisor, and `qkdnet run` (issue 4). `TcpTransport` is the one place in the library crates that touches
 //! sockets: the session logic stays sans-IO in `qkdnet-distill`, and this crate only moves
 //! its bytes.
 
+pub mod control;
 pub mod replay;
 pub mod sift;
 pub mod sync;
