@@ -132,9 +132,9 @@ fn pump_steering_reaches_the_qber_z_target() {
         l.expected(&l.conditions(0, e.window_ps(), &Default::default(), &a))
             .qber_z()
     };
-    let (mut lo, mut hi) = (0.01, 100.0);
+    let (mut lo, mut hi) = (0.01f64, 100.0f64);
     for _ in 0..60 {
-        let mid = (lo * hi as f64).sqrt();
+        let mid = (lo * hi).sqrt();
         if qz(mid) < 0.043 {
             lo = mid;
         } else {
