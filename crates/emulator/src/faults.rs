@@ -73,6 +73,20 @@ pub struct Fault {
 }
 
 impl Fault {
+    /// A fault of `kind` on `side` from `start_s` for `duration_s`, with the kind-specific
+    /// fields zero (set `loss_db`, `offset_ps` or `factor` as the kind needs).
+    pub fn new(kind: FaultKind, side: Side, start_s: f64, duration_s: f64) -> Self {
+        Self {
+            kind,
+            side,
+            start_s,
+            duration_s,
+            loss_db: 0.0,
+            offset_ps: 0.0,
+            factor: 0.0,
+        }
+    }
+
     /// Whether the fault is in force at time `t_s` (a clock glitch stays in force).
     pub fn active_at(&self, t_s: f64) -> bool {
         t_s >= self.start_s

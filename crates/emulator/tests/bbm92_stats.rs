@@ -329,15 +329,7 @@ fn streams_are_ordered_respect_dead_time_and_are_thread_independent() {
 }
 
 fn fault(kind: FaultKind, side: Side, start_s: f64, duration_s: f64) -> Fault {
-    Fault {
-        kind,
-        side,
-        start_s,
-        duration_s,
-        loss_db: 0.0,
-        offset_ps: 0.0,
-        factor: 0.0,
-    }
+    Fault::new(kind, side, start_s, duration_s)
 }
 
 #[test]

@@ -22,14 +22,20 @@
 //!   analysers' phase lock (dithered minimum of QBER_X), polarisation compensation
 //!   (dithered maximum of the count rate) and pump steering to a QBER_Z target.
 //!
-//! What it does not have yet: the sifting announcements over the `Transport`, the
-//! supervisor, and `qkdnet run` (issue 4). `TcpTransport` is the one place in the library crates that touches
+//! - [`supervisor`]: the link's state machine (acquiring, stabilising, producing,
+//!   degraded, recovering), fault detection, one automatic restart per fault,
+//!   availability.
+//!
+//! What it does not have yet: the sifting announcements over the `Transport` and
+//! `qkdnet run` tying frontends, sync, sifting, loops, supervisor and distillation
+//! together (issue 4). `TcpTransport` is the one place in the library crates that touches
 //! sockets: the session logic stays sans-IO in `qkdnet-distill`, and this crate only moves
 //! its bytes.
 
 pub mod control;
 pub mod replay;
 pub mod sift;
+pub mod supervisor;
 pub mod sync;
 
 use qkdnet_core::Bits;
