@@ -189,6 +189,11 @@ pub struct Provenance {
     pub sample_bits: u64,
     /// Errors in the sample.
     pub sample_errors: u64,
+    /// Test-basis coincidences of the block from sifting (0: the phase error is bounded
+    /// from the sample, for protocols whose two bases both give key).
+    pub test_bits: u64,
+    /// Of which with disagreeing outcomes.
+    pub test_errors: u64,
     /// Raw-key bits reconciled.
     pub raw_key_bits: u64,
     /// Cascade frames.
@@ -223,6 +228,8 @@ impl Provenance {
             sifted_bits: 0,
             sample_bits: 0,
             sample_errors: 0,
+            test_bits: 0,
+            test_errors: 0,
             raw_key_bits: 0,
             frames: 0,
             discarded_frames: 0,
@@ -239,11 +246,19 @@ impl Provenance {
     }
 
     /// The finite-key length from the statistics so far (both ends compute it the same way).
+    /// With a test-basis tally (BBM92 with a key basis and a test basis, like the Nice
+    /// time–energy links) the phase error is bounded from the test basis — Tomamichel et
+    /// al. 2012's `k` test bits and their error — otherwise from the random sample.
     fn secret_length(&self) -> i64 {
+        let (k, errors) = if self.test_bits > 0 {
+            (self.test_bits, self.test_errors)
+        } else {
+            (self.sample_bits, self.sample_errors)
+        };
         key_length(
             self.raw_key_bits,
-            self.sample_bits,
-            self.sample_errors,
+            k,
+            errors,
             self.leak_ec_bits + self.leak_verify_bits,
             self.eps_sec,
             self.eps_cor,
@@ -468,8 +483,18 @@ pub struct AliceSession {
     retried: bool,
 }
 
+/// A block's test-basis tally from sifting: coincidences and those that disagreed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestTally {
+    /// Test-basis coincidences.
+    pub bits: u64,
+    /// Of which with disagreeing outcomes.
+    pub errors: u64,
+}
+
 impl AliceSession {
     /// Starts a session on Alice's sifted bits; returns the session and the first flight.
+    /// The phase error is bounded from the random sample (both bases give key).
     pub fn start(
         block_id: u64,
         sifted: Bits,
@@ -477,7 +502,36 @@ impl AliceSession {
         auth: &mut AuthKeys,
         rng: &mut dyn SecureRandom,
     ) -> Result<(Self, Vec<Vec<u8>>), SessionError> {
+        Self::start_with_test(block_id, sifted, cfg, None, auth, rng)
+    }
+
+    /// Starts a session whose phase error is bounded from the block's test-basis tally
+    /// (sent to Bob in the authenticated `Hello`, so both ends compute the same length);
+    /// the sample still estimates the key-basis error for reconciliation. A test-basis
+    /// error rate above `qber_max` aborts at once.
+    pub fn start_with_test(
+        block_id: u64,
+        sifted: Bits,
+        cfg: Config,
+        test: Option<TestTally>,
+        auth: &mut AuthKeys,
+        rng: &mut dyn SecureRandom,
+    ) -> Result<(Self, Vec<Vec<u8>>), SessionError> {
         cfg.validate()?;
+        let test = test.unwrap_or(TestTally { bits: 0, errors: 0 });
+        if test.errors > test.bits {
+            return Err(SessionError::Config {
+                field: "test_errors",
+                value: format!("{} of {} test bits", test.errors, test.bits),
+            });
+        }
+        if test.bits > 0 && test.errors as f64 / test.bits as f64 > cfg.qber_max {
+            return Err(SessionError::Protocol(format!(
+                "test-basis error rate {:.4} above qber_max {}",
+                test.errors as f64 / test.bits as f64,
+                cfg.qber_max
+            )));
+        }
         let n = sifted.len();
         let k = ((n as f64 * cfg.sample_fraction).round() as usize).clamp(1, n.max(1));
         let sample_seed = rng.seed32()?;
@@ -503,9 +557,13 @@ impl AliceSession {
             sample_seed,
             shuffle_seed,
             pad_offset: auth.cursor(),
+            test_bits: test.bits,
+            test_errors: test.errors,
         };
         let mut common = Common::new(block_id, auth.cursor());
         common.prov.sifted_bits = n as u64;
+        common.prov.test_bits = test.bits;
+        common.prov.test_errors = test.errors;
         common.prov.sample_bits = sample.len() as u64;
         common.prov.raw_key_bits = raw.len() as u64;
         common.prov.eps_sec = cfg.eps_sec;
@@ -904,6 +962,8 @@ impl BobSession {
                 let prov = &mut self.common.prov;
                 prov.sifted_bits = h.sifted_bits;
                 prov.sample_bits = u64::from(h.sample_bits);
+                prov.test_bits = h.test_bits;
+                prov.test_errors = h.test_errors;
                 prov.eps_sec = h.eps_sec;
                 prov.eps_cor = h.eps_cor;
                 self.hello = Some(h);
@@ -1177,8 +1237,26 @@ pub fn run_local(
     bob_auth: &mut AuthKeys,
     rng: &mut dyn SecureRandom,
 ) -> Result<(FinalKey, FinalKey), SessionError> {
+    run_local_with_test(
+        block_id, alice_bits, bob_bits, cfg, None, alice_auth, bob_auth, rng,
+    )
+}
+
+/// [`run_local`] with the phase error bounded from a test-basis tally.
+#[allow(clippy::too_many_arguments)]
+pub fn run_local_with_test(
+    block_id: u64,
+    alice_bits: Bits,
+    bob_bits: Bits,
+    cfg: Config,
+    test: Option<TestTally>,
+    alice_auth: &mut AuthKeys,
+    bob_auth: &mut AuthKeys,
+    rng: &mut dyn SecureRandom,
+) -> Result<(FinalKey, FinalKey), SessionError> {
     let mut bob = BobSession::new(block_id, bob_bits, bob_auth);
-    let (mut alice, mut to_bob) = AliceSession::start(block_id, alice_bits, cfg, alice_auth, rng)?;
+    let (mut alice, mut to_bob) =
+        AliceSession::start_with_test(block_id, alice_bits, cfg, test, alice_auth, rng)?;
     loop {
         let mut to_alice = Vec::new();
         let mut bob_key = None;

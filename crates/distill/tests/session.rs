@@ -5,7 +5,10 @@
 use qkdnet_core::Bits;
 use qkdnet_distill::auth::AuthKeys;
 use qkdnet_distill::random::danger::InsecureDeterministic;
-use qkdnet_distill::session::{run_local, AliceSession, BobSession, Config, Output, SessionError};
+use qkdnet_distill::session::{
+    run_local, run_local_with_test, AliceSession, BobSession, Config, Output, SessionError,
+    TestTally,
+};
 
 fn pair(n: usize, q: f64, seed: u64) -> (Bits, Bits) {
     qkdnet_distill::testdata::correlated(n, q, seed)
@@ -258,5 +261,64 @@ fn a_contradicting_peer_makes_reconciliation_stop_not_loop() {
         ),
         "{:?}",
         r.err()
+    );
+}
+
+/// Time–energy BBM92 keeps its key in one basis and tests in the other: the phase error
+/// comes from the test-basis tally (sent in Hello), not from the key-basis sample.
+#[test]
+fn phase_error_from_a_test_basis_tally_shortens_the_key_and_both_ends_agree() {
+    let n = 400_000;
+    let cfg = Config {
+        frame_bits: 1 << 15,
+        ..Config::default()
+    };
+    let run = |test: Option<TestTally>| {
+        let (a, b) = pair(n, 0.03, 21);
+        let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+        let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+        let mut rng = InsecureDeterministic::new(21, "test");
+        run_local_with_test(21, a, b, cfg.clone(), test, &mut ka, &mut kb, &mut rng)
+    };
+    let (sa, sb) = run(None).unwrap();
+    let test = TestTally {
+        bits: 200_000,
+        errors: 16_000,
+    };
+    let (ta, tb) = run(Some(test)).unwrap();
+    assert_eq!(ta.key.words(), tb.key.words());
+    assert_eq!(
+        (tb.provenance.test_bits, tb.provenance.test_errors),
+        (200_000, 16_000)
+    );
+    assert_eq!(ta.provenance, tb.provenance);
+    // An 8 % test-basis error leaves less key than the 3 % the sample shows.
+    assert!(
+        ta.key.len() + 20_000 < sa.key.len(),
+        "{} vs {}",
+        ta.key.len(),
+        sa.key.len()
+    );
+    assert_eq!(sa.key.words(), sb.key.words());
+    // The length is Tomamichel's with the test basis: recompute it.
+    let p = &ta.provenance;
+    let want = qkdnet_distill::estimate::key_length(
+        p.raw_key_bits,
+        200_000,
+        16_000,
+        p.leak_ec_bits + p.leak_verify_bits,
+        p.eps_sec,
+        p.eps_cor,
+    );
+    assert_eq!(p.final_bits as i64, want);
+    // Above the threshold: refused before anything is sent.
+    let bad = run(Some(TestTally {
+        bits: 1000,
+        errors: 200,
+    }));
+    assert!(
+        matches!(bad, Err(SessionError::Protocol(_))),
+        "{:?}",
+        bad.err()
     );
 }

@@ -24,6 +24,8 @@ fn main() {
             sample_seed: [1; 32],
             shuffle_seed: [2; 32],
             pad_offset: 7,
+            test_bits: 1000,
+            test_errors: 47,
         }),
         Message::Sample(bits.clone()),
         Message::SampleVerdict {

@@ -27,7 +27,9 @@
 //!
 //! - `Hello` (1), Alice → Bob: `u64 sifted_bits, u32 frame_bits, u8 variant, u8 biconf,
 //!   f64 qber_max, f64 eps_sec, f64 eps_cor, u32 sample_bits, [u8; 32] sample_seed,
-//!   [u8; 32] shuffle_seed, u64 pad_offset`.
+//!   [u8; 32] shuffle_seed, u64 pad_offset, u64 test_bits, u64 test_errors` (the
+//!   test-basis tally of the block from sifting; 0 and 0 when the phase error is estimated
+//!   from the sample instead). Version 3 added the last two fields.
 //! - `Sample` (2), Alice → Bob: her sample bits (bit string).
 //! - `SampleVerdict` (3), Bob → Alice: `u32 errors, u8 proceed (0/1)`.
 //! - `ParityQueries` (4), Bob → Alice: `u32 count`, then per frame `u32 frame, u32 n`, then
@@ -47,7 +49,7 @@
 use std::fmt;
 
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 18;
 /// Tag length in bytes.
@@ -221,6 +223,10 @@ pub struct Hello {
     /// Index of the first authentication pad this session uses (never below either end's
     /// cursor, so pads are never reused).
     pub pad_offset: u64,
+    /// Test-basis coincidences of the block (0: phase error from the sample).
+    pub test_bits: u64,
+    /// Of which with disagreeing outcomes.
+    pub test_errors: u64,
 }
 
 /// A message payload.
@@ -473,6 +479,8 @@ fn encode_payload(msg: &Message, out: &mut Vec<u8>) {
             out.extend_from_slice(&h.sample_seed);
             out.extend_from_slice(&h.shuffle_seed);
             out.extend_from_slice(&h.pad_offset.to_le_bytes());
+            out.extend_from_slice(&h.test_bits.to_le_bytes());
+            out.extend_from_slice(&h.test_errors.to_le_bytes());
         }
         Message::Done { output_bits } => out.extend_from_slice(&output_bits.to_le_bytes()),
         Message::Sample(b) => put_bits(out, b),
@@ -694,7 +702,15 @@ fn decode_payload(t: MessageType, b: &[u8], limits: &Limits) -> Result<Message, 
                 sample_seed: r.arr()?,
                 shuffle_seed: r.arr()?,
                 pad_offset: r.u64()?,
+                test_bits: r.u64()?,
+                test_errors: r.u64()?,
             };
+            if h.test_errors > h.test_bits {
+                return Err(WireError::Invalid {
+                    what: "Hello.test_errors",
+                    value: format!("{} of {} test bits", h.test_errors, h.test_bits),
+                });
+            }
             if h.variant > 1 {
                 return Err(WireError::Invalid {
                     what: "Hello.variant",

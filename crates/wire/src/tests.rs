@@ -34,10 +34,10 @@ fn message_strategy() -> impl Strategy<Value = Message> {
             1e-20f64..1.0,
             any::<u32>(),
             any::<[u8; 32]>(),
-            (any::<[u8; 32]>(), any::<u64>())
+            (any::<[u8; 32]>(), any::<u64>(), any::<u64>(), any::<u64>())
         )
             .prop_map(
-                |(s, f, v, b, q, es, ec, k, ss, (sh, po))| Message::Hello(Hello {
+                |(s, f, v, b, q, es, ec, k, ss, (sh, po, tb, te))| Message::Hello(Hello {
                     sifted_bits: s % (1 << 31),
                     frame_bits: f,
                     variant: v,
@@ -49,6 +49,8 @@ fn message_strategy() -> impl Strategy<Value = Message> {
                     sample_seed: ss,
                     shuffle_seed: sh,
                     pad_offset: po,
+                    test_bits: tb.max(te),
+                    test_errors: tb.min(te),
                 })
             ),
         any::<u64>().prop_map(|output_bits| Message::Done { output_bits }),
@@ -241,6 +243,8 @@ fn malformed_messages_give_typed_errors() {
             sample_seed: [0; 32],
             shuffle_seed: [0; 32],
             pad_offset: 0,
+            test_bits: 0,
+            test_errors: 0,
         }),
         |_| 0,
     );
