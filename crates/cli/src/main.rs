@@ -11,6 +11,7 @@ mod emulate;
 mod kme;
 mod plot;
 mod rate;
+mod run;
 mod scenario;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Command {
     Rate(Box<rate::RateArgs>),
     /// Distil final keys from two files of sifted bits (the full authenticated session).
     Distill(Box<distill::DistillArgs>),
+    /// Run a BBM92 link unattended in virtual time (window level) with full distillation.
+    Run(Box<run::RunArgs>),
     /// Emulate a scenario's link at event level and write each node's time tags.
     Emulate(Box<emulate::EmulateArgs>),
     /// Measure throughput on this machine and print JSON (domain units, machine info).
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Kme(cmd) => kme::run(&cmd),
         Command::Rate(args) => rate::run(&args),
         Command::Emulate(args) => emulate::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Distill(args) => distill::run(&args),
         Command::Certs(args) => certs::run(&args),

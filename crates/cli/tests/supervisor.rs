@@ -5,7 +5,9 @@
 use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Emulator, Bbm92Link};
 use qkdnet_emulator::faults::{Fault, FaultKind, Side};
 use qkdnet_keyrate::bbm92::Bbm92Cw;
-use qkdnet_link::supervisor::{Action, LinkState, Observation, Supervisor, SupervisorConfig};
+use qkdnet_link::supervisor::{
+    Action, LinkState, Observation, Supervisor, SupervisorConfig, WindowLockModel,
+};
 
 fn fault(kind: FaultKind, side: Side, start_s: f64, duration_s: f64) -> Fault {
     Fault {
@@ -38,25 +40,13 @@ fn every_fault_costs_one_restart_and_the_rest_produces() {
     let link = Bbm92Link::new(hw, 33.5, 50.0, emu, faults).expect("valid");
     let mut e = Bbm92Emulator::new(link, 0.5).expect("window");
     let mut sup = Supervisor::new(SupervisorConfig::default());
-    // The time sync, modelled at window level: a lock needs 5 s (10 windows) of light on
-    // both sides, and a clock jump larger than the tracker's ±2 ns window loses it.
-    let (mut locked, mut light_windows, mut jump_at_lock) = (false, 0u32, 0.0);
+    let mut sync = WindowLockModel::default();
     for _ in 0..(2 * 3600 * 2) {
         let s = e.step_stats();
         let c = s.conditions;
         let light =
             s.singles[0].iter().sum::<u64>() > 1000 && s.singles[1].iter().sum::<u64>() > 1000;
-        if locked && (c.clock_jump_ps[1] - jump_at_lock).abs() > 2_000.0 {
-            locked = false;
-            light_windows = 0;
-        }
-        if !locked {
-            light_windows = if light { light_windows + 1 } else { 0 };
-            if light_windows >= 10 {
-                locked = true;
-                jump_at_lock = c.clock_jump_ps[1];
-            }
-        }
+        let locked = sync.update(light, c.clock_jump_ps[1]);
         let q = |errors: u64, n: u64| (n >= 100).then(|| errors as f64 / n as f64);
         let obs = Observation {
             time_ps: c.start_ps + c.length_ps,
@@ -68,8 +58,7 @@ fn every_fault_costs_one_restart_and_the_rest_produces() {
         };
         let (_, action) = sup.observe(&obs);
         if action == Action::Reacquire {
-            locked = false;
-            light_windows = 0;
+            sync.drop_lock();
         }
     }
     assert_eq!(sup.restarts, 5, "{:?}", sup.events);

@@ -26,9 +26,9 @@
 //!   degraded, recovering), fault detection, one automatic restart per fault,
 //!   availability.
 //!
-//! What it does not have yet: the sifting announcements over the `Transport` and
-//! `qkdnet run` tying frontends, sync, sifting, loops, supervisor and distillation
-//! together (issue 4). `TcpTransport` is the one place in the library crates that touches
+//! `qkdnet run` (in the CLI) ties the supervisor, the loops and distillation to the
+//! emulator at window level. What this crate does not have yet: the sifting announcements
+//! over the `Transport`, and an event-level run driving the frontends (issue 4). `TcpTransport` is the one place in the library crates that touches
 //! sockets: the session logic stays sans-IO in `qkdnet-distill`, and this crate only moves
 //! its bytes.
 

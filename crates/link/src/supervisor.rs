@@ -322,3 +322,55 @@ mod tests {
         assert!(s.events.iter().any(|e| e.fault == Some(Fault::SyncLost)));
     }
 }
+
+/// The time sync as seen at window level (where there are counts, not time tags): a lock
+/// needs `windows_to_lock` consecutive windows with light on both sides (the acquisition's
+/// data, 5 s = 10 windows by default), and a jump of either clock beyond the tracker's
+/// window (`jump_tolerance_ps`, its ±2 ns) loses it. The sync itself, on time tags, is
+/// `crate::sync`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowLockModel {
+    /// Windows of light needed to lock.
+    pub windows_to_lock: u32,
+    /// Largest clock jump the tracker follows, ps.
+    pub jump_tolerance_ps: f64,
+    locked: bool,
+    light_windows: u32,
+    jump_at_lock: f64,
+}
+
+impl Default for WindowLockModel {
+    fn default() -> Self {
+        Self {
+            windows_to_lock: 10,
+            jump_tolerance_ps: 2_000.0,
+            locked: false,
+            light_windows: 0,
+            jump_at_lock: 0.0,
+        }
+    }
+}
+
+impl WindowLockModel {
+    /// Updates with a window: whether both sides saw light, and the clocks' accumulated
+    /// jump (Bob against Alice), ps. Returns whether the sync is locked.
+    pub fn update(&mut self, light: bool, clock_jump_ps: f64) -> bool {
+        if self.locked && (clock_jump_ps - self.jump_at_lock).abs() > self.jump_tolerance_ps {
+            self.drop_lock();
+        }
+        if !self.locked {
+            self.light_windows = if light { self.light_windows + 1 } else { 0 };
+            if self.light_windows >= self.windows_to_lock {
+                self.locked = true;
+                self.jump_at_lock = clock_jump_ps;
+            }
+        }
+        self.locked
+    }
+
+    /// Drops the lock (a restart).
+    pub fn drop_lock(&mut self) {
+        self.locked = false;
+        self.light_windows = 0;
+    }
+}
