@@ -106,64 +106,45 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
     let bad = |e: qkdnet_optics::ParamError| {
         CliError::input(format!("{origin}: {}: {}", e.field, e.reason))
     };
+    // The `[emulator]` table as the family's settings, the seed overridden when given.
+    macro_rules! settings {
+        ($t:ty) => {{
+            let mut e: $t = table(&s.emulator, &origin)?;
+            if let Some(seed) = seed {
+                e.seed = seed;
+            }
+            e
+        }};
+    }
+    if !matches!(protocol, Protocol::Bbm92Cw(_)) {
+        no_faults(&s.faults, &origin)?;
+    }
     match protocol {
         Protocol::Bbm92Cw(hw) => {
-            let mut emu: Bbm92Emulation = table(&s.emulator, &origin)?;
-            if let Some(seed) = seed {
-                emu.seed = seed;
-            }
-            Ok(EmulatedLink::Bbm92(Box::new(
-                Bbm92Link::new(hw, loss, distance, emu, s.faults.clone()).map_err(bad)?,
-            )))
+            let emu = settings!(Bbm92Emulation);
+            let link = Bbm92Link::new(hw, loss, distance, emu, s.faults.clone()).map_err(bad)?;
+            Ok(EmulatedLink::Bbm92(Box::new(link)))
         }
         Protocol::Cv(hw) => {
-            let mut emu: CvEmulation = table(&s.emulator, &origin)?;
-            if let Some(seed) = seed {
-                emu.seed = seed;
-            }
-            no_faults(&s.faults, &origin)?;
-            Ok(EmulatedLink::Cv(Box::new(CvLink::new(hw, loss, emu).map_err(bad)?)))
+            let link = CvLink::new(hw, loss, settings!(CvEmulation)).map_err(bad)?;
+            Ok(EmulatedLink::Cv(Box::new(link)))
         }
         Protocol::Di(di) => {
-            let mut emu: IonEmulation = table(&s.emulator, &origin)?;
-            if let Some(seed) = seed {
-                emu.seed = seed;
-            }
-            no_faults(&s.faults, &origin)?;
             let length = ch.distance_km.unwrap_or(loss / di.fibre_attenuation_db_per_km);
-            Ok(EmulatedLink::Ion(Box::new(
-                IonLink::new(di.link, loss, length, emu).map_err(bad)?,
-            )))
+            let link = IonLink::new(di.link, loss, length, settings!(IonEmulation)).map_err(bad)?;
+            Ok(EmulatedLink::Ion(Box::new(link)))
         }
         Protocol::DecoyBb84(hw) => {
-            let mut emu: Bb84Emulation = table(&s.emulator, &origin)?;
-            if let Some(seed) = seed {
-                emu.seed = seed;
-            }
-            no_faults(&s.faults, &origin)?;
-            Ok(EmulatedLink::Bb84(Box::new(
-                Bb84Link::new(hw, loss, emu).map_err(bad)?,
-            )))
+            let link = Bb84Link::new(hw, loss, settings!(Bb84Emulation)).map_err(bad)?;
+            Ok(EmulatedLink::Bb84(Box::new(link)))
         }
         Protocol::Mdi(hw) => {
-            let mut emu: MdiEmulation = table(&s.emulator, &origin)?;
-            if let Some(seed) = seed {
-                emu.seed = seed;
-            }
-            no_faults(&s.faults, &origin)?;
-            Ok(EmulatedLink::Mdi(Box::new(
-                MdiLink::new(hw, loss, emu).map_err(bad)?,
-            )))
+            let link = MdiLink::new(hw, loss, settings!(MdiEmulation)).map_err(bad)?;
+            Ok(EmulatedLink::Mdi(Box::new(link)))
         }
         Protocol::TwinField(m) => {
-            let mut emu: TfEmulation = table(&s.emulator, &origin)?;
-            if let Some(seed) = seed {
-                emu.seed = seed;
-            }
-            no_faults(&s.faults, &origin)?;
-            Ok(EmulatedLink::Tf(Box::new(
-                TfLink::new(m.hw, loss, emu).map_err(bad)?,
-            )))
+            let link = TfLink::new(m.hw, loss, settings!(TfEmulation)).map_err(bad)?;
+            Ok(EmulatedLink::Tf(Box::new(link)))
         }
         _ => Err(CliError::input(format!(
             "{origin}: protocol: the emulator implements \"bbm92-cw\", \"cv-gg02\", \"di-memory\", \"sns\", \"sns-aopp\", \"pm\", \"decoy-bb84\" and \"mdi\" so far, not \"{}\"",

@@ -5,24 +5,9 @@
 use qkdnet_core::samples::read_samples;
 use qkdnet_core::timetag::{read_ptu_t2, read_qtt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn qkdnet(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_qkdnet"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run qkdnet");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::{qkdnet, root};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("qkdnet-emulate-{}-{name}", std::process::id()));

@@ -2,12 +2,10 @@
 //! both ends, the supervisor's restarts and availability in the report.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::root;
 
 #[test]
 fn a_twenty_minute_run_with_two_faults_restarts_twice_and_produces_key() {
