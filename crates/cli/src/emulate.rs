@@ -209,8 +209,7 @@ pub fn run(a: &EmulateArgs) -> Result<(), CliError> {
 }
 
 fn run_bbm92(a: &EmulateArgs, formats: &[String], link: Bbm92Link) -> Result<(), CliError> {
-    let mut emu = Bbm92Emulator::new(link.clone(), a.window_s)
-        .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
+    let mut emu = Bbm92Emulator::new(link.clone(), a.window_s).map_err(window_error)?;
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -371,8 +370,7 @@ fn run_cv(a: &EmulateArgs, link: CvLink) -> Result<(), CliError> {
             symbols * 32.0 / 1e9
         )));
     }
-    let mut emu = CvEmulator::new(link.clone(), a.window_s.min(a.seconds))
-        .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
+    let mut emu = CvEmulator::new(link.clone(), a.window_s.min(a.seconds)).map_err(window_error)?;
     let m = emu.moments();
     let mut tables = Tables::create(&a.out, &[("alice.cvq", 2), ("bob.cvq", 2)])?;
     let windows = (symbols / emu.symbols_per_window() as f64).ceil().max(1.0) as u64;
@@ -468,8 +466,7 @@ fn write_manifest(
 fn run_ion(a: &EmulateArgs, link: IonLink) -> Result<(), CliError> {
     use std::io::Write;
     let window = a.window_s.max(1.0).min(a.seconds);
-    let mut emu = IonEmulator::new(link.clone(), window)
-        .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
+    let mut emu = IonEmulator::new(link.clone(), window).map_err(window_error)?;
     let windows = (a.seconds / window).ceil().max(1.0) as u64;
     let mut heralds = Vec::new();
     let mut deliveries = Vec::new();
@@ -571,8 +568,7 @@ fn run_ion(a: &EmulateArgs, link: IonLink) -> Result<(), CliError> {
 /// the pulses sent per setting pair in each window, as `.qtab` record tables.
 fn run_tf(a: &EmulateArgs, link: TfLink) -> Result<(), CliError> {
     let (window, windows) = pulse_windows(a, link.model().hw.clock_hz)?;
-    let mut emu = TfEmulator::new(link.clone(), window)
-        .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
+    let mut emu = TfEmulator::new(link.clone(), window).map_err(window_error)?;
     let mut tables = Tables::create(
         &a.out,
         &[
@@ -727,8 +723,7 @@ impl Tables {
 fn run_bb84(a: &EmulateArgs, link: Bb84Link) -> Result<(), CliError> {
     let clock = link.hardware().clock_hz;
     let (window, windows) = pulse_windows(a, clock)?;
-    let mut emu = Bb84Emulator::new(link.clone(), window)
-        .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
+    let mut emu = Bb84Emulator::new(link.clone(), window).map_err(window_error)?;
     let mut tables = Tables::create(
         &a.out,
         &[("bob.qtab", 3), ("alice.qtab", 4), ("sent.qtab", 14)],
@@ -798,8 +793,7 @@ fn run_bb84(a: &EmulateArgs, link: Bb84Link) -> Result<(), CliError> {
 fn run_mdi(a: &EmulateArgs, link: MdiLink) -> Result<(), CliError> {
     let clock = link.hardware().clock_hz;
     let (window, windows) = pulse_windows(a, clock)?;
-    let mut emu = MdiEmulator::new(link.clone(), window)
-        .map_err(|e| CliError::input(format!("--window-s: {}", e.reason)))?;
+    let mut emu = MdiEmulator::new(link.clone(), window).map_err(window_error)?;
     let mut tables = Tables::create(
         &a.out,
         &[
@@ -882,4 +876,9 @@ fn pulse_windows(a: &EmulateArgs, clock_hz: f64) -> Result<(f64, u64), CliError>
     let window = a.window_s.min(a.seconds);
     let per = (window * clock_hz).round().max(1.0);
     Ok((window, (pulses / per).ceil().max(1.0) as u64))
+}
+
+/// A window length the emulator refused.
+fn window_error(e: qkdnet_optics::ParamError) -> CliError {
+    CliError::input(format!("--window-s: {}", e.reason))
 }
