@@ -374,12 +374,7 @@ fn rate(a: &RateBenchArgs) -> Result<(), CliError> {
             ))
         })?;
         let n_free = p.model().free_params().len();
-        // Families without a finite-key bound are measured on their asymptotic bound.
-        let (sec, security) = if p.has_finite_key() {
-            (Security::Finite(FiniteKey::default()), "finite")
-        } else {
-            (Security::Asymptotic, "asymptotic")
-        };
+        let (sec, security) = (Security::Finite(FiniteKey::default()), "finite");
         for (mode, free) in [("fixed", false), ("optimised", true)] {
             let opts = SweepOptions {
                 points: points.clone(),

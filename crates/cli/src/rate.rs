@@ -318,12 +318,6 @@ pub fn run(args: &RateArgs) -> Result<(), CliError> {
     let security = if args.asymptotic {
         Security::Asymptotic
     } else {
-        if !s.protocol.has_finite_key() {
-            return Err(CliError::input(format!(
-                "protocol {}: no finite-key bound is implemented; pass --asymptotic for a planning estimate",
-                s.name
-            )));
-        }
         Security::Finite(s.finite)
     };
     let mask = free_mask(&s.protocol, &s.free)?;

@@ -11,7 +11,7 @@
 //! | BBM92, pulsed source | [`bbm92::Bbm92Pulsed`] | Ma, Fung, Lo 2007 | Tomamichel et al. 2012 |
 //! | MDI-QKD | [`mdi`] | Ma & Razavi 2012 | two-decoy Y₁₁ bound + Chernoff |
 //! | twin-field SNS (+AOPP) | [`tf`] | phase-noise budget (Bertaina et al.) | Jiang et al. 2019, Xu et al. 2020 |
-//! | twin-field PM-QKD | [`tf`] | same | asymptotic only (planning) |
+//! | twin-field PM-QKD | [`tf`] | same | vacuum + weak decoy, Chernoff (Ma, Qi, Zhao, Lo 2005 Eq. (34)) |
 //! | CV-QKD GG02 | [`cv`] | Laudenbach et al. 2018 | Leverrier et al. 2010 |
 //! | DI-QKD over a memory link | [`di`] | Humphreys et al. 2018 | Hoeffding on CHSH |
 //!

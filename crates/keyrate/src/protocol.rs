@@ -116,9 +116,4 @@ impl Protocol {
             _ => self.model().signals_per_second(),
         }
     }
-
-    /// Whether the family has a finite-key bound (PM-QKD has none here).
-    pub fn has_finite_key(&self) -> bool {
-        !matches!(self, Self::TwinField(m) if m.hw.variant == TfVariant::Pm)
-    }
 }
