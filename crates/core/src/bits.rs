@@ -209,6 +209,21 @@ impl Bits {
         acc.count_ones() & 1 == 1
     }
 
+    /// Parity of the bits of `self` at the positions set in `mask` (one AND-popcount
+    /// pass over the words).
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn masked_parity(&self, mask: &Bits) -> bool {
+        assert_eq!(self.len, mask.len, "masked_parity: lengths differ");
+        let acc = self
+            .words
+            .iter()
+            .zip(&mask.words)
+            .fold(0u64, |acc, (w, m)| acc ^ (w & m));
+        acc.count_ones() & 1 == 1
+    }
+
     /// Number of positions where `self` and `other` differ.
     ///
     /// # Panics
@@ -316,6 +331,13 @@ mod tests {
             let (s, e) = (a.min(b).min(v.len()), a.max(b).min(v.len()));
             let naive = v[s..e].iter().fold(false, |p, &x| p ^ x);
             prop_assert_eq!(bits.range_parity(s, e), naive);
+        }
+
+        #[test]
+        fn masked_parity_matches_bit_by_bit(v in proptest::collection::vec(any::<(bool, bool)>(), 0..300)) {
+            let (x, m): (Vec<bool>, Vec<bool>) = v.iter().copied().unzip();
+            let naive = v.iter().fold(false, |p, &(x, m)| p ^ (x & m));
+            prop_assert_eq!(Bits::from_bools(&x).masked_parity(&Bits::from_bools(&m)), naive);
         }
 
         #[test]

@@ -677,7 +677,7 @@ impl AliceSession {
                             e - s,
                             usize::from(self.cfg.biconf),
                         );
-                        cascade::Alice::new(&self.raw.slice(s, e), sched, sh)
+                        cascade::Alice::new(self.raw.slice(s, e), sched, Arc::clone(sh))
                     })
                     .collect();
                 self.state = AliceState::ExpectQueries;

@@ -14,10 +14,14 @@
 //! searches that are active at once advance together in one round, and all top-level block
 //! parities of a pass travel in one round.
 //!
-//! Speed: both sides hold each pass's shuffled copy of their string packed in 64-bit words
-//! (permutations are computed once per frame and cached). Alice, whose string never
-//! changes, answers from per-pass parity prefix sums in O(1) per query; Bob's parities are
-//! word-parallel XOR/popcount over the range.
+//! Speed: a pass's shuffled copy of a string (packed in 64-bit words; the permutations are
+//! computed once per frame length and shared) is built only when that pass first needs a
+//! range parity. A pass cut into two halves (Yan et al.'s later passes, BICONF) gets its two
+//! block parities from a mask of the first half in original order, one AND-popcount over
+//! the frame, so the many passes that find both halves even never shuffle anything; a flip
+//! touches only the passes whose copy exists. Alice, whose string never changes, answers
+//! from per-pass parity prefix sums in O(1) per query; Bob's parities are word-parallel
+//! XOR/popcount over the range.
 
 mod schedule;
 
@@ -90,6 +94,9 @@ pub struct Shuffles {
     perm: Vec<Vec<u32>>,
     /// inv[p][orig] = shuffled position of original index `orig` (empty for pass 0).
     inv: Vec<Vec<u32>>,
+    /// half[p] bit `orig` = original index `orig` lands in the first ⌈n/2⌉ shuffled
+    /// positions of pass p (empty for pass 0).
+    half: Vec<Bits>,
 }
 
 impl Shuffles {
@@ -97,6 +104,7 @@ impl Shuffles {
     pub fn new(seed: [u8; 32], n: usize, passes: usize) -> Self {
         let mut perm = vec![Vec::new()];
         let mut inv = vec![Vec::new()];
+        let mut half = vec![Bits::zeros(0)];
         for p in 1..passes {
             let mut s = seed;
             s[0] ^= p as u8;
@@ -106,10 +114,23 @@ impl Shuffles {
             for (pos, &o) in fwd.iter().enumerate() {
                 back[o as usize] = pos as u32;
             }
+            let mut mask = Bits::zeros(n);
+            for &o in &fwd[..n.div_ceil(2)] {
+                mask.set(o as usize, true);
+            }
             perm.push(fwd);
             inv.push(back);
+            half.push(mask);
         }
-        Self { perm, inv }
+        Self { perm, inv, half }
+    }
+
+    /// The first-half mask of `pass` when its blocks of `k` bits are exactly the two
+    /// halves of the shuffled frame.
+    #[inline]
+    fn halves(&self, pass: usize, k: usize) -> Option<&Bits> {
+        let m = self.half.get(pass)?;
+        (pass > 0 && m.len() >= 2 && k == m.len().div_ceil(2)).then_some(m)
     }
 
     /// Frame length.
@@ -153,26 +174,29 @@ impl Shuffles {
 pub struct Alice {
     schedule: Schedule,
     n: usize,
-    /// prefix[p] bit i = parity of shuffled positions 0..i of pass p (n + 1 bits).
-    prefix: Vec<Bits>,
+    sh: Arc<Shuffles>,
+    bits: Bits,
+    /// prefix[p] bit i = parity of shuffled positions 0..i of pass p (n + 1 bits), built
+    /// when pass p is first asked for a range.
+    prefix: Vec<Option<Bits>>,
     leaked: u64,
 }
 
 impl Alice {
     /// Prepares Alice's frame: her bits, the schedule and the shared shuffles (built for
     /// this frame length and at least as many passes).
-    pub fn new(bits: &Bits, schedule: Schedule, sh: &Shuffles) -> Self {
+    pub fn new(bits: Bits, schedule: Schedule, sh: Arc<Shuffles>) -> Self {
         let n = bits.len();
         assert!(
             sh.passes() >= schedule.passes() && (n == sh.frame_bits() || sh.passes() <= 1),
             "shuffles do not fit the frame"
         );
-        let prefix = (0..schedule.passes())
-            .map(|p| prefix_parity(&sh.shuffled(bits, p)))
-            .collect();
+        let prefix = (0..schedule.passes()).map(|_| None).collect();
         Self {
             schedule,
             n,
+            sh,
+            bits,
             prefix,
             leaked: 0,
         }
@@ -192,11 +216,17 @@ impl Alice {
                 Query::Blocks { pass } => {
                     let p = self.pass(pass)?;
                     let k = self.schedule.block_size(p);
-                    let mut s = 0;
-                    while s < self.n {
-                        let e = (s + k).min(self.n);
-                        out.push(self.range(p, s, e));
-                        s = e;
+                    if let Some(mask) = self.sh.halves(p, k) {
+                        let first = self.bits.masked_parity(mask);
+                        out.push(first);
+                        out.push(first ^ self.bits.range_parity(0, self.n));
+                    } else {
+                        let mut s = 0;
+                        while s < self.n {
+                            let e = (s + k).min(self.n);
+                            out.push(self.range(p, s, e));
+                            s = e;
+                        }
                     }
                 }
                 Query::Range { pass, start, end } => {
@@ -235,8 +265,12 @@ impl Alice {
     }
 
     #[inline]
-    fn range(&self, p: usize, s: usize, e: usize) -> bool {
-        self.prefix[p].get(s) ^ self.prefix[p].get(e)
+    fn range(&mut self, p: usize, s: usize, e: usize) -> bool {
+        let prefix = match &mut self.prefix[p] {
+            Some(x) => x,
+            slot => slot.insert(prefix_parity(&self.sh.shuffled(&self.bits, p))),
+        };
+        prefix.get(s) ^ prefix.get(e)
     }
 }
 
@@ -273,6 +307,8 @@ fn prefix_parity(bits: &Bits) -> Bits {
 #[derive(Debug, Clone, Copy)]
 struct Search {
     pass: u16,
+    /// Top-level block of the pass.
+    block: u32,
     start: u32,
     end: u32,
     node: u32,
@@ -332,8 +368,9 @@ pub struct Bob {
     n: usize,
     sh: Arc<Shuffles>,
     bits: Bits,
-    /// Bob's shuffled string per pass, kept in sync with `bits`.
-    shuffled: Vec<Bits>,
+    /// Pass p's shuffled copy of `bits`, built when the pass first needs a range parity
+    /// and kept in step with every flip after that.
+    shuffled: Vec<Option<Bits>>,
     /// Per pass: parity difference (Alice ⊕ Bob) of each top-level block, once disclosed.
     diff: Vec<Option<Bits>>,
     /// Per pass: Alice's parities known to Bob.
@@ -362,10 +399,8 @@ impl Bob {
             sh.passes() >= schedule.passes() && (n == sh.frame_bits() || sh.passes() <= 1),
             "shuffles do not fit the frame"
         );
-        let shuffled = (0..schedule.passes())
-            .map(|p| sh.shuffled(&bits, p))
-            .collect();
         let passes = schedule.passes();
+        let shuffled = (0..passes).map(|_| None).collect();
         Self {
             schedule,
             n,
@@ -421,11 +456,23 @@ impl Bob {
             let mut d = Bits::zeros(nb);
             let mut known = KnownParities::new(nb, k);
             self.slot[p] = vec![0; nb];
-            for b in 0..nb {
-                let (s, e) = (b * k, ((b + 1) * k).min(self.n));
+            let mine: Vec<bool> = match self.sh.halves(p, k) {
+                Some(mask) => {
+                    let first = self.bits.masked_parity(mask);
+                    vec![first, first ^ self.bits.range_parity(0, self.n)]
+                }
+                None => {
+                    let n = self.n;
+                    let sb = self.copy(p);
+                    (0..nb)
+                        .map(|b| sb.range_parity(b * k, ((b + 1) * k).min(n)))
+                        .collect()
+                }
+            };
+            for (b, &m) in mine.iter().enumerate() {
                 let a = answers.get(b);
                 known.set(b, 1, a);
-                if a != self.shuffled[p].range_parity(s, e) {
+                if a != m {
                     d.set(b, true);
                     pending.push(self.push_search(p, b));
                 }
@@ -445,8 +492,7 @@ impl Bob {
             debug_assert!(self.active.is_empty());
             for (i, s) in asked.iter().enumerate() {
                 let p = usize::from(s.pass);
-                let k = self.schedule.block_size(p);
-                let b = s.start as usize / k;
+                let b = s.block as usize;
                 let a = answers.get(i);
                 if let Some(kn) = self.known[p].as_mut() {
                     let parent = kn.get(b, s.node);
@@ -471,11 +517,21 @@ impl Bob {
     }
 
     /// Starts a search over block `b` of pass `p`; returns its index.
+    /// Pass p's shuffled copy, built now if it does not exist yet.
+    fn copy(&mut self, p: usize) -> &Bits {
+        match &mut self.shuffled[p] {
+            Some(x) => x,
+            slot => slot.insert(self.sh.shuffled(&self.bits, p)),
+        }
+    }
+
     fn push_search(&mut self, p: usize, b: usize) -> u32 {
+        self.copy(p);
         let k = self.schedule.block_size(p);
         let (s, e) = (b * k, ((b + 1) * k).min(self.n));
         self.active.push(Search {
             pass: p as u16,
+            block: b as u32,
             start: s as u32,
             end: e as u32,
             node: 1,
@@ -504,14 +560,15 @@ impl Bob {
                 continue;
             }
             let p = usize::from(s.pass);
-            let k = self.schedule.block_size(p);
-            let b = s.start as usize / k;
+            let b = s.block as usize;
             while s.end - s.start > 1 {
                 let m = mid(s.start, s.end);
                 let Some(a) = self.known[p].as_ref().and_then(|kn| kn.get(b, 2 * s.node)) else {
                     break;
                 };
-                let bob_left = self.shuffled[p].range_parity(s.start as usize, m as usize);
+                let bob_left = self.shuffled[p]
+                    .as_ref()
+                    .is_some_and(|x| x.range_parity(s.start as usize, m as usize));
                 if a != bob_left {
                     s.end = m;
                     s.node *= 2;
@@ -539,11 +596,22 @@ impl Bob {
         self.flips += 1;
         self.bits.flip(orig);
         for p in 0..self.schedule.passes() {
-            let pos = self.sh.position(p, orig);
-            self.shuffled[p].flip(pos);
-            let b = pos / self.schedule.block_size(p);
             let Some(d) = self.diff[p].as_mut() else {
+                // Passes not started yet: their copies are built from `bits` when needed.
                 continue;
+            };
+            let k = self.schedule.block_size(p);
+            let (pos, b) = match self.shuffled[p].as_mut() {
+                Some(x) => {
+                    let pos = self.sh.position(p, orig);
+                    x.flip(pos);
+                    (pos, pos / k)
+                }
+                // No search has run in this pass: it is cut in halves and has no searches.
+                None => match self.sh.halves(p, k) {
+                    Some(mask) => (usize::MAX, usize::from(!mask.get(orig))),
+                    None => unreachable!("a pass cut in more than two blocks has its copy"),
+                },
             };
             d.flip(b);
             let odd = d.get(b);
@@ -571,9 +639,8 @@ impl Bob {
             return self.ask_blocks(next);
         }
         self.outstanding = std::mem::take(&mut self.active);
-        // Deterministic query order (by pass, then position).
-        self.outstanding
-            .sort_unstable_by_key(|s| (s.pass, s.start, s.end));
+        // The order of `active` is deterministic (it follows the answers), so the queries
+        // go out unsorted.
         self.rounds += 1;
         Step::Ask(
             self.outstanding
@@ -634,7 +701,7 @@ pub fn reconcile_local(
     schedule: Schedule,
     shuffles: &Arc<Shuffles>,
 ) -> Result<(Bits, CascadeStats), CascadeError> {
-    let mut a = Alice::new(alice, schedule.clone(), shuffles);
+    let mut a = Alice::new(alice.duplicate(), schedule.clone(), Arc::clone(shuffles));
     let mut b = Bob::new(bob, schedule, Arc::clone(shuffles));
     let mut step = b.start();
     while let Step::Ask(q) = step {
@@ -700,7 +767,11 @@ mod tests {
     fn hostile_queries_are_typed_errors() {
         let (a, _) = pair(100, 0.0, 3);
         let sh = Arc::new(Shuffles::new([0; 32], 100, 4));
-        let mut alice = Alice::new(&a, Schedule::new(Variant::Original, 0.02, 100), &sh);
+        let mut alice = Alice::new(
+            a,
+            Schedule::new(Variant::Original, 0.02, 100),
+            Arc::clone(&sh),
+        );
         assert!(matches!(
             alice.answer(&[Query::Blocks { pass: 9 }]),
             Err(CascadeError::NoSuchPass { .. })
