@@ -29,7 +29,9 @@
 //!   f64 qber_max, f64 eps_sec, f64 eps_cor, u32 sample_bits, [u8; 32] sample_seed,
 //!   [u8; 32] shuffle_seed, u64 pad_offset, u64 test_bits, u64 test_errors` (the
 //!   test-basis tally of the block from sifting; 0 and 0 when the phase error is estimated
-//!   from the sample instead). Version 3 added the last two fields.
+//!   from the sample instead). Version 3 added the last two fields. Version 4 changed
+//!   how Cascade's shuffles follow from `shuffle_seed` (qkdnet_distill::random::permutation:
+//!   xoshiro256++ in place of ChaCha8), so the two ends must run the same version.
 //! - `Sample` (2), Alice → Bob: her sample bits (bit string).
 //! - `SampleVerdict` (3), Bob → Alice: `u32 errors, u8 proceed (0/1)`.
 //! - `ParityQueries` (4), Bob → Alice: `u32 count`, then per frame `u32 frame, u32 n`, then
@@ -49,7 +51,7 @@
 use std::fmt;
 
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 18;
 /// Tag length in bytes.
