@@ -177,6 +177,10 @@ fn bad_input_gives_one_line_naming_the_field_and_exit_code_2() {
         "eps-sec",
     );
     bad(
+        &["rate", "--protocol", "pm", "--set", "asymmetric=true"],
+        "hardware.asymmetric",
+    );
+    bad(
         &["rate", "--protocol", "decoy-bb84", "--free", "nonsense"],
         "free parameter \"nonsense\"",
     );

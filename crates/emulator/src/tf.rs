@@ -169,6 +169,14 @@ impl TfLink {
     /// `alice_loss_fraction`).
     pub fn new(hw: TwinField, loss_db: f64, emu: TfEmulation) -> Result<Self, ParamError> {
         hw.validate()?;
+        if hw.asymmetric {
+            return Err(ParamError {
+                field: "hardware.asymmetric".into(),
+                reason: "the emulator's twin-field sources are symmetric (keyrate alone \
+                         evaluates asymmetric SNS)"
+                    .into(),
+            });
+        }
         check("channel.loss_db", loss_db, 0.0, 200.0)?;
         let model = hw.prepare();
         let (pz, eps) = (hw.p_z, hw.send_probability);

@@ -63,6 +63,16 @@ pub struct TwinField {
     pub mu_decoy2: f64,
     /// Probability of the Z (signal) window.
     pub p_z: f64,
+    /// SNS with source parameters of its own for Bob (Hu, Jiang, Yu, Wang, PRA 100,
+    /// 062337 (2019)), for arms of unequal loss. The fields above are then Alice's; Bob's
+    /// decoys follow from the security condition (see `sns`).
+    pub asymmetric: bool,
+    /// Bob's Z-window signal intensity (asymmetric SNS).
+    pub bob_mu_signal: f64,
+    /// Asymmetric SNS: the weak decoys' arriving intensities, Bob's over Alice's
+    /// (`μ_B1 η_B / μ_A1 η_A`; 1 = balanced at the relay). Bob's sending probability
+    /// follows from it and the security condition.
+    pub decoy_balance: f64,
 }
 
 impl Default for TwinField {
@@ -82,6 +92,9 @@ impl Default for TwinField {
             mu_decoy1: 0.05,
             mu_decoy2: 0.3,
             p_z: 0.8,
+            asymmetric: false,
+            bob_mu_signal: 0.4,
+            decoy_balance: 1.0,
         }
     }
 }
@@ -120,6 +133,26 @@ const FREE_SNS: [FreeParam; 5] = [
         scale: Scale::Log,
     },
     P_Z,
+];
+
+const FREE_SNS_ASYM: [FreeParam; 7] = [
+    FREE_SNS[0],
+    FREE_SNS[1],
+    FREE_SNS[2],
+    FREE_SNS[3],
+    FREE_SNS[4],
+    FreeParam {
+        name: "bob_mu_signal",
+        lo: 0.01,
+        hi: 1.5,
+        scale: Scale::Log,
+    },
+    FreeParam {
+        name: "decoy_balance",
+        lo: 0.1,
+        hi: 10.0,
+        scale: Scale::Log,
+    },
 ];
 
 const FREE_PM: [FreeParam; 3] = [
@@ -201,6 +234,14 @@ impl TwinField {
         check("hardware.mu_decoy1", self.mu_decoy1, 0.0, 100.0)?;
         check("hardware.mu_decoy2", self.mu_decoy2, self.mu_decoy1, 100.0)?;
         rules::probability("hardware.p_z", self.p_z)?;
+        check("hardware.bob_mu_signal", self.bob_mu_signal, 0.0, 100.0)?;
+        check("hardware.decoy_balance", self.decoy_balance, 1e-3, 1e3)?;
+        if self.asymmetric && self.variant == TfVariant::Pm {
+            return Err(ParamError {
+                field: "hardware.asymmetric".into(),
+                reason: "asymmetric source parameters are implemented for SNS only".into(),
+            });
+        }
         Ok(())
     }
 
@@ -298,9 +339,33 @@ impl TwinFieldModel {
         (g, e)
     }
 
+    /// Sending-or-not-sending, finite key after Jiang et al., PR Applied 12, 024061 (2019),
+    /// with AOPP after Xu et al., PRA 101, 042330 (2020).
+    ///
+    /// Asymmetric sources (Hu, Jiang, Yu, Wang, PRA 100, 062337 (2019)): Alice (μ_A, ε_A,
+    /// decoys μ_A1 < μ_A2) and Bob (μ_B, ε_B) differ. The untagged single-photon state of the
+    /// Z window is |10⟩ and |01⟩ mixed with weights w_A = ε_A(1−ε_B)μ_A e^{−μ_A} and
+    /// w_B = ε_B(1−ε_A)μ_B e^{−μ_B}; the X window's weak-decoy pair gives them in the ratio
+    /// μ_A1 : μ_B1. The phase error of the first can be taken from the second only if they
+    /// agree, so Bob's decoys are `μ_B1 = μ_A1 w_B / w_A` (their condition) and
+    /// `μ_B2 = μ_B1 μ_A2 / μ_A1`. Each side's one-sided decoys bound its single-photon yield
+    /// (`s_10`, `s_01`); `s_1 = (μ_A1 s_10 + μ_B1 s_01)/(μ_A1 + μ_B1)` and the matched pairs'
+    /// error bound the phase error with μ_A1 + μ_B1 in place of 2μ₁. With equal parameters
+    /// this is the symmetric protocol, whose two one-sided tallies are pooled.
     fn sns(&self, loss_db: f64, x: &[f64], sec: &Security) -> Evaluation {
         let (ea, eb) = self.arms(loss_db);
         let (mz, eps_send, mu1, mu2, pz) = (x[0], x[1], x[2], x[2] * x[3], x[4]);
+        let (mz_b, eps_b) = if self.hw.asymmetric {
+            // Bob's weak decoy must be μ_B1 = μ_A1 w_B/w_A (below); asking for the arriving
+            // ratio `balance` fixes w_B/w_A = r = balance·η_A/η_B, and w_B/w_A =
+            // ε_B(1−ε_A)m_B / (ε_A(1−ε_B)m_A) with m = μe^{−μ} solves for ε_B.
+            let (mz_b, r) = (x[5], x[6] * ea / eb);
+            let (m_a, m_b) = (mz * (-mz).exp(), mz_b * (-mz_b).exp());
+            let e_b = r * eps_send * m_a / ((1.0 - eps_send) * m_b + r * eps_send * m_a);
+            (mz_b, e_b)
+        } else {
+            (mz, eps_send)
+        };
         let pd = self.hw.dark_count_probability;
         let n = match sec {
             Security::Finite(f) => f.block_size,
@@ -313,33 +378,56 @@ impl TwinFieldModel {
         // Z window.
         let s00 = 2.0 * pd * (1.0 - pd);
         let sz0 = self.gain_one(ea * mz);
-        let s0z = self.gain_one(eb * mz);
-        let szz = self.gain_both_random(ea * mz, eb * mz);
+        let s0z = self.gain_one(eb * mz_b);
+        let szz = self.gain_both_random(ea * mz, eb * mz_b);
         let nz = n * pz * pz;
-        let c00 = nz * (1.0 - eps_send).powi(2) * s00;
-        let cz0 = nz * eps_send * (1.0 - eps_send) * sz0;
-        let c0z = nz * eps_send * (1.0 - eps_send) * s0z;
-        let czz = nz * eps_send * eps_send * szz;
+        let c00 = nz * (1.0 - eps_send) * (1.0 - eps_b) * s00;
+        let cz0 = nz * eps_send * (1.0 - eps_b) * sz0;
+        let c0z = nz * (1.0 - eps_send) * eps_b * s0z;
+        let czz = nz * eps_send * eps_b * szz;
         let n_t = c00 + cz0 + c0z + czz;
         let e_z = (c00 + czz) / n_t;
+        // Untagged weights and Bob's decoys from the condition.
+        let w_a = eps_send * (1.0 - eps_b) * mz * (-mz).exp();
+        let w_b = eps_b * (1.0 - eps_send) * mz_b * (-mz_b).exp();
+        let (mu1_b, mu2_b) = (mu1 * w_b / w_a, mu2 * w_b / w_a);
         // X-window decoys, one side vacuum.
         let nx = n * px * px;
         let cnt = |q: f64| nx * q;
-        let s_k = |mu: f64| 0.5 * (self.gain_one(ea * mu) + self.gain_one(eb * mu));
-        let (sk1, sk2) = (s_k(mu1), s_k(mu2));
-        let n10 = cnt(2.0 * q1 * q0) * sk1;
-        let n20 = cnt(2.0 * q2 * q0) * sk2;
         let n00 = cnt(q0 * q0) * s00;
-        let s1 = s1_lower(
-            lower(n10, eps) / cnt(2.0 * q1 * q0),
-            upper(n20, eps) / cnt(2.0 * q2 * q0),
-            upper(n00, eps) / cnt(q0 * q0),
-            mu1,
-            mu2,
-        );
+        let s00_u = upper(n00, eps) / cnt(q0 * q0);
+        let s1 = if self.hw.asymmetric {
+            // One side's single-photon yield from its own decoy counts.
+            let side = |eta: f64, m1: f64, m2: f64| {
+                let c = cnt(q1 * q0);
+                let c2 = cnt(q2 * q0);
+                s1_lower(
+                    lower(c * self.gain_one(eta * m1), eps) / c,
+                    upper(c2 * self.gain_one(eta * m2), eps) / c2,
+                    s00_u,
+                    m1,
+                    m2,
+                )
+            };
+            let (s10, s01) = (side(ea, mu1, mu2), side(eb, mu1_b, mu2_b));
+            (mu1 * s10 + mu1_b * s01) / (mu1 + mu1_b)
+        } else {
+            let s_k = |mu: f64| 0.5 * (self.gain_one(ea * mu) + self.gain_one(eb * mu));
+            let (sk1, sk2) = (s_k(mu1), s_k(mu2));
+            let n10 = cnt(2.0 * q1 * q0) * sk1;
+            let n20 = cnt(2.0 * q2 * q0) * sk2;
+            s1_lower(
+                lower(n10, eps) / cnt(2.0 * q1 * q0),
+                upper(n20, eps) / cnt(2.0 * q2 * q0),
+                s00_u,
+                mu1,
+                mu2,
+            )
+        };
         let s00_l = lower(n00, eps) / cnt(q0 * q0);
-        // Both send μ₁ with matched phase slices (fraction 2/M of those pairs).
-        let (_, e_d) = self.gain_both_matched(ea * mu1, eb * mu1);
+        // Both send their weak decoy with matched phase slices (fraction 2/M of those pairs).
+        let (_, e_d) = self.gain_both_matched(ea * mu1, eb * mu1_b);
+        let mu_pair = mu1 + mu1_b;
         let n_delta = cnt(q1 * q1) * 2.0 / self.hw.phase_slices as f64;
         let t_delta = upper(n_delta * e_d, eps) / n_delta;
         if s1 <= 0.0 {
@@ -350,12 +438,11 @@ impl TwinFieldModel {
             };
         }
         // Phase error of untagged single-photon bits (Jiang et al. 2019 Eq. (5)).
-        let e1_exp = ((t_delta - (-2.0 * mu1).exp() * s00_l / 2.0)
-            / (2.0 * mu1 * (-2.0 * mu1).exp() * s1))
+        let e1_exp = ((t_delta - (-mu_pair).exp() * s00_l / 2.0)
+            / (mu_pair * (-mu_pair).exp() * s1))
             .clamp(0.0, 0.5);
-        // Untagged bits from each party (one sends a single photon, the other nothing).
-        let n1_each = nz * eps_send * (1.0 - eps_send) * mz * (-mz).exp() * s1;
-        let n1 = lower(2.0 * n1_each, eps);
+        // Untagged bits (one party sends a single photon, the other nothing).
+        let n1 = lower(nz * (w_a + w_b) * s1, eps);
         let e1 = match eps {
             None => e1_exp,
             Some(e) => (crate::math::chernoff_upper(n1 * e1_exp, e) / n1).min(0.5),
@@ -373,8 +460,10 @@ impl TwinFieldModel {
                 let kept = (1.0 - e_ns) * (1.0 - e_s) + e_ns * e_s;
                 let n_kept = pairs * kept;
                 let e_after = e_ns * e_s / kept;
-                // Untagged pairs: both bits untagged (untagged bits carry no bit error).
-                let n1p = pairs * (0.5 * n1 / n_ns).min(1.0) * (0.5 * n1 / n_s).min(1.0);
+                // Untagged pairs: both bits untagged (untagged bits carry no bit error). Alice's
+                // single photons are in Bob's not-sent group, Bob's in his sent group.
+                let (share_a, share_b) = (w_a / (w_a + w_b), w_b / (w_a + w_b));
+                let n1p = pairs * (share_a * n1 / n_ns).min(1.0) * (share_b * n1 / n_s).min(1.0);
                 let e1p = 2.0 * e1 * (1.0 - e1); // Xu et al. 2020, Eq. (7)
                 n1p * (1.0 - h2_sat(e1p)) - self.hw.ec_efficiency * n_kept * h2(e_after) - overhead
             }
@@ -472,6 +561,7 @@ impl KeyRateModel for TwinFieldModel {
     fn free_params(&self) -> &'static [FreeParam] {
         match self.hw.variant {
             TfVariant::Pm => &FREE_PM,
+            _ if self.hw.asymmetric => &FREE_SNS_ASYM,
             _ => &FREE_SNS,
         }
     }
@@ -483,13 +573,19 @@ impl KeyRateModel for TwinFieldModel {
                 (self.hw.mu_decoy1 / self.hw.mu_signal.max(1e-12)).clamp(0.01, 0.9),
                 self.hw.p_z,
             ],
-            _ => vec![
-                self.hw.mu_signal,
-                self.hw.send_probability,
-                self.hw.mu_decoy1,
-                self.hw.mu_decoy2 / self.hw.mu_decoy1.max(1e-12),
-                self.hw.p_z,
-            ],
+            _ => {
+                let mut x = vec![
+                    self.hw.mu_signal,
+                    self.hw.send_probability,
+                    self.hw.mu_decoy1,
+                    self.hw.mu_decoy2 / self.hw.mu_decoy1.max(1e-12),
+                    self.hw.p_z,
+                ];
+                if self.hw.asymmetric {
+                    x.extend([self.hw.bob_mu_signal, self.hw.decoy_balance]);
+                }
+                x
+            }
         }
     }
 
@@ -580,6 +676,49 @@ mod tests {
             (0.7..1.0).contains(&last),
             "finite/asymptotic at 1e16 = {last} ({rates:?}, {asym:e})"
         );
+    }
+
+    /// Asymmetric SNS (Hu et al., PRA 100, 062337 (2019)): on equal arms it gives the
+    /// symmetric key; on unequal arms its own parameters for Bob recover much of the key that
+    /// symmetric sources lose (their Figs. 2–3 show the same ordering).
+    #[test]
+    fn asymmetric_sns_matches_symmetric_on_equal_arms_and_wins_on_unequal_arms() {
+        for variant in [TfVariant::Sns, TfVariant::SnsAopp] {
+            let rate = |fraction: f64, asymmetric: bool, sec: &Security| {
+                let m = TwinField {
+                    variant,
+                    alice_loss_fraction: fraction,
+                    asymmetric,
+                    ..TwinField::default()
+                }
+                .prepare();
+                best(&m, 50.0, sec)
+            };
+            let fk = Security::Finite(crate::FiniteKey::default());
+            let (sym, asym) = (
+                rate(0.5, false, &Security::Asymptotic),
+                rate(0.5, true, &Security::Asymptotic),
+            );
+            assert!(
+                asym >= 0.995 * sym && asym <= 1.1 * sym,
+                "{variant:?} equal arms: {asym:e} vs {sym:e}"
+            );
+            for sec in [Security::Asymptotic, fk] {
+                // 5 dB between the arms: both give key, the asymmetric one more.
+                let (sym, asym) = (rate(0.55, false, &sec), rate(0.55, true, &sec));
+                assert!(
+                    asym > 1.2 * sym && sym > 0.0,
+                    "{variant:?}: {asym:e} vs {sym:e}"
+                );
+                // 10 dB: the weak decoys of symmetric sources interfere with visibility
+                // 2√10/11 = 0.58 (plain SNS keeps no key); balanced ones keep most of it.
+                let (sym, asym) = (rate(0.6, false, &sec), rate(0.6, true, &sec));
+                assert!(
+                    asym > 5.0 * sym && asym > 1e-6,
+                    "{variant:?}: {asym:e} vs {sym:e}"
+                );
+            }
+        }
     }
 
     /// More phase noise means a larger interference error and a lower key.
