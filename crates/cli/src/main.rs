@@ -11,6 +11,7 @@ mod emulate;
 mod kme;
 mod plot;
 mod rate;
+mod report;
 mod run;
 mod scenario;
 

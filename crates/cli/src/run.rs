@@ -9,6 +9,7 @@
 //! itself runs on event-level streams (`link::sync`, tested there).
 
 use crate::emulate::{link_from_scenario, EmulatedLink};
+use crate::report::{BlockPoint, Event, Sample};
 use crate::CliError;
 use clap::Args;
 use qkdnet_core::bits::Bits;
@@ -41,6 +42,10 @@ pub struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write an HTML report with SVG plots over time (key rate, QBERs, sync offset,
+    /// actuators, events) to this file.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<f64, CliError> {
@@ -60,18 +65,6 @@ fn parse_duration(s: &str) -> Result<f64, CliError> {
             "--duration: \"{s}\" is not a positive duration like 600s, 30min or 325h"
         ))),
     }
-}
-
-/// One point of the timeline (per minute).
-#[derive(serde::Serialize)]
-struct Sample {
-    t_s: f64,
-    state: String,
-    key_coincidences_per_s: f64,
-    qber_z: f64,
-    qber_x: f64,
-    pump_mw: f64,
-    phase_rad: f64,
 }
 
 /// Runs `qkdnet run`.
@@ -98,6 +91,10 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     let link = *link;
     let hw = *link.hardware();
     let seed = link.emulation().seed;
+    let (clock_offset_ps, clock_rate) = (
+        link.emulation().clock_offset_ps,
+        link.emulation().clock_frequency_error,
+    );
     let mut emu =
         Bbm92Emulator::new(link.clone(), 0.5).map_err(|e| CliError::input(e.to_string()))?;
     let windows = (seconds / 0.5).ceil() as u64;
@@ -144,6 +141,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         distilled: 0,
         without_key: 0,
         first_error: None,
+        points: Vec::new(),
     };
     for w in 0..windows {
         // The loops act whenever the sync holds (they need coincidences to measure).
@@ -202,11 +200,17 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         minute.4 += 1;
         let t_s = (w + 1) as f64 * 0.5;
         if t_s - block_start_s >= a.block_s {
-            blocks.flush()?;
+            blocks.flush(t_s, t_s - block_start_s)?;
             block_start_s = t_s;
         }
         if minute.4 == 120 {
             let r = |e: u64, n: u64| if n > 0 { e as f64 / n as f64 } else { f64::NAN };
+            let offset_ps = clock_offset_ps[1] - clock_offset_ps[0]
+                + (clock_rate[1] - clock_rate[0]) * t_s * 1e12
+                + c.clock_jump_ps[1]
+                - c.clock_jump_ps[0]
+                + c.delay_ps[1]
+                - c.delay_ps[0];
             timeline.push(Sample {
                 t_s,
                 state: format!("{:?}", sup.state()),
@@ -215,6 +219,8 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
                 qber_x: r(minute.3, minute.2),
                 pump_mw: emu.actuators.pump_mw,
                 phase_rad: emu.actuators.phase_rad[0],
+                polarisation_rad: emu.actuators.polarisation_rad,
+                sync_offset_ns: offset_ps * 1e-3,
             });
             minute = (0, 0, 0, 0, 0);
         }
@@ -222,21 +228,18 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             bar.set_position(w);
         }
     }
-    blocks.flush()?;
+    blocks.flush(windows as f64 * 0.5, windows as f64 * 0.5 - block_start_s)?;
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     let duration = windows as f64 * 0.5;
     let ratio = |e: u64, n: u64| if n > 0 { e as f64 / n as f64 } else { f64::NAN };
-    let events: Vec<serde_json::Value> = sup
+    let events: Vec<Event> = sup
         .events
         .iter()
-        .map(|e| {
-            serde_json::json!({
-                "t_s": e.time_ps as f64 * 1e-12,
-                "from": format!("{:?}", e.from),
-                "to": format!("{:?}", e.to),
-                "fault": e.fault.map(|f| format!("{f:?}")),
-            })
+        .map(|e| Event {
+            t_s: e.time_ps as f64 * 1e-12,
+            transition: format!("{:?} → {:?}", e.from, e.to),
+            fault: e.fault.map(|f| format!("{f:?}")),
         })
         .collect();
     let (final_bits, first_error) = (blocks.final_bits, blocks.first_error.clone());
@@ -259,9 +262,13 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         "final_pump_mw": emu.actuators.pump_mw,
         "wall_seconds": wall,
         "events": events,
+        "blocks": blocks.points,
         "timeline_per_minute": timeline,
         "notes": "window level: counts from the emulator's closed forms, sifted keys as correlated bits, each block distilled in full (Cascade, verification, privacy amplification, finite key with the phase error from the test basis); the time sync modelled per window",
     });
+    if let Some(path) = &a.html {
+        write_html(path, a, &report, &timeline, &blocks.points, &events)?;
+    }
     if a.json {
         println!(
             "{}",
@@ -303,6 +310,7 @@ struct Blocks {
     distilled: u64,
     without_key: u64,
     first_error: Option<String>,
+    points: Vec<BlockPoint>,
 }
 
 impl Blocks {
@@ -316,7 +324,7 @@ impl Blocks {
 
     /// Distils what has gathered (both ends in this process, their keys compared); part of
     /// each key — twice the authentication pads the block used — replenishes the pads.
-    fn flush(&mut self) -> Result<(), CliError> {
+    fn flush(&mut self, t_s: f64, length_s: f64) -> Result<(), CliError> {
         let ka = std::mem::replace(&mut self.alice, Bits::zeros(0));
         let kb = std::mem::replace(&mut self.bob, Bits::zeros(0));
         let test = std::mem::replace(&mut self.test, TestTally { bits: 0, errors: 0 });
@@ -349,6 +357,11 @@ impl Blocks {
                 auth_b.replenish(&fb.key.slice(0, take));
                 self.final_bits += (fa.key.len() - take) as u64;
                 self.distilled += 1;
+                self.points.push(BlockPoint {
+                    t_s,
+                    final_bits: (fa.key.len() - take) as u64,
+                    length_s,
+                });
             }
             Err(e) => {
                 self.without_key += 1;
@@ -359,4 +372,70 @@ impl Blocks {
         }
         Ok(())
     }
+}
+
+/// Writes the HTML report under a temporary name, then renames it into place.
+fn write_html(
+    path: &std::path::Path,
+    a: &RunArgs,
+    report: &serde_json::Value,
+    timeline: &[Sample],
+    blocks: &[BlockPoint],
+    events: &[Event],
+) -> Result<(), CliError> {
+    let f = |k: &str| report[k].as_f64().unwrap_or(f64::NAN);
+    let scenario = a.scenario.display().to_string();
+    let summary = vec![
+        (
+            "virtual duration",
+            format!(
+                "{:.0} s ({:.1} h)",
+                f("duration_s"),
+                f("duration_s") / 3600.0
+            ),
+        ),
+        (
+            "mean secret key rate",
+            format!("{:.1} bit/s", f("mean_secret_key_rate_bps")),
+        ),
+        ("final key", format!("{} bits", report["final_key_bits"])),
+        (
+            "blocks distilled / without key",
+            format!(
+                "{} / {}",
+                report["blocks_distilled"], report["blocks_without_key"]
+            ),
+        ),
+        (
+            "availability",
+            format!("{:.3} %", 100.0 * f("availability")),
+        ),
+        (
+            "automatic restarts",
+            report["automatic_restarts"].to_string(),
+        ),
+        ("manual interventions", "0".to_string()),
+        (
+            "QBER_Z / QBER_X",
+            format!(
+                "{:.2} % / {:.2} %",
+                100.0 * f("qber_z"),
+                100.0 * f("qber_x")
+            ),
+        ),
+        ("seed", report["seed"].to_string()),
+        ("wall time", format!("{:.1} s", f("wall_seconds"))),
+    ];
+    let html = crate::report::html(&crate::report::Report {
+        scenario: &scenario,
+        summary,
+        samples: timeline,
+        blocks,
+        events,
+    })
+    .map_err(|e| CliError::runtime(format!("--html: drawing the report: {e}")))?;
+    let tmp = path.with_extension("html.partial");
+    std::fs::write(&tmp, html)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| CliError::runtime(format!("--html: {}: {e}", path.display())))
 }

@@ -21,6 +21,7 @@ fn a_twenty_minute_run_with_two_faults_restarts_twice_and_produces_key() {
     std::fs::create_dir_all(&dir).unwrap();
     let scenario = dir.join("nice-short.toml");
     std::fs::write(&scenario, text).unwrap();
+    let html = dir.join("report.html");
     let out = Command::new(env!("CARGO_BIN_EXE_qkdnet"))
         .args([
             "run",
@@ -30,6 +31,8 @@ fn a_twenty_minute_run_with_two_faults_restarts_twice_and_produces_key() {
             "--block-s",
             "300",
             "--json",
+            "--html",
+            html.to_str().unwrap(),
         ])
         .output()
         .unwrap();
@@ -56,9 +59,26 @@ fn a_twenty_minute_run_with_two_faults_restarts_twice_and_produces_key() {
         "qber_x",
         "timeline_per_minute",
         "events",
+        "blocks",
     ] {
         assert!(!r[key].is_null(), "{key} missing");
     }
+    // The HTML report: five plots over time and the two faults in the event table.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<svg").count(), 5, "plots");
+    for needle in [
+        "Secret key rate",
+        "QBER_X",
+        "Offset tracked by the sync",
+        "Pump power",
+        "polarisation, Bob",
+        "CountDrop(0)",
+        "SyncLost",
+        "Recovering → Acquiring",
+    ] {
+        assert!(page.contains(needle), "report lacks {needle}");
+    }
+    assert!(!dir.join("report.html.partial").exists());
     // Bad duration: exit 2 naming the flag.
     let out = Command::new(env!("CARGO_BIN_EXE_qkdnet"))
         .args(["run", scenario.to_str().unwrap(), "--duration", "soon"])
