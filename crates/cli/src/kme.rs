@@ -16,6 +16,7 @@
 //! key_ttl_s = 604800                # optional
 //! [store]
 //! sqlite = "kme-a.sqlite"           # or: postgres = "host=… dbname=…"
+//! # postgres_ca = "pki/pg-ca.pem"   # with postgres: TLS required, server verified
 //! [tls]
 //! ca = "pki/ca.pem"
 //! cert = "pki/kme-A.pem"            # server identity
@@ -106,6 +107,8 @@ struct FileConfig {
 struct StoreConfig {
     sqlite: Option<PathBuf>,
     postgres: Option<String>,
+    /// CA of the PostgreSQL server's certificate: the connection then requires TLS.
+    postgres_ca: Option<PathBuf>,
 }
 
 #[derive(serde::Deserialize, Debug)]
@@ -168,6 +171,9 @@ impl Loaded {
         match (&f.store.sqlite, &f.store.postgres) {
             (Some(_), None) | (None, Some(_)) => {}
             _ => return Err(self.field("store", "give exactly one of sqlite or postgres")),
+        }
+        if f.store.postgres_ca.is_some() && f.store.postgres.is_none() {
+            return Err(self.field("store.postgres_ca", "only with store.postgres"));
         }
         for (i, p) in f.peer.iter().enumerate() {
             p.address.parse::<std::net::SocketAddr>().map_err(|e| {
@@ -232,7 +238,10 @@ impl Loaded {
         let s = &self.file.store;
         let r = match (&s.sqlite, &s.postgres) {
             (Some(p), _) => SqlStore::open(&self.resolve(p)),
-            (_, Some(url)) => SqlStore::postgres(url),
+            (_, Some(url)) => match &s.postgres_ca {
+                Some(ca) => SqlStore::postgres_tls(url, &self.read_file("store.postgres_ca", ca)?),
+                None => SqlStore::postgres(url),
+            },
             _ => return Err(self.field("store", "give exactly one of sqlite or postgres")),
         };
         r.map_err(|e| CliError::runtime(format!("{}: store: {e}", self.path.display())))

@@ -176,6 +176,13 @@ fn bad_kme_configurations_name_the_field() {
         (good.replace("a1 = \"A\"", "B = \"A\""), "saes.B"),
         (good.replace("sqlite = \"a.sqlite\"", ""), "store"),
         (format!("{good}[routes]\nC = [\"Z\"]\n"), "routes.C"),
+        (
+            good.replace(
+                "sqlite = \"a.sqlite\"",
+                "sqlite = \"a.sqlite\"\npostgres_ca = \"ca.pem\"",
+            ),
+            "store.postgres_ca",
+        ),
     ];
     for (text, field) in cases {
         std::fs::write(dir.join("k.toml"), text).unwrap();

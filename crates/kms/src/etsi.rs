@@ -966,6 +966,19 @@ pub fn client_tls(
     Ok(Arc::new(cfg))
 }
 
+/// A TLS client configuration that verifies the server against the CA in `ca_pem` and
+/// presents no certificate (the KME's connection to a PostgreSQL server).
+pub fn verify_only_tls(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, ServerError> {
+    let roots = load_roots(ca_pem, "CA")?;
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 /// The SAE ID of a verified client certificate: its subject's common name.
 pub fn sae_id_of(cert_der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;

@@ -12,8 +12,10 @@
 //! or expired stay in the data files (and in the write-ahead log) until then. Run the
 //! server on encrypted storage and keep autovacuum on (or `VACUUM held, chunks` often).
 //!
-//! The connection is plain TCP or a Unix socket: put the server on the same host (or
-//! behind a TLS tunnel) until the store speaks TLS to it.
+//! Transport: plain TCP or a Unix socket for a server on the same host; for a remote one,
+//! TLS (rustls) with the server's certificate verified against a given CA
+//! ([`SqlStore::postgres_tls`]; `postgres_ca` in a KME's `[store]`). With a CA the
+//! connection requires TLS whatever the connection string's `sslmode` says.
 
 use crate::sql::{Arg, Conn, Db, SqlStore, Val};
 use crate::StoreError;
@@ -60,20 +62,55 @@ impl SqlStore {
     /// `host=… port=… user=… dbname=…`, or a `postgresql://` URL), creates the tables if
     /// they are missing, and takes ownership of the database.
     pub fn postgres(url: &str) -> Result<Self, StoreError> {
-        Self::postgres_waiting(url, OWNER_WAIT)
+        Self::postgres_with(url, None, OWNER_WAIT)
+    }
+
+    /// [`SqlStore::postgres`] over TLS: the server's certificate must chain to a CA in
+    /// `ca_pem` and name the connection string's host.
+    pub fn postgres_tls(url: &str, ca_pem: &[u8]) -> Result<Self, StoreError> {
+        let tls = crate::etsi::verify_only_tls(ca_pem)
+            .map_err(|e| StoreError::Backend(format!("PostgreSQL store: TLS: {e}")))?;
+        Self::postgres_with(url, Some(tls), OWNER_WAIT)
     }
 
     /// [`SqlStore::postgres`], waiting at most `owner_wait` for a previous owner to go.
     pub fn postgres_waiting(url: &str, owner_wait: Duration) -> Result<Self, StoreError> {
+        Self::postgres_with(url, None, owner_wait)
+    }
+
+    /// Connects with or without TLS, waiting at most `owner_wait` for a previous owner.
+    pub fn postgres_with(
+        url: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        owner_wait: Duration,
+    ) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e: postgres::Error| {
+            StoreError::Backend(format!(
+                "PostgreSQL store: connection string: {}",
+                describe(&e)
+            ))
+        })?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| StoreError::Backend(format!("PostgreSQL store runtime: {e}")))?;
         let client = rt.block_on(async {
-            let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-            // Runs whenever the writer waits on the runtime (every round trip).
-            tokio::spawn(connection);
-            Ok::<_, postgres::Error>(client)
+            // The connection task runs whenever the writer waits on the runtime (every
+            // round trip).
+            match tls {
+                None => {
+                    let (client, connection) = config.connect(NoTls).await?;
+                    tokio::spawn(connection);
+                    Ok::<_, postgres::Error>(client)
+                }
+                Some(cfg) => {
+                    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                    let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*cfg).clone());
+                    let (client, connection) = config.connect(tls).await?;
+                    tokio::spawn(connection);
+                    Ok(client)
+                }
+            }
         })?;
         let deadline = Instant::now() + owner_wait;
         loop {
@@ -385,6 +422,16 @@ pub mod local {
     impl LocalServer {
         /// Initialises and starts a server. The error says what is missing or what failed.
         pub fn start() -> Result<Self, String> {
+            Self::start_with(None)
+        }
+
+        /// [`LocalServer::start`] with TLS on (`ssl = on`), presenting the certificate
+        /// chain `cert_pem` with `key_pem`. Plain connections are still accepted.
+        pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+            Self::start_with(Some((cert_pem, key_pem)))
+        }
+
+        fn start_with(tls: Option<(&str, &str)>) -> Result<Self, String> {
             let bin = find_bin()?;
             let as_user = if is_root() {
                 let (uid, gid) = ids_of("postgres").ok_or(
@@ -431,10 +478,29 @@ pub mod local {
                     "UTF8",
                 ],
             )?;
-            let opts = format!(
+            let mut opts = format!(
                 "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=on -c synchronous_commit=on -c shared_buffers=32MB -c max_connections=40",
                 server.dir.display()
             );
+            if let Some((cert, key)) = tls {
+                use std::os::unix::fs::PermissionsExt;
+                let (c, k) = (server.dir.join("server.crt"), server.dir.join("server.key"));
+                for (path, text) in [(&c, cert), (&k, key)] {
+                    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+                    // The server refuses a key readable by others or owned by someone else.
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+                    if let Some((uid, gid)) = as_user {
+                        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+                    }
+                }
+                opts.push_str(&format!(
+                    " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                    c.display(),
+                    k.display()
+                ));
+            }
             server.run(
                 "pg_ctl",
                 &[
@@ -531,7 +597,13 @@ pub mod local {
 /// `QKDNET_REQUIRE_POSTGRES` is set, as `.ci/run` does after installing the server).
 #[doc(hidden)]
 pub fn test_server() -> Option<local::LocalServer> {
-    match local::LocalServer::start() {
+    test_server_from(local::LocalServer::start())
+}
+
+/// [`test_server`] for a server already started (or not) by the caller.
+#[doc(hidden)]
+pub fn test_server_from(started: Result<local::LocalServer, String>) -> Option<local::LocalServer> {
+    match started {
         Ok(s) => Some(s),
         Err(e) => {
             assert!(
@@ -550,6 +622,43 @@ mod tests {
     use crate::suite;
     use std::cell::RefCell;
     use std::collections::HashSet;
+
+    /// TLS to the server: with the CA that issued the server's certificate the store
+    /// connects over TLS (the server's own `pg_stat_ssl` says so) and works; with another
+    /// CA the connection fails naming the certificate, and no store opens.
+    #[test]
+    fn postgres_store_over_tls_verifies_the_server() {
+        use crate::KeyStore;
+        let ca = crate::pki::Ca::new("qkdnet test PostgreSQL CA").unwrap();
+        let cert = ca.server("postgres", &["127.0.0.1"]).unwrap();
+        let Some(server) =
+            test_server_from(local::LocalServer::start_tls(&cert.cert_pem, &cert.key_pem))
+        else {
+            return;
+        };
+        let url = server.create_db("tls").unwrap();
+        let store = SqlStore::postgres_tls(&url, ca.cert_pem().as_bytes()).unwrap();
+        let key = qkdnet_core::Bits::from_words(vec![0x0123_4567_89ab_cdef; 64], 4096);
+        store.add_block("B", 1, &key, u64::MAX).unwrap();
+        assert_eq!(store.accounting("B").unwrap().produced_bits, 4096);
+        let mut plain = postgres::Client::connect(&url, NoTls).unwrap();
+        let tls_backends: i64 = plain
+            .query_one(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE s.ssl AND a.datname = 'tls'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(tls_backends, 1, "the store's session is not over TLS");
+        drop(store);
+        let other = crate::pki::Ca::new("another CA").unwrap();
+        let err = SqlStore::postgres_tls(&url, other.cert_pem().as_bytes())
+            .err()
+            .expect("a server outside the CA was accepted")
+            .to_string();
+        assert!(err.to_lowercase().contains("certificate"), "{err}");
+    }
 
     /// The store suite on a PostgreSQL server the test starts on loopback: a database per
     /// store, reopened by reconnecting.
