@@ -31,8 +31,8 @@
 //! a1 = "A"
 //! b1 = "B"
 //! c1 = "C"                          # a KME reached by relay …
-//! [routes]                          # … through these neighbours (trusted nodes)
-//! C = ["B"]
+//! [routes]                          # … optionally through these neighbours (trusted
+//! C = ["B"]                         # nodes); otherwise by the routes KMEs advertise
 //! ```
 
 use crate::CliError;
@@ -394,6 +394,19 @@ fn serve(a: &ServeArgs) -> Result<(), CliError> {
                 tick.tick().await;
                 let s = Arc::clone(&expiring);
                 let _ = tokio::task::spawn_blocking(move || s.expire(now_s())).await;
+            }
+        });
+        // Route advertisements to the neighbours (qkdnet_kms::routing), best effort: a
+        // neighbour that is down simply ages out of the others' tables.
+        let advertising = Arc::clone(&kme);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(
+                qkdnet_kms::routing::ADVERTISE_EVERY_S,
+            ));
+            loop {
+                tick.tick().await;
+                let k = Arc::clone(&advertising);
+                let _ = tokio::task::spawn_blocking(move || k.advertise_routes()).await;
             }
         });
         println!(

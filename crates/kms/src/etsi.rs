@@ -89,6 +89,16 @@ pub trait PeerLink: Send + Sync {
         let _ = hop;
         Err(format!("this link to {peer_kme} carries no relay"))
     }
+
+    /// Sends this KME's route advertisement to `peer_kme` ([`crate::routing`]).
+    fn send_routes(
+        &self,
+        peer_kme: &str,
+        advert: &crate::routing::RouteAdvert,
+    ) -> Result<(), String> {
+        let _ = advert;
+        Err(format!("this link to {peer_kme} carries no routes"))
+    }
 }
 
 /// Why [`Kme::cut_and_deliver`] produced no keys.
@@ -214,6 +224,7 @@ pub struct Kme {
     lanes: std::sync::Mutex<HashMap<(String, u8), LaneQueue>>,
     metrics: crate::metrics::Metrics,
     relayer: std::sync::OnceLock<std::sync::Weak<dyn Relayer>>,
+    routing: crate::routing::RoutingTable,
 }
 
 impl Kme {
@@ -250,7 +261,13 @@ impl Kme {
             lanes: std::sync::Mutex::new(lanes),
             metrics: crate::metrics::Metrics::new(),
             relayer: std::sync::OnceLock::new(),
+            routing: crate::routing::RoutingTable::default(),
         }
+    }
+
+    /// Routes learnt from the neighbours.
+    pub(crate) fn routing(&self) -> &crate::routing::RoutingTable {
+        &self.routing
     }
 
     /// Cuts `number` keys of `size_bytes` for `master_sae` from the lane to the adjacent
@@ -444,11 +461,16 @@ impl Kme {
                 m => error(405, "method not allowed", Some(json!([{ "method": m }]))),
             };
         }
+        // KME-to-KME endpoints: a POST from a neighbour KME with a JSON body.
+        let (ct, from) = (content_type, sae);
         if path == KME_ASSIGNMENTS {
-            return self.peer_assignments(sae, method, content_type, body);
+            return self.neighbour_post(from, method, ct, body, |r| self.peer_assignments(from, r));
         }
         if path == crate::hops::KME_RELAY {
-            return self.peer_relay(sae, method, content_type, body);
+            return self.neighbour_post(from, method, ct, body, |h| self.peer_relay(from, h));
+        }
+        if path == crate::routing::KME_ROUTES {
+            return self.neighbour_post(from, method, ct, body, |a| self.peer_routes(from, a));
         }
         if path == "/api/v1/openapi.json" {
             return match (method, serde_json::from_str::<Value>(OPENAPI)) {
@@ -519,17 +541,7 @@ impl Kme {
     /// the cuts it made for its masters, in serial order, applied to this end's copy of
     /// the lane ([`KeyStore::assign_many`]). 409 when the run does not follow what this
     /// end has (the sender then re-sends its unacknowledged cuts first).
-    fn peer_assignments(
-        &self,
-        from: &str,
-        method: &str,
-        content_type: Option<&str>,
-        body: &[u8],
-    ) -> Response {
-        let run: Vec<Assignment> = match self.neighbour_request(from, method, content_type, body) {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+    fn peer_assignments(&self, from: &str, run: Vec<Assignment>) -> Response {
         match self.store.assign_many(from, &run, self.now()) {
             Ok(()) => Response {
                 status: 200,
@@ -543,26 +555,30 @@ impl Kme {
         }
     }
 
-    /// Admits a KME-to-KME request, a POST from a neighbour KME (never an SAE), and
-    /// reads its JSON body.
-    pub(crate) fn neighbour_request<T: serde::de::DeserializeOwned>(
+    /// Admits a KME-to-KME request, a POST from a neighbour KME (never an SAE), reads its
+    /// JSON body and hands it to `then`.
+    fn neighbour_post<T: serde::de::DeserializeOwned>(
         &self,
         from: &str,
         method: &str,
         content_type: Option<&str>,
         body: &[u8],
-    ) -> Result<T, Response> {
+        then: impl FnOnce(T) -> Response,
+    ) -> Response {
         if !self.is_neighbour(from) || self.cfg.sae_kme.contains_key(from) {
-            return Err(unauthorized());
+            return unauthorized();
         }
         if method != "POST" {
-            return Err(error(
+            return error(
                 405,
                 "method not allowed",
                 Some(json!([{ "method": method }])),
-            ));
+            );
         }
-        parse_json(content_type, body)
+        match parse_json(content_type, body) {
+            Ok(v) => then(v),
+            Err(e) => e,
+        }
     }
 
     fn peer_for(&self, master: &str, slave: &str) -> Result<String, Response> {
@@ -586,7 +602,7 @@ impl Kme {
         };
         // A KME reached by relay: the stock is what the first hop's link holds (an upper
         // bound, since links further on may hold less).
-        let via = if self.is_neighbour(&peer) || self.cfg.routes.is_empty() {
+        let via = if self.is_neighbour(&peer) {
             Some(peer.clone())
         } else {
             self.next_hop(&peer, std::slice::from_ref(&self.cfg.kme_id))
@@ -685,7 +701,7 @@ impl Kme {
         if !self.cfg.links.is_empty() && !self.cfg.links.contains(&peer) {
             // No link to the slave's KME: relay through trusted nodes.
             let Some(relayer) = self.relayer.get().and_then(std::sync::Weak::upgrade) else {
-                if self.cfg.routes.contains_key(&peer) {
+                if self.has_route(&peer) {
                     // Between KME processes, hop by hop over the peer links.
                     return match self.relay_originate(&peer, master, &slaves, number, size / 8) {
                         Ok(keys) => key_container(&keys),

@@ -12,9 +12,10 @@
 //! any key; intermediate KMEs see K and must be trusted.
 //!
 //! Routing is hop by hop. Each KME's configuration ([`crate::etsi::KmeConfig::routes`])
-//! lists, for each KME it does not share a link with, the neighbours a key may go through
-//! next. The neighbour with the most key material on its link is taken, and KMEs already
-//! visited are skipped.
+//! may list, for a KME it does not share a link with, the neighbours a key may go through
+//! next (the one with the most key material on its link is taken); for the others the
+//! routes its neighbours advertise decide ([`crate::routing`]). KMEs already visited are
+//! skipped.
 
 use crate::etsi::{error, Kme, Response};
 use crate::relay::{one_time_pad, relay_agent};
@@ -73,9 +74,11 @@ impl Kme {
         if self.is_neighbour(destination) {
             return Some(destination.to_string());
         }
-        self.config()
-            .routes
-            .get(destination)?
+        let Some(listed) = self.config().routes.get(destination) else {
+            // No configured route: what the neighbours advertised.
+            return self.learnt_next_hop(destination, visited);
+        };
+        listed
             .iter()
             .filter(|n| self.is_neighbour(n) && !visited.contains(n))
             .map(|n| {
@@ -136,17 +139,7 @@ impl Kme {
 
     /// `POST /api/v1/kme/relay` from a neighbour: recover K, then keep it (destination)
     /// or pass it on under a fresh pad.
-    pub(crate) fn peer_relay(
-        &self,
-        from: &str,
-        method: &str,
-        content_type: Option<&str>,
-        body: &[u8],
-    ) -> Response {
-        let hop: RelayHop = match self.neighbour_request(from, method, content_type, body) {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+    pub(crate) fn peer_relay(&self, from: &str, hop: RelayHop) -> Response {
         match self.relay_step(from, hop) {
             Ok(()) => Response {
                 status: 200,

@@ -35,6 +35,7 @@ pub mod peer;
 pub mod pg;
 pub mod pki;
 pub mod relay;
+pub mod routing;
 pub mod sql;
 pub mod sqlite;
 #[cfg(test)]

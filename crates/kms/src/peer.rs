@@ -64,6 +64,16 @@ impl PeerLink for HttpPeerLink {
         self.post(peer_kme, KME_ASSIGNMENTS, body, self.timeout)
     }
 
+    fn send_routes(
+        &self,
+        peer_kme: &str,
+        advert: &crate::routing::RouteAdvert,
+    ) -> Result<(), String> {
+        let body =
+            serde_json::to_string(advert).map_err(|e| format!("routes to {peer_kme}: {e}"))?;
+        self.post(peer_kme, crate::routing::KME_ROUTES, body, self.timeout)
+    }
+
     fn send_relay(&self, peer_kme: &str, hop: &RelayHop) -> Result<(), String> {
         let body = serde_json::to_string(hop).map_err(|e| format!("relay to {peer_kme}: {e}"))?;
         // The answer waits for every hop downstream.
