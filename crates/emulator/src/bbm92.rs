@@ -104,6 +104,12 @@ pub struct Bbm92Emulation {
     pub clock_offset_ps: [f64; 2],
     /// Tagger clock frequency errors, Alice and Bob (dimensionless; 7e-12 = 7 ps/s).
     pub clock_frequency_error: [f64; 2],
+    /// The link's key-bit rule: the parity of the time bin of this width on Alice's
+    /// axis, ps (what `qkdnet_link::sift` does). A pair whose two detections fall in
+    /// different bins is an error. 0: every accidental carries a random bit and true
+    /// pairs `intrinsic_error_key` (`keyrate`'s model, which the calibrated scenarios use).
+    #[serde(default)]
+    pub key_bin_ps: f64,
     /// Channel selection on the grid.
     pub wdm: Wdm,
 }
@@ -124,6 +130,7 @@ impl Default for Bbm92Emulation {
             polarisation_drift_rad_per_sqrt_s: 1e-3,
             clock_offset_ps: [0.0, 0.0],
             clock_frequency_error: [0.0, 7e-12],
+            key_bin_ps: 0.0,
             wdm: Wdm::default(),
         }
     }
@@ -153,6 +160,36 @@ pub struct Bbm92Link {
     emu: Bbm92Emulation,
     faults: Vec<Fault>,
     pair: ChannelPair,
+    /// Error probabilities of true and accidental key coincidences ([`key_bin_errors`]).
+    key_errors: (f64, f64),
+}
+
+/// Error probabilities `(true pairs, accidentals)` of the time-bin key rule: Alice's and
+/// Bob's bits are the parities of their detections' bins of `bin_ps` on Alice's axis, so a
+/// coincidence is an error when a bin edge falls between its two detections. For a time
+/// difference d < bin that happens with probability d/bin (the grid's phase is uniform),
+/// so the error is E|Δt|/bin over the coincidences kept in the window of width `w`:
+/// true pairs have Δt ~ N(0, σ²) cut to |Δt| ≤ w/2, whence
+/// `E|Δt| = σ√(2/π)(1 − e^{−a²/2σ²}) / erf(a/(σ√2))` with a = w/2; accidentals are uniform
+/// in the window, `E|Δt| = w/4`. A true pair's intrinsic error `e` combines as
+/// `e + p − 2ep`. `bin_ps = 0` stands for random accidental bits: `(e, 1/2)`.
+pub fn key_bin_errors(window_ps: f64, sigma_ps: f64, bin_ps: f64, intrinsic: f64) -> (f64, f64) {
+    if bin_ps <= 0.0 {
+        return (intrinsic, 0.5);
+    }
+    let a = window_ps / 2.0;
+    let mean_true = if sigma_ps > 0.0 {
+        let r = a / sigma_ps;
+        sigma_ps * (2.0 / std::f64::consts::PI).sqrt() * (1.0 - (-r * r / 2.0).exp())
+            / qkdnet_optics::special::erf(r / std::f64::consts::SQRT_2)
+    } else {
+        0.0
+    };
+    let p = (mean_true / bin_ps).min(0.5);
+    (
+        intrinsic + p - 2.0 * intrinsic * p,
+        (window_ps / 4.0 / bin_ps).min(0.5),
+    )
 }
 
 /// The physical conditions of one window, from settings, drifts, actuators and faults.
@@ -196,19 +233,22 @@ pub struct Expected {
     pub xx_accidental_hz: f64,
     /// Error probability of a true test-arm coincidence, `(1 − V cos φ)/2`.
     pub xx_true_error: f64,
+    /// Error probability of a true key-arm coincidence under the key-bit rule.
+    pub zz_true_error: f64,
+    /// Error probability of an accidental key-arm coincidence under the key-bit rule.
+    pub zz_accidental_error: f64,
 }
 
 impl Expected {
-    /// Key-basis error rate when every accidental carries a random bit and true
-    /// coincidences none: `keyrate`'s model (Neumann et al. 2021, Eq. (7)), which the window
-    /// level draws from. The event level gives time tags; the actual key error depends on
-    /// the link's rule for turning arrival times into bits (with bins much wider than the
-    /// coincidence window, an accidental usually falls in its partner's bin; see
-    /// [`crate::analysis`]), so this is the accidental-limited figure.
+    /// Key-basis error rate under the link's key-bit rule ([`key_bin_errors`]). With no
+    /// bin (`key_bin_ps = 0`) every accidental carries a random bit and true coincidences
+    /// `intrinsic_error_key`: `keyrate`'s model (Neumann et al. 2021, Eq. (7)).
     pub fn qber_z(&self) -> f64 {
         let t = self.zz_true_hz + self.zz_accidental_hz;
         if t > 0.0 {
-            0.5 * self.zz_accidental_hz / t
+            (self.zz_true_hz * self.zz_true_error
+                + self.zz_accidental_hz * self.zz_accidental_error)
+                / t
         } else {
             0.5
         }
@@ -287,6 +327,22 @@ impl Bbm92Link {
         }
         let pair = emu.wdm.channel_pair()?;
         crate::faults::validate(&faults)?;
+        let bin_ok = emu.key_bin_ps == 0.0 || emu.key_bin_ps >= hw.coincidence_window_ps;
+        if !bin_ok {
+            return Err(ParamError {
+                field: "emulator.key_bin_ps".into(),
+                reason: format!(
+                    "{} ps: give 0 (random accidental bits) or a bin at least the coincidence window ({} ps)",
+                    emu.key_bin_ps, hw.coincidence_window_ps
+                ),
+            });
+        }
+        let key_errors = key_bin_errors(
+            hw.coincidence_window_ps,
+            hw.coincidence_fwhm_ps / FWHM_PER_SIGMA,
+            emu.key_bin_ps,
+            hw.intrinsic_error_key,
+        );
         Ok(Self {
             hw,
             loss_db,
@@ -294,6 +350,7 @@ impl Bbm92Link {
             emu,
             faults,
             pair,
+            key_errors,
         })
     }
 
@@ -465,6 +522,8 @@ impl Bbm92Link {
                 * (singles[1][1] + singles[1][2])
                 * tw,
             xx_true_error: 1.0 - c.p_agree,
+            zz_true_error: self.key_errors.0,
+            zz_accidental_error: self.key_errors.1,
         }
     }
 
@@ -796,21 +855,28 @@ impl Bbm92Emulator {
                 *v = poisson(&mut rng, e.singles_hz[s][ch] * w);
             }
         }
-        let basis = |rng: &mut Xoshiro256PlusPlus, t: f64, a: f64, et: f64| {
+        let basis = |rng: &mut Xoshiro256PlusPlus, t: f64, a: f64, et: f64, ea: f64| {
             let nt = poisson(rng, t * w);
             let na = poisson(rng, a * w);
             BasisCounts {
                 coincidences: nt + na,
-                errors: binomial(rng, nt, et) + binomial(rng, na, 0.5),
+                errors: binomial(rng, nt, et) + binomial(rng, na, ea),
             }
         };
         let z = basis(
             &mut rng,
             e.zz_true_hz,
             e.zz_accidental_hz,
-            self.link.hw.intrinsic_error_key,
+            e.zz_true_error,
+            e.zz_accidental_error,
         );
-        let x = basis(&mut rng, e.xx_true_hz, e.xx_accidental_hz, e.xx_true_error);
+        let x = basis(
+            &mut rng,
+            e.xx_true_hz,
+            e.xx_accidental_hz,
+            e.xx_true_error,
+            0.5,
+        );
         StatsWindow {
             index,
             conditions: c,

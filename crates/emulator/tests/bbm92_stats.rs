@@ -145,6 +145,14 @@ fn event_level_matches_the_closed_forms_at_nice_50km() {
     let sigma_cc = l.hardware().coincidence_fwhm_ps / 2.354_820_045;
     let key_errors = bin_errors(&e, s.window_ps, sigma_cc, s.z_bin_ps);
     check_against(&e, &c, seconds, key_errors);
+    // The library's closed form of the rule (what the window level draws from) against
+    // this test's numerical twin.
+    let (pt, pa) = qkdnet_emulator::bbm92::key_bin_errors(s.window_ps, sigma_cc, s.z_bin_ps, 0.0);
+    let lib = e.zz_true_hz * pt + e.zz_accidental_hz * pa;
+    assert!(
+        (lib - key_errors).abs() < 1e-6 * key_errors,
+        "{lib} vs {key_errors}"
+    );
     // The accidental-limited key error, from the off-peak estimate as a link measures it.
     let qz = 0.5 * c.z_off_peak as f64 / c.z.coincidences as f64;
     let qx = c.x.errors as f64 / c.x.coincidences as f64;
@@ -235,11 +243,24 @@ fn window_level_matches_closed_forms_and_event_level() {
     let mut ev = Bbm92Emulator::new(l.clone(), 0.01).expect("window");
     let tags = run(&mut ev, 30);
     let c = count(&l, [&tags[0], &tags[1]], &settings(&l));
+    // With the key-bit rule in the window level too (1 ns bins, as `settings` counts),
+    // the key errors of the two fidelities agree as well.
+    let binned = link(
+        hw(),
+        Bbm92Emulation {
+            key_bin_ps: 1000.0,
+            ..quiet()
+        },
+        vec![],
+    );
+    let mut wb = Bbm92Emulator::new(binned, 0.5).expect("window");
+    let key_errors_binned: u64 = (0..n).map(|_| wb.step_stats().z.errors).sum();
     for (what, a, b) in [
         ("key coincidences", c.z.coincidences, sum.z.coincidences),
         ("key accidentals", c.z_off_peak, sum.z.errors * 2),
         ("test coincidences", c.x.coincidences, sum.x.coincidences),
         ("test errors", c.x.errors, sum.x.errors),
+        ("key errors, 1 ns bins", c.z.errors, key_errors_binned),
     ] {
         let (ra, rb) = (a as f64 / 0.3, b as f64 / seconds);
         let sd = (a.max(1) as f64 / 0.09 + b.max(1) as f64 / (seconds * seconds)).sqrt();
@@ -413,4 +434,12 @@ fn bad_values_are_named() {
     assert!(e.reason.contains("-0.1"), "{e}");
     let e = Bbm92Link::new(hw(), -3.0, 50.0, quiet(), vec![]).expect_err("loss");
     assert_eq!(e.field, "channel.loss_db");
+    for bin in [50.0, -1.0, f64::NAN] {
+        let emu = Bbm92Emulation {
+            key_bin_ps: bin,
+            ..quiet()
+        };
+        let e = Bbm92Link::new(hw(), 33.5, 50.0, emu, vec![]).expect_err("bin");
+        assert_eq!(e.field, "emulator.key_bin_ps", "{bin}");
+    }
 }
