@@ -16,9 +16,12 @@ use qkdnet_core::bits::Bits;
 use qkdnet_distill::auth::AuthKeys;
 use qkdnet_distill::random::danger::InsecureDeterministic;
 use qkdnet_distill::session::{run_local_with_test, Config, TestTally};
-use qkdnet_emulator::bbm92::{correlated_bits, Bbm92Emulator};
+use qkdnet_emulator::bbm92::{correlated_bits, BasisCounts, Bbm92Emulator};
 use qkdnet_link::control::{PhaseLock, PolarisationLock, PumpSteering};
+use qkdnet_link::events::{EventSifter, TagWindow};
+use qkdnet_link::sift::SiftConfig;
 use qkdnet_link::supervisor::{Action, Observation, Supervisor, SupervisorConfig, WindowLockModel};
+use qkdnet_link::sync::SyncConfig;
 use rand::SeedableRng;
 use std::path::PathBuf;
 
@@ -46,6 +49,22 @@ pub struct RunArgs {
     /// actuators, events) to this file.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// `window`: counts drawn per 0.5 s window from the closed forms (fast, for hundreds
+    /// of hours). `event`: every detection emulated as a time tag, the clocks synchronised
+    /// from the streams, each window sifted into key (needs `key_bin_ps` in [emulator]).
+    #[arg(long, default_value = "window")]
+    pub level: String,
+    /// Keep the pump at the scenario's power (no steering to `--qber-target`).
+    #[arg(long)]
+    pub fixed_pump: bool,
+}
+
+/// Where a window's counts come from.
+enum Level {
+    /// Closed-form draws, the sync modelled.
+    Window(WindowLockModel),
+    /// Time tags, synchronised and sifted.
+    Event(Box<EventSifter>),
 }
 
 fn parse_duration(s: &str) -> Result<f64, CliError> {
@@ -123,8 +142,34 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     let mut block_start_s = 0.0;
     let mut sifted_total = 0u64;
     let (mut z_n, mut z_e, mut x_n, mut x_e) = (0u64, 0u64, 0u64, 0u64);
-    let mut sync = WindowLockModel::default();
+    let mut level = match a.level.as_str() {
+        "window" => Level::Window(WindowLockModel::default()),
+        "event" => {
+            let bin = link.emulation().key_bin_ps;
+            if bin <= 0.0 {
+                return Err(CliError::input(format!(
+                    "{}: emulator.key_bin_ps: --level event sifts keys from time bins; set key_bin_ps (ps, ≥ the coincidence window) in [emulator]",
+                    a.scenario.display()
+                )));
+            }
+            let sync_cfg = SyncConfig::default();
+            let sift_cfg = SiftConfig {
+                window_ps: hw.coincidence_window_ps,
+                z_bin_ps: bin,
+                ..SiftConfig::default()
+            };
+            // The acquisition's data plus 1.5 s of margin for Bob's offset.
+            let windows = ((sync_cfg.acquisition_ps as f64 * 1e-12 + 1.5) / 0.5).ceil() as usize;
+            Level::Event(Box::new(EventSifter::new(sync_cfg, sift_cfg, windows)))
+        }
+        other => {
+            return Err(CliError::input(format!(
+                "--level: \"{other}\" is not window or event"
+            )))
+        }
+    };
     let mut locked = false;
+    let (mut producing_windows, mut key_coincidences, mut test_coincidences) = (0u64, 0u64, 0u64);
     let mut timeline = Vec::new();
     let mut minute = (0u64, 0u64, 0u64, 0u64, 0u64);
     let bar = indicatif::ProgressBar::new(windows);
@@ -150,13 +195,47 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             emu.actuators.polarisation_rad[0] = pol[0].setting();
             emu.actuators.polarisation_rad[1] = pol[1].setting();
         }
-        let s = emu.step_stats();
-        let c = s.conditions;
-        let singles = [
-            s.singles[0].iter().sum::<u64>(),
-            s.singles[1].iter().sum::<u64>(),
-        ];
-        locked = sync.update(singles[0] > 100 && singles[1] > 100, c.clock_jump_ps[1]);
+        let (c, singles, s, keys) = match &mut level {
+            Level::Window(sync) => {
+                let s = emu.step_stats();
+                let singles = [
+                    s.singles[0].iter().sum::<u64>(),
+                    s.singles[1].iter().sum::<u64>(),
+                ];
+                let c = s.conditions;
+                locked = sync.update(singles[0] > 100 && singles[1] > 100, c.clock_jump_ps[1]);
+                (c, singles, Counts { z: s.z, x: s.x }, None)
+            }
+            Level::Event(sifter) => {
+                let ev = emu.step_events();
+                let c = ev.conditions;
+                let end = c.start_ps + c.length_ps;
+                let r = sifter.push(TagWindow {
+                    tags: ev.tags,
+                    start_ps: link.to_local(0, c.start_ps, c.clock_jump_ps[0]),
+                    end_ps: link.to_local(0, end, c.clock_jump_ps[0]),
+                });
+                locked = r.locked;
+                let (counts, keys) = match r.sifted {
+                    Some(sf) => {
+                        let errors = sf.key_alice.hamming_distance(&sf.key_bob) as u64;
+                        let counts = Counts {
+                            z: BasisCounts {
+                                coincidences: sf.key_alice.len() as u64,
+                                errors,
+                            },
+                            x: BasisCounts {
+                                coincidences: sf.test_coincidences,
+                                errors: sf.test_errors,
+                            },
+                        };
+                        (counts, Some((sf.key_alice, sf.key_bob)))
+                    }
+                    None => (Counts::default(), None),
+                };
+                (c, r.singles, counts, keys)
+            }
+        };
         let q = |e: u64, n: u64| (n >= 100).then(|| e as f64 / n as f64);
         let obs = Observation {
             time_ps: c.start_ps + c.length_ps,
@@ -168,25 +247,36 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         };
         let (produced, action) = sup.observe(&obs);
         if action == Action::Reacquire {
-            sync.drop_lock();
+            match &mut level {
+                Level::Window(sync) => sync.drop_lock(),
+                Level::Event(sifter) => sifter.drop_lock(),
+            }
             locked = false;
         }
         if locked {
             phase.update(s.x.errors, s.x.coincidences);
             pol[0].update(singles[0]);
             pol[1].update(singles[1]);
-            emu.actuators.pump_mw = pump.update(
-                s.z.errors as f64 / s.z.coincidences.max(1) as f64,
-                s.z.coincidences,
-            );
+            if !a.fixed_pump {
+                emu.actuators.pump_mw = pump.update(
+                    s.z.errors as f64 / s.z.coincidences.max(1) as f64,
+                    s.z.coincidences,
+                );
+            }
         }
         if produced {
-            let (ka, kb) = correlated_bits(
-                s.z.coincidences as usize,
-                s.z.errors as usize,
-                &mut bits_rng,
-            );
+            let (ka, kb) = match keys {
+                Some(k) => k,
+                None => correlated_bits(
+                    s.z.coincidences as usize,
+                    s.z.errors as usize,
+                    &mut bits_rng,
+                ),
+            };
             blocks.push(&ka, &kb, s.x.coincidences, s.x.errors);
+            producing_windows += 1;
+            key_coincidences += s.z.coincidences;
+            test_coincidences += s.x.coincidences;
             sifted_total += s.z.coincidences;
             z_n += s.z.coincidences;
             z_e += s.z.errors;
@@ -245,7 +335,10 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     let (final_bits, first_error) = (blocks.final_bits, blocks.first_error.clone());
     let report = serde_json::json!({
         "scenario": a.scenario.display().to_string(),
-        "level": "window",
+        "level": a.level,
+        "producing_s": producing_windows as f64 * 0.5,
+        "key_coincidences": key_coincidences,
+        "test_coincidences": test_coincidences,
         "duration_s": duration,
         "seed": seed,
         "mean_secret_key_rate_bps": final_bits as f64 / duration,
@@ -264,7 +357,11 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         "events": events,
         "blocks": blocks.points,
         "timeline_per_minute": timeline,
-        "notes": "window level: counts from the emulator's closed forms, sifted keys as correlated bits, each block distilled in full (Cascade, verification, privacy amplification, finite key with the phase error from the test basis); the time sync modelled per window",
+        "notes": if a.level == "event" {
+            "event level: every detection emulated as a time tag; the clock model acquired from the two streams and tracked per window; each window sifted into key bits (time-bin parity) and test-basis tallies; each block distilled in full (Cascade, verification, privacy amplification, finite key with the phase error from the test basis)"
+        } else {
+            "window level: counts from the emulator's closed forms, sifted keys as correlated bits, each block distilled in full (Cascade, verification, privacy amplification, finite key with the phase error from the test basis); the time sync modelled per window"
+        },
     });
     if let Some(path) = &a.html {
         write_html(path, a, &report, &timeline, &blocks.points, &events)?;
@@ -438,4 +535,11 @@ fn write_html(
     std::fs::write(&tmp, html)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| CliError::runtime(format!("--html: {}: {e}", path.display())))
+}
+
+/// A window's key- and test-basis tallies.
+#[derive(Default)]
+struct Counts {
+    z: BasisCounts,
+    x: BasisCounts,
 }

@@ -33,6 +33,7 @@
 //! its bytes.
 
 pub mod control;
+pub mod events;
 pub mod replay;
 pub mod sift;
 pub mod supervisor;
