@@ -17,7 +17,7 @@ use qkdnet_distill::auth::AuthKeys;
 use qkdnet_distill::random::danger::InsecureDeterministic;
 use qkdnet_distill::session::{run_local_with_test, Config, TestTally};
 use qkdnet_emulator::bbm92::{correlated_bits, BasisCounts, Bbm92Emulator};
-use qkdnet_link::control::{PhaseLock, PolarisationLock, PumpSteering};
+use qkdnet_link::control::{PhaseLock, PolarisationLock, PumpOptimiser, PumpSteering};
 use qkdnet_link::events::{EventSifter, TagWindow};
 use qkdnet_link::sift::SiftConfig;
 use qkdnet_link::supervisor::{Action, Observation, Supervisor, SupervisorConfig, WindowLockModel};
@@ -54,9 +54,19 @@ pub struct RunArgs {
     /// from the streams, each window sifted into key (needs `key_bin_ps` in [emulator]).
     #[arg(long, default_value = "window")]
     pub level: String,
-    /// Keep the pump at the scenario's power (no steering to `--qber-target`).
+    /// Keep the pump at the scenario's power (no steering).
     #[arg(long)]
     pub fixed_pump: bool,
+    /// What the pump is steered by: `qber-z` (to `--qber-target`, as Nice describes) or
+    /// `key-rate` (the estimated secret key rate's maximum, wherever it puts the QBERs).
+    #[arg(long, default_value = "qber-z")]
+    pub pump_objective: String,
+}
+
+/// The pump's controller.
+enum Pump {
+    Target(PumpSteering),
+    KeyRate(PumpOptimiser),
 }
 
 /// Where a window's counts come from.
@@ -123,7 +133,23 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         PolarisationLock::new(0.0, link.emulation().polarisation_dependence.max(0.01)),
         PolarisationLock::new(0.0, link.emulation().polarisation_dependence.max(0.01)),
     ];
-    let mut pump = PumpSteering::new(hw.pump_power_mw, a.qber_target, hw.max_pump_power_mw);
+    let mut pump = match a.pump_objective.as_str() {
+        "qber-z" => Pump::Target(PumpSteering::new(
+            hw.pump_power_mw,
+            a.qber_target,
+            hw.max_pump_power_mw,
+        )),
+        "key-rate" => Pump::KeyRate(PumpOptimiser::new(
+            hw.pump_power_mw,
+            hw.max_pump_power_mw,
+            hw.ec_efficiency,
+        )),
+        other => {
+            return Err(CliError::input(format!(
+                "--pump-objective: \"{other}\" is not qber-z or key-rate"
+            )))
+        }
+    };
     let mut bits_rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x0051_574b_4559);
     let pa_rng = InsecureDeterministic::new(seed, "qkdnet run: emulation only");
     // A pre-shared authentication key for the emulated link, replenished from its keys.
@@ -258,10 +284,16 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             pol[0].update(singles[0]);
             pol[1].update(singles[1]);
             if !a.fixed_pump {
-                emu.actuators.pump_mw = pump.update(
-                    s.z.errors as f64 / s.z.coincidences.max(1) as f64,
-                    s.z.coincidences,
-                );
+                emu.actuators.pump_mw = match &mut pump {
+                    Pump::Target(p) => p.update(
+                        s.z.errors as f64 / s.z.coincidences.max(1) as f64,
+                        s.z.coincidences,
+                    ),
+                    Pump::KeyRate(p) => p.update(
+                        (s.z.coincidences, s.z.errors),
+                        (s.x.coincidences, s.x.errors),
+                    ),
+                };
             }
         }
         if produced {
