@@ -84,7 +84,7 @@ fn no_faults(faults: &[qkdnet_emulator::Fault], origin: &str) -> Result<(), CliE
         Ok(())
     } else {
         Err(CliError::input(format!(
-            "{origin}: fault[0]: faults are emulated for bbm92-cw links only so far"
+            "{origin}: fault[0]: faults are not emulated for di-memory links"
         )))
     }
 }
@@ -116,17 +116,20 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
             e
         }};
     }
-    if !matches!(protocol, Protocol::Bbm92Cw(_)) {
+    if matches!(protocol, Protocol::Di(_)) {
         no_faults(&s.faults, &origin)?;
     }
+    let faults = s.faults.clone();
     match protocol {
         Protocol::Bbm92Cw(hw) => {
             let emu = settings!(Bbm92Emulation);
-            let link = Bbm92Link::new(hw, loss, distance, emu, s.faults.clone()).map_err(bad)?;
+            let link = Bbm92Link::new(hw, loss, distance, emu, faults).map_err(bad)?;
             Ok(EmulatedLink::Bbm92(Box::new(link)))
         }
         Protocol::Cv(hw) => {
-            let link = CvLink::new(hw, loss, settings!(CvEmulation)).map_err(bad)?;
+            let link = CvLink::new(hw, loss, settings!(CvEmulation))
+                .and_then(|l| l.with_faults(faults))
+                .map_err(bad)?;
             Ok(EmulatedLink::Cv(Box::new(link)))
         }
         Protocol::Di(di) => {
@@ -135,15 +138,21 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
             Ok(EmulatedLink::Ion(Box::new(link)))
         }
         Protocol::DecoyBb84(hw) => {
-            let link = Bb84Link::new(hw, loss, settings!(Bb84Emulation)).map_err(bad)?;
+            let link = Bb84Link::new(hw, loss, settings!(Bb84Emulation))
+                .and_then(|l| l.with_faults(faults))
+                .map_err(bad)?;
             Ok(EmulatedLink::Bb84(Box::new(link)))
         }
         Protocol::Mdi(hw) => {
-            let link = MdiLink::new(hw, loss, settings!(MdiEmulation)).map_err(bad)?;
+            let link = MdiLink::new(hw, loss, settings!(MdiEmulation))
+                .and_then(|l| l.with_faults(faults))
+                .map_err(bad)?;
             Ok(EmulatedLink::Mdi(Box::new(link)))
         }
         Protocol::TwinField(m) => {
-            let link = TfLink::new(m.hw, loss, settings!(TfEmulation)).map_err(bad)?;
+            let link = TfLink::new(m.hw, loss, settings!(TfEmulation))
+                .and_then(|l| l.with_faults(faults))
+                .map_err(bad)?;
             Ok(EmulatedLink::Tf(Box::new(link)))
         }
         _ => Err(CliError::input(format!(

@@ -267,3 +267,38 @@ fn mdi_link_writes_relay_events() {
     assert_eq!(read_samples(&mut bytes.as_slice()).unwrap().0, 66);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `[[fault]]` acts on the pulsed families too: Bob's detectors cooling for the whole run
+/// leave a decoy-BB84 link without a click; a clock glitch, which no pulse record can
+/// show, is refused with its field named.
+#[test]
+fn faults_reach_the_pulsed_families() {
+    let d = tmp("bb84-faults");
+    let scenario = d.join("bb84.toml");
+    let base = "name = \"bb84\"\nprotocol = \"decoy-bb84\"\n[channel]\ndistance_km = 50.0\n";
+    std::fs::write(
+        &scenario,
+        format!("{base}[[fault]]\nkind = \"detector-cooling\"\nside = \"bob\"\nstart_s = 0.0\nduration_s = 1.0\n"),
+    )
+    .unwrap();
+    let out = d.join("out");
+    let m = emulate_json(scenario.to_str().unwrap(), "0.01", out.to_str().unwrap());
+    assert_eq!(m["measured"]["clicks"].as_u64(), Some(0), "{m}");
+    std::fs::write(
+        &scenario,
+        format!("{base}[[fault]]\nkind = \"clock-glitch\"\nside = \"bob\"\nstart_s = 0.0\noffset_ps = 5.0\n"),
+    )
+    .unwrap();
+    let (code, _, err) = common::qkdnet(&[
+        "emulate",
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "--seconds",
+        "0.01",
+        "--out",
+        d.join("out2").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("fault[0].kind"), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -21,6 +21,7 @@
 // Per-window counts are indexed by (intensity, Alice's basis, Bob's basis) throughout.
 #![allow(clippy::needless_range_loop)]
 
+use crate::faults::{Fault, FaultKind, FaultState, Side};
 use crate::streams::{multinomial, successes, PulseWindow, PulseWindows};
 use qkdnet_keyrate::decoy_bb84::DecoyBb84;
 use qkdnet_optics::{check, ParamError};
@@ -127,6 +128,10 @@ pub struct Bb84Link {
     loss_db: f64,
     emu: Bb84Emulation,
     eta: f64,
+    /// Scheduled faults (applied window by window by [`Bb84Emulator`]).
+    faults: Vec<Fault>,
+    /// Whether Bob's detectors count.
+    detectors_on: bool,
 }
 
 impl Bb84Link {
@@ -140,7 +145,41 @@ impl Bb84Link {
             loss_db,
             emu,
             eta,
+            faults: Vec::new(),
+            detectors_on: true,
         })
+    }
+
+    /// The link with a fault schedule: fibre cuts and loss steps (on either side: there
+    /// is one fibre), drops of Alice's laser power (`pump-drop`, side alice or both) and
+    /// cooling cycles of Bob's detectors (side bob or both). Clock glitches are refused:
+    /// the records carry pulse numbers, not time tags.
+    pub fn with_faults(mut self, faults: Vec<Fault>) -> Result<Self, ParamError> {
+        crate::faults::check_kinds(&faults, &crate::faults::PULSED, "BB84")?;
+        for (i, f) in faults.iter().enumerate() {
+            let (side, who) = match f.kind {
+                FaultKind::PumpDrop => (Side::Bob, "Bob has no source"),
+                FaultKind::DetectorCooling => (Side::Alice, "Alice has no detectors"),
+                _ => continue,
+            };
+            if f.side == side {
+                return Err(ParamError {
+                    field: format!("fault[{i}].side"),
+                    reason: format!("{:?} on side {side:?}: {who} in BB84", f.kind),
+                });
+            }
+        }
+        self.faults = faults;
+        Ok(self)
+    }
+
+    /// The link as it is while `st` holds.
+    pub fn under(&self, st: &FaultState) -> Self {
+        let mut l = self.clone();
+        l.faults = Vec::new();
+        l.eta *= st.transmittance[0] * st.transmittance[1] * st.source[0];
+        l.detectors_on = st.detectors_on[1];
+        l
     }
 
     /// The hardware.
@@ -165,6 +204,9 @@ impl Bb84Link {
 
     /// Probability of any click for intensity `k`.
     pub fn any_click(&self, k: usize) -> f64 {
+        if !self.detectors_on {
+            return 0.0;
+        }
         let pd = self.hw.dark_count_probability;
         1.0 - (1.0 - pd) * (1.0 - pd) * (-self.eta * self.intensity(k).0).exp()
     }
@@ -172,6 +214,9 @@ impl Bb84Link {
     /// Closed forms for matching bases and intensity `k`: (clicks, errors) per pulse,
     /// afterpulses included (`p_ap` more clicks, half of them errors).
     pub fn expected(&self, k: usize) -> (f64, f64) {
+        if !self.detectors_on {
+            return (0.0, 0.0);
+        }
         let pd = self.hw.dark_count_probability;
         let i = self.eta * self.intensity(k).0;
         let e = self.hw.misalignment;
@@ -195,6 +240,10 @@ impl Bb84Link {
 /// A running decoy-BB84 emulation.
 #[derive(Debug, Clone)]
 pub struct Bb84Emulator {
+    /// The link with its fault schedule.
+    base: Bb84Link,
+    /// The fault state of the current window, and the link under it.
+    state: FaultState,
     link: Bb84Link,
     windows: PulseWindows,
     /// Afterpulses due in later windows: (pulse, detector).
@@ -207,7 +256,9 @@ impl Bb84Emulator {
         let windows =
             PulseWindows::new(window_s, link.hw.clock_hz, link.emu.seed, "emulator/bb84")?;
         Ok(Self {
-            link,
+            state: FaultState::CLEAR,
+            link: link.under(&FaultState::CLEAR),
+            base: link,
             windows,
             pending: Vec::new(),
         })
@@ -227,6 +278,11 @@ impl Bb84Emulator {
             clicks_rng: mut rng,
             mut sent_rng,
         } = self.windows.next_window();
+        let st = FaultState::at(&self.base.faults, first as f64 / self.base.hw.clock_hz);
+        if st != self.state {
+            self.state = st;
+            self.link = self.base.under(&st);
+        }
         let l = &self.link;
         let pk = l.hw.p_key_basis;
         // Pulses sent per (intensity, bases): sequential binomials.
@@ -255,8 +311,12 @@ impl Bb84Emulator {
                 due.push((c.pulse + delay, c.detector));
             }
         }
-        let (now, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|&(p, _)| p < end);
+        let (mut now, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|&(p, _)| p < end);
         self.pending = later;
+        if !self.link.detectors_on {
+            // Warm detectors do not afterpulse.
+            now.clear();
+        }
         let mut extra = Vec::new();
         for (pulse, det) in now {
             match clicks.binary_search_by_key(&pulse, |c: &Bb84Click| c.pulse) {

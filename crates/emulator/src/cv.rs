@@ -24,6 +24,7 @@
 //! pairs, drawn from its exact Wishart distribution (Bartlett decomposition), which is all a
 //! link's parameter estimation uses.
 
+use crate::faults::{Fault, FaultKind, FaultState, Side};
 use crate::streams::{purpose_key, window_rng};
 use qkdnet_keyrate::cv::CvGg02;
 use qkdnet_optics::detector::CoherentDetection;
@@ -60,6 +61,12 @@ pub struct CvLink {
     hw: CvGg02,
     loss_db: f64,
     emu: CvEmulation,
+    /// Scheduled faults (applied window by window by [`CvEmulator`]).
+    faults: Vec<Fault>,
+    /// Transmittance factor from faults (cuts, loss steps).
+    fault_t: f64,
+    /// Modulation variance factor from faults (Alice's laser power).
+    fault_va: f64,
 }
 
 /// Second moments of one quadrature pair (Alice's `a`, Bob's `b`), SNU.
@@ -131,7 +138,51 @@ impl CvLink {
         hw.validate()?;
         check("channel.loss_db", loss_db, 0.0, 100.0)?;
         check("emulator.phase_noise_rad", emu.phase_noise_rad, 0.0, 3.0)?;
-        Ok(Self { hw, loss_db, emu })
+        Ok(Self {
+            hw,
+            loss_db,
+            emu,
+            faults: Vec::new(),
+            fault_t: 1.0,
+            fault_va: 1.0,
+        })
+    }
+
+    /// The link with a fault schedule: fibre cuts and loss steps (either side: one fibre)
+    /// and drops of Alice's laser power (`pump-drop`, which scales her modulation
+    /// variance). Detector cooling and clock glitches do not apply to a homodyne or
+    /// heterodyne receiver sampling symbols and are refused. The Raman noise stays that of
+    /// the scenario's classical load.
+    pub fn with_faults(mut self, faults: Vec<Fault>) -> Result<Self, ParamError> {
+        crate::faults::check_kinds(
+            &faults,
+            &[
+                FaultKind::FibreCut,
+                FaultKind::LossStep,
+                FaultKind::PumpDrop,
+            ],
+            "CV-QKD",
+        )?;
+        if let Some(i) = faults
+            .iter()
+            .position(|f| f.kind == FaultKind::PumpDrop && f.side == Side::Bob)
+        {
+            return Err(ParamError {
+                field: format!("fault[{i}].side"),
+                reason: "PumpDrop on side Bob: Bob has no source in CV-QKD".into(),
+            });
+        }
+        self.faults = faults;
+        Ok(self)
+    }
+
+    /// The link as it is while `st` holds.
+    pub fn under(&self, st: &FaultState) -> Self {
+        let mut l = self.clone();
+        l.faults = Vec::new();
+        l.fault_t = st.transmittance[0] * st.transmittance[1];
+        l.fault_va = st.source[0];
+        l
     }
 
     /// The hardware.
@@ -141,12 +192,12 @@ impl CvLink {
 
     /// Expected second moments of a quadrature pair.
     pub fn moments(&self) -> CvMoments {
-        let t = 10f64.powf(-self.loss_db / 10.0);
+        let t = 10f64.powf(-self.loss_db / 10.0) * self.fault_t;
         let xi = self.hw.excess_noise_snu + self.hw.raman_excess_noise(self.loss_db);
         let (eta, vel, va) = (
             self.hw.detector_efficiency,
             self.hw.electronic_noise_snu,
-            self.hw.modulation_variance_snu,
+            self.hw.modulation_variance_snu * self.fault_va,
         );
         let (gain, noise, pairs) = match self.hw.detection {
             CoherentDetection::Homodyne => ((eta * t).sqrt(), 1.0 + eta * t * xi + vel, 1),
@@ -170,6 +221,10 @@ impl CvLink {
 /// A running CV-QKD emulation in windows of a fixed number of symbols.
 #[derive(Debug, Clone)]
 pub struct CvEmulator {
+    /// The link with its fault schedule.
+    base: CvLink,
+    /// The fault state of the current window, and the link under it.
+    state: FaultState,
     link: CvLink,
     moments: CvMoments,
     symbols_per_window: u64,
@@ -186,10 +241,23 @@ impl CvEmulator {
         Ok(Self {
             moments: link.moments(),
             keys: [key("symbols"), key("stats")],
-            link,
+            state: FaultState::CLEAR,
+            link: link.under(&FaultState::CLEAR),
+            base: link,
             symbols_per_window: n,
             next_index: 0,
         })
+    }
+
+    /// Applies the faults in force at the start of window `index`.
+    fn refresh(&mut self, index: u64) {
+        let t_s = (index * self.symbols_per_window) as f64 / self.base.hw.symbol_rate_hz;
+        let st = FaultState::at(&self.base.faults, t_s);
+        if st != self.state {
+            self.state = st;
+            self.link = self.base.under(&st);
+            self.moments = self.link.moments();
+        }
     }
 
     /// The link.
@@ -211,6 +279,7 @@ impl CvEmulator {
     pub fn step_symbols(&mut self) -> CvWindow {
         let index = self.next_index;
         self.next_index += 1;
+        self.refresh(index);
         let mut rng = window_rng(self.keys[0], index);
         let m = self.moments;
         let n = self.symbols_per_window as usize;
@@ -253,6 +322,7 @@ impl CvEmulator {
     pub fn step_stats(&mut self) -> CvStats {
         let index = self.next_index;
         self.next_index += 1;
+        self.refresh(index);
         let mut rng = window_rng(self.keys[1], index);
         let m = self.moments;
         let n = self.symbols_per_window * m.pairs_per_symbol as u64;

@@ -171,6 +171,93 @@ pub fn validate(faults: &[Fault]) -> Result<(), ParamError> {
     Ok(())
 }
 
+/// What the faults in force at one moment do to a pulsed or CV link, per side
+/// (0 = Alice, 1 = Bob): the families without time tags ([`crate::tf`], [`crate::mdi`],
+/// [`crate::bb84`], [`crate::cv`]) apply it window by window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaultState {
+    /// Channel transmittance factor of each side's fibre: 0 while cut, `10^(−dB/10)` during
+    /// a loss step.
+    pub transmittance: [f64; 2],
+    /// Whether each side's detectors count (false during a cooling cycle).
+    pub detectors_on: [bool; 2],
+    /// Source power factor of each side (`pump-drop`: a laser's power drop).
+    pub source: [f64; 2],
+}
+
+impl FaultState {
+    /// No fault in force.
+    pub const CLEAR: Self = Self {
+        transmittance: [1.0; 2],
+        detectors_on: [true; 2],
+        source: [1.0; 2],
+    };
+
+    /// The state at `t_s` under `faults`.
+    pub fn at(faults: &[Fault], t_s: f64) -> Self {
+        let mut st = Self::CLEAR;
+        for f in faults.iter().filter(|f| f.active_at(t_s)) {
+            for s in (0..2).filter(|&s| f.side.hits(s)) {
+                match f.kind {
+                    FaultKind::FibreCut => st.transmittance[s] = 0.0,
+                    FaultKind::LossStep => st.transmittance[s] *= 10f64.powf(-f.loss_db / 10.0),
+                    FaultKind::DetectorCooling => st.detectors_on[s] = false,
+                    FaultKind::PumpDrop => st.source[s] *= f.factor,
+                    FaultKind::ClockGlitch => {}
+                }
+            }
+        }
+        st
+    }
+
+    /// Factor on a side's arriving intensity (transmittance times source power).
+    pub fn arm(&self, s: usize) -> f64 {
+        self.transmittance[s] * self.source[s]
+    }
+}
+
+/// Fault kinds that a pulsed link (no time tags) can have.
+pub const PULSED: [FaultKind; 4] = [
+    FaultKind::FibreCut,
+    FaultKind::LossStep,
+    FaultKind::PumpDrop,
+    FaultKind::DetectorCooling,
+];
+
+impl FaultState {
+    /// A relay link's arms under this state (each arm's arriving-intensity factor applied
+    /// to `eta`), and whether the relay's detectors count (a cooling cycle on any side
+    /// stops the relay).
+    pub fn relay(&self, eta: [f64; 2]) -> ([f64; 2], bool) {
+        (
+            [eta[0] * self.arm(0), eta[1] * self.arm(1)],
+            self.detectors_on[0] && self.detectors_on[1],
+        )
+    }
+}
+
+/// Validates `faults` for a family that can have only the kinds in `allowed`; the error
+/// names `fault[i].kind` and the family.
+pub fn check_kinds(
+    faults: &[Fault],
+    allowed: &[FaultKind],
+    family: &str,
+) -> Result<(), ParamError> {
+    validate(faults)?;
+    for (i, f) in faults.iter().enumerate() {
+        if !allowed.contains(&f.kind) {
+            return Err(ParamError {
+                field: format!("fault[{i}].kind"),
+                reason: format!(
+                    "{:?} does not apply to a {family} link (it can have {allowed:?})",
+                    f.kind
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,7 @@
 // Per-window counts are indexed by (Alice's state, Bob's state) throughout.
 #![allow(clippy::needless_range_loop)]
 
+use crate::faults::{Fault, FaultState};
 use crate::streams::{multinomial, pick, successes, PulseWindow, PulseWindows};
 use qkdnet_keyrate::mdi::Mdi;
 use qkdnet_optics::{check, ParamError};
@@ -131,6 +132,10 @@ pub struct MdiLink {
     emu: MdiEmulation,
     eta: [f64; 2],
     theta: f64,
+    /// Scheduled faults (applied window by window by [`MdiEmulator`]).
+    faults: Vec<Fault>,
+    /// Whether the relay's detectors count.
+    relay_on: bool,
 }
 
 const PHASE_NODES: usize = 96;
@@ -147,7 +152,27 @@ impl MdiLink {
             loss_db,
             emu,
             eta: [ea, eb],
+            faults: Vec::new(),
+            relay_on: true,
         })
+    }
+
+    /// The link with a fault schedule: fibre cuts and loss steps on either arm, laser
+    /// power drops (`pump-drop`) at either user, and cooling of the relay's detectors
+    /// (`detector-cooling` on any side stops the relay). Clock glitches are refused: the
+    /// records carry pulse numbers, not time tags.
+    pub fn with_faults(mut self, faults: Vec<Fault>) -> Result<Self, ParamError> {
+        crate::faults::check_kinds(&faults, &crate::faults::PULSED, "MDI")?;
+        self.faults = faults;
+        Ok(self)
+    }
+
+    /// The link as it is while `st` holds (arriving intensities scaled, relay on or off).
+    pub fn under(&self, st: &FaultState) -> Self {
+        let mut l = self.clone();
+        l.faults = Vec::new();
+        (l.eta, l.relay_on) = st.relay(self.eta);
+        l
     }
 
     /// The hardware.
@@ -204,6 +229,9 @@ impl MdiLink {
 
     /// Probability that anything clicks for states `(a, b)`.
     pub fn any_click(&self, a: usize, b: usize) -> f64 {
+        if !self.relay_on {
+            return 0.0;
+        }
         let pd = self.hw.dark_count_probability;
         let (xa, xb) = (self.eta[0] * self.state(a).1, self.eta[1] * self.state(b).1);
         1.0 - (1.0 - pd).powi(4) * (-(xa + xb)).exp()
@@ -213,6 +241,9 @@ impl MdiLink {
     /// (trapezoid rule on the periodic integrand, exact to rounding at 96 nodes for these
     /// smooth functions).
     pub fn psi_minus(&self, a: usize, b: usize) -> f64 {
+        if !self.relay_on {
+            return 0.0;
+        }
         let pd = self.hw.dark_count_probability;
         let mut sum = 0.0;
         for k in 0..PHASE_NODES {
@@ -230,6 +261,10 @@ impl MdiLink {
 /// A running MDI emulation.
 #[derive(Debug, Clone)]
 pub struct MdiEmulator {
+    /// The link with its fault schedule.
+    base: MdiLink,
+    /// The fault state of the current window, and the link under it.
+    state: FaultState,
     link: MdiLink,
     windows: PulseWindows,
     cumulative: [f64; STATES * STATES],
@@ -240,20 +275,38 @@ impl MdiEmulator {
     /// An emulation in windows of `window_s` seconds of pulses.
     pub fn new(link: MdiLink, window_s: f64) -> Result<Self, ParamError> {
         let windows = PulseWindows::new(window_s, link.hw.clock_hz, link.emu.seed, "emulator/mdi")?;
-        let mut cumulative = [0.0; STATES * STATES];
+        let mut e = Self {
+            state: FaultState::CLEAR,
+            link: link.under(&FaultState::CLEAR),
+            base: link,
+            windows,
+            cumulative: [0.0; STATES * STATES],
+            p_any: 0.0,
+        };
+        e.prepare();
+        Ok(e)
+    }
+
+    /// The click weights of the current link.
+    fn prepare(&mut self) {
         let mut acc = 0.0;
         for a in 0..STATES {
             for b in 0..STATES {
-                acc += link.state(a).0 * link.state(b).0 * link.any_click(a, b);
-                cumulative[a * STATES + b] = acc;
+                acc += self.link.state(a).0 * self.link.state(b).0 * self.link.any_click(a, b);
+                self.cumulative[a * STATES + b] = acc;
             }
         }
-        Ok(Self {
-            link,
-            windows,
-            cumulative,
-            p_any: acc,
-        })
+        self.p_any = acc;
+    }
+
+    /// Applies the faults in force at pulse `first` (a window's first pulse).
+    fn refresh(&mut self, first: u64) {
+        let st = FaultState::at(&self.base.faults, first as f64 / self.base.hw.clock_hz);
+        if st != self.state {
+            self.state = st;
+            self.link = self.base.under(&st);
+            self.prepare();
+        }
     }
 
     /// The link.
@@ -270,6 +323,7 @@ impl MdiEmulator {
             clicks_rng: mut rng,
             mut sent_rng,
         } = self.windows.next_window();
+        self.refresh(first);
         let p: Vec<f64> = (0..STATES * STATES)
             .map(|k| self.link.state(k / STATES).0 * self.link.state(k % STATES).0)
             .collect();

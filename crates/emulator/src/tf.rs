@@ -46,6 +46,7 @@
 // Setting pairs are a 5 × 5 matrix indexed by (Alice's, Bob's) setting throughout.
 #![allow(clippy::needless_range_loop)]
 
+use crate::faults::{Fault, FaultState};
 use crate::streams::{
     binomial, multinomial, pick, purpose_key, successes, window_rng, PulseWindow, PulseWindows,
 };
@@ -130,6 +131,10 @@ pub struct TfLink {
     /// Probability and intensity of each setting.
     settings: [(f64, f64); SETTINGS],
     eta: [f64; 2],
+    /// Scheduled faults (applied window by window by [`TfEmulator`]).
+    faults: Vec<Fault>,
+    /// Whether the relay's detectors count.
+    relay_on: bool,
 }
 
 impl std::ops::AddAssign<&TfStats> for TfStats {
@@ -204,7 +209,27 @@ impl TfLink {
             emu,
             settings,
             eta: [ea, eb],
+            faults: Vec::new(),
+            relay_on: true,
         })
+    }
+
+    /// The link with a fault schedule: fibre cuts and loss steps on either arm, laser
+    /// power drops (`pump-drop`) at either user, and cooling of the relay's detectors
+    /// (`detector-cooling` on any side stops the relay). Clock glitches are refused: the
+    /// records carry pulse numbers, not time tags.
+    pub fn with_faults(mut self, faults: Vec<Fault>) -> Result<Self, ParamError> {
+        crate::faults::check_kinds(&faults, &crate::faults::PULSED, "twin-field")?;
+        self.faults = faults;
+        Ok(self)
+    }
+
+    /// The link as it is while `st` holds (arriving intensities scaled, relay on or off).
+    pub fn under(&self, st: &FaultState) -> Self {
+        let mut l = self.clone();
+        l.faults = Vec::new();
+        (l.eta, l.relay_on) = st.relay(self.eta);
+        l
     }
 
     /// The key-rate model (hardware and forward-model gains).
@@ -232,6 +257,9 @@ impl TfLink {
 
     /// Probability that any detector clicks for setting pair `(a, b)` (independent of δ).
     pub fn any_click(&self, a: usize, b: usize) -> f64 {
+        if !self.relay_on {
+            return 0.0;
+        }
         let pd = self.model.hw.dark_count_probability;
         let (x, y) = self.arriving(a, b);
         1.0 - (1.0 - pd) * (1.0 - pd) * (-(x + y)).exp()
@@ -240,6 +268,9 @@ impl TfLink {
     /// Expected single-click probability of setting pair `(a, b)` with random phases, from
     /// `keyrate`'s forward model.
     pub fn single_click(&self, a: usize, b: usize) -> f64 {
+        if !self.relay_on {
+            return 0.0;
+        }
         let (x, y) = self.arriving(a, b);
         let pd = self.model.hw.dark_count_probability;
         match (x > 0.0, y > 0.0) {
@@ -277,6 +308,9 @@ impl TfLink {
     /// Expected (single-click gain, error gain) of matched-slice pairs (SNS: weak decoys;
     /// PM: key pulses), from `keyrate`'s forward model.
     pub fn matched(&self) -> (f64, f64) {
+        if !self.relay_on {
+            return (0.0, 0.0);
+        }
         let (x, y) = if self.pm {
             self.arriving(0, 0)
         } else {
@@ -318,6 +352,10 @@ impl TfLink {
 /// A running twin-field emulation.
 #[derive(Debug, Clone)]
 pub struct TfEmulator {
+    /// The link with its fault schedule.
+    base: TfLink,
+    /// The fault state of the current window, and the link under it.
+    state: FaultState,
     link: TfLink,
     windows: PulseWindows,
     stats_key: u64,
@@ -336,22 +374,44 @@ impl TfEmulator {
             link.emu.seed,
             "emulator/tf",
         )?;
-        let mut cumulative = [0.0; SETTINGS * SETTINGS];
+        let mut e = Self {
+            stats_key: purpose_key(link.emu.seed, "emulator/tf", "stats"),
+            phase_key: purpose_key(link.emu.seed, "emulator/tf", "phase"),
+            state: FaultState::CLEAR,
+            link: link.under(&FaultState::CLEAR),
+            base: link,
+            windows,
+            cumulative: [0.0; SETTINGS * SETTINGS],
+            p_any: 0.0,
+        };
+        e.prepare();
+        Ok(e)
+    }
+
+    /// The click weights of the current link.
+    fn prepare(&mut self) {
         let mut acc = 0.0;
         for a in 0..SETTINGS {
             for b in 0..SETTINGS {
-                acc += link.settings[a].0 * link.settings[b].0 * link.any_click(a, b);
-                cumulative[a * SETTINGS + b] = acc;
+                acc +=
+                    self.link.settings[a].0 * self.link.settings[b].0 * self.link.any_click(a, b);
+                self.cumulative[a * SETTINGS + b] = acc;
             }
         }
-        Ok(Self {
-            stats_key: purpose_key(link.emu.seed, "emulator/tf", "stats"),
-            phase_key: purpose_key(link.emu.seed, "emulator/tf", "phase"),
-            link,
-            windows,
-            cumulative,
-            p_any: acc,
-        })
+        self.p_any = acc;
+    }
+
+    /// Applies the faults in force at pulse `first` (a window's first pulse).
+    fn refresh(&mut self, first: u64) {
+        let st = FaultState::at(
+            &self.base.faults,
+            first as f64 / self.base.model.hw.clock_hz,
+        );
+        if st != self.state {
+            self.state = st;
+            self.link = self.base.under(&st);
+            self.prepare();
+        }
     }
 
     /// The link.
@@ -387,6 +447,7 @@ impl TfEmulator {
             clicks_rng: mut rng,
             mut sent_rng,
         } = self.windows.next_window();
+        self.refresh(first);
         let mut clicks = Vec::new();
         successes(&mut rng, first, end, self.p_any, |rng, pulse| {
             clicks.push(self.click(rng, pulse));
@@ -454,6 +515,7 @@ impl TfEmulator {
     /// with their phase errors.
     pub fn step_stats(&mut self) -> TfStats {
         let index = self.windows.take_index();
+        self.refresh(index * self.windows.pulses_per_window);
         let mut rng = window_rng(self.stats_key, index);
         let sent = self.split_sent(&mut rng, self.windows.pulses_per_window);
         let mut single = [[0; SETTINGS]; SETTINGS];

@@ -110,3 +110,73 @@ fn same_seed_same_clicks_and_bad_values_named() {
     .expect_err("misalignment");
     assert!(e.field.contains("misalignment"), "{e}");
 }
+
+/// Faults act window by window: a 3 dB loss step and a drop of Alice's laser to half
+/// power give the faulted link's clicks, Bob's cooling detectors give none (and no
+/// afterpulses), and kinds or sides that do not apply are named.
+#[test]
+fn faults_act_on_the_clicks() {
+    use qkdnet_emulator::faults::{Fault, FaultKind, FaultState, Side};
+    let w = 2e-3;
+    let mut step = Fault::new(FaultKind::LossStep, Side::Both, 0.0, w);
+    step.loss_db = 3.0;
+    let mut drop = Fault::new(FaultKind::PumpDrop, Side::Alice, w, w);
+    drop.factor = 0.5;
+    let faults = vec![
+        step,
+        drop,
+        Fault::new(FaultKind::DetectorCooling, Side::Bob, 2.0 * w, w),
+    ];
+    let hw = DecoyBb84 {
+        afterpulse_probability: 0.05,
+        ..DecoyBb84::default()
+    };
+    let base = Bb84Link::new(hw, 10.0, Bb84Emulation::default())
+        .expect("valid")
+        .with_faults(faults.clone())
+        .expect("faults");
+    let mut e = Bb84Emulator::new(base.clone(), w).expect("window");
+    let clear = base.under(&FaultState::CLEAR);
+    for k in 0..3u32 {
+        let l = base.under(&FaultState::at(&faults, (f64::from(k) + 0.5) * w));
+        let win = e.step_events();
+        if k == 2 {
+            assert!(
+                win.clicks.is_empty(),
+                "cooling: {} clicks",
+                win.clicks.len()
+            );
+            continue;
+        }
+        let t = tally(&win);
+        for i in 0..3 {
+            for b in 0..2 {
+                let n = t.sent[i][b] as f64;
+                let m = n * l.expected(i).0;
+                z(
+                    &format!("window {k}: clicks, intensity {i}, basis {b}"),
+                    t.clicks[i][b] as f64,
+                    m,
+                    m.sqrt().max(1.0),
+                );
+            }
+        }
+        assert!(l.expected(0).0 < 0.6 * clear.expected(0).0);
+    }
+    let wrong = |f: Fault| {
+        Bb84Link::new(DecoyBb84::default(), 10.0, Bb84Emulation::default())
+            .expect("valid")
+            .with_faults(vec![f])
+            .expect_err("refused")
+    };
+    let e = wrong(Fault::new(
+        FaultKind::DetectorCooling,
+        Side::Alice,
+        0.0,
+        1.0,
+    ));
+    assert_eq!(e.field, "fault[0].side");
+    let mut glitch = Fault::new(FaultKind::ClockGlitch, Side::Bob, 1.0, 0.0);
+    glitch.offset_ps = 10.0;
+    assert_eq!(wrong(glitch).field, "fault[0].kind");
+}

@@ -197,3 +197,48 @@ fn same_seed_same_samples_and_bad_values_named() {
     .expect_err("negative");
     assert!(e.field.contains("modulation_variance"), "{e}");
 }
+
+/// Faults act window by window: a 3 dB loss step, a fibre cut (Bob sees noise only, no
+/// correlation) and Alice's laser at half power, each at event and window level against
+/// the faulted link's moments; kinds that do not apply are named.
+#[test]
+fn faults_act_on_the_moments() {
+    use qkdnet_emulator::faults::{Fault, FaultKind, FaultState, Side};
+    let w = 1e-3;
+    let mut step = Fault::new(FaultKind::LossStep, Side::Both, 0.0, w);
+    step.loss_db = 3.0;
+    let mut drop = Fault::new(FaultKind::PumpDrop, Side::Alice, 2.0 * w, w);
+    drop.factor = 0.5;
+    let faults = vec![
+        step,
+        Fault::new(FaultKind::FibreCut, Side::Alice, w, w),
+        drop,
+    ];
+    let base = CvLink::new(hw(CoherentDetection::Homodyne), 6.0, CvEmulation::default())
+        .expect("valid")
+        .with_faults(faults.clone())
+        .expect("faults");
+    let (mut ev, mut st) = (
+        CvEmulator::new(base.clone(), w).expect("window"),
+        CvEmulator::new(base.clone(), w).expect("window"),
+    );
+    for k in 0..4u32 {
+        let m = base
+            .under(&FaultState::at(&faults, (f64::from(k) + 0.5) * w))
+            .moments();
+        let win = ev.step_symbols();
+        assert_eq!(ev.moments(), m, "window {k}");
+        check_moments(&m, &scatter(&m, &win), &format!("event level, window {k}"));
+        check_moments(&m, &st.step_stats(), &format!("window level, window {k}"));
+        if k == 1 {
+            assert_eq!(m.cov_ab, 0.0, "a cut fibre carries no correlation");
+        }
+    }
+    let mut cooling = Fault::new(FaultKind::DetectorCooling, Side::Bob, 0.0, 1.0);
+    cooling.duration_s = 1.0;
+    let e = CvLink::new(hw(CoherentDetection::Homodyne), 6.0, CvEmulation::default())
+        .expect("valid")
+        .with_faults(vec![cooling])
+        .expect_err("cooling");
+    assert_eq!(e.field, "fault[0].kind");
+}
