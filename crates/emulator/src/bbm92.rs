@@ -286,23 +286,16 @@ impl Bbm92Link {
             30.0,
         )?;
         check("emulator.phase_offset_rad", emu.phase_offset_rad, -1e3, 1e3)?;
-        check(
-            "emulator.phase_drift_rad_per_sqrt_s",
-            emu.phase_drift_rad_per_sqrt_s,
-            0.0,
-            100.0,
-        )?;
+        crate::streams::check_walk("phase_drift_rad_per_sqrt_s", emu.phase_drift_rad_per_sqrt_s)?;
         check(
             "emulator.polarisation_dependence",
             emu.polarisation_dependence,
             0.0,
             1.0,
         )?;
-        check(
-            "emulator.polarisation_drift_rad_per_sqrt_s",
+        crate::streams::check_walk(
+            "polarisation_drift_rad_per_sqrt_s",
             emu.polarisation_drift_rad_per_sqrt_s,
-            0.0,
-            100.0,
         )?;
         for s in 0..2 {
             let who = ["alice", "bob"][s];

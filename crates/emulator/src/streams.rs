@@ -152,3 +152,8 @@ impl PulseWindows {
         self.next_index - 1
     }
 }
+
+/// Checks a random walk's strength (`emulator.<name>`, rad/√s, 0 to 100).
+pub(crate) fn check_walk(name: &str, rad_per_sqrt_s: f64) -> Result<(), qkdnet_optics::ParamError> {
+    qkdnet_optics::check(&format!("emulator.{name}"), rad_per_sqrt_s, 0.0, 100.0).map(|_| ())
+}

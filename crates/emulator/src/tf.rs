@@ -69,12 +69,27 @@ pub const X_SPLIT: [f64; 3] = [0.2, 0.6, 0.2];
 pub struct TfEmulation {
     /// Master seed.
     pub seed: u64,
+    /// Random walk of the two fields' phase reference that no built-in stabilisation
+    /// removes, rad/√s: the link's phase tracking must follow it with the phase
+    /// actuator ([`TfActuators`]). 0 (default): the `phase_noise` budget alone, as `keyrate`
+    /// assumes.
+    pub phase_drift_rad_per_sqrt_s: f64,
 }
 
 impl Default for TfEmulation {
     fn default() -> Self {
-        Self { seed: 1 }
+        Self {
+            seed: 1,
+            phase_drift_rad_per_sqrt_s: 0.0,
+        }
     }
+}
+
+/// What the link runtime sets on a twin-field link (applied from the next window).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TfActuators {
+    /// Phase shifter on Bob's field, rad (subtracted from the drifted reference).
+    pub phase_rad: f64,
 }
 
 /// One relay click with both users' logs of that pulse.
@@ -135,6 +150,8 @@ pub struct TfLink {
     faults: Vec<Fault>,
     /// Whether the relay's detectors count.
     relay_on: bool,
+    /// Phase offset of the reference in force (drift minus actuator), rad.
+    offset_rad: f64,
 }
 
 impl std::ops::AddAssign<&TfStats> for TfStats {
@@ -183,6 +200,7 @@ impl TfLink {
             });
         }
         check("channel.loss_db", loss_db, 0.0, 200.0)?;
+        crate::streams::check_walk("phase_drift_rad_per_sqrt_s", emu.phase_drift_rad_per_sqrt_s)?;
         let model = hw.prepare();
         let (pz, eps) = (hw.p_z, hw.send_probability);
         let px = 1.0 - pz;
@@ -211,7 +229,22 @@ impl TfLink {
             eta: [ea, eb],
             faults: Vec::new(),
             relay_on: true,
+            offset_rad: 0.0,
         })
+    }
+
+    /// The link with the reference `offset_rad` off (drift minus actuator): the matched
+    /// pairs' forward model and every click's phase difference shift by it.
+    pub fn with_offset(&self, offset_rad: f64) -> Self {
+        let mut l = self.clone();
+        l.offset_rad = offset_rad;
+        l.model = l.model.hw.prepare_offset(offset_rad);
+        l
+    }
+
+    /// The reference offset in force, rad.
+    pub fn offset_rad(&self) -> f64 {
+        self.offset_rad
     }
 
     /// The link with a fault schedule: fibre cuts and loss steps on either arm, laser
@@ -352,6 +385,11 @@ impl TfLink {
 /// A running twin-field emulation.
 #[derive(Debug, Clone)]
 pub struct TfEmulator {
+    /// What the link runtime sets (applied from the next window).
+    pub actuators: TfActuators,
+    /// The reference's accumulated drift, rad.
+    drift_rad: f64,
+    drift_key: u64,
     /// The link with its fault schedule.
     base: TfLink,
     /// The fault state of the current window, and the link under it.
@@ -375,6 +413,9 @@ impl TfEmulator {
             "emulator/tf",
         )?;
         let mut e = Self {
+            actuators: TfActuators::default(),
+            drift_rad: 0.0,
+            drift_key: purpose_key(link.emu.seed, "emulator/tf", "drift"),
             stats_key: purpose_key(link.emu.seed, "emulator/tf", "stats"),
             phase_key: purpose_key(link.emu.seed, "emulator/tf", "phase"),
             state: FaultState::CLEAR,
@@ -401,16 +442,30 @@ impl TfEmulator {
         self.p_any = acc;
     }
 
-    /// Applies the faults in force at pulse `first` (a window's first pulse).
-    fn refresh(&mut self, first: u64) {
+    /// Applies the faults in force at pulse `first` (a window's first pulse) and the
+    /// reference offset of window `index` (the drift up to the window's start minus the
+    /// actuator), then advances the drift past the window.
+    fn refresh(&mut self, index: u64, first: u64) {
         let st = FaultState::at(
             &self.base.faults,
             first as f64 / self.base.model.hw.clock_hz,
         );
         if st != self.state {
             self.state = st;
-            self.link = self.base.under(&st);
+            self.link = self.base.under(&st).with_offset(self.link.offset_rad);
             self.prepare();
+        }
+        let offset = self.drift_rad - self.actuators.phase_rad;
+        if offset != self.link.offset_rad {
+            // Click probabilities do not depend on the phase: only the model moves.
+            self.link = self.link.with_offset(offset);
+        }
+        let sigma = self.base.emu.phase_drift_rad_per_sqrt_s;
+        if sigma > 0.0 {
+            let mut rng = window_rng(self.drift_key, index);
+            let n: f64 = rng.sample(StandardNormal);
+            let seconds = self.windows.pulses_per_window as f64 / self.base.model.hw.clock_hz;
+            self.drift_rad += sigma * seconds.sqrt() * n;
         }
     }
 
@@ -447,7 +502,7 @@ impl TfEmulator {
             clicks_rng: mut rng,
             mut sent_rng,
         } = self.windows.next_window();
-        self.refresh(first);
+        self.refresh(index, first);
         let mut clicks = Vec::new();
         successes(&mut rng, first, end, self.p_any, |rng, pulse| {
             clicks.push(self.click(rng, pulse));
@@ -484,7 +539,8 @@ impl TfEmulator {
         let m = self.link.model.hw.phase_slices as f64;
         let (ta, tb) = (rng.gen::<f64>() * 2.0 * PI, rng.gen::<f64>() * 2.0 * PI);
         let delta = ta - tb + self.link.key_phase(a) - self.link.key_phase(b)
-            + self.phase_error(rng, pulse);
+            + self.phase_error(rng, pulse)
+            + self.link.offset_rad;
         let (x, y) = self.link.arriving(a, b);
         let amp = self.link.model.hw.mode_visibility * (x * y).sqrt() * delta.cos();
         let pd = self.link.model.hw.dark_count_probability;
@@ -515,7 +571,7 @@ impl TfEmulator {
     /// with their phase errors.
     pub fn step_stats(&mut self) -> TfStats {
         let index = self.windows.take_index();
-        self.refresh(index * self.windows.pulses_per_window);
+        self.refresh(index, index * self.windows.pulses_per_window);
         let mut rng = window_rng(self.stats_key, index);
         let sent = self.split_sent(&mut rng, self.windows.pulses_per_window);
         let mut single = [[0; SETTINGS]; SETTINGS];

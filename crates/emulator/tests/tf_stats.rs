@@ -295,3 +295,42 @@ fn faults_act_on_the_relay_clicks() {
     let e = link(40.0).with_faults(vec![glitch]).expect_err("glitch");
     assert_eq!(e.field, "fault[0].kind");
 }
+
+/// The phase actuator: with the reference held 0.6 rad off, the matched pairs' clicks and
+/// errors at event and window level follow the forward model with that offset (the error
+/// rate well above the aligned one).
+#[test]
+fn a_phase_offset_moves_the_matched_errors() {
+    let l = link(20.0);
+    let off = l.with_offset(-0.6);
+    let (g0, e0) = l.matched();
+    let (g, e) = off.matched();
+    assert!(e / g > e0 / g0 + 0.05, "{} vs {}", e / g, e0 / g0);
+    let m = l.model().hw.phase_slices as f64;
+    let (mut ev, mut st) = (
+        TfEmulator::new(l.clone(), 0.01).expect("window"),
+        TfEmulator::new(l.clone(), 0.01).expect("window"),
+    );
+    ev.actuators.phase_rad = 0.6;
+    st.actuators.phase_rad = 0.6;
+    let (mut s_ev, mut s_st) = (TfStats::default(), TfStats::default());
+    for _ in 0..20 {
+        let w = ev.step_events();
+        s_ev += &off.tally(&w);
+        s_st += &st.step_stats();
+    }
+    for (what, s) in [("event", &s_ev), ("window", &s_st)] {
+        binom_z(
+            &format!("{what} level: matched clicks at 0.6 rad"),
+            s.matched_clicks,
+            s.sent[3][3],
+            2.0 / m * g,
+        );
+        binom_z(
+            &format!("{what} level: matched errors at 0.6 rad"),
+            s.matched_errors,
+            s.matched_clicks,
+            e / g,
+        );
+    }
+}

@@ -249,6 +249,14 @@ impl TwinField {
     /// the difference of two phases uniform within one slice of width Δ = 2π/M has the
     /// triangular density 2(Δ−t)/Δ² on |t| ≤ Δ; the noise is Gaussian with the budget's σ².
     pub fn prepare(&self) -> TwinFieldModel {
+        self.prepare_offset(0.0)
+    }
+
+    /// [`TwinField::prepare`] with a constant phase offset `offset_rad` added to δ (an
+    /// uncorrected reference drift, as the emulator's phase tracking sees it). The slice
+    /// mismatch takes both signs, each with half its weight, so the offset is exact; at 0
+    /// the nodes pair up into the symmetric quadrature.
+    pub fn prepare_offset(&self, offset_rad: f64) -> TwinFieldModel {
         let delta = 2.0 * std::f64::consts::PI / self.phase_slices as f64;
         let sigma = self.phase_noise.variance().sqrt();
         let mut nodes = Vec::with_capacity(64);
@@ -264,11 +272,16 @@ impl TwinField {
                 .flat_map(|&x| [x, -x])
                 .zip(GH_W.iter().flat_map(|&w| [w, w]))
             {
-                let d = t + std::f64::consts::SQRT_2 * sigma * xg;
-                nodes.push((
-                    self.mode_visibility * d.cos(),
-                    w_t * wg / std::f64::consts::PI.sqrt(),
-                ));
+                let noise = std::f64::consts::SQRT_2 * sigma * xg;
+                let w = w_t * wg / std::f64::consts::PI.sqrt();
+                if offset_rad == 0.0 {
+                    nodes.push((self.mode_visibility * (t + noise).cos(), w));
+                } else {
+                    for sign in [1.0, -1.0] {
+                        let d = sign * t + noise + offset_rad;
+                        nodes.push((self.mode_visibility * d.cos(), w / 2.0));
+                    }
+                }
             }
         }
         TwinFieldModel { hw: *self, nodes }
