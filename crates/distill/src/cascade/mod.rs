@@ -268,7 +268,11 @@ impl Alice {
     fn range(&mut self, p: usize, s: usize, e: usize) -> bool {
         let prefix = match &mut self.prefix[p] {
             Some(x) => x,
-            slot => slot.insert(prefix_parity(&self.sh.shuffled(&self.bits, p))),
+            slot => slot.insert(if p == 0 {
+                prefix_parity(&self.bits)
+            } else {
+                prefix_parity(&self.sh.shuffled(&self.bits, p))
+            }),
         };
         prefix.get(s) ^ prefix.get(e)
     }
@@ -395,7 +399,7 @@ pub struct Bob {
     sh: Arc<Shuffles>,
     bits: Bits,
     /// Pass p's shuffled copy of `bits`, built when the pass first needs a range parity
-    /// and kept in step with every flip after that.
+    /// and kept in step with every flip after that (pass 0, unshuffled, uses `bits`).
     shuffled: Vec<Option<Bits>>,
     /// Per pass: parity difference (Alice ⊕ Bob) of each top-level block, once disclosed.
     diff: Vec<Option<Bits>>,
@@ -542,15 +546,29 @@ impl Bob {
         Ok(self.next_round())
     }
 
-    /// Starts a search over block `b` of pass `p`; returns its index.
-    /// Pass p's shuffled copy, built now if it does not exist yet.
+    /// Pass p's shuffled string: the frame itself for pass 0 (no shuffle), otherwise the
+    /// copy, built now if it does not exist yet.
     fn copy(&mut self, p: usize) -> &Bits {
+        if p == 0 {
+            return &self.bits;
+        }
         match &mut self.shuffled[p] {
             Some(x) => x,
             slot => slot.insert(self.sh.shuffled(&self.bits, p)),
         }
     }
 
+    /// Pass p's shuffled string if it exists.
+    #[inline]
+    fn pass_bits(&self, p: usize) -> Option<&Bits> {
+        if p == 0 {
+            Some(&self.bits)
+        } else {
+            self.shuffled[p].as_ref()
+        }
+    }
+
+    /// Starts a search over block `b` of pass `p`; returns its index.
     fn push_search(&mut self, p: usize, b: usize) -> u32 {
         self.copy(p);
         let k = self.schedule.block_size(p);
@@ -592,8 +610,8 @@ impl Bob {
                 let Some(a) = self.known[p].as_ref().and_then(|kn| kn.get(b, 2 * s.node)) else {
                     break;
                 };
-                let bob_left = self.shuffled[p]
-                    .as_ref()
+                let bob_left = self
+                    .pass_bits(p)
                     .is_some_and(|x| x.range_parity(s.start as usize, m as usize));
                 if a != bob_left {
                     s.end = m;
@@ -627,7 +645,14 @@ impl Bob {
                 continue;
             };
             let k = self.schedule.block_size(p);
-            let (pos, b) = match self.shuffled[p].as_mut() {
+            let copy = if p == 0 {
+                None
+            } else {
+                self.shuffled[p].as_mut()
+            };
+            let (pos, b) = match copy {
+                // Pass 0 is the frame itself, already flipped.
+                None if p == 0 => (orig, orig / k),
                 Some(x) => {
                     let pos = self.sh.position(p, orig);
                     x.flip(pos);
