@@ -22,7 +22,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::faults::{Fault, FaultKind, FaultState, Side};
-use crate::streams::{multinomial, successes, PulseWindow, PulseWindows};
+use crate::streams::{multinomial, purpose_key, successes, walk_step, PulseWindow, PulseWindows};
 use qkdnet_keyrate::decoy_bb84::DecoyBb84;
 use qkdnet_optics::{check, ParamError};
 use rand::Rng;
@@ -38,12 +38,26 @@ pub const AFTERPULSE_MEAN_GATES: f64 = 20.0;
 pub struct Bb84Emulation {
     /// Master seed.
     pub seed: u64,
+    /// Random walk of the polarisation frame between Alice and Bob, rad/√s (0: the
+    /// hardware's fixed `misalignment` alone). Bob's polarisation controller
+    /// ([`Bb84Actuators`]) takes it back.
+    pub polarisation_drift_rad_per_sqrt_s: f64,
 }
 
 impl Default for Bb84Emulation {
     fn default() -> Self {
-        Self { seed: 1 }
+        Self {
+            seed: 1,
+            polarisation_drift_rad_per_sqrt_s: 0.0,
+        }
     }
+}
+
+/// What the link runtime sets on a decoy-BB84 link (applied from the next window).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Bb84Actuators {
+    /// Bob's polarisation controller, rad (subtracted from the drifted frame).
+    pub polarisation_rad: f64,
 }
 
 /// One click at Bob with Alice's log of the pulse.
@@ -132,6 +146,8 @@ pub struct Bb84Link {
     faults: Vec<Fault>,
     /// Whether Bob's detectors count.
     detectors_on: bool,
+    /// Rotation of the polarisation frame in force (drift minus actuator), rad.
+    rotation_rad: f64,
 }
 
 impl Bb84Link {
@@ -147,7 +163,25 @@ impl Bb84Link {
             eta,
             faults: Vec::new(),
             detectors_on: true,
+            rotation_rad: 0.0,
         })
+    }
+
+    /// The link with the polarisation frame rotated by `rotation_rad`.
+    pub fn with_rotation(&self, rotation_rad: f64) -> Self {
+        let mut l = self.clone();
+        l.rotation_rad = rotation_rad;
+        l
+    }
+
+    /// Probability that a photon lands on the wrong detector: the hardware's
+    /// misalignment `e` and the frame rotation θ as independent flips,
+    /// `e (1 − s) + s (1 − e)` with `s = sin²θ` (a rotation by θ sends either basis's
+    /// states that far off their axis).
+    pub fn misalignment(&self) -> f64 {
+        let e = self.hw.misalignment;
+        let s = self.rotation_rad.sin().powi(2);
+        e * (1.0 - s) + s * (1.0 - e)
     }
 
     /// The link with a fault schedule: fibre cuts and loss steps (on either side: there
@@ -219,7 +253,7 @@ impl Bb84Link {
         }
         let pd = self.hw.dark_count_probability;
         let i = self.eta * self.intensity(k).0;
-        let e = self.hw.misalignment;
+        let e = self.misalignment();
         let right_dark = (1.0 - pd) * (-i * (1.0 - e)).exp();
         let wrong_dark = (1.0 - pd) * (-i * e).exp();
         let any = 1.0 - right_dark * wrong_dark;
@@ -240,6 +274,11 @@ impl Bb84Link {
 /// A running decoy-BB84 emulation.
 #[derive(Debug, Clone)]
 pub struct Bb84Emulator {
+    /// What the link runtime sets (applied from the next window).
+    pub actuators: Bb84Actuators,
+    /// The frame's accumulated drift, rad.
+    drift_rad: f64,
+    drift_key: u64,
     /// The link with its fault schedule.
     base: Bb84Link,
     /// The fault state of the current window, and the link under it.
@@ -256,6 +295,9 @@ impl Bb84Emulator {
         let windows =
             PulseWindows::new(window_s, link.hw.clock_hz, link.emu.seed, "emulator/bb84")?;
         Ok(Self {
+            actuators: Bb84Actuators::default(),
+            drift_rad: 0.0,
+            drift_key: purpose_key(link.emu.seed, "emulator/bb84", "drift"),
             state: FaultState::CLEAR,
             link: link.under(&FaultState::CLEAR),
             base: link,
@@ -279,10 +321,17 @@ impl Bb84Emulator {
             mut sent_rng,
         } = self.windows.next_window();
         let st = FaultState::at(&self.base.faults, first as f64 / self.base.hw.clock_hz);
-        if st != self.state {
+        let rotation = self.drift_rad - self.actuators.polarisation_rad;
+        if st != self.state || rotation != self.link.rotation_rad {
             self.state = st;
-            self.link = self.base.under(&st);
+            self.link = self.base.under(&st).with_rotation(rotation);
         }
+        self.drift_rad += walk_step(
+            self.drift_key,
+            index,
+            self.base.emu.polarisation_drift_rad_per_sqrt_s,
+            (end - first) as f64 / self.base.hw.clock_hz,
+        );
         let l = &self.link;
         let pk = l.hw.p_key_basis;
         // Pulses sent per (intensity, bases): sequential binomials.
@@ -413,7 +462,7 @@ impl Bb84Emulator {
         let b_basis = (rng.gen::<f64>() >= pk) as u8;
         let bit = rng.gen::<bool>() as u8;
         let i = l.eta * l.intensity(k).0;
-        let e = l.hw.misalignment;
+        let e = l.misalignment();
         let (i_right, i_wrong) = if a_basis == b_basis {
             (i * (1.0 - e), i * e)
         } else {

@@ -26,7 +26,9 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::faults::{Fault, FaultState};
-use crate::streams::{multinomial, pick, successes, PulseWindow, PulseWindows};
+use crate::streams::{
+    multinomial, pick, purpose_key, successes, walk_step, PulseWindow, PulseWindows,
+};
 use qkdnet_keyrate::mdi::Mdi;
 use qkdnet_optics::{check, ParamError};
 use rand::Rng;
@@ -43,12 +45,26 @@ pub const STATES: usize = 8;
 pub struct MdiEmulation {
     /// Master seed.
     pub seed: u64,
+    /// Random walk of Bob's polarisation frame against Alice's at the relay, rad/√s (0:
+    /// the hardware's fixed misalignment alone). Bob's polarisation controller
+    /// ([`MdiActuators`]) takes it back.
+    pub polarisation_drift_rad_per_sqrt_s: f64,
 }
 
 impl Default for MdiEmulation {
     fn default() -> Self {
-        Self { seed: 1 }
+        Self {
+            seed: 1,
+            polarisation_drift_rad_per_sqrt_s: 0.0,
+        }
     }
+}
+
+/// What the link runtime sets on an MDI link (applied from the next window).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MdiActuators {
+    /// Bob's polarisation controller, rad (subtracted from the drifted frame).
+    pub polarisation_rad: f64,
 }
 
 /// A user's state: basis (0 Z, 1 X), bit, and intensity index (Z: 0 = `s`; X: 0 = vacuum,
@@ -136,6 +152,8 @@ pub struct MdiLink {
     faults: Vec<Fault>,
     /// Whether the relay's detectors count.
     relay_on: bool,
+    /// Rotation of Bob's frame in force (drift minus actuator), rad, on top of `theta`.
+    rotation_rad: f64,
 }
 
 const PHASE_NODES: usize = 96;
@@ -154,7 +172,15 @@ impl MdiLink {
             eta: [ea, eb],
             faults: Vec::new(),
             relay_on: true,
+            rotation_rad: 0.0,
         })
+    }
+
+    /// The link with Bob's polarisation frame rotated by `rotation_rad` more.
+    pub fn with_rotation(&self, rotation_rad: f64) -> Self {
+        let mut l = self.clone();
+        l.rotation_rad = rotation_rad;
+        l
     }
 
     /// The link with a fault schedule: fibre cuts and loss steps on either arm, laser
@@ -204,7 +230,11 @@ impl MdiLink {
             (0, _) => PI / 2.0,
             (_, 0) => PI / 4.0,
             _ => -PI / 4.0,
-        } + if rotate { self.theta } else { 0.0 };
+        } + if rotate {
+            self.theta + self.rotation_rad
+        } else {
+            0.0
+        };
         (angle.cos(), angle.sin())
     }
 
@@ -261,6 +291,11 @@ impl MdiLink {
 /// A running MDI emulation.
 #[derive(Debug, Clone)]
 pub struct MdiEmulator {
+    /// What the link runtime sets (applied from the next window).
+    pub actuators: MdiActuators,
+    /// Bob's frame's accumulated drift, rad.
+    drift_rad: f64,
+    drift_key: u64,
     /// The link with its fault schedule.
     base: MdiLink,
     /// The fault state of the current window, and the link under it.
@@ -276,6 +311,9 @@ impl MdiEmulator {
     pub fn new(link: MdiLink, window_s: f64) -> Result<Self, ParamError> {
         let windows = PulseWindows::new(window_s, link.hw.clock_hz, link.emu.seed, "emulator/mdi")?;
         let mut e = Self {
+            actuators: MdiActuators::default(),
+            drift_rad: 0.0,
+            drift_key: purpose_key(link.emu.seed, "emulator/mdi", "drift"),
             state: FaultState::CLEAR,
             link: link.under(&FaultState::CLEAR),
             base: link,
@@ -299,14 +337,25 @@ impl MdiEmulator {
         self.p_any = acc;
     }
 
-    /// Applies the faults in force at pulse `first` (a window's first pulse).
-    fn refresh(&mut self, first: u64) {
+    /// Applies the faults in force at pulse `first` (window `index`'s first pulse) and
+    /// the frame rotation (drift minus actuator), then advances the drift past the window.
+    fn refresh(&mut self, index: u64, first: u64) {
         let st = FaultState::at(&self.base.faults, first as f64 / self.base.hw.clock_hz);
+        let rotation = self.drift_rad - self.actuators.polarisation_rad;
         if st != self.state {
             self.state = st;
-            self.link = self.base.under(&st);
+            self.link = self.base.under(&st).with_rotation(rotation);
             self.prepare();
+        } else if rotation != self.link.rotation_rad {
+            // Click probabilities do not depend on polarisation: only the link moves.
+            self.link = self.link.with_rotation(rotation);
         }
+        self.drift_rad += walk_step(
+            self.drift_key,
+            index,
+            self.base.emu.polarisation_drift_rad_per_sqrt_s,
+            self.windows.pulses_per_window as f64 / self.base.hw.clock_hz,
+        );
     }
 
     /// The link.
@@ -323,7 +372,7 @@ impl MdiEmulator {
             clicks_rng: mut rng,
             mut sent_rng,
         } = self.windows.next_window();
-        self.refresh(first);
+        self.refresh(index, first);
         let p: Vec<f64> = (0..STATES * STATES)
             .map(|k| self.link.state(k / STATES).0 * self.link.state(k % STATES).0)
             .collect();

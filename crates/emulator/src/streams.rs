@@ -157,3 +157,14 @@ impl PulseWindows {
 pub(crate) fn check_walk(name: &str, rad_per_sqrt_s: f64) -> Result<(), qkdnet_optics::ParamError> {
     qkdnet_optics::check(&format!("emulator.{name}"), rad_per_sqrt_s, 0.0, 100.0).map(|_| ())
 }
+
+/// One window's step of a random walk of strength `rad_per_sqrt_s` over `seconds`, drawn
+/// from the window's own generator (so windows may be emulated in any order).
+pub(crate) fn walk_step(key: u64, index: u64, rad_per_sqrt_s: f64, seconds: f64) -> f64 {
+    use rand::Rng;
+    if rad_per_sqrt_s <= 0.0 {
+        return 0.0;
+    }
+    let n: f64 = window_rng(key, index).sample(rand_distr::StandardNormal);
+    rad_per_sqrt_s * seconds.sqrt() * n
+}

@@ -48,7 +48,8 @@
 
 use crate::faults::{Fault, FaultState};
 use crate::streams::{
-    binomial, multinomial, pick, purpose_key, successes, window_rng, PulseWindow, PulseWindows,
+    binomial, multinomial, pick, purpose_key, successes, walk_step, window_rng, PulseWindow,
+    PulseWindows,
 };
 use qkdnet_keyrate::tf::{TfVariant, TwinField, TwinFieldModel};
 use qkdnet_optics::{check, ParamError};
@@ -460,13 +461,12 @@ impl TfEmulator {
             // Click probabilities do not depend on the phase: only the model moves.
             self.link = self.link.with_offset(offset);
         }
-        let sigma = self.base.emu.phase_drift_rad_per_sqrt_s;
-        if sigma > 0.0 {
-            let mut rng = window_rng(self.drift_key, index);
-            let n: f64 = rng.sample(StandardNormal);
-            let seconds = self.windows.pulses_per_window as f64 / self.base.model.hw.clock_hz;
-            self.drift_rad += sigma * seconds.sqrt() * n;
-        }
+        self.drift_rad += walk_step(
+            self.drift_key,
+            index,
+            self.base.emu.phase_drift_rad_per_sqrt_s,
+            self.windows.pulses_per_window as f64 / self.base.model.hw.clock_hz,
+        );
     }
 
     /// The link.

@@ -47,6 +47,23 @@ fn psi_minus_gains_are_ma_razavi_without_misalignment() {
     }
 }
 
+type Table = [[u64; STATES]; STATES];
+
+/// ψ⁻ counts of every state pair against `l`'s probabilities (z-scores).
+fn check_psi(l: &MdiLink, sent: &Table, psi: &Table, what: &str) {
+    for a in 0..STATES {
+        for b in 0..STATES {
+            let m = sent[a][b] as f64 * l.psi_minus(a, b);
+            z(
+                &format!("ψ⁻{what}, states ({a}, {b})"),
+                psi[a][b] as f64,
+                m,
+                m.sqrt().max(1.0),
+            );
+        }
+    }
+}
+
 #[test]
 fn event_level_psi_minus_counts_match_gains() {
     let hw = Mdi {
@@ -69,19 +86,8 @@ fn event_level_psi_minus_counts_match_gains() {
             }
         }
     }
-    let mut total = 0;
-    for a in 0..STATES {
-        for b in 0..STATES {
-            let m = sent[a][b] as f64 * l.psi_minus(a, b);
-            z(
-                &format!("ψ⁻ states ({a}, {b})"),
-                psi[a][b] as f64,
-                m,
-                m.sqrt().max(1.0),
-            );
-            total += psi[a][b];
-        }
-    }
+    check_psi(&l, &sent, &psi, "");
+    let total: u64 = psi.iter().flatten().sum();
     assert!(total > 2_000, "{total}");
     // With the physical misalignment rotation, the Z error rate is near Ma & Razavi's
     // phenomenological one (1.5 % misalignment).
@@ -176,4 +182,27 @@ fn faults_act_on_the_bell_state_measurement() {
         .with_faults(vec![glitch])
         .expect_err("glitch");
     assert_eq!(err.field, "fault[0].kind");
+}
+
+/// Bob's polarisation controller at the relay: with his frame 0.3 rad off, the ψ⁻ counts
+/// of every state pair follow the rotated link, and the Z error rate rises.
+#[test]
+fn a_frame_rotation_moves_the_bell_state_statistics() {
+    let l = MdiLink::new(Mdi::default(), 10.0, MdiEmulation::default()).expect("valid");
+    let rotated = l.with_rotation(-0.3);
+    let mut e = MdiEmulator::new(l.clone(), 0.05).expect("window");
+    e.actuators.polarisation_rad = 0.3;
+    let (mut sent, mut psi) = ([[0u64; STATES]; STATES], [[0u64; STATES]; STATES]);
+    for _ in 0..4 {
+        let w = e.step_events();
+        let p = psi_minus_counts(&w);
+        for a in 0..STATES {
+            for b in 0..STATES {
+                sent[a][b] += w.sent[a][b];
+                psi[a][b] += p[a][b];
+            }
+        }
+    }
+    check_psi(&rotated, &sent, &psi, " at 0.3 rad");
+    assert!(qber_z(&psi) > 0.05, "Z errors at 0.3 rad: {}", qber_z(&psi));
 }
