@@ -25,7 +25,7 @@
 //! link's parameter estimation uses.
 
 use crate::faults::{Fault, FaultKind, FaultState, Side};
-use crate::streams::{purpose_key, window_rng};
+use crate::streams::{purpose_key, walk_step, window_rng};
 use qkdnet_keyrate::cv::CvGg02;
 use qkdnet_optics::detector::CoherentDetection;
 use qkdnet_optics::{check, ParamError};
@@ -42,6 +42,16 @@ pub struct CvEmulation {
     pub seed: u64,
     /// Residual phase error of the reference recovery, rad rms per symbol.
     pub phase_noise_rad: f64,
+    /// Random walk of the reference phase that the recovery does not follow, rad/√s (0:
+    /// none). The phase actuator ([`CvActuators`]) takes it back.
+    pub reference_drift_rad_per_sqrt_s: f64,
+}
+
+/// What the link runtime sets on a CV-QKD link (applied from the next window).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CvActuators {
+    /// Phase correction of Bob's reference, rad (subtracted from the drifted phase).
+    pub phase_rad: f64,
 }
 
 impl Default for CvEmulation {
@@ -51,6 +61,7 @@ impl Default for CvEmulation {
         Self {
             seed: 1,
             phase_noise_rad: 0.0,
+            reference_drift_rad_per_sqrt_s: 0.0,
         }
     }
 }
@@ -67,6 +78,8 @@ pub struct CvLink {
     fault_t: f64,
     /// Modulation variance factor from faults (Alice's laser power).
     fault_va: f64,
+    /// Reference phase offset in force (drift minus actuator), rad.
+    offset_rad: f64,
 }
 
 /// Second moments of one quadrature pair (Alice's `a`, Bob's `b`), SNU.
@@ -138,6 +151,10 @@ impl CvLink {
         hw.validate()?;
         check("channel.loss_db", loss_db, 0.0, 100.0)?;
         check("emulator.phase_noise_rad", emu.phase_noise_rad, 0.0, 3.0)?;
+        crate::streams::check_walk(
+            "reference_drift_rad_per_sqrt_s",
+            emu.reference_drift_rad_per_sqrt_s,
+        )?;
         Ok(Self {
             hw,
             loss_db,
@@ -145,7 +162,16 @@ impl CvLink {
             faults: Vec::new(),
             fault_t: 1.0,
             fault_va: 1.0,
+            offset_rad: 0.0,
         })
+    }
+
+    /// The link with Bob's reference `offset_rad` off Alice's: his quadratures turn by it,
+    /// so the correlation falls by `cos(offset)` and the rest becomes noise.
+    pub fn with_offset(&self, offset_rad: f64) -> Self {
+        let mut l = self.clone();
+        l.offset_rad = offset_rad;
+        l
     }
 
     /// The link with a fault schedule: fibre cuts and loss steps (either side: one fibre)
@@ -208,7 +234,7 @@ impl CvLink {
         let s2 = self.emu.phase_noise_rad.powi(2);
         CvMoments {
             var_a: va,
-            cov_ab: gain * va * (-s2 / 2.0).exp(),
+            cov_ab: gain * va * (-s2 / 2.0).exp() * self.offset_rad.cos(),
             var_b: gain * gain * va + noise,
             gain,
             noise,
@@ -221,6 +247,10 @@ impl CvLink {
 /// A running CV-QKD emulation in windows of a fixed number of symbols.
 #[derive(Debug, Clone)]
 pub struct CvEmulator {
+    /// What the link runtime sets (applied from the next window).
+    pub actuators: CvActuators,
+    /// The reference's accumulated drift, rad.
+    drift_rad: f64,
     /// The link with its fault schedule.
     base: CvLink,
     /// The fault state of the current window, and the link under it.
@@ -229,7 +259,7 @@ pub struct CvEmulator {
     moments: CvMoments,
     symbols_per_window: u64,
     next_index: u64,
-    keys: [u64; 2],
+    keys: [u64; 3],
 }
 
 impl CvEmulator {
@@ -240,7 +270,9 @@ impl CvEmulator {
         let key = |p: &str| purpose_key(link.emu.seed, "emulator/cv", p);
         Ok(Self {
             moments: link.moments(),
-            keys: [key("symbols"), key("stats")],
+            keys: [key("symbols"), key("stats"), key("drift")],
+            actuators: CvActuators::default(),
+            drift_rad: 0.0,
             state: FaultState::CLEAR,
             link: link.under(&FaultState::CLEAR),
             base: link,
@@ -251,13 +283,20 @@ impl CvEmulator {
 
     /// Applies the faults in force at the start of window `index`.
     fn refresh(&mut self, index: u64) {
-        let t_s = (index * self.symbols_per_window) as f64 / self.base.hw.symbol_rate_hz;
-        let st = FaultState::at(&self.base.faults, t_s);
-        if st != self.state {
+        let window_s = self.symbols_per_window as f64 / self.base.hw.symbol_rate_hz;
+        let st = FaultState::at(&self.base.faults, index as f64 * window_s);
+        let offset = self.drift_rad - self.actuators.phase_rad;
+        if st != self.state || offset != self.link.offset_rad {
             self.state = st;
-            self.link = self.base.under(&st);
+            self.link = self.base.under(&st).with_offset(offset);
             self.moments = self.link.moments();
         }
+        self.drift_rad += walk_step(
+            self.keys[2],
+            index,
+            self.base.emu.reference_drift_rad_per_sqrt_s,
+            window_s,
+        );
     }
 
     /// The link.
@@ -286,14 +325,20 @@ impl CvEmulator {
         let sa = m.var_a.sqrt();
         let sn = m.noise.sqrt();
         let sphi = self.link.emu.phase_noise_rad;
+        let offset = self.link.offset_rad;
         let mut alice = Vec::with_capacity(2 * n);
         let mut bob = Vec::with_capacity(2 * n);
         let het = m.pairs_per_symbol == 2;
         for _ in 0..n {
             let x: f64 = sa * rng.sample::<f64, _>(StandardNormal);
             let p: f64 = sa * rng.sample::<f64, _>(StandardNormal);
-            let (xr, pr) = if sphi > 0.0 {
-                let th: f64 = sphi * rng.sample::<f64, _>(StandardNormal);
+            let (xr, pr) = if sphi > 0.0 || offset != 0.0 {
+                let noise: f64 = if sphi > 0.0 {
+                    sphi * rng.sample::<f64, _>(StandardNormal)
+                } else {
+                    0.0
+                };
+                let th = offset + noise;
                 let (s, c) = th.sin_cos();
                 (x * c - p * s, x * s + p * c)
             } else {

@@ -242,3 +242,34 @@ fn faults_act_on_the_moments() {
         .expect_err("cooling");
     assert_eq!(e.field, "fault[0].kind");
 }
+
+/// The reference phase actuator: with Bob's reference held 0.5 rad off, both fidelities'
+/// moments follow the offset link (covariance × cos 0.5, Bob's variance unchanged).
+#[test]
+fn a_reference_offset_turns_the_correlation() {
+    let base = CvLink::new(
+        hw(CoherentDetection::Heterodyne),
+        6.0,
+        CvEmulation::default(),
+    )
+    .expect("valid");
+    let m = base.with_offset(-0.5).moments();
+    let m0 = base.moments();
+    assert!((m.cov_ab / m0.cov_ab - 0.5f64.cos()).abs() < 1e-12);
+    assert_eq!(m.var_b, m0.var_b);
+    let (mut ev, mut st) = (
+        CvEmulator::new(base.clone(), 1e-3).expect("window"),
+        CvEmulator::new(base, 1e-3).expect("window"),
+    );
+    ev.actuators.phase_rad = 0.5;
+    st.actuators.phase_rad = 0.5;
+    let (mut te, mut ts) = (CvStats::default(), CvStats::default());
+    for _ in 0..3 {
+        let w = ev.step_symbols();
+        assert_eq!(ev.moments(), m);
+        add(&mut te, &scatter(&m, &w));
+        add(&mut ts, &st.step_stats());
+    }
+    check_moments(&m, &te, "event level at 0.5 rad");
+    check_moments(&m, &ts, "window level at 0.5 rad");
+}
