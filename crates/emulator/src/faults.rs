@@ -224,15 +224,50 @@ pub const PULSED: [FaultKind; 4] = [
     FaultKind::DetectorCooling,
 ];
 
-impl FaultState {
-    /// A relay link's arms under this state (each arm's arriving-intensity factor applied
-    /// to `eta`), and whether the relay's detectors count (a cooling cycle on any side
-    /// stops the relay).
-    pub fn relay(&self, eta: [f64; 2]) -> ([f64; 2], bool) {
-        (
-            [eta[0] * self.arm(0), eta[1] * self.arm(1)],
-            self.detectors_on[0] && self.detectors_on[1],
-        )
+/// The two arms of a relay link (twin-field, MDI) with their fault schedule: what both
+/// families do with faults, in one place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayArms {
+    /// Transmittance of each arm to the relay, detector efficiency included.
+    pub eta: [f64; 2],
+    /// Whether the relay's detectors count.
+    pub on: bool,
+    faults: Vec<Fault>,
+}
+
+impl RelayArms {
+    /// Arms of transmittance `eta`, no faults.
+    pub fn new(eta: [f64; 2]) -> Self {
+        Self {
+            eta,
+            on: true,
+            faults: Vec::new(),
+        }
+    }
+
+    /// The arms with a fault schedule for a `family` relay link: fibre cuts and loss steps
+    /// on either arm, laser power drops (`pump-drop`) at either user, and cooling of the
+    /// relay's detectors (`detector-cooling` on any side stops the relay). Clock glitches
+    /// are refused: the records carry pulse numbers, not time tags.
+    pub fn with_faults(mut self, faults: Vec<Fault>, family: &str) -> Result<Self, ParamError> {
+        check_kinds(&faults, &PULSED, family)?;
+        self.faults = faults;
+        Ok(self)
+    }
+
+    /// The fault schedule.
+    pub fn faults(&self) -> &[Fault] {
+        &self.faults
+    }
+
+    /// The arms while `st` holds: each arm's arriving-intensity factor applied, the relay
+    /// on or off (no schedule: the result describes one moment).
+    pub fn under(&self, st: &FaultState) -> Self {
+        Self {
+            eta: [self.eta[0] * st.arm(0), self.eta[1] * st.arm(1)],
+            on: st.detectors_on[0] && st.detectors_on[1],
+            faults: Vec::new(),
+        }
     }
 }
 

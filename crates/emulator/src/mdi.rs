@@ -25,7 +25,7 @@
 // Per-window counts are indexed by (Alice's state, Bob's state) throughout.
 #![allow(clippy::needless_range_loop)]
 
-use crate::faults::{Fault, FaultState};
+use crate::faults::{Fault, FaultState, RelayArms};
 use crate::streams::{
     multinomial, pick, purpose_key, successes, walk_step, PulseWindow, PulseWindows,
 };
@@ -146,12 +146,9 @@ pub struct MdiLink {
     hw: Mdi,
     loss_db: f64,
     emu: MdiEmulation,
-    eta: [f64; 2],
+    /// The two arms and their faults.
+    arms: RelayArms,
     theta: f64,
-    /// Scheduled faults (applied window by window by [`MdiEmulator`]).
-    faults: Vec<Fault>,
-    /// Whether the relay's detectors count.
-    relay_on: bool,
     /// Rotation of Bob's frame in force (drift minus actuator), rad, on top of `theta`.
     rotation_rad: f64,
 }
@@ -169,9 +166,7 @@ impl MdiLink {
             hw,
             loss_db,
             emu,
-            eta: [ea, eb],
-            faults: Vec::new(),
-            relay_on: true,
+            arms: RelayArms::new([ea, eb]),
             rotation_rad: 0.0,
         })
     }
@@ -183,21 +178,16 @@ impl MdiLink {
         l
     }
 
-    /// The link with a fault schedule: fibre cuts and loss steps on either arm, laser
-    /// power drops (`pump-drop`) at either user, and cooling of the relay's detectors
-    /// (`detector-cooling` on any side stops the relay). Clock glitches are refused: the
-    /// records carry pulse numbers, not time tags.
+    /// The link with a fault schedule (see [`RelayArms::with_faults`]).
     pub fn with_faults(mut self, faults: Vec<Fault>) -> Result<Self, ParamError> {
-        crate::faults::check_kinds(&faults, &crate::faults::PULSED, "MDI")?;
-        self.faults = faults;
+        self.arms = self.arms.with_faults(faults, "MDI")?;
         Ok(self)
     }
 
     /// The link as it is while `st` holds (arriving intensities scaled, relay on or off).
     pub fn under(&self, st: &FaultState) -> Self {
         let mut l = self.clone();
-        l.faults = Vec::new();
-        (l.eta, l.relay_on) = st.relay(self.eta);
+        l.arms = self.arms.under(st);
         l
     }
 
@@ -240,7 +230,10 @@ impl MdiLink {
 
     /// Mean photon numbers at `cH, cV, dH, dV` for states `(a, b)` and phase difference φ.
     fn intensities(&self, a: usize, b: usize, phi: f64) -> [f64; 4] {
-        let (xa, xb) = (self.eta[0] * self.state(a).1, self.eta[1] * self.state(b).1);
+        let (xa, xb) = (
+            self.arms.eta[0] * self.state(a).1,
+            self.arms.eta[1] * self.state(b).1,
+        );
         let (ah, av) = self.polarisation(a, false);
         let (bh, bv) = self.polarisation(b, true);
         let (sa, sb) = (xa.sqrt(), xb.sqrt());
@@ -259,11 +252,14 @@ impl MdiLink {
 
     /// Probability that anything clicks for states `(a, b)`.
     pub fn any_click(&self, a: usize, b: usize) -> f64 {
-        if !self.relay_on {
+        if !self.arms.on {
             return 0.0;
         }
         let pd = self.hw.dark_count_probability;
-        let (xa, xb) = (self.eta[0] * self.state(a).1, self.eta[1] * self.state(b).1);
+        let (xa, xb) = (
+            self.arms.eta[0] * self.state(a).1,
+            self.arms.eta[1] * self.state(b).1,
+        );
         1.0 - (1.0 - pd).powi(4) * (-(xa + xb)).exp()
     }
 
@@ -271,7 +267,7 @@ impl MdiLink {
     /// (trapezoid rule on the periodic integrand, exact to rounding at 96 nodes for these
     /// smooth functions).
     pub fn psi_minus(&self, a: usize, b: usize) -> f64 {
-        if !self.relay_on {
+        if !self.arms.on {
             return 0.0;
         }
         let pd = self.hw.dark_count_probability;
@@ -340,7 +336,10 @@ impl MdiEmulator {
     /// Applies the faults in force at pulse `first` (window `index`'s first pulse) and
     /// the frame rotation (drift minus actuator), then advances the drift past the window.
     fn refresh(&mut self, index: u64, first: u64) {
-        let st = FaultState::at(&self.base.faults, first as f64 / self.base.hw.clock_hz);
+        let st = FaultState::at(
+            self.base.arms.faults(),
+            first as f64 / self.base.hw.clock_hz,
+        );
         let rotation = self.drift_rad - self.actuators.polarisation_rad;
         if st != self.state {
             self.state = st;

@@ -46,7 +46,7 @@
 // Setting pairs are a 5 × 5 matrix indexed by (Alice's, Bob's) setting throughout.
 #![allow(clippy::needless_range_loop)]
 
-use crate::faults::{Fault, FaultState};
+use crate::faults::{Fault, FaultState, RelayArms};
 use crate::streams::{
     binomial, multinomial, pick, purpose_key, successes, walk_step, window_rng, PulseWindow,
     PulseWindows,
@@ -146,11 +146,8 @@ pub struct TfLink {
     emu: TfEmulation,
     /// Probability and intensity of each setting.
     settings: [(f64, f64); SETTINGS],
-    eta: [f64; 2],
-    /// Scheduled faults (applied window by window by [`TfEmulator`]).
-    faults: Vec<Fault>,
-    /// Whether the relay's detectors count.
-    relay_on: bool,
+    /// The two arms and their faults.
+    arms: RelayArms,
     /// Phase offset of the reference in force (drift minus actuator), rad.
     offset_rad: f64,
 }
@@ -227,9 +224,7 @@ impl TfLink {
             loss_db,
             emu,
             settings,
-            eta: [ea, eb],
-            faults: Vec::new(),
-            relay_on: true,
+            arms: RelayArms::new([ea, eb]),
             offset_rad: 0.0,
         })
     }
@@ -248,21 +243,16 @@ impl TfLink {
         self.offset_rad
     }
 
-    /// The link with a fault schedule: fibre cuts and loss steps on either arm, laser
-    /// power drops (`pump-drop`) at either user, and cooling of the relay's detectors
-    /// (`detector-cooling` on any side stops the relay). Clock glitches are refused: the
-    /// records carry pulse numbers, not time tags.
+    /// The link with a fault schedule (see [`RelayArms::with_faults`]).
     pub fn with_faults(mut self, faults: Vec<Fault>) -> Result<Self, ParamError> {
-        crate::faults::check_kinds(&faults, &crate::faults::PULSED, "twin-field")?;
-        self.faults = faults;
+        self.arms = self.arms.with_faults(faults, "twin-field")?;
         Ok(self)
     }
 
     /// The link as it is while `st` holds (arriving intensities scaled, relay on or off).
     pub fn under(&self, st: &FaultState) -> Self {
         let mut l = self.clone();
-        l.faults = Vec::new();
-        (l.eta, l.relay_on) = st.relay(self.eta);
+        l.arms = self.arms.under(st);
         l
     }
 
@@ -284,14 +274,14 @@ impl TfLink {
     /// `(η_A μ_A, η_B μ_B)` of a setting pair.
     fn arriving(&self, a: usize, b: usize) -> (f64, f64) {
         (
-            self.eta[0] * self.settings[a].1,
-            self.eta[1] * self.settings[b].1,
+            self.arms.eta[0] * self.settings[a].1,
+            self.arms.eta[1] * self.settings[b].1,
         )
     }
 
     /// Probability that any detector clicks for setting pair `(a, b)` (independent of δ).
     pub fn any_click(&self, a: usize, b: usize) -> f64 {
-        if !self.relay_on {
+        if !self.arms.on {
             return 0.0;
         }
         let pd = self.model.hw.dark_count_probability;
@@ -302,7 +292,7 @@ impl TfLink {
     /// Expected single-click probability of setting pair `(a, b)` with random phases, from
     /// `keyrate`'s forward model.
     pub fn single_click(&self, a: usize, b: usize) -> f64 {
-        if !self.relay_on {
+        if !self.arms.on {
             return 0.0;
         }
         let (x, y) = self.arriving(a, b);
@@ -342,7 +332,7 @@ impl TfLink {
     /// Expected (single-click gain, error gain) of matched-slice pairs (SNS: weak decoys;
     /// PM: key pulses), from `keyrate`'s forward model.
     pub fn matched(&self) -> (f64, f64) {
-        if !self.relay_on {
+        if !self.arms.on {
             return (0.0, 0.0);
         }
         let (x, y) = if self.pm {
@@ -448,7 +438,7 @@ impl TfEmulator {
     /// actuator), then advances the drift past the window.
     fn refresh(&mut self, index: u64, first: u64) {
         let st = FaultState::at(
-            &self.base.faults,
+            self.base.arms.faults(),
             first as f64 / self.base.model.hw.clock_hz,
         );
         if st != self.state {
