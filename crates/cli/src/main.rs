@@ -9,6 +9,7 @@ mod certs;
 mod distill;
 mod emulate;
 mod kme;
+mod plan;
 mod plot;
 mod rate;
 mod report;
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Predict secret key rates (finite-key by default) against distance or loss.
     Rate(Box<rate::RateArgs>),
+    /// Plan a network: channels, predicted finite-key rate per link and per SAE pair,
+    /// the classical load each link survives, an SVG drawing.
+    Plan(Box<plan::PlanArgs>),
     /// Distil final keys from two files of sifted bits (the full authenticated session).
     Distill(Box<distill::DistillArgs>),
     /// Run a BBM92 link unattended in virtual time (window level) with full distillation.
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Kme(cmd) => kme::run(&cmd),
         Command::Rate(args) => rate::run(&args),
+        Command::Plan(args) => plan::run(&args),
         Command::Emulate(args) => emulate::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),

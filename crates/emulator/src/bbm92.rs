@@ -452,7 +452,11 @@ impl Bbm92Link {
                         .powi(2);
             let t = [ta, tb][s] * db_to_transmittance(extra_db[s]);
             p_detect[s] = t * self.hw.detector_efficiency * arm * pol;
-            noise[s] = centre_rate * self.pair.crosstalk_fraction * p_detect[s];
+            // Crosstalk from the adjacent channels' pairs, plus the hardware's noise photons
+            // at the receiver input (Raman scattering from classical traffic).
+            let outside = [self.hw.alice_noise_hz, self.hw.bob_noise_hz][s];
+            noise[s] = centre_rate * self.pair.crosstalk_fraction * p_detect[s]
+                + outside * self.hw.detector_efficiency * arm * pol;
         }
         let phase =
             self.emu.phase_offset_rad + drift.phase_rad + act.phase_rad[0] + act.phase_rad[1];

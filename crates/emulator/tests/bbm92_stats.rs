@@ -171,45 +171,50 @@ fn event_level_matches_the_closed_forms_at_nice_50km() {
 #[test]
 fn closed_forms_agree_with_keyrate_forward_model() {
     // keyrate's Bbm92Cw lumps the three detectors of a side; without dead time and with a
-    // lossless analyser the emulator's totals must be its numbers.
-    let hw = Bbm92Cw {
-        dead_time_s: 0.0,
-        detectors_per_side: 3,
-        ..hw()
-    };
-    let emu = Bbm92Emulation {
-        polarisation_dependence: 0.0,
-        wdm: qkdnet_emulator::wdm::Wdm {
-            adjacent_crosstalk_db: -200.0,
-            ..Default::default()
-        },
-        ..quiet()
-    };
-    let l = link(hw, emu, vec![]);
-    let e = Bbm92Emulator::new(l.clone(), 0.5).expect("window");
-    let c = l.conditions(0, e.window_ps(), &e.drift(), &e.actuators);
-    let x = l.expected(&c);
-    let k = hw.rates(33.5, hw.pump_power_mw);
-    for s in 0..2 {
-        let total: f64 = x.singles_hz[s].iter().sum();
+    // lossless analyser the emulator's totals must be its numbers, with and without noise
+    // photons at the receivers (Raman from classical traffic, as the planner sets them).
+    for noise in [[0.0, 0.0], [2e6, 5e5]] {
+        let hw = Bbm92Cw {
+            dead_time_s: 0.0,
+            detectors_per_side: 3,
+            alice_noise_hz: noise[0],
+            bob_noise_hz: noise[1],
+            ..hw()
+        };
+        let emu = Bbm92Emulation {
+            polarisation_dependence: 0.0,
+            wdm: qkdnet_emulator::wdm::Wdm {
+                adjacent_crosstalk_db: -200.0,
+                ..Default::default()
+            },
+            ..quiet()
+        };
+        let l = link(hw, emu, vec![]);
+        let e = Bbm92Emulator::new(l.clone(), 0.5).expect("window");
+        let c = l.conditions(0, e.window_ps(), &e.drift(), &e.actuators);
+        let x = l.expected(&c);
+        let k = hw.rates(33.5, hw.pump_power_mw);
+        for s in 0..2 {
+            let total: f64 = x.singles_hz[s].iter().sum();
+            assert!(
+                (total / k.singles[s] - 1.0).abs() < 1e-3,
+                "singles {total} vs keyrate {}",
+                k.singles[s]
+            );
+        }
+        let pk = hw.p_key_basis;
+        assert!((x.zz_true_hz / (k.true_coincidences * pk * pk) - 1.0).abs() < 1e-3);
+        // Test arm: only the central peak (half the interfering pairs) counts.
+        let pt = 1.0 - pk;
+        assert!((x.xx_true_hz / (k.true_coincidences * pt * pt * 0.5) - 1.0).abs() < 1e-3);
+        assert!((x.zz_accidental_hz / (k.accidentals * pk * pk) - 1.0).abs() < 1e-3);
         assert!(
-            (total / k.singles[s] - 1.0).abs() < 1e-3,
-            "singles {total} vs keyrate {}",
-            k.singles[s]
+            (x.qber_z() - k.qber_key).abs() < 1e-3,
+            "{} vs {}",
+            x.qber_z(),
+            k.qber_key
         );
     }
-    let pk = hw.p_key_basis;
-    assert!((x.zz_true_hz / (k.true_coincidences * pk * pk) - 1.0).abs() < 1e-3);
-    // Test arm: only the central peak (half the interfering pairs) counts.
-    let pt = 1.0 - pk;
-    assert!((x.xx_true_hz / (k.true_coincidences * pt * pt * 0.5) - 1.0).abs() < 1e-3);
-    assert!((x.zz_accidental_hz / (k.accidentals * pk * pk) - 1.0).abs() < 1e-3);
-    assert!(
-        (x.qber_z() - k.qber_key).abs() < 1e-3,
-        "{} vs {}",
-        x.qber_z(),
-        k.qber_key
-    );
 }
 
 #[test]

@@ -65,6 +65,12 @@ pub struct Bbm92Cw {
     pub p_key_basis: f64,
     /// Error-correction efficiency f.
     pub ec_efficiency: f64,
+    /// Uncorrelated photons per second reaching Alice's receiver inside her channel
+    /// (Raman scattering and crosstalk from classical traffic on the fibre), before the
+    /// detectors' efficiency; the network planner fills it in. Default 0.
+    pub alice_noise_hz: f64,
+    /// The same at Bob's receiver.
+    pub bob_noise_hz: f64,
 }
 
 impl Default for Bbm92Cw {
@@ -84,6 +90,8 @@ impl Default for Bbm92Cw {
             visibility_test: 0.997,
             p_key_basis: 0.5,
             ec_efficiency: 1.16,
+            alice_noise_hz: 0.0,
+            bob_noise_hz: 0.0,
         }
     }
 }
@@ -139,6 +147,8 @@ impl Bbm92Cw {
             0.0,
             1e9,
         )?;
+        check("hardware.alice_noise_hz", self.alice_noise_hz, 0.0, 1e12)?;
+        check("hardware.bob_noise_hz", self.bob_noise_hz, 0.0, 1e12)?;
         check(
             "hardware.detectors_per_side",
             self.detectors_per_side as f64,
@@ -171,7 +181,7 @@ impl Bbm92Cw {
     }
 
     /// Singles, coincidences, accidentals and error rates (Neumann et al. 2021, Eqs. (1)–(7)):
-    /// `S = B η + DC` (through dead time), `CC_true = B η_A η_B η_t(t_CC)`,
+    /// `S = B η + η_d N + DC` (through dead time; `N` the noise photons at the receiver), `CC_true = B η_A η_B η_t(t_CC)`,
     /// `CC_acc = S_A S_B t_CC`, accidentals carrying a 50 % error.
     pub fn rates(&self, loss_db: f64, pump_mw: f64) -> CwRates {
         let b = self.brightness_pairs_per_s_per_mw * pump_mw;
@@ -180,8 +190,8 @@ impl Bbm92Cw {
         let eta_b = tb * self.detector_efficiency;
         let dc = self.dark_count_rate_hz * self.detectors_per_side as f64;
         let n_det = self.detectors_per_side as f64;
-        let raw_a = b * eta_a + dc;
-        let raw_b = b * eta_b + dc;
+        let raw_a = b * eta_a + dc + self.alice_noise_hz * self.detector_efficiency;
+        let raw_b = b * eta_b + dc + self.bob_noise_hz * self.detector_efficiency;
         // Dead time per detector, the side's light split over its detectors.
         let live_a = 1.0 / (1.0 + raw_a / n_det * self.dead_time_s);
         let live_b = 1.0 / (1.0 + raw_b / n_det * self.dead_time_s);
