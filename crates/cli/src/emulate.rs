@@ -68,15 +68,7 @@ fn table<T: for<'de> Deserialize<'de> + Default>(
     t: &Option<toml::Table>,
     origin: &str,
 ) -> Result<T, CliError> {
-    match t {
-        Some(t) => T::deserialize(toml::Value::Table(t.clone())).map_err(|e| {
-            CliError::input(format!(
-                "{origin}: [emulator]: {}",
-                e.to_string().trim().replace('\n', " ")
-            ))
-        }),
-        None => Ok(T::default()),
-    }
+    Ok(scenario::emulator_settings(t, origin)?)
 }
 
 fn no_faults(faults: &[qkdnet_emulator::Fault], origin: &str) -> Result<(), CliError> {

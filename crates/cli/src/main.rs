@@ -9,6 +9,7 @@ mod certs;
 mod distill;
 mod emulate;
 mod kme;
+mod netrun;
 mod plan;
 mod plot;
 mod rate;

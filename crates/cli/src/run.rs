@@ -12,24 +12,22 @@ use crate::emulate::{link_from_scenario, EmulatedLink};
 use crate::report::{BlockPoint, Event, Sample};
 use crate::CliError;
 use clap::Args;
-use qkdnet_core::bits::Bits;
-use qkdnet_distill::auth::AuthKeys;
-use qkdnet_distill::random::danger::InsecureDeterministic;
-use qkdnet_distill::session::{run_local_with_test, Config, TestTally};
-use qkdnet_emulator::bbm92::{correlated_bits, BasisCounts, Bbm92Emulator};
-use qkdnet_link::control::{PhaseLock, PolarisationLock, PumpOptimiser, PumpSteering};
-use qkdnet_link::events::{EventSifter, TagWindow};
-use qkdnet_link::sift::SiftConfig;
-use qkdnet_link::supervisor::{Action, Observation, Supervisor, SupervisorConfig, WindowLockModel};
-use qkdnet_link::sync::SyncConfig;
-use rand::SeedableRng;
+use qkdnet_emulator::bbm92::BasisCounts;
+use qkdnet_network::runner::{
+    BlockBuffer, Fidelity, LinkRunner, LocalDistiller, PumpObjective, RunnerConfig, SiftedBlock,
+    WINDOW_S,
+};
 use std::path::PathBuf;
 
 /// Flags of `qkdnet run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Scenario file (a `bbm92-cw` link with `[emulator]` and `[[fault]]` sections).
+    /// Scenario file (a `bbm92-cw` link with `[emulator]` and `[[fault]]` sections), or a
+    /// network file (every BBM92 link of the network together, see docs/NETWORK.md).
     pub scenario: PathBuf,
+    /// Network runs: store each node's keys in `DIR/<node>.sqlite` (a KME store).
+    #[arg(long, value_name = "DIR")]
+    pub store_dir: Option<PathBuf>,
     /// Virtual duration: a number with a unit, `s`, `min` or `h` (e.g. `325h`).
     #[arg(long, default_value = "1h")]
     pub duration: String,
@@ -63,21 +61,7 @@ pub struct RunArgs {
     pub pump_objective: String,
 }
 
-/// The pump's controller.
-enum Pump {
-    Target(PumpSteering),
-    KeyRate(PumpOptimiser),
-}
-
-/// Where a window's counts come from.
-enum Level {
-    /// Closed-form draws, the sync modelled.
-    Window(WindowLockModel),
-    /// Time tags, synchronised and sifted.
-    Event(Box<EventSifter>),
-}
-
-fn parse_duration(s: &str) -> Result<f64, CliError> {
+pub(crate) fn parse_duration(s: &str) -> Result<f64, CliError> {
     let s = s.trim();
     let (num, mult) = if let Some(v) = s.strip_suffix("min") {
         (v, 60.0)
@@ -96,19 +80,65 @@ fn parse_duration(s: &str) -> Result<f64, CliError> {
     }
 }
 
-/// Runs `qkdnet run`.
-pub fn run(a: &RunArgs) -> Result<(), CliError> {
-    let seconds = parse_duration(&a.duration)?;
-    if !(a.block_s.is_finite() && a.block_s >= 1.0) {
-        return Err(CliError::input(format!(
-            "--block-s: must be ≥ 1, got {}",
-            a.block_s
-        )));
-    }
+/// Whether `path` is a network file (it has `[[node]]` tables) rather than a link scenario.
+fn is_network(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("node"))
+}
+
+/// The runtime settings the flags ask for.
+fn runner_config(a: &RunArgs) -> Result<RunnerConfig, CliError> {
     if !(a.qber_target > 0.0 && a.qber_target < 0.11) {
         return Err(CliError::input(format!(
             "--qber-target: must be in (0, 0.11), got {}",
             a.qber_target
+        )));
+    }
+    let pump = match (a.fixed_pump, a.pump_objective.as_str()) {
+        (true, _) => PumpObjective::Fixed,
+        (false, "qber-z") => PumpObjective::QberZ(a.qber_target),
+        (false, "key-rate") => PumpObjective::KeyRate,
+        (false, other) => {
+            return Err(CliError::input(format!(
+                "--pump-objective: \"{other}\" is not qber-z or key-rate"
+            )))
+        }
+    };
+    let fidelity = match a.level.as_str() {
+        "window" => Fidelity::Window,
+        "event" => Fidelity::Event,
+        other => {
+            return Err(CliError::input(format!(
+                "--level: \"{other}\" is not window or event"
+            )))
+        }
+    };
+    Ok(RunnerConfig { pump, fidelity })
+}
+
+/// Runs `qkdnet run`.
+pub fn run(a: &RunArgs) -> Result<(), CliError> {
+    let seconds = parse_duration(&a.duration)?;
+    if is_network(&a.scenario) {
+        if !(a.block_s.is_finite() && a.block_s >= 1.0) {
+            return Err(CliError::input(format!(
+                "--block-s: must be ≥ 1, got {}",
+                a.block_s
+            )));
+        }
+        return crate::netrun::run(a, seconds, runner_config(a)?);
+    }
+    if a.store_dir.is_some() {
+        return Err(CliError::input(
+            "--store-dir: keys are stored per node in network runs; give a network file",
+        ));
+    }
+    if !(a.block_s.is_finite() && a.block_s >= 1.0) {
+        return Err(CliError::input(format!(
+            "--block-s: must be ≥ 1, got {}",
+            a.block_s
         )));
     }
     let EmulatedLink::Bbm92(link) = link_from_scenario(&a.scenario, a.seed)? else {
@@ -118,96 +148,22 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         )));
     };
     let link = *link;
-    let hw = *link.hardware();
     let seed = link.emulation().seed;
-    let (clock_offset_ps, clock_rate) = (
-        link.emulation().clock_offset_ps,
-        link.emulation().clock_frequency_error,
-    );
-    let mut emu =
-        Bbm92Emulator::new(link.clone(), 0.5).map_err(|e| CliError::input(e.to_string()))?;
-    let windows = (seconds / 0.5).ceil() as u64;
-    let mut sup = Supervisor::new(SupervisorConfig::default());
-    let mut phase = PhaseLock::new(0.0, hw.visibility_test);
-    let mut pol = [
-        PolarisationLock::new(0.0, link.emulation().polarisation_dependence.max(0.01)),
-        PolarisationLock::new(0.0, link.emulation().polarisation_dependence.max(0.01)),
-    ];
-    let mut pump = match a.pump_objective.as_str() {
-        "qber-z" => Pump::Target(PumpSteering::new(
-            hw.pump_power_mw,
-            a.qber_target,
-            hw.max_pump_power_mw,
-        )),
-        "key-rate" => Pump::KeyRate(PumpOptimiser::new(
-            hw.pump_power_mw,
-            hw.max_pump_power_mw,
-            hw.ec_efficiency,
-        )),
-        other => {
-            return Err(CliError::input(format!(
-                "--pump-objective: \"{other}\" is not qber-z or key-rate"
-            )))
-        }
-    };
-    let mut bits_rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x0051_574b_4559);
-    let pa_rng = InsecureDeterministic::new(seed, "qkdnet run: emulation only");
-    // A pre-shared authentication key for the emulated link, replenished from its keys.
-    let psk = {
-        let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x50_534b);
-        let words: Vec<u64> = (0..4096).map(|_| rand::RngCore::next_u64(&mut g)).collect();
-        Bits::from_words(words, 4096 * 64)
-    };
-    let auth_err = |e: qkdnet_distill::auth::AuthError| CliError::runtime(e.to_string());
-    let auth_a = AuthKeys::from_preshared(psk.duplicate()).map_err(auth_err)?;
-    let auth_b = AuthKeys::from_preshared(psk).map_err(auth_err)?;
-    let cfg = Config {
-        sample_fraction: 0.05,
-        ..Config::default()
-    };
+    let cfg = runner_config(a)?;
+    let mut runner = LinkRunner::new(link, &cfg)
+        .map_err(|e| CliError::input(format!("{}: {e}", a.scenario.display())))?;
+    let windows = (seconds / WINDOW_S).ceil() as u64;
     let mut block_start_s = 0.0;
     let mut sifted_total = 0u64;
     let (mut z_n, mut z_e, mut x_n, mut x_e) = (0u64, 0u64, 0u64, 0u64);
-    let mut level = match a.level.as_str() {
-        "window" => Level::Window(WindowLockModel::default()),
-        "event" => {
-            let bin = link.emulation().key_bin_ps;
-            if bin <= 0.0 {
-                return Err(CliError::input(format!(
-                    "{}: emulator.key_bin_ps: --level event sifts keys from time bins; set key_bin_ps (ps, ≥ the coincidence window) in [emulator]",
-                    a.scenario.display()
-                )));
-            }
-            let sync_cfg = SyncConfig::default();
-            let sift_cfg = SiftConfig {
-                window_ps: hw.coincidence_window_ps,
-                z_bin_ps: bin,
-                ..SiftConfig::default()
-            };
-            // The acquisition's data plus 1.5 s of margin for Bob's offset.
-            let windows = ((sync_cfg.acquisition_ps as f64 * 1e-12 + 1.5) / 0.5).ceil() as usize;
-            Level::Event(Box::new(EventSifter::new(sync_cfg, sift_cfg, windows)))
-        }
-        other => {
-            return Err(CliError::input(format!(
-                "--level: \"{other}\" is not window or event"
-            )))
-        }
-    };
-    let mut locked = false;
     let (mut producing_windows, mut key_coincidences, mut test_coincidences) = (0u64, 0u64, 0u64);
     let mut timeline = Vec::new();
     let mut minute = (0u64, 0u64, 0u64, 0u64, 0u64);
     let bar = indicatif::ProgressBar::new(windows);
     let started = std::time::Instant::now();
+    let mut buffer = BlockBuffer::default();
     let mut blocks = Blocks {
-        alice: Bits::zeros(0),
-        bob: Bits::zeros(0),
-        test: TestTally { bits: 0, errors: 0 },
-        next_id: 0,
-        cfg,
-        auth: [auth_a, auth_b],
-        rng: pa_rng,
+        distiller: LocalDistiller::new(seed).map_err(CliError::runtime)?,
         final_bits: 0,
         distilled: 0,
         without_key: 0,
@@ -215,97 +171,10 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         points: Vec::new(),
     };
     for w in 0..windows {
-        // The loops act whenever the sync holds (they need coincidences to measure).
-        if locked {
-            emu.actuators.phase_rad[0] = phase.setting();
-            emu.actuators.polarisation_rad[0] = pol[0].setting();
-            emu.actuators.polarisation_rad[1] = pol[1].setting();
-        }
-        let (c, singles, s, keys) = match &mut level {
-            Level::Window(sync) => {
-                let s = emu.step_stats();
-                let singles = [
-                    s.singles[0].iter().sum::<u64>(),
-                    s.singles[1].iter().sum::<u64>(),
-                ];
-                let c = s.conditions;
-                locked = sync.update(singles[0] > 100 && singles[1] > 100, c.clock_jump_ps[1]);
-                (c, singles, Counts { z: s.z, x: s.x }, None)
-            }
-            Level::Event(sifter) => {
-                let ev = emu.step_events();
-                let c = ev.conditions;
-                let end = c.start_ps + c.length_ps;
-                let r = sifter.push(TagWindow {
-                    tags: ev.tags,
-                    start_ps: link.to_local(0, c.start_ps, c.clock_jump_ps[0]),
-                    end_ps: link.to_local(0, end, c.clock_jump_ps[0]),
-                });
-                locked = r.locked;
-                let (counts, keys) = match r.sifted {
-                    Some(sf) => {
-                        let errors = sf.key_alice.hamming_distance(&sf.key_bob) as u64;
-                        let counts = Counts {
-                            z: BasisCounts {
-                                coincidences: sf.key_alice.len() as u64,
-                                errors,
-                            },
-                            x: BasisCounts {
-                                coincidences: sf.test_coincidences,
-                                errors: sf.test_errors,
-                            },
-                        };
-                        (counts, Some((sf.key_alice, sf.key_bob)))
-                    }
-                    None => (Counts::default(), None),
-                };
-                (c, r.singles, counts, keys)
-            }
-        };
-        let q = |e: u64, n: u64| (n >= 100).then(|| e as f64 / n as f64);
-        let obs = Observation {
-            time_ps: c.start_ps + c.length_ps,
-            length_ps: c.length_ps,
-            singles,
-            qber_key: q(s.z.errors, s.z.coincidences),
-            qber_test: q(s.x.errors, s.x.coincidences),
-            sync_locked: locked,
-        };
-        let (produced, action) = sup.observe(&obs);
-        if action == Action::Reacquire {
-            match &mut level {
-                Level::Window(sync) => sync.drop_lock(),
-                Level::Event(sifter) => sifter.drop_lock(),
-            }
-            locked = false;
-        }
-        if locked {
-            phase.update(s.x.errors, s.x.coincidences);
-            pol[0].update(singles[0]);
-            pol[1].update(singles[1]);
-            if !a.fixed_pump {
-                emu.actuators.pump_mw = match &mut pump {
-                    Pump::Target(p) => p.update(
-                        s.z.errors as f64 / s.z.coincidences.max(1) as f64,
-                        s.z.coincidences,
-                    ),
-                    Pump::KeyRate(p) => p.update(
-                        (s.z.coincidences, s.z.errors),
-                        (s.x.coincidences, s.x.errors),
-                    ),
-                };
-            }
-        }
-        if produced {
-            let (ka, kb) = match keys {
-                Some(k) => k,
-                None => correlated_bits(
-                    s.z.coincidences as usize,
-                    s.z.errors as usize,
-                    &mut bits_rng,
-                ),
-            };
-            blocks.push(&ka, &kb, s.x.coincidences, s.x.errors);
+        let out = runner.step();
+        let (s, c) = (Counts { z: out.z, x: out.x }, out.conditions);
+        if let Some((ka, kb)) = &out.keys {
+            buffer.push(ka, kb, s.x.coincidences, s.x.errors);
             producing_windows += 1;
             key_coincidences += s.z.coincidences;
             test_coincidences += s.x.coincidences;
@@ -320,29 +189,24 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             minute.3 += s.x.errors;
         }
         minute.4 += 1;
-        let t_s = (w + 1) as f64 * 0.5;
+        let t_s = out.t_s;
         if t_s - block_start_s >= a.block_s {
-            blocks.flush(t_s, t_s - block_start_s)?;
+            blocks.flush(buffer.take(), t_s, t_s - block_start_s);
             block_start_s = t_s;
         }
         if minute.4 == 120 {
             let r = |e: u64, n: u64| if n > 0 { e as f64 / n as f64 } else { f64::NAN };
-            let offset_ps = clock_offset_ps[1] - clock_offset_ps[0]
-                + (clock_rate[1] - clock_rate[0]) * t_s * 1e12
-                + c.clock_jump_ps[1]
-                - c.clock_jump_ps[0]
-                + c.delay_ps[1]
-                - c.delay_ps[0];
+            let act = &runner.emulator().actuators;
             timeline.push(Sample {
                 t_s,
-                state: format!("{:?}", sup.state()),
+                state: format!("{:?}", runner.supervisor().state()),
                 key_coincidences_per_s: minute.0 as f64 / 60.0,
                 qber_z: r(minute.1, minute.0),
                 qber_x: r(minute.3, minute.2),
-                pump_mw: emu.actuators.pump_mw,
-                phase_rad: emu.actuators.phase_rad[0],
-                polarisation_rad: emu.actuators.polarisation_rad,
-                sync_offset_ns: offset_ps * 1e-3,
+                pump_mw: act.pump_mw,
+                phase_rad: act.phase_rad[0],
+                polarisation_rad: act.polarisation_rad,
+                sync_offset_ns: runner.sync_offset_ps(&c, t_s) * 1e-3,
             });
             minute = (0, 0, 0, 0, 0);
         }
@@ -350,10 +214,12 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             bar.set_position(w);
         }
     }
-    blocks.flush(windows as f64 * 0.5, windows as f64 * 0.5 - block_start_s)?;
+    let end_s = windows as f64 * WINDOW_S;
+    blocks.flush(buffer.take(), end_s, end_s - block_start_s);
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
-    let duration = windows as f64 * 0.5;
+    let duration = end_s;
+    let sup = runner.supervisor();
     let ratio = |e: u64, n: u64| if n > 0 { e as f64 / n as f64 } else { f64::NAN };
     let events: Vec<Event> = sup
         .events
@@ -384,7 +250,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         "manual_interventions": 0,
         "qber_z": ratio(z_e, z_n),
         "qber_x": ratio(x_e, x_n),
-        "final_pump_mw": emu.actuators.pump_mw,
+        "final_pump_mw": runner.emulator().actuators.pump_mw,
         "wall_seconds": wall,
         "events": events,
         "blocks": blocks.points,
@@ -420,21 +286,15 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             "QBER_Z {:.2} %, QBER_X {:.2} %, pump {:.2} mW",
             100.0 * ratio(z_e, z_n),
             100.0 * ratio(x_e, x_n),
-            emu.actuators.pump_mw
+            runner.emulator().actuators.pump_mw
         );
     }
     Ok(())
 }
 
-/// The sifted key waiting for distillation, and what distillation has given.
+/// What distillation has given.
 struct Blocks {
-    alice: Bits,
-    bob: Bits,
-    test: TestTally,
-    next_id: u64,
-    cfg: Config,
-    auth: [AuthKeys; 2],
-    rng: InsecureDeterministic,
+    distiller: LocalDistiller,
     final_bits: u64,
     distilled: u64,
     without_key: u64,
@@ -443,63 +303,27 @@ struct Blocks {
 }
 
 impl Blocks {
-    /// Adds a window's sifted bits and test-basis tally.
-    fn push(&mut self, alice: &Bits, bob: &Bits, test_bits: u64, test_errors: u64) {
-        self.alice.append_range(alice, 0, alice.len());
-        self.bob.append_range(bob, 0, bob.len());
-        self.test.bits += test_bits;
-        self.test.errors += test_errors;
-    }
-
-    /// Distils what has gathered (both ends in this process, their keys compared); part of
-    /// each key — twice the authentication pads the block used — replenishes the pads.
-    fn flush(&mut self, t_s: f64, length_s: f64) -> Result<(), CliError> {
-        let ka = std::mem::replace(&mut self.alice, Bits::zeros(0));
-        let kb = std::mem::replace(&mut self.bob, Bits::zeros(0));
-        let test = std::mem::replace(&mut self.test, TestTally { bits: 0, errors: 0 });
-        let id = self.next_id;
-        self.next_id += 1;
-        if ka.len() < 10_000 {
-            return Ok(());
-        }
-        let [auth_a, auth_b] = &mut self.auth;
-        let consumed = auth_a.consumed_bits();
-        match run_local_with_test(
-            id,
-            ka,
-            kb,
-            self.cfg.clone(),
-            Some(test),
-            auth_a,
-            auth_b,
-            &mut self.rng,
-        ) {
-            Ok((fa, fb)) => {
-                if fa.key.words() != fb.key.words() {
-                    return Err(CliError::runtime(format!(
-                        "block {id}: the two ends' keys differ"
-                    )));
-                }
-                let used = (auth_a.consumed_bits() - consumed) as usize;
-                let take = fa.key.len().min(2 * used + 4096);
-                auth_a.replenish(&fa.key.slice(0, take));
-                auth_b.replenish(&fb.key.slice(0, take));
-                self.final_bits += (fa.key.len() - take) as u64;
+    /// Distils a block (both ends in this process, their keys compared).
+    fn flush(&mut self, block: SiftedBlock, t_s: f64, length_s: f64) {
+        match self.distiller.distil(block) {
+            Ok(None) => {}
+            Ok(Some(d)) => {
+                let kept = (d.alice.key.len() - d.replenished_bits) as u64;
+                self.final_bits += kept;
                 self.distilled += 1;
                 self.points.push(BlockPoint {
                     t_s,
-                    final_bits: (fa.key.len() - take) as u64,
+                    final_bits: kept,
                     length_s,
                 });
             }
             Err(e) => {
                 self.without_key += 1;
                 if self.first_error.is_none() {
-                    self.first_error = Some(format!("block {id}: {e}"));
+                    self.first_error = Some(e);
                 }
             }
         }
-        Ok(())
     }
 }
 

@@ -75,3 +75,48 @@ fn bad_network_file_exits_2_naming_the_item() {
     assert!(err.contains("none-such.toml: cannot read"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn network_run_stores_each_nodes_keys_and_reports_beside_the_plan() {
+    let dir = std::env::temp_dir().join(format!("qkdnet-netrun-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (code, out, err) = qkdnet(&[
+        "run",
+        "networks/nice-4-node.toml",
+        "--duration",
+        "4min",
+        "--block-s",
+        "120",
+        "--fixed-pump",
+        "--json",
+        "--store-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let links = v["links"].as_array().unwrap();
+    assert_eq!(links.len(), 2);
+    let l50 = &links[0];
+    assert_eq!(l50["id"], "nice-inria");
+    assert!(l50["final_key_bits"].as_u64().unwrap() > 100_000, "{l50}");
+    assert!(l50["planned_key_rate_bps"].as_f64().unwrap() > 1000.0);
+    // Both ends of the 50 km link stored the same number of bits.
+    let per_node = &v["key_bits_per_node"];
+    assert_eq!(
+        per_node["inria"],
+        per_node["nice"].as_u64().unwrap() - per_node["oca"].as_u64().unwrap_or(0)
+    );
+    for n in ["nice", "inria", "oca"] {
+        assert!(dir.join(format!("{n}.sqlite")).exists(), "{n}");
+    }
+    assert!(v["events"].as_array().unwrap().len() >= 2);
+    // A link scenario is not a network: --store-dir is refused.
+    let (code, _, err) = qkdnet(&[
+        "run",
+        "scenarios/nice-50km.toml",
+        "--store-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,13 +12,19 @@
 //!   noise of its route, the classical load each link survives, and per-SAE-pair rates
 //!   through trusted nodes (a relayed pair is limited by its path's weakest link).
 //!
+//! - [`runner`]: one emulated BBM92 link at runtime, window by window (emulator, sync,
+//!   supervisor, control loops, sifted key, blocks, distillation with both ends here);
+//! - [`sim`]: every link of a network in virtual time, keys handed to each node's store;
+//!
 //! What it deliberately does not do: draw (the `qkdnet` binary renders plans as SVG), store
 //! or deliver keys (`qkdnet-kms`), or run links (`qkdnet-link`, `qkdnet-emulator`).
 
 pub mod grid;
 pub mod noise;
 pub mod plan;
+pub mod runner;
 pub mod scenario;
+pub mod sim;
 pub mod spec;
 
 /// Bad input: one line naming the file, the item or field, and the value.

@@ -91,6 +91,9 @@ pub struct LinkPlan {
     pub survival: Option<Survival>,
     /// Whether the planner modelled noise for this family.
     pub noise_modelled: bool,
+    /// The protocol as the route makes it (loss split, noise photons; BBM92 brightness
+    /// scaled by the channel pair), before the optimiser chose its free parameters.
+    pub configured: Protocol,
 }
 
 impl LinkPlan {
@@ -408,8 +411,8 @@ pub fn plan(net: &Network, opts: &PlanOptions) -> Plan {
             .collect();
         let security = security_of(l, opts);
         let noise_modelled = !matches!(l.protocol, Protocol::Di(_));
-        let (noise, row, quiet_row, survival) = match assigned[i] {
-            None => (Vec::new(), None, None, None),
+        let (noise, row, quiet_row, survival, configured_p) = match assigned[i] {
+            None => (Vec::new(), None, None, None, l.protocol.clone()),
             Some(ch) => {
                 let noise = noise_of(net, l, ch, 0.0);
                 let p = configured(net, l, ch, &noise, frac, loss_db);
@@ -422,7 +425,7 @@ pub fn plan(net: &Network, opts: &PlanOptions) -> Plan {
                 });
                 let survival = (classical && opts.survival && noise_modelled)
                     .then(|| survive(net, l, ch, frac, loss_db, &security));
-                (noise, Some(row), quiet, survival)
+                (noise, Some(row), quiet, survival, p)
             }
         };
         if let (Some(r), Protocol::TwinField(_)) = (&row, &l.protocol) {
@@ -448,6 +451,7 @@ pub fn plan(net: &Network, opts: &PlanOptions) -> Plan {
             quiet_row,
             survival,
             noise_modelled,
+            configured: configured_p,
         });
     }
     let pairs = net

@@ -213,3 +213,19 @@ pub fn load(path: &std::path::Path) -> Result<ScenarioFile, InputError> {
     }
     Ok(s)
 }
+
+/// The `[emulator]` table as a family's emulation settings (defaults when absent).
+pub fn emulator_settings<T: for<'de> Deserialize<'de> + Default>(
+    t: &Option<toml::Table>,
+    origin: &str,
+) -> Result<T, InputError> {
+    match t {
+        Some(t) => T::deserialize(toml::Value::Table(t.clone())).map_err(|e| {
+            InputError::new(format!(
+                "{origin}: [emulator]: {}",
+                e.to_string().trim().replace('\n', " ")
+            ))
+        }),
+        None => Ok(T::default()),
+    }
+}

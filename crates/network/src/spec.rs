@@ -339,6 +339,10 @@ pub struct Link {
     pub gate_s: f64,
     /// Finite-key settings.
     pub finite_key: FiniteKey,
+    /// The scenario's `[emulator]` table (runs of the network).
+    pub emulator: Option<toml::Table>,
+    /// The scenario's scheduled faults (runs of the network).
+    pub faults: Vec<qkdnet_emulator::Fault>,
 }
 
 /// A checked network.
@@ -676,7 +680,9 @@ fn check_link(
         }
     }
     // Protocol and hardware: the scenario's, then the link's overrides.
-    let (scenario_name, mut hardware, scenario_extra, scenario_fk) = match &l.scenario {
+    let (scenario_name, mut hardware, scenario_extra, scenario_fk, emulator, faults) = match &l
+        .scenario
+    {
         Some(p) => {
             let full = base.join(p);
             let s = scenario::load(&full).map_err(|e| InputError::new(format!("{item}: {e}")))?;
@@ -685,9 +691,11 @@ fn check_link(
                 s.hardware.unwrap_or_default(),
                 s.channel.extra_loss_db,
                 s.finite_key,
+                s.emulator,
+                s.faults,
             )
         }
-        None => (None, toml::Table::new(), 0.0, None),
+        None => (None, toml::Table::new(), 0.0, None, None, Vec::new()),
     };
     let name = match (&l.protocol, &scenario_name) {
         (Some(p), Some(s)) if p != s => {
@@ -859,6 +867,8 @@ fn check_link(
         loss_db: l.loss_db,
         gate_s,
         finite_key,
+        emulator,
+        faults,
     })
 }
 

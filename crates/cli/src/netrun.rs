@@ -1,0 +1,210 @@
+//! `qkdnet run NETWORK.toml`: every runnable link of a network together in virtual time,
+//! keys stored at both ends (in each node's KME store with `--store-dir`), the network's
+//! events in one ordered log, and a report per link beside the planner's prediction.
+
+use crate::run::RunArgs;
+use crate::CliError;
+use qkdnet_core::bits::Bits;
+use qkdnet_kms::sql::SqlStore;
+use qkdnet_kms::KeyStore;
+use qkdnet_network::plan::{plan, PlanOptions};
+use qkdnet_network::runner::{RunnerConfig, WINDOW_S};
+use qkdnet_network::sim::{CountingSink, KeySink, NetEvent, NetworkSim, SimConfig};
+use qkdnet_network::spec::NodeKind;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// Keys into one SQLite KME store per trusted node.
+struct StoreSink {
+    stores: BTreeMap<String, SqlStore>,
+    bits: BTreeMap<String, u64>,
+}
+
+impl KeySink for StoreSink {
+    fn store(&mut self, node: &str, peer: &str, block_id: u64, key: &Bits) -> Result<(), String> {
+        let s = self
+            .stores
+            .get(node)
+            .ok_or_else(|| format!("no store for node {node}"))?;
+        // Keys live a year in the store; the KME serving it applies its own TTL policy.
+        let expires = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_add(365 * 86_400);
+        s.add_block(peer, block_id, key, expires)
+            .map_err(|e| format!("{node}: storing block {block_id} shared with {peer}: {e}"))?;
+        *self.bits.entry(node.to_string()).or_default() += key.len() as u64;
+        Ok(())
+    }
+}
+
+/// Runs a network file.
+pub fn run(a: &RunArgs, seconds: f64, runner: RunnerConfig) -> Result<(), CliError> {
+    let net = qkdnet_network::spec::load(&a.scenario)?;
+    let p = plan(
+        &net,
+        &PlanOptions {
+            asymptotic: false,
+            survival: false,
+        },
+    );
+    let cfg = SimConfig {
+        runner,
+        block_s: a.block_s,
+        seed: a.seed.unwrap_or(1),
+    };
+    let mut sim = NetworkSim::new(&net, &p, &cfg)?;
+    let mut sink: Box<dyn KeySinkWithBits> = match &a.store_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CliError::runtime(format!("--store-dir: {}: {e}", dir.display())))?;
+            let mut stores = BTreeMap::new();
+            for n in net.nodes.iter().filter(|n| n.kind == NodeKind::Trusted) {
+                let path = dir.join(format!("{}.sqlite", n.id));
+                let s = SqlStore::open(&path)
+                    .map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))?;
+                stores.insert(n.id.clone(), s);
+            }
+            Box::new(StoreSink {
+                stores,
+                bits: BTreeMap::new(),
+            })
+        }
+        None => Box::new(CountingSink::default()),
+    };
+    let windows = (seconds / WINDOW_S).ceil() as u64;
+    let bar = indicatif::ProgressBar::new(windows);
+    let started = std::time::Instant::now();
+    let mut events: Vec<NetEvent> = Vec::new();
+    let sink_err = |e: String| CliError::runtime(e);
+    for w in 0..windows {
+        sim.step(
+            &net,
+            sink.as_sink(),
+            &mut |e| events.push(e),
+            &mut |_, _| {},
+        )
+        .map_err(sink_err)?;
+        if w % 256 == 0 {
+            bar.set_position(w);
+        }
+    }
+    sim.finish(&net, sink.as_sink(), &mut |e| events.push(e))
+        .map_err(sink_err)?;
+    bar.finish_and_clear();
+    let wall = started.elapsed().as_secs_f64();
+    let duration = sim.time_s();
+    let ratio = |e: u64, n: u64| if n > 0 { e as f64 / n as f64 } else { f64::NAN };
+    let mut links = Vec::new();
+    for (i, runner, t) in sim.links() {
+        let lp = &p.links[i];
+        let predicted = lp.key_rate_bps();
+        let measured = t.final_bits as f64 / duration;
+        links.push(json!({
+            "id": lp.id,
+            "ends": lp.ends,
+            "channels": lp.channels,
+            "loss_db": lp.loss_db,
+            "mean_secret_key_rate_bps": measured,
+            "planned_key_rate_bps": predicted,
+            "measured_over_planned": if predicted > 0.0 { json!(measured / predicted) } else { serde_json::Value::Null },
+            "final_key_bits": t.final_bits,
+            "blocks_distilled": t.blocks,
+            "blocks_without_key": t.blocks_without_key,
+            "availability": runner.supervisor().availability(),
+            "automatic_restarts": runner.supervisor().restarts,
+            "qber_z": ratio(t.z.1, t.z.0),
+            "qber_x": ratio(t.x.1, t.x.0),
+            "final_pump_mw": runner.emulator().actuators.pump_mw,
+        }));
+    }
+    let report = json!({
+        "network": net.name,
+        "file": net.origin,
+        "duration_s": duration,
+        "seed": cfg.seed,
+        "wall_seconds": wall,
+        "links": links,
+        "not_run": sim.skipped().iter().map(|(id, why)| json!({"id": id, "reason": why})).collect::<Vec<_>>(),
+        "key_bits_per_node": sink.bits(),
+        "store_dir": a.store_dir.as_ref().map(|d| d.display().to_string()),
+        "events": events.iter().map(|e| json!({"t_s": e.t_s, "link": e.link, "event": e.what})).collect::<Vec<_>>(),
+    });
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!(
+        "ran {} ({} links) for {duration:.0} s of virtual time in {wall:.1} s",
+        net.name,
+        links.len()
+    );
+    println!(
+        "  {:<16} {:>14} {:>14} {:>8} {:>8} {:>8} {:>9}",
+        "link", "key rate", "planned", "QBER_Z", "QBER_X", "avail.", "restarts"
+    );
+    for l in &links {
+        let f = |k: &str| l[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "  {:<16} {:>10.1} b/s {:>10.1} b/s {:>7.2}% {:>7.2}% {:>7.2}% {:>9}",
+            l["id"].as_str().unwrap_or(""),
+            f("mean_secret_key_rate_bps"),
+            f("planned_key_rate_bps"),
+            100.0 * f("qber_z"),
+            100.0 * f("qber_x"),
+            100.0 * f("availability"),
+            l["automatic_restarts"]
+        );
+    }
+    for (id, why) in sim.skipped() {
+        println!("  {id:<16} not run: {why}");
+    }
+    // The log in full is in --json; here the blocks and the first transitions.
+    let transitions = events
+        .iter()
+        .filter(|e| !e.what.starts_with("block "))
+        .count();
+    println!(
+        "events ({} in all, {transitions} supervisor transitions; --json has every one):",
+        events.len()
+    );
+    let mut shown = 0;
+    for e in &events {
+        let block = e.what.starts_with("block ") || e.what.starts_with("no key");
+        if block || shown < 12 {
+            println!("  {:>10.1} s  {:<16} {}", e.t_s, e.link, e.what);
+            shown += usize::from(!block);
+        }
+    }
+    if let Some(d) = &a.store_dir {
+        println!("keys stored per node under {}", d.display());
+    }
+    Ok(())
+}
+
+/// A sink that can say how many bits each node stored.
+trait KeySinkWithBits {
+    fn as_sink(&mut self) -> &mut dyn KeySink;
+    fn bits(&self) -> BTreeMap<String, u64>;
+}
+
+impl KeySinkWithBits for StoreSink {
+    fn as_sink(&mut self) -> &mut dyn KeySink {
+        self
+    }
+    fn bits(&self) -> BTreeMap<String, u64> {
+        self.bits.clone()
+    }
+}
+
+impl KeySinkWithBits for CountingSink {
+    fn as_sink(&mut self) -> &mut dyn KeySink {
+        self
+    }
+    fn bits(&self) -> BTreeMap<String, u64> {
+        self.bits.clone()
+    }
+}

@@ -1,0 +1,469 @@
+//! One emulated BBM92 link run window by window in virtual time: the emulator's windows,
+//! the time sync (modelled at window level, from the streams at event level), the
+//! supervisor, the control loops, and the sifted key at both ends; and the blocks that
+//! gather it for distillation. `qkdnet run` drives one runner; [`crate::sim`] drives one per
+//! link of a network.
+//!
+//! Window level: each 0.5 s window's counts come from the emulator's closed forms
+//! (`Bbm92Emulator::step_stats`), its sifted key from correlated bits with the window's
+//! drawn errors. The sync is modelled (a lock needs 10 windows of light on both sides; a
+//! clock jump beyond the tracker's ±2 ns window loses it). Event level: every detection a
+//! time tag, the clock model acquired from the two streams and tracked, each window sifted.
+
+use crate::InputError;
+use qkdnet_core::bits::Bits;
+use qkdnet_distill::auth::AuthKeys;
+use qkdnet_distill::random::danger::InsecureDeterministic;
+use qkdnet_distill::session::{run_local_with_test, Config, FinalKey, TestTally};
+use qkdnet_emulator::bbm92::{correlated_bits, BasisCounts, Bbm92Emulator, Bbm92Link, Conditions};
+use qkdnet_link::control::{PhaseLock, PolarisationLock, PumpOptimiser, PumpSteering};
+use qkdnet_link::events::{EventSifter, TagWindow};
+use qkdnet_link::sift::SiftConfig;
+use qkdnet_link::supervisor::{Action, Observation, Supervisor, SupervisorConfig, WindowLockModel};
+use qkdnet_link::sync::SyncConfig;
+use rand::SeedableRng;
+
+/// Window length of the runtime, s.
+pub const WINDOW_S: f64 = 0.5;
+
+/// What steers the pump.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PumpObjective {
+    /// Steered to a QBER_Z target (Nice: 4.3 %).
+    QberZ(f64),
+    /// The estimated secret key rate's maximum.
+    KeyRate,
+    /// Held at the scenario's power.
+    Fixed,
+}
+
+/// Where a window's counts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fidelity {
+    /// Closed-form draws, the sync modelled.
+    Window,
+    /// Time tags, synchronised and sifted (needs `key_bin_ps`).
+    Event,
+}
+
+/// How a runner runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunnerConfig {
+    /// Pump control.
+    pub pump: PumpObjective,
+    /// Fidelity.
+    pub fidelity: Fidelity,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            pump: PumpObjective::QberZ(0.043),
+            fidelity: Fidelity::Window,
+        }
+    }
+}
+
+enum Pump {
+    Target(PumpSteering),
+    KeyRate(PumpOptimiser),
+    Fixed,
+}
+
+enum Level {
+    Window(WindowLockModel),
+    Event(Box<EventSifter>),
+}
+
+/// What one window gave.
+pub struct WindowOutput {
+    /// End of the window, s of virtual time.
+    pub t_s: f64,
+    /// The emulator's conditions during it.
+    pub conditions: Conditions,
+    /// Singles per side.
+    pub singles: [u64; 2],
+    /// Key-basis tally.
+    pub z: BasisCounts,
+    /// Test-basis tally.
+    pub x: BasisCounts,
+    /// Whether the sync held.
+    pub locked: bool,
+    /// Whether the supervisor let the window produce key.
+    pub produced: bool,
+    /// The window's sifted key at Alice's and Bob's ends (when produced).
+    pub keys: Option<(Bits, Bits)>,
+    /// Supervisor transitions this window, as (from, to, fault) debug strings.
+    pub transitions: Vec<(String, String, Option<String>)>,
+}
+
+/// One emulated BBM92 link at runtime.
+pub struct LinkRunner {
+    link: Bbm92Link,
+    emu: Bbm92Emulator,
+    sup: Supervisor,
+    phase: PhaseLock,
+    pol: [PolarisationLock; 2],
+    pump: Pump,
+    level: Level,
+    locked: bool,
+    bits_rng: rand_chacha::ChaCha8Rng,
+    window: u64,
+}
+
+impl LinkRunner {
+    /// A runner for `link` (its emulation settings' seed drives everything).
+    pub fn new(link: Bbm92Link, cfg: &RunnerConfig) -> Result<Self, InputError> {
+        let hw = *link.hardware();
+        let seed = link.emulation().seed;
+        let emu = Bbm92Emulator::new(link.clone(), WINDOW_S)
+            .map_err(|e| InputError::new(e.to_string()))?;
+        let pol_dep = link.emulation().polarisation_dependence.max(0.01);
+        let pump = match cfg.pump {
+            PumpObjective::QberZ(q) => {
+                if !(q > 0.0 && q < 0.11) {
+                    return Err(InputError::new(format!(
+                        "qber target: must be in (0, 0.11), got {q}"
+                    )));
+                }
+                Pump::Target(PumpSteering::new(hw.pump_power_mw, q, hw.max_pump_power_mw))
+            }
+            PumpObjective::KeyRate => Pump::KeyRate(PumpOptimiser::new(
+                hw.pump_power_mw,
+                hw.max_pump_power_mw,
+                hw.ec_efficiency,
+            )),
+            PumpObjective::Fixed => Pump::Fixed,
+        };
+        let level = match cfg.fidelity {
+            Fidelity::Window => Level::Window(WindowLockModel::default()),
+            Fidelity::Event => {
+                let bin = link.emulation().key_bin_ps;
+                if bin <= 0.0 {
+                    return Err(InputError::new(
+                        "emulator.key_bin_ps: event level sifts keys from time bins; set key_bin_ps (ps, ≥ the coincidence window) in [emulator]",
+                    ));
+                }
+                let sync_cfg = SyncConfig::default();
+                let sift_cfg = SiftConfig {
+                    window_ps: hw.coincidence_window_ps,
+                    z_bin_ps: bin,
+                    ..SiftConfig::default()
+                };
+                // The acquisition's data plus 1.5 s of margin for Bob's offset.
+                let windows =
+                    ((sync_cfg.acquisition_ps as f64 * 1e-12 + 1.5) / WINDOW_S).ceil() as usize;
+                Level::Event(Box::new(EventSifter::new(sync_cfg, sift_cfg, windows)))
+            }
+        };
+        Ok(Self {
+            emu,
+            sup: Supervisor::new(SupervisorConfig::default()),
+            phase: PhaseLock::new(0.0, hw.visibility_test),
+            pol: [
+                PolarisationLock::new(0.0, pol_dep),
+                PolarisationLock::new(0.0, pol_dep),
+            ],
+            pump,
+            level,
+            locked: false,
+            bits_rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x0051_574b_4559),
+            window: 0,
+            link,
+        })
+    }
+
+    /// The emulated link.
+    pub fn link(&self) -> &Bbm92Link {
+        &self.link
+    }
+
+    /// The emulator (its actuators are the loops' settings).
+    pub fn emulator(&self) -> &Bbm92Emulator {
+        &self.emu
+    }
+
+    /// The supervisor (state, availability, restarts, events).
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.sup
+    }
+
+    /// Offset of Bob's tagger against Alice's that the sync tracks at `t_s` (clocks,
+    /// drift, glitches and fibre delays), ps.
+    pub fn sync_offset_ps(&self, c: &Conditions, t_s: f64) -> f64 {
+        let e = self.link.emulation();
+        e.clock_offset_ps[1] - e.clock_offset_ps[0]
+            + (e.clock_frequency_error[1] - e.clock_frequency_error[0]) * t_s * 1e12
+            + c.clock_jump_ps[1]
+            - c.clock_jump_ps[0]
+            + c.delay_ps[1]
+            - c.delay_ps[0]
+    }
+
+    /// Runs one window.
+    pub fn step(&mut self) -> WindowOutput {
+        // The loops act whenever the sync holds (they need coincidences to measure).
+        if self.locked {
+            self.emu.actuators.phase_rad[0] = self.phase.setting();
+            self.emu.actuators.polarisation_rad[0] = self.pol[0].setting();
+            self.emu.actuators.polarisation_rad[1] = self.pol[1].setting();
+        }
+        let (c, singles, z, x, keys) = match &mut self.level {
+            Level::Window(sync) => {
+                let s = self.emu.step_stats();
+                let singles = [
+                    s.singles[0].iter().sum::<u64>(),
+                    s.singles[1].iter().sum::<u64>(),
+                ];
+                let c = s.conditions;
+                self.locked = sync.update(singles[0] > 100 && singles[1] > 100, c.clock_jump_ps[1]);
+                (c, singles, s.z, s.x, None)
+            }
+            Level::Event(sifter) => {
+                let ev = self.emu.step_events();
+                let c = ev.conditions;
+                let end = c.start_ps + c.length_ps;
+                let r = sifter.push(TagWindow {
+                    tags: ev.tags,
+                    start_ps: self.link.to_local(0, c.start_ps, c.clock_jump_ps[0]),
+                    end_ps: self.link.to_local(0, end, c.clock_jump_ps[0]),
+                });
+                self.locked = r.locked;
+                match r.sifted {
+                    Some(sf) => {
+                        let errors = sf.key_alice.hamming_distance(&sf.key_bob) as u64;
+                        let z = BasisCounts {
+                            coincidences: sf.key_alice.len() as u64,
+                            errors,
+                        };
+                        let x = BasisCounts {
+                            coincidences: sf.test_coincidences,
+                            errors: sf.test_errors,
+                        };
+                        (c, r.singles, z, x, Some((sf.key_alice, sf.key_bob)))
+                    }
+                    None => (
+                        c,
+                        r.singles,
+                        BasisCounts::default(),
+                        BasisCounts::default(),
+                        None,
+                    ),
+                }
+            }
+        };
+        let q = |e: u64, n: u64| (n >= 100).then(|| e as f64 / n as f64);
+        let obs = Observation {
+            time_ps: c.start_ps + c.length_ps,
+            length_ps: c.length_ps,
+            singles,
+            qber_key: q(z.errors, z.coincidences),
+            qber_test: q(x.errors, x.coincidences),
+            sync_locked: self.locked,
+        };
+        let before = self.sup.events.len();
+        let (produced, action) = self.sup.observe(&obs);
+        let transitions = self.sup.events[before..]
+            .iter()
+            .map(|e| {
+                (
+                    format!("{:?}", e.from),
+                    format!("{:?}", e.to),
+                    e.fault.map(|f| format!("{f:?}")),
+                )
+            })
+            .collect();
+        if action == Action::Reacquire {
+            match &mut self.level {
+                Level::Window(sync) => sync.drop_lock(),
+                Level::Event(sifter) => sifter.drop_lock(),
+            }
+            self.locked = false;
+        }
+        if self.locked {
+            self.phase.update(x.errors, x.coincidences);
+            self.pol[0].update(singles[0]);
+            self.pol[1].update(singles[1]);
+            match &mut self.pump {
+                Pump::Target(p) => {
+                    self.emu.actuators.pump_mw = p.update(
+                        z.errors as f64 / z.coincidences.max(1) as f64,
+                        z.coincidences,
+                    )
+                }
+                Pump::KeyRate(p) => {
+                    self.emu.actuators.pump_mw =
+                        p.update((z.coincidences, z.errors), (x.coincidences, x.errors))
+                }
+                Pump::Fixed => {}
+            }
+        }
+        let keys = if produced {
+            Some(keys.unwrap_or_else(|| {
+                correlated_bits(
+                    z.coincidences as usize,
+                    z.errors as usize,
+                    &mut self.bits_rng,
+                )
+            }))
+        } else {
+            None
+        };
+        self.window += 1;
+        WindowOutput {
+            t_s: self.window as f64 * WINDOW_S,
+            conditions: c,
+            singles,
+            z,
+            x,
+            locked: self.locked,
+            produced,
+            keys,
+            transitions,
+        }
+    }
+}
+
+/// Sifted key gathered at both ends for the next distillation block.
+pub struct SiftedBlock {
+    /// Block number on this link.
+    pub id: u64,
+    /// Alice's sifted bits.
+    pub alice: Bits,
+    /// Bob's sifted bits.
+    pub bob: Bits,
+    /// Test-basis tally over the block.
+    pub test: TestTally,
+}
+
+/// Gathers windows' sifted key into blocks.
+pub struct BlockBuffer {
+    alice: Bits,
+    bob: Bits,
+    test: TestTally,
+    next_id: u64,
+}
+
+impl Default for BlockBuffer {
+    fn default() -> Self {
+        Self {
+            alice: Bits::zeros(0),
+            bob: Bits::zeros(0),
+            test: TestTally { bits: 0, errors: 0 },
+            next_id: 0,
+        }
+    }
+}
+
+impl BlockBuffer {
+    /// Adds a window's sifted bits and test-basis tally.
+    pub fn push(&mut self, alice: &Bits, bob: &Bits, test_bits: u64, test_errors: u64) {
+        self.alice.append_range(alice, 0, alice.len());
+        self.bob.append_range(bob, 0, bob.len());
+        self.test.bits += test_bits;
+        self.test.errors += test_errors;
+    }
+
+    /// Sifted bits waiting.
+    pub fn len(&self) -> usize {
+        self.alice.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.alice.is_empty()
+    }
+
+    /// Takes what has gathered as the next block (numbered even when too short to keep).
+    pub fn take(&mut self) -> SiftedBlock {
+        let id = self.next_id;
+        self.next_id += 1;
+        SiftedBlock {
+            id,
+            alice: std::mem::replace(&mut self.alice, Bits::zeros(0)),
+            bob: std::mem::replace(&mut self.bob, Bits::zeros(0)),
+            test: std::mem::replace(&mut self.test, TestTally { bits: 0, errors: 0 }),
+        }
+    }
+}
+
+/// Smallest block worth distilling, sifted bits.
+pub const MIN_BLOCK_BITS: usize = 10_000;
+
+/// Distils blocks with both ends in this process (an emulation: the two sessions exchange
+/// authenticated messages in memory), replenishing the authentication pads from each key.
+pub struct LocalDistiller {
+    cfg: Config,
+    auth: [AuthKeys; 2],
+    rng: InsecureDeterministic,
+}
+
+/// A distilled block: both ends' final keys (identical) and the key kept after the
+/// authentication pads took their share.
+pub struct Distilled {
+    /// Block number.
+    pub id: u64,
+    /// Alice's final key.
+    pub alice: FinalKey,
+    /// Bob's final key.
+    pub bob: FinalKey,
+    /// Bits of each final key given back to the authentication pads (taken from the front).
+    pub replenished_bits: usize,
+}
+
+impl LocalDistiller {
+    /// A distiller whose pre-shared authentication key and privacy-amplification seeds come
+    /// from `seed` (insecure, deterministic: emulation only).
+    pub fn new(seed: u64) -> Result<Self, String> {
+        let psk = {
+            let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x50_534b);
+            let words: Vec<u64> = (0..4096).map(|_| rand::RngCore::next_u64(&mut g)).collect();
+            Bits::from_words(words, 4096 * 64)
+        };
+        let auth_a = AuthKeys::from_preshared(psk.duplicate()).map_err(|e| e.to_string())?;
+        let auth_b = AuthKeys::from_preshared(psk).map_err(|e| e.to_string())?;
+        Ok(Self {
+            cfg: Config {
+                sample_fraction: 0.05,
+                ..Config::default()
+            },
+            auth: [auth_a, auth_b],
+            rng: InsecureDeterministic::new(seed, "qkdnet run: emulation only"),
+        })
+    }
+
+    /// Distils a block: `Ok(None)` when it is too short to try, `Err` when the session
+    /// found no key (aborted, or the finite-key bound left nothing).
+    pub fn distil(&mut self, block: SiftedBlock) -> Result<Option<Distilled>, String> {
+        if block.alice.len() < MIN_BLOCK_BITS {
+            return Ok(None);
+        }
+        let [auth_a, auth_b] = &mut self.auth;
+        let consumed = auth_a.consumed_bits();
+        let (fa, fb) = run_local_with_test(
+            block.id,
+            block.alice,
+            block.bob,
+            self.cfg.clone(),
+            Some(block.test),
+            auth_a,
+            auth_b,
+            &mut self.rng,
+        )
+        .map_err(|e| format!("block {}: {e}", block.id))?;
+        if fa.key.words() != fb.key.words() {
+            return Err(format!("block {}: the two ends' keys differ", block.id));
+        }
+        // Twice the pads the block used (and 4096 bits) replenish the pads.
+        let used = (auth_a.consumed_bits() - consumed) as usize;
+        let take = fa.key.len().min(2 * used + 4096);
+        auth_a.replenish(&fa.key.slice(0, take));
+        auth_b.replenish(&fb.key.slice(0, take));
+        Ok(Some(Distilled {
+            id: block.id,
+            alice: fa,
+            bob: fb,
+            replenished_bits: take,
+        }))
+    }
+}
