@@ -62,6 +62,11 @@ fn write_new(path: &Path, data: &str, secret: bool) -> Result<(), CliError> {
 
 /// Runs `qkdnet certs`.
 pub fn run(a: &CertsArgs) -> Result<(), CliError> {
+    generate(a, true)
+}
+
+/// Writes the PKI, listing the files when `verbose`.
+pub fn generate(a: &CertsArgs, verbose: bool) -> Result<(), CliError> {
     for k in &a.kme {
         check_id("--kme", k)?;
     }
@@ -93,14 +98,20 @@ pub fn run(a: &CertsArgs) -> Result<(), CliError> {
             false,
         )?;
         write_new(&a.out.join(format!("kme-{k}-client.key")), &c.key_pem, true)?;
-        println!("KME {k}: kme-{k}.pem, kme-{k}.key (server); kme-{k}-client.pem, kme-{k}-client.key (to peer KMEs)");
+        if verbose {
+            println!("KME {k}: kme-{k}.pem, kme-{k}.key (server); kme-{k}-client.pem, kme-{k}-client.key (to peer KMEs)");
+        }
     }
     for s in &a.sae {
         let c = ca.client(s).map_err(err)?;
         write_new(&a.out.join(format!("sae-{s}.pem")), &c.cert_pem, false)?;
         write_new(&a.out.join(format!("sae-{s}.key")), &c.key_pem, true)?;
-        println!("SAE {s}: sae-{s}.pem, sae-{s}.key");
+        if verbose {
+            println!("SAE {s}: sae-{s}.pem, sae-{s}.key");
+        }
     }
-    println!("CA: ca.pem (in {})", a.out.display());
+    if verbose {
+        println!("CA: ca.pem (in {})", a.out.display());
+    }
     Ok(())
 }

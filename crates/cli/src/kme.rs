@@ -100,6 +100,9 @@ struct FileConfig {
     saes: BTreeMap<String, String>,
     #[serde(default)]
     routes: BTreeMap<String, Vec<String>>,
+    /// The `[node]` section of a `qkdnet node` site file (see `node.rs`).
+    #[serde(default)]
+    node: Option<toml::Table>,
 }
 
 #[derive(serde::Deserialize, Debug)]
@@ -135,14 +138,14 @@ fn localhost() -> String {
 }
 
 /// A loaded configuration: paths resolved against the file's directory.
-struct Loaded {
+pub(crate) struct Loaded {
     path: PathBuf,
     file: FileConfig,
     base: PathBuf,
 }
 
 impl Loaded {
-    fn read(path: &Path) -> Result<Self, CliError> {
+    pub(crate) fn read(path: &Path) -> Result<Self, CliError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
         let file: FileConfig = toml::from_str(&text)
@@ -156,7 +159,7 @@ impl Loaded {
         Ok(me)
     }
 
-    fn field(&self, field: &str, problem: impl std::fmt::Display) -> CliError {
+    pub(crate) fn field(&self, field: &str, problem: impl std::fmt::Display) -> CliError {
         CliError::input(format!("{}: {field}: {problem}", self.path.display()))
     }
 
@@ -225,7 +228,7 @@ impl Loaded {
         Ok(())
     }
 
-    fn resolve(&self, p: &Path) -> PathBuf {
+    pub(crate) fn resolve(&self, p: &Path) -> PathBuf {
         self.base.join(p)
     }
 
@@ -247,7 +250,17 @@ impl Loaded {
         r.map_err(|e| CliError::runtime(format!("{}: store: {e}", self.path.display())))
     }
 
-    fn kme_config(&self) -> KmeConfig {
+    /// The `[node]` section, if the file has one.
+    pub(crate) fn node_section(&self) -> Option<&toml::Table> {
+        self.file.node.as_ref()
+    }
+
+    /// This KME's ID.
+    pub(crate) fn kme_id(&self) -> &str {
+        &self.file.kme_id
+    }
+
+    pub(crate) fn kme_config(&self) -> KmeConfig {
         let f = &self.file;
         let mut c = KmeConfig::new(&f.kme_id);
         c.sae_kme = f.saes.iter().map(|(s, k)| (s.clone(), k.clone())).collect();
@@ -337,6 +350,21 @@ fn provenance_bits(key: &Path) -> Result<usize, CliError> {
 
 fn serve(a: &ServeArgs) -> Result<(), CliError> {
     let cfg = Loaded::read(&a.config)?;
+    if cfg.node_section().is_some() {
+        return Err(cfg.field(
+            "node",
+            "this file configures a node (links and KME): run it with qkdnet node --config",
+        ));
+    }
+    serve_with(&cfg, |_| Ok(()))
+}
+
+/// Serves the KME of `cfg` until killed; `before` runs once the store is open (a node
+/// starts its links there).
+pub(crate) fn serve_with(
+    cfg: &Loaded,
+    before: impl FnOnce(Arc<dyn KeyStore>) -> Result<(), CliError>,
+) -> Result<(), CliError> {
     let t = &cfg.file.tls;
     let ca = cfg.read_file("tls.ca", &t.ca)?;
     let runtime_err = |e: std::io::Error| CliError::runtime(format!("runtime: {e}"));
@@ -371,6 +399,7 @@ fn serve(a: &ServeArgs) -> Result<(), CliError> {
         );
     }
     let store: Arc<dyn KeyStore> = Arc::new(cfg.open_store()?);
+    before(Arc::clone(&store))?;
     let link = HttpPeerLink::new(rt.handle().clone(), client_tls, peers);
     let kme = Arc::new(Kme::new(
         cfg.kme_config(),

@@ -6,10 +6,12 @@
 
 mod bench;
 mod certs;
+mod demo;
 mod distill;
 mod emulate;
 mod kme;
 mod netrun;
+mod node;
 mod plan;
 mod plot;
 mod rate;
@@ -32,9 +34,15 @@ struct Cli {
 enum Command {
     /// Predict secret key rates (finite-key by default) against distance or loss.
     Rate(Box<rate::RateArgs>),
+    /// The Nice network end to end on this machine: node processes, keys over ETSI 014,
+    /// a file encrypted with AES-256-GCM at one site and decrypted at another.
+    Demo(Box<demo::DemoArgs>),
     /// Plan a network: channels, predicted finite-key rate per link and per SAE pair,
     /// the classical load each link survives, an SVG drawing.
     Plan(Box<plan::PlanArgs>),
+    /// Run one site of a network: its KME (ETSI 014) and its QKD links, distilling with the
+    /// neighbouring sites over TCP.
+    Node(Box<node::NodeArgs>),
     /// Distil final keys from two files of sifted bits (the full authenticated session).
     Distill(Box<distill::DistillArgs>),
     /// Run a BBM92 link unattended in virtual time (window level) with full distillation.
@@ -91,6 +99,8 @@ fn main() -> ExitCode {
         Command::Kme(cmd) => kme::run(&cmd),
         Command::Rate(args) => rate::run(&args),
         Command::Plan(args) => plan::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Node(args) => node::run(&args),
         Command::Emulate(args) => emulate::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),

@@ -42,7 +42,9 @@ pub mod sync;
 use qkdnet_core::Bits;
 use qkdnet_distill::auth::AuthKeys;
 use qkdnet_distill::random::SecureRandom;
-use qkdnet_distill::session::{AliceSession, BobSession, Config, FinalKey, Output, SessionError};
+use qkdnet_distill::session::{
+    AliceSession, BobSession, Config, FinalKey, Output, SessionError, TestTally,
+};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc;
@@ -187,7 +189,21 @@ pub fn drive_alice(
     auth: &mut AuthKeys,
     rng: &mut dyn SecureRandom,
 ) -> Result<FinalKey, DriveError> {
-    let (mut s, first) = AliceSession::start(block_id, sifted, cfg, auth, rng)?;
+    drive_alice_with_test(t, block_id, sifted, cfg, None, auth, rng)
+}
+
+/// Runs Alice's end of a session over `t`, with the test basis's tally for the phase error
+/// (entanglement-based links), until it ends.
+pub fn drive_alice_with_test(
+    t: &mut dyn Transport,
+    block_id: u64,
+    sifted: Bits,
+    cfg: Config,
+    test: Option<TestTally>,
+    auth: &mut AuthKeys,
+    rng: &mut dyn SecureRandom,
+) -> Result<FinalKey, DriveError> {
+    let (mut s, first) = AliceSession::start_with_test(block_id, sifted, cfg, test, auth, rng)?;
     for m in &first {
         t.send(m)?;
     }

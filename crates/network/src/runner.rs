@@ -173,6 +173,11 @@ impl LinkRunner {
         })
     }
 
+    /// Virtual time reached (end of the last window), s.
+    pub fn time_s(&self) -> f64 {
+        self.window as f64 * WINDOW_S
+    }
+
     /// The emulated link.
     pub fn link(&self) -> &Bbm92Link {
         &self.link
@@ -411,22 +416,31 @@ pub struct Distilled {
     pub replenished_bits: usize,
 }
 
+/// The emulation's pre-shared authentication key: 262 144 bits from `seed` (insecure,
+/// deterministic: both ends of an emulated link derive the same one; emulation only).
+pub fn emulated_preshared_key(seed: u64) -> Bits {
+    let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x50_534b);
+    let words: Vec<u64> = (0..4096).map(|_| rand::RngCore::next_u64(&mut g)).collect();
+    Bits::from_words(words, 4096 * 64)
+}
+
+/// The session settings of emulated links: 5 % of the sifted key sampled for the QBER.
+pub fn session_config() -> Config {
+    Config {
+        sample_fraction: 0.05,
+        ..Config::default()
+    }
+}
+
 impl LocalDistiller {
     /// A distiller whose pre-shared authentication key and privacy-amplification seeds come
     /// from `seed` (insecure, deterministic: emulation only).
     pub fn new(seed: u64) -> Result<Self, String> {
-        let psk = {
-            let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x50_534b);
-            let words: Vec<u64> = (0..4096).map(|_| rand::RngCore::next_u64(&mut g)).collect();
-            Bits::from_words(words, 4096 * 64)
-        };
+        let psk = emulated_preshared_key(seed);
         let auth_a = AuthKeys::from_preshared(psk.duplicate()).map_err(|e| e.to_string())?;
         let auth_b = AuthKeys::from_preshared(psk).map_err(|e| e.to_string())?;
         Ok(Self {
-            cfg: Config {
-                sample_fraction: 0.05,
-                ..Config::default()
-            },
+            cfg: session_config(),
             auth: [auth_a, auth_b],
             rng: InsecureDeterministic::new(seed, "qkdnet run: emulation only"),
         })

@@ -112,7 +112,8 @@ pub struct NetworkSim {
     t_s: f64,
 }
 
-fn link_seed(seed: u64, id: &str) -> u64 {
+/// The seed of a link's random streams in a network run: (master seed, link ID).
+pub fn link_seed(seed: u64, id: &str) -> u64 {
     // FNV-1a over the ID, mixed with the master seed (splitmix64 finaliser).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.bytes() {
@@ -122,6 +123,48 @@ fn link_seed(seed: u64, id: &str) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// The runtime of link `i` as `plan` places it: `Ok(Err(reason))` when the link cannot run
+/// (no runtime for its family, no channel), `Err` on bad emulator settings.
+pub fn build_runner(
+    net: &Network,
+    plan: &Plan,
+    i: usize,
+    runner: &RunnerConfig,
+    seed: u64,
+) -> Result<Result<LinkRunner, String>, InputError> {
+    let l = &net.links[i];
+    let lp = &plan.links[i];
+    let item = format!("{}: link \"{}\"", net.origin, l.id);
+    let Protocol::Bbm92Cw(orig) = &l.protocol else {
+        return Ok(Err(format!(
+            "{}: no link runtime for this family yet",
+            l.protocol_name
+        )));
+    };
+    let Some(ch) = lp.channels.clone() else {
+        return Ok(Err("no free channel".into()));
+    };
+    // The planner's configured hardware (loss split, route noise), with the pair
+    // brightness left to the emulator, which scales it by the channel pair itself.
+    let Protocol::Bbm92Cw(mut hw) = lp.configured.clone() else {
+        return Ok(Err("not configured".into()));
+    };
+    hw.brightness_pairs_per_s_per_mw = orig.brightness_pairs_per_s_per_mw;
+    let mut emu: Bbm92Emulation = emulator_settings(&l.emulator, &item)?;
+    emu.wdm.grid = Grid::Dwdm100Ghz;
+    emu.wdm.alice_channel = ch[0];
+    emu.wdm.bob_channel = ch[1];
+    emu.wdm.pump_wavelength_nm = net.wdm.pump_wavelength_nm;
+    emu.wdm.spdc_fwhm_nm = net.wdm.spdc_fwhm_nm;
+    emu.seed = link_seed(seed, &l.id);
+    let km: f64 = lp.arm_km.iter().sum();
+    let link = Bbm92Link::new(hw, lp.loss_db, km, emu, l.faults.clone())
+        .map_err(|e| InputError::new(format!("{item}: {}: {}", e.field, e.reason)))?;
+    LinkRunner::new(link, runner)
+        .map(Ok)
+        .map_err(|e| InputError::new(format!("{item}: {e}")))
 }
 
 impl NetworkSim {
@@ -136,40 +179,14 @@ impl NetworkSim {
         let mut links = Vec::new();
         let mut skipped = Vec::new();
         for (i, l) in net.links.iter().enumerate() {
-            let lp = &plan.links[i];
-            let item = format!("{}: link \"{}\"", net.origin, l.id);
-            let Protocol::Bbm92Cw(_) = &l.protocol else {
-                skipped.push((
-                    l.id.clone(),
-                    format!("{}: no link runtime for this family yet", l.protocol_name),
-                ));
-                continue;
+            let runner = match build_runner(net, plan, i, &cfg.runner, cfg.seed)? {
+                Ok(r) => r,
+                Err(why) => {
+                    skipped.push((l.id.clone(), why));
+                    continue;
+                }
             };
-            let Some(ch) = lp.channels.clone() else {
-                skipped.push((l.id.clone(), "no free channel".into()));
-                continue;
-            };
-            // The planner's configured hardware (loss split, route noise), with the pair
-            // brightness left to the emulator, which scales it by the channel pair itself.
-            let Protocol::Bbm92Cw(mut hw) = lp.configured.clone() else {
-                continue;
-            };
-            if let Protocol::Bbm92Cw(orig) = &l.protocol {
-                hw.brightness_pairs_per_s_per_mw = orig.brightness_pairs_per_s_per_mw;
-            }
-            let mut emu: Bbm92Emulation = emulator_settings(&l.emulator, &item)?;
-            emu.wdm.grid = Grid::Dwdm100Ghz;
-            emu.wdm.alice_channel = ch[0];
-            emu.wdm.bob_channel = ch[1];
-            emu.wdm.pump_wavelength_nm = net.wdm.pump_wavelength_nm;
-            emu.wdm.spdc_fwhm_nm = net.wdm.spdc_fwhm_nm;
-            emu.seed = link_seed(cfg.seed, &l.id);
-            let km: f64 = lp.arm_km.iter().sum();
-            let link = Bbm92Link::new(hw, lp.loss_db, km, emu, l.faults.clone())
-                .map_err(|e| InputError::new(format!("{item}: {}: {}", e.field, e.reason)))?;
-            let seed = link.emulation().seed;
-            let runner = LinkRunner::new(link, &cfg.runner)
-                .map_err(|e| InputError::new(format!("{item}: {e}")))?;
+            let seed = runner.link().emulation().seed;
             let ends = l.ends.map(|e| net.nodes[e].id.clone());
             debug_assert!(l
                 .ends

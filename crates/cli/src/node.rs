@@ -1,0 +1,520 @@
+//! `qkdnet node --config SITE.toml`: one process per site of a network. It runs the site's
+//! KME (ETSI GS QKD 014 over mutual TLS, the links to the neighbouring KMEs, relays) as
+//! `qkdnet kme serve` does, and the site's QKD links: each link's emulated hardware in
+//! accelerated virtual time, its sifted key distilled with the neighbour over TCP (the
+//! Wegman–Carter-authenticated session of `qkdnet-distill`), each final key stored under
+//! the same block ID at both ends.
+//!
+//! The site file is a KME file (see `kme.rs`) with a `[node]` section:
+//!
+//! ```toml
+//! [node]
+//! network = "../networks/nice-4-node.toml"  # the network this site belongs to
+//! id = "nice"                  # this site's node ID (default: kme_id)
+//! distill_listen = "127.0.0.1:9101"   # where neighbours connect for distillation
+//! time_scale = 120.0           # virtual seconds per wall second
+//! block_s = 1800.0             # distillation block, virtual seconds
+//! seed = 1                     # the network run's seed (the same at every site)
+//! epoch_unix_ms = 1764480000000  # the run's virtual time zero (the same at every site)
+//! pump_objective = "key-rate"  # or "qber-z", "fixed"
+//! [node.distill_peers]         # neighbours' distillation addresses, by node ID
+//! inria = "127.0.0.1:9102"
+//! ```
+//!
+//! Emulation: both ends of a link emulate the whole link from the shared seed, and each
+//! end keeps its own half of the records (the photons cannot travel between processes);
+//! everything from the sifted key on runs between the two processes as in a deployment.
+//! The virtual clock is `(wall − epoch) × time_scale` at every site, so a restarted node
+//! replays its links up to now (window level is cheap), skips the blocks it missed, and
+//! meets its neighbours at the next block. Each block's session is authenticated with
+//! pads from the emulation's pre-shared stream for that block (so a restart needs no pad
+//! resynchronisation); `qkdnet run` instead replenishes pads from produced keys.
+
+use crate::kme::{serve_with, Loaded};
+use crate::CliError;
+use clap::Args;
+use qkdnet_core::bits::Bits;
+use qkdnet_distill::auth::AuthKeys;
+use qkdnet_distill::random::danger::InsecureDeterministic;
+use qkdnet_distill::session::TestTally;
+use qkdnet_kms::KeyStore;
+use qkdnet_link::{drive_alice_with_test, drive_bob, TcpTransport, Transport};
+use qkdnet_network::plan::{plan, PlanOptions};
+use qkdnet_network::runner::{
+    emulated_preshared_key, session_config, BlockBuffer, PumpObjective, RunnerConfig,
+    MIN_BLOCK_BITS, WINDOW_S,
+};
+use qkdnet_network::sim::{build_runner, link_seed};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Flags of `qkdnet node`.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// The site file: a KME configuration with a `[node]` section.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// The `[node]` section.
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct NodeSection {
+    network: PathBuf,
+    id: Option<String>,
+    distill_listen: String,
+    #[serde(default = "default_scale")]
+    time_scale: f64,
+    #[serde(default = "default_block")]
+    block_s: f64,
+    #[serde(default = "default_seed")]
+    seed: u64,
+    epoch_unix_ms: Option<u64>,
+    #[serde(default = "default_objective")]
+    pump_objective: String,
+    #[serde(default)]
+    distill_peers: BTreeMap<String, String>,
+}
+
+fn default_scale() -> f64 {
+    100.0
+}
+fn default_block() -> f64 {
+    1800.0
+}
+fn default_seed() -> u64 {
+    1
+}
+fn default_objective() -> String {
+    "key-rate".into()
+}
+
+/// Hello frame before each block's session: which link, which block.
+const HELLO: &str = "qkdnet-distill 1";
+/// Largest distillation frame accepted, bytes.
+const MAX_FRAME: u32 = 64 << 20;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn now_s() -> u64 {
+    now_ms() / 1000
+}
+
+/// One site's view of a link.
+struct SiteLink {
+    index: usize,
+    id: String,
+    peer: String,
+    alice: bool,
+    seed: u64,
+}
+
+/// Blocks waiting at Bob's end for Alice's session, by block ID.
+type Pending = Arc<(Mutex<HashMap<u64, (Bits, TestTally)>>, Condvar)>;
+
+/// The timing every thread shares.
+#[derive(Clone, Copy)]
+struct Clock {
+    epoch_ms: u64,
+    scale: f64,
+}
+
+impl Clock {
+    /// Virtual seconds since the epoch.
+    fn virtual_s(&self) -> f64 {
+        now_ms().saturating_sub(self.epoch_ms) as f64 * 1e-3 * self.scale
+    }
+}
+
+fn log(site: &str, clock: &Clock, msg: &str) {
+    println!("[{site} t={:.0}s] {msg}", clock.virtual_s());
+}
+
+/// Runs `qkdnet node`.
+pub fn run(a: &NodeArgs) -> Result<(), CliError> {
+    let cfg = Loaded::read(&a.config)?;
+    let table = cfg
+        .node_section()
+        .ok_or_else(|| cfg.field("node", "missing: a site file has a [node] section"))?;
+    let node: NodeSection = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| cfg.field("node", e.message().replace('\n', " ")))?;
+    let me = node.id.clone().unwrap_or_else(|| cfg.kme_id().to_string());
+    if !(node.time_scale.is_finite() && node.time_scale > 0.0 && node.time_scale <= 1e5) {
+        return Err(cfg.field(
+            "node.time_scale",
+            format!("must be in (0, 1e5], got {}", node.time_scale),
+        ));
+    }
+    if !(node.block_s.is_finite() && node.block_s >= 1.0) {
+        return Err(cfg.field(
+            "node.block_s",
+            format!("must be ≥ 1 s, got {}", node.block_s),
+        ));
+    }
+    let listen: std::net::SocketAddr = node.distill_listen.parse().map_err(|e| {
+        cfg.field(
+            "node.distill_listen",
+            format!("'{}': {e}", node.distill_listen),
+        )
+    })?;
+    let pump = match node.pump_objective.as_str() {
+        "key-rate" => PumpObjective::KeyRate,
+        "qber-z" => PumpObjective::QberZ(0.043),
+        "fixed" => PumpObjective::Fixed,
+        other => {
+            return Err(cfg.field(
+                "node.pump_objective",
+                format!("'{other}' is not key-rate, qber-z or fixed"),
+            ))
+        }
+    };
+    let net_path = cfg.resolve(&node.network);
+    let net = qkdnet_network::spec::load(&net_path)?;
+    let Some(me_ix) = net.node(&me) else {
+        return Err(cfg.field(
+            "node.id",
+            format!("'{me}' is not a node of {}", net_path.display()),
+        ));
+    };
+    let p = plan(
+        &net,
+        &PlanOptions {
+            asymptotic: false,
+            survival: false,
+        },
+    );
+    let clock = Clock {
+        epoch_ms: node.epoch_unix_ms.unwrap_or_else(now_ms),
+        scale: node.time_scale,
+    };
+    let runner_cfg = RunnerConfig {
+        pump,
+        ..RunnerConfig::default()
+    };
+    // This site's links, and where each neighbour listens.
+    let mut mine = Vec::new();
+    for (i, l) in net.links.iter().enumerate() {
+        let Some(k) = l.ends.iter().position(|&e| e == me_ix) else {
+            continue;
+        };
+        let peer = net.nodes[l.ends[1 - k]].id.clone();
+        if k == 0 && !node.distill_peers.contains_key(&peer) {
+            return Err(cfg.field(
+                "node.distill_peers",
+                format!("no address for '{peer}', the other end of link '{}'", l.id),
+            ));
+        }
+        mine.push(SiteLink {
+            index: i,
+            id: l.id.clone(),
+            peer,
+            alice: k == 0,
+            seed: link_seed(node.seed, &l.id),
+        });
+    }
+    let ttl = cfg.kme_config().key_ttl_s;
+    let site = me.clone();
+    serve_with(&cfg, move |store| {
+        let listener = TcpListener::bind(listen)
+            .map_err(|e| CliError::runtime(format!("node.distill_listen {listen}: {e}")))?;
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+        for l in &mine {
+            let runner = match build_runner(&net, &p, l.index, &runner_cfg, node.seed)? {
+                Ok(r) => r,
+                Err(why) => {
+                    log(&site, &clock, &format!("link {} not run: {why}", l.id));
+                    continue;
+                }
+            };
+            let slot: Pending = Arc::new((Mutex::new(HashMap::new()), Condvar::new()));
+            pending.insert(l.id.clone(), Arc::clone(&slot));
+            let (tx, rx) = mpsc::channel::<(u64, Bits, TestTally)>();
+            let base = (l.index as u64) << 40;
+            let block_s = node.block_s;
+            let alice = l.alice;
+            let (site2, id2) = (site.clone(), l.id.clone());
+            std::thread::Builder::new()
+                .name(format!("link {}", l.id))
+                .spawn(move || {
+                    run_link(runner, clock, block_s, base, alice, tx, slot, &site2, &id2)
+                })
+                .map_err(|e| CliError::runtime(e.to_string()))?;
+            if l.alice {
+                let addr = node.distill_peers[&l.peer].clone();
+                let (store, site2, id2, peer) = (
+                    Arc::clone(&store),
+                    site.clone(),
+                    l.id.clone(),
+                    l.peer.clone(),
+                );
+                let (seed, wait) = (l.seed, Duration::from_secs_f64(block_s / clock.scale));
+                std::thread::Builder::new()
+                    .name(format!("distil {}", l.id))
+                    .spawn(move || {
+                        for (block, bits, test) in rx {
+                            let r = alice_block(&addr, &id2, block, bits, test, seed, wait);
+                            finish_block(&*store, &site2, &clock, &id2, &peer, block, r, ttl);
+                        }
+                    })
+                    .map_err(|e| CliError::runtime(e.to_string()))?;
+            }
+        }
+        let links: HashMap<String, (String, u64)> = mine
+            .iter()
+            .map(|l| (l.id.clone(), (l.peer.clone(), l.seed)))
+            .collect();
+        let (store, site2) = (Arc::clone(&store), site.clone());
+        std::thread::Builder::new()
+            .name("distill listener".into())
+            .spawn(move || accept_loop(listener, links, pending, store, &site2, clock, ttl))
+            .map_err(|e| CliError::runtime(e.to_string()))?;
+        log(
+            &site,
+            &clock,
+            &format!(
+                "node {site} of {}: {} link(s), distillation on {listen}, ×{} virtual time",
+                net.name,
+                mine.len(),
+                clock.scale
+            ),
+        );
+        Ok(())
+    })
+}
+
+/// Steps a link's runtime at the pace of the virtual clock and hands each block's sifted
+/// half to distillation (Alice: to her session thread; Bob: to the pending map).
+#[allow(clippy::too_many_arguments)]
+fn run_link(
+    mut runner: qkdnet_network::runner::LinkRunner,
+    clock: Clock,
+    block_s: f64,
+    base: u64,
+    alice: bool,
+    tx: mpsc::Sender<(u64, Bits, TestTally)>,
+    pending: Pending,
+    site: &str,
+    id: &str,
+) {
+    let mut buffer = BlockBuffer::default();
+    let mut block_start = 0.0;
+    let mut caught_up = false;
+    loop {
+        let target = clock.virtual_s();
+        if runner_time(&runner) + WINDOW_S > target {
+            if !caught_up {
+                caught_up = true;
+                log(site, &clock, &format!("link {id} running"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let out = runner.step();
+        for (from, to, fault) in &out.transitions {
+            if caught_up {
+                let why = fault
+                    .as_ref()
+                    .map(|f| format!(" ({f})"))
+                    .unwrap_or_default();
+                log(site, &clock, &format!("link {id}: {from} → {to}{why}"));
+            }
+        }
+        if let Some((ka, kb)) = &out.keys {
+            buffer.push(ka, kb, out.x.coincidences, out.x.errors);
+        }
+        if out.t_s - block_start < block_s {
+            continue;
+        }
+        block_start = out.t_s;
+        let block = buffer.take();
+        let block_id = base | block.id;
+        // Blocks that ended before a restart's replay caught up are gone at the other end.
+        if out.t_s + block_s < clock.virtual_s() || block.alice.len() < MIN_BLOCK_BITS {
+            continue;
+        }
+        if alice {
+            if tx.send((block_id, block.alice, block.test)).is_err() {
+                return;
+            }
+        } else {
+            let (lock, cv) = &*pending;
+            let mut map = lock.lock().unwrap_or_else(|e| e.into_inner());
+            // Keep the last few blocks for a late neighbour.
+            map.retain(|&b, _| b + 3 > block_id);
+            map.insert(block_id, (block.bob, block.test));
+            cv.notify_all();
+        }
+    }
+}
+
+fn runner_time(r: &qkdnet_network::runner::LinkRunner) -> f64 {
+    r.time_s()
+}
+
+fn block_auth(seed: u64, block: u64) -> Result<AuthKeys, String> {
+    AuthKeys::from_preshared(emulated_preshared_key(seed ^ block.rotate_left(17)))
+        .map_err(|e| e.to_string())
+}
+
+/// Alice's end of one block: connect, say which block, run the session.
+fn alice_block(
+    addr: &str,
+    link: &str,
+    block: u64,
+    bits: Bits,
+    test: TestTally,
+    seed: u64,
+    wait: Duration,
+) -> Result<qkdnet_distill::session::FinalKey, String> {
+    let deadline = Instant::now() + wait.max(Duration::from_secs(5));
+    let stream = loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => return Err(format!("neighbour at {addr} unreachable: {e}")),
+        }
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut t = TcpTransport::new(stream, MAX_FRAME).map_err(|e| e.to_string())?;
+    t.send(format!("{HELLO} {link} {block}").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut auth = block_auth(seed, block)?;
+    let mut rng = InsecureDeterministic::new(seed ^ block, "qkdnet node: emulation only");
+    drive_alice_with_test(
+        &mut t,
+        block,
+        bits,
+        session_config(),
+        Some(test),
+        &mut auth,
+        &mut rng,
+    )
+    .map_err(|e| e.to_string())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish_block(
+    store: &dyn KeyStore,
+    site: &str,
+    clock: &Clock,
+    link: &str,
+    peer: &str,
+    block: u64,
+    r: Result<qkdnet_distill::session::FinalKey, String>,
+    ttl: u64,
+) {
+    let b = block & ((1 << 40) - 1);
+    match r {
+        Ok(k) => match store.add_block(peer, block, &k.key, now_s().saturating_add(ttl)) {
+            Ok(()) => log(
+                site,
+                clock,
+                &format!(
+                    "link {link} block {b}: {} bits of key stored, shared with {peer}",
+                    k.key.len()
+                ),
+            ),
+            Err(e) => log(
+                site,
+                clock,
+                &format!("link {link} block {b}: not stored: {e}"),
+            ),
+        },
+        Err(e) => log(site, clock, &format!("link {link} block {b}: no key: {e}")),
+    }
+}
+
+/// Bob's side: each connection names a link and block; its session runs on its own thread.
+fn accept_loop(
+    listener: TcpListener,
+    links: HashMap<String, (String, u64)>,
+    pending: HashMap<String, Pending>,
+    store: Arc<dyn KeyStore>,
+    site: &str,
+    clock: Clock,
+    ttl: u64,
+) {
+    let links = Arc::new(links);
+    let pending = Arc::new(pending);
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        let (links, pending, store, site) = (
+            Arc::clone(&links),
+            Arc::clone(&pending),
+            Arc::clone(&store),
+            site.to_string(),
+        );
+        let _ = std::thread::Builder::new()
+            .name("distill session".into())
+            .spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+                let Ok(mut t) = TcpTransport::new(stream, MAX_FRAME) else {
+                    return;
+                };
+                let hello = match t.recv() {
+                    Ok(h) => h,
+                    Err(_) => return,
+                };
+                let hello = String::from_utf8_lossy(&hello).into_owned();
+                let Some((link, block)) = parse_hello(&hello) else {
+                    log(
+                        &site,
+                        &clock,
+                        &format!("refused a distillation hello: {hello:.80}"),
+                    );
+                    return;
+                };
+                let (Some((peer, seed)), Some(slot)) = (links.get(link), pending.get(link)) else {
+                    log(
+                        &site,
+                        &clock,
+                        &format!("refused a session for unknown link '{link:.40}'"),
+                    );
+                    return;
+                };
+                // Our half of the block: wait for our runtime to finish it.
+                let (lock, cv) = &**slot;
+                let mine = {
+                    let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    let (mut guard, _) = cv
+                        .wait_timeout_while(guard, Duration::from_secs(30), |m| {
+                            !m.contains_key(&block)
+                        })
+                        .unwrap_or_else(|e| e.into_inner());
+                    guard.remove(&block)
+                };
+                let Some((bits, _test)) = mine else {
+                    log(
+                        &site,
+                        &clock,
+                        &format!("link {link}: block {} not here", block & ((1 << 40) - 1)),
+                    );
+                    return;
+                };
+                let r = block_auth(*seed, block).and_then(|mut auth| {
+                    drive_bob(&mut t, block, bits, &mut auth).map_err(|e| e.to_string())
+                });
+                finish_block(&*store, &site, &clock, link, peer, block, r, ttl);
+            });
+    }
+}
+
+fn parse_hello(h: &str) -> Option<(&str, u64)> {
+    let rest = h.strip_prefix(HELLO)?.strip_prefix(' ')?;
+    let (link, block) = rest.rsplit_once(' ')?;
+    if link.is_empty() || link.len() > 200 {
+        return None;
+    }
+    Some((link, block.parse().ok()?))
+}
