@@ -37,6 +37,11 @@ pub struct DemoArgs {
     /// Give up waiting for keys after this many wall seconds.
     #[arg(long, default_value_t = 150.0)]
     pub timeout_s: f64,
+    /// Only write the network, PKI and site files (one `qkdnet node --config DIR/<site>.toml`
+    /// per site), print the sites' addresses as JSON, and exit; the virtual clock starts
+    /// when this command does.
+    #[arg(long)]
+    pub setup_only: bool,
 }
 
 const NETWORK: &str = include_str!("../../../networks/nice-4-node.toml");
@@ -220,6 +225,9 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
         );
         let site = dir.join(format!("{id}.toml"));
         write(&site, &text)?;
+        if a.setup_only {
+            continue;
+        }
         let log = std::fs::File::create(dir.join(format!("logs/{id}.log")))
             .map_err(|e| CliError::runtime(format!("{}: {e}", dir.display())))?;
         let err = log
@@ -234,6 +242,24 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
             .spawn()
             .map_err(|e| CliError::runtime(format!("starting node {id}: {e}")))?;
         nodes.0.push((id.to_string(), child));
+    }
+    if a.setup_only {
+        let sites: Vec<serde_json::Value> = SITES
+            .iter()
+            .enumerate()
+            .map(|(i, (id, sae))| {
+                serde_json::json!({
+                    "node": id, "sae": sae, "config": dir.join(format!("{id}.toml")),
+                    "etsi": format!("127.0.0.1:{}", etsi[i]),
+                    "distill": format!("127.0.0.1:{}", distill[i]),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "dir": dir, "pki": pki, "sites": sites })
+        );
+        return Ok(());
     }
     step(
         3,

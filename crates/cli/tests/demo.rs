@@ -36,3 +36,184 @@ fn demo_delivers_linked_and_relayed_keys_and_decrypts_the_file() {
     assert!(err.contains("already holds a demo"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+mod restart {
+    use super::common::qkdnet;
+    use qkdnet_kms::client::SaeClient;
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    struct Site {
+        config: PathBuf,
+        etsi: SocketAddr,
+        sae: String,
+    }
+
+    struct Kill(Vec<Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    fn start(site: &Site, log: &Path) -> Child {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_qkdnet"))
+            .args(["node", "--config"])
+            .arg(&site.config)
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .unwrap()
+    }
+
+    fn client(rt: &tokio::runtime::Runtime, pki: &Path, site: &Site) -> Option<SaeClient> {
+        let rd = |f: &str| std::fs::read(pki.join(f)).unwrap();
+        let tls = qkdnet_kms::etsi::client_tls(
+            &rd("ca.pem"),
+            &rd(&format!("sae-{}.pem", site.sae)),
+            &rd(&format!("sae-{}.key", site.sae)),
+        )
+        .unwrap();
+        rt.block_on(SaeClient::connect(site.etsi, tls, "localhost"))
+            .ok()
+    }
+
+    /// enc_keys at `m` for `s`'s SAE, retried until `deadline`; the key ID and bytes.
+    fn enc(
+        rt: &tokio::runtime::Runtime,
+        pki: &Path,
+        m: &Site,
+        s: &Site,
+        deadline: Instant,
+    ) -> (String, Vec<u8>) {
+        loop {
+            if let Some(mut c) = client(rt, pki, m) {
+                if let Ok(k) = rt.block_on(c.enc_keys(&s.sae, 1, 256)) {
+                    return (k[0].id.clone(), k[0].bytes.clone());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no key from {} for {}",
+                m.sae,
+                s.sae
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn blocks_with(log: &Path, peer: &str) -> usize {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches(&format!("bits of key stored, shared with {peer}"))
+            .count()
+    }
+
+    /// Killing one node: its links stop, the others keep producing, a relayed request
+    /// through it fails with a clear error; restarted, it serves a key assigned before the
+    /// kill exactly once, and relays work again.
+    #[test]
+    fn a_killed_node_loses_no_key_and_delivers_none_twice_after_restart() {
+        let dir = std::env::temp_dir().join(format!("qkdnet-restart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (code, out, err) = qkdnet(&[
+            "demo",
+            "--setup-only",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--block-s",
+            "600",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let pki = PathBuf::from(v["pki"].as_str().unwrap());
+        let sites: Vec<Site> = v["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| Site {
+                config: PathBuf::from(s["config"].as_str().unwrap()),
+                etsi: s["etsi"].as_str().unwrap().parse().unwrap(),
+                sae: s["sae"].as_str().unwrap().to_string(),
+            })
+            .collect();
+        let (nice, inria, oca) = (&sites[0], &sites[1], &sites[2]);
+        let log = |n: &str| dir.join(format!("{n}.log"));
+        let mut kids = Kill(vec![
+            start(nice, &log("nice")),
+            start(inria, &log("inria")),
+            start(oca, &log("oca")),
+        ]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(150);
+        // A key for the linked pair nice → oca, assigned while oca runs, not yet fetched.
+        let (kept_id, kept) = enc(&rt, &pki, nice, oca, deadline);
+        // Relays work: inria → oca through nice.
+        let _ = enc(&rt, &pki, inria, oca, deadline);
+        // Kill oca.
+        let mut oca_child = kids.0.remove(2);
+        oca_child.kill().unwrap();
+        oca_child.wait().unwrap();
+        // A relayed request towards oca fails with an error that says why.
+        let mut c = client(&rt, &pki, inria).unwrap();
+        let e = rt
+            .block_on(c.enc_keys(&oca.sae, 1, 256))
+            .err()
+            .expect("refused");
+        let msg = e.to_string();
+        eprintln!("relayed request with oca down: {msg}");
+        assert!(msg.contains("HTTP 5") || msg.contains("HTTP 4"), "{msg}");
+        assert!(
+            msg.to_lowercase().contains("oca") || msg.contains("relay"),
+            "{msg}"
+        );
+        // The rest keeps producing: a new nice–inria block after the kill.
+        let before = blocks_with(&log("nice"), "inria");
+        let until = Instant::now() + Duration::from_secs(60);
+        while blocks_with(&log("nice"), "inria") == before {
+            assert!(Instant::now() < until, "nice–inria stopped producing");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let _ = enc(&rt, &pki, nice, inria, deadline);
+        // Restart oca: the key assigned before the kill is there, once.
+        kids.0.push(start(oca, &log("oca")));
+        let until = Instant::now() + Duration::from_secs(60);
+        let got = loop {
+            if let Some(mut c) = client(&rt, &pki, oca) {
+                match rt.block_on(c.dec_keys(&nice.sae, &[kept_id.as_str()])) {
+                    Ok(k) => break k,
+                    Err(e) => assert!(Instant::now() < until, "{e}"),
+                }
+            }
+            assert!(Instant::now() < until, "oca did not come back");
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        assert_eq!(got[0].bytes, kept, "the key survived the kill intact");
+        let mut c = client(&rt, &pki, oca).unwrap();
+        let again = rt.block_on(c.dec_keys(&nice.sae, &[kept_id.as_str()]));
+        assert!(again.is_err(), "a key is delivered at most once");
+        // Relays through nice to oca work again.
+        let _ = enc(
+            &rt,
+            &pki,
+            inria,
+            oca,
+            Instant::now() + Duration::from_secs(60),
+        );
+        drop(kids);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
