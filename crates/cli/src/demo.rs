@@ -86,10 +86,6 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
     std::fs::write(path, text).map_err(|e| CliError::runtime(format!("{}: {e}", path.display())))
 }
 
-fn hex8(b: &[u8]) -> String {
-    b.iter().take(4).map(|x| format!("{x:02x}")).collect()
-}
-
 /// Runs `qkdnet demo`.
 pub fn run(a: &DemoArgs) -> Result<(), CliError> {
     if !(a.time_scale.is_finite() && a.time_scale > 0.0 && a.time_scale <= 1e4) {
@@ -165,9 +161,11 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
     // 3. Site files and node processes.
     let mut etsi = Vec::new();
     let mut distill = Vec::new();
+    let mut dash = Vec::new();
     for _ in SITES {
         etsi.push(free_port()?);
         distill.push(free_port()?);
+        dash.push(free_port()?);
     }
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -220,8 +218,8 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
             .map(|n| format!("{n} = \"127.0.0.1:{}\"\n", port_of(n, &distill)))
             .collect();
         let text = format!(
-            "kme_id = \"{id}\"\nlisten = \"127.0.0.1:{}\"\n{peers}\n[store]\nsqlite = \"{id}.sqlite\"\n\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/kme-{id}.pem\"\nkey = \"pki/kme-{id}.key\"\nclient_cert = \"pki/kme-{id}-client.pem\"\nclient_key = \"pki/kme-{id}-client.key\"\n\n[saes]\n{saes}\n[routes]\n{routes}\n[node]\nnetwork = \"networks/nice-4-node.toml\"\ndistill_listen = \"127.0.0.1:{}\"\ntime_scale = {}\nblock_s = {}\nseed = 1\nepoch_unix_ms = {epoch}\n\n[node.distill_peers]\n{distill_peers}",
-            etsi[i], distill[i], a.time_scale, a.block_s
+            "kme_id = \"{id}\"\nlisten = \"127.0.0.1:{}\"\n{peers}\n[store]\nsqlite = \"{id}.sqlite\"\n\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/kme-{id}.pem\"\nkey = \"pki/kme-{id}.key\"\nclient_cert = \"pki/kme-{id}-client.pem\"\nclient_key = \"pki/kme-{id}-client.key\"\n\n[saes]\n{saes}\n[routes]\n{routes}\n[node]\nnetwork = \"networks/nice-4-node.toml\"\ndistill_listen = \"127.0.0.1:{}\"\ntime_scale = {}\nblock_s = {}\nseed = 1\nepoch_unix_ms = {epoch}\ndashboard = \"127.0.0.1:{}\"\n\n[node.distill_peers]\n{distill_peers}",
+            etsi[i], distill[i], a.time_scale, a.block_s, dash[i]
         );
         let site = dir.join(format!("{id}.toml"));
         write(&site, &text)?;
@@ -252,6 +250,7 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
                     "node": id, "sae": sae, "config": dir.join(format!("{id}.toml")),
                     "etsi": format!("127.0.0.1:{}", etsi[i]),
                     "distill": format!("127.0.0.1:{}", distill[i]),
+                    "dashboard": format!("http://127.0.0.1:{}/", dash[i]),
                 })
             })
             .collect();
@@ -270,6 +269,15 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
             a.block_s,
             dir.join("logs").display()
         ),
+    );
+    println!(
+        "         live dashboards: {}",
+        SITES
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| format!("{id} http://127.0.0.1:{}/", dash[i]))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -356,9 +364,8 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
             n + 1,
             t0,
             &format!(
-                "{master} got key {} from KME {master_kme} (enc_keys, 256 bits, begins {}…); {slave} got key {} from KME {slave_kme} (dec_keys): {}",
+                "{master} got key {} from KME {master_kme} (enc_keys, 256 bits); {slave} got key {} from KME {slave_kme} (dec_keys): {}",
                 k_enc.id,
-                hex8(&k_enc.bytes),
                 k_dec.id,
                 if k_enc.bytes == k_dec.bytes { "identical" } else { "DIFFERENT" }
             ),

@@ -77,14 +77,32 @@ pub fn run(a: &RunArgs, seconds: f64, runner: RunnerConfig) -> Result<(), CliErr
     let started = std::time::Instant::now();
     let mut events: Vec<NetEvent> = Vec::new();
     let sink_err = |e: String| CliError::runtime(e);
+    let dash = crate::run::start_dashboard(a, &format!("qkdnet run — {}", net.name))?;
+    let mut feed = Feed::new(net.links.len(), a.block_s);
     for w in 0..windows {
         sim.step(
             &net,
             sink.as_sink(),
-            &mut |e| events.push(e),
-            &mut |_, _| {},
+            &mut |e| {
+                if let Some(d) = &dash {
+                    d.event(e.t_s, &e.link, &e.what);
+                }
+                events.push(e);
+            },
+            &mut |i, out| feed.window(i, out),
         )
         .map_err(sink_err)?;
+        if let Some(d) = &dash {
+            if (w + 1) % FEED_WINDOWS == 0 {
+                for (i, _, t) in sim.links() {
+                    feed.point(d, &net.links[i].id, i, t.final_bits);
+                }
+                for (node, bits) in sink.bits() {
+                    d.buffer(&format!("{node} (stored)"), sim.time_s(), bits as f64);
+                }
+            }
+        }
+        crate::run::pace(started, sim.time_s(), a.time_scale);
         if w % 256 == 0 {
             bar.set_position(w);
         }
@@ -135,6 +153,7 @@ pub fn run(a: &RunArgs, seconds: f64, runner: RunnerConfig) -> Result<(), CliErr
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
+        crate::run::linger(&dash);
         return Ok(());
     }
     println!(
@@ -182,7 +201,65 @@ pub fn run(a: &RunArgs, seconds: f64, runner: RunnerConfig) -> Result<(), CliErr
     if let Some(d) = &a.store_dir {
         println!("keys stored per node under {}", d.display());
     }
+    crate::run::linger(&dash);
     Ok(())
+}
+
+/// Windows per dashboard point (10 s of virtual time).
+pub(crate) const FEED_WINDOWS: u64 = 20;
+
+/// Per-link tallies between dashboard points.
+pub(crate) struct Feed {
+    acc: Vec<(u64, u64, u64, u64, f64, f64)>,
+    last_bits: Vec<u64>,
+    rate: Vec<f64>,
+    block_s: f64,
+}
+
+impl Feed {
+    pub(crate) fn new(links: usize, block_s: f64) -> Self {
+        Self {
+            acc: vec![(0, 0, 0, 0, 0.0, 0.0); links],
+            last_bits: vec![0; links],
+            rate: vec![f64::NAN; links],
+            block_s,
+        }
+    }
+
+    pub(crate) fn window(&mut self, i: usize, out: &qkdnet_network::runner::WindowOutput) {
+        let a = &mut self.acc[i];
+        a.0 += out.z.coincidences;
+        a.1 += out.z.errors;
+        a.2 += out.x.coincidences;
+        a.3 += out.x.errors;
+        a.4 = out.sync_offset_ps;
+        a.5 = out.t_s;
+    }
+
+    pub(crate) fn point(
+        &mut self,
+        d: &crate::dashboard::Dashboard,
+        id: &str,
+        i: usize,
+        final_bits: u64,
+    ) {
+        if final_bits != self.last_bits[i] {
+            self.rate[i] = (final_bits - self.last_bits[i]) as f64 / self.block_s;
+            self.last_bits[i] = final_bits;
+        }
+        let a = std::mem::replace(&mut self.acc[i], (0, 0, 0, 0, 0.0, 0.0));
+        let r = |e: u64, n: u64| if n > 0 { e as f64 / n as f64 } else { f64::NAN };
+        d.point(
+            id,
+            crate::dashboard::Point {
+                t_s: a.5,
+                key_rate_bps: self.rate[i],
+                qber_z: r(a.1, a.0),
+                qber_x: r(a.3, a.2),
+                sync_offset_ns: a.4 * 1e-3,
+            },
+        );
+    }
 }
 
 /// A sink that can say how many bits each node stored.

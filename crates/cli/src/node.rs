@@ -17,6 +17,7 @@
 //! seed = 1                     # the network run's seed (the same at every site)
 //! epoch_unix_ms = 1764480000000  # the run's virtual time zero (the same at every site)
 //! pump_objective = "key-rate"  # or "qber-z", "fixed"
+//! dashboard = "127.0.0.1:9180" # optional: the live dashboard (plain HTTP, no key material)
 //! [node.distill_peers]         # neighbours' distillation addresses, by node ID
 //! inria = "127.0.0.1:9102"
 //! ```
@@ -28,14 +29,17 @@
 //! replays its links up to now (window level is cheap), skips the blocks it missed, and
 //! meets its neighbours at the next block. Each block's session is authenticated with
 //! pads from the emulation's pre-shared stream for that block (so a restart needs no pad
-//! resynchronisation); `qkdnet run` instead replenishes pads from produced keys.
+//! resynchronisation); `qkdnet run` instead replenishes pads from produced keys. Sampling
+//! and privacy-amplification seeds come from the operating system, so the final keys differ
+//! from run to run even though the emulated photons do not.
 
+use crate::dashboard::Dashboard;
 use crate::kme::{serve_with, Loaded};
 use crate::CliError;
 use clap::Args;
 use qkdnet_core::bits::Bits;
 use qkdnet_distill::auth::AuthKeys;
-use qkdnet_distill::random::danger::InsecureDeterministic;
+use qkdnet_distill::random::OsRandom;
 use qkdnet_distill::session::TestTally;
 use qkdnet_kms::KeyStore;
 use qkdnet_link::{drive_alice_with_test, drive_bob, TcpTransport, Transport};
@@ -48,6 +52,7 @@ use qkdnet_network::sim::{build_runner, link_seed};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,6 +82,8 @@ struct NodeSection {
     pump_objective: String,
     #[serde(default)]
     distill_peers: BTreeMap<String, String>,
+    /// Serve the live dashboard (plain HTTP, statistics only) at this address.
+    dashboard: Option<String>,
 }
 
 fn default_scale() -> f64 {
@@ -222,10 +229,45 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
     }
     let ttl = cfg.kme_config().key_ttl_s;
     let site = me.clone();
+    let dash = match &node.dashboard {
+        Some(addr) => {
+            let d = Dashboard::new(&format!("qkdnet node {me} — {}", net.name));
+            let bound = crate::dashboard::spawn(addr, Arc::clone(&d))
+                .map_err(|e| cfg.field("node.dashboard", e))?;
+            log(&me, &clock, &format!("dashboard on http://{bound}/"));
+            Some(d)
+        }
+        None => None,
+    };
     serve_with(&cfg, move |store| {
+        if let Some(d) = &dash {
+            // Key buffers: the material each link's lanes hold, every 2 s.
+            let (d, store, peers) = (
+                Arc::clone(d),
+                Arc::clone(&store),
+                mine.iter().map(|l| l.peer.clone()).collect::<Vec<_>>(),
+            );
+            let site = site.clone();
+            std::thread::Builder::new()
+                .name("dashboard buffers".into())
+                .spawn(move || loop {
+                    for p in &peers {
+                        if let Ok(acc) = store.accounting(p) {
+                            d.buffer(
+                                &format!("{site} ↔ {p}"),
+                                clock.virtual_s(),
+                                acc.available_bits as f64,
+                            );
+                        }
+                    }
+                    std::thread::sleep(Duration::from_secs(2));
+                })
+                .map_err(|e| CliError::runtime(e.to_string()))?;
+        }
         let listener = TcpListener::bind(listen)
             .map_err(|e| CliError::runtime(format!("node.distill_listen {listen}: {e}")))?;
         let mut pending: HashMap<String, Pending> = HashMap::new();
+        let mut counters: HashMap<String, Arc<AtomicU64>> = HashMap::new();
         for l in &mine {
             let runner = match build_runner(&net, &p, l.index, &runner_cfg, node.seed)? {
                 Ok(r) => r,
@@ -236,15 +278,29 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
             };
             let slot: Pending = Arc::new((Mutex::new(HashMap::new()), Condvar::new()));
             pending.insert(l.id.clone(), Arc::clone(&slot));
+            let stored = Arc::new(AtomicU64::new(0));
+            counters.insert(l.id.clone(), Arc::clone(&stored));
             let (tx, rx) = mpsc::channel::<(u64, Bits, TestTally)>();
             let base = (l.index as u64) << 40;
             let block_s = node.block_s;
             let alice = l.alice;
             let (site2, id2) = (site.clone(), l.id.clone());
+            let d2 = dash.clone();
+            let stored2 = Arc::clone(&stored);
             std::thread::Builder::new()
                 .name(format!("link {}", l.id))
                 .spawn(move || {
-                    run_link(runner, clock, block_s, base, alice, tx, slot, &site2, &id2)
+                    let ctx = LinkCtx {
+                        clock,
+                        block_s,
+                        base,
+                        alice,
+                        site: &site2,
+                        id: &id2,
+                        dash: d2,
+                        stored: stored2,
+                    };
+                    run_link(runner, &ctx, tx, slot)
                 })
                 .map_err(|e| CliError::runtime(e.to_string()))?;
             if l.alice {
@@ -261,15 +317,27 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
                     .spawn(move || {
                         for (block, bits, test) in rx {
                             let r = alice_block(&addr, &id2, block, bits, test, seed, wait);
-                            finish_block(&*store, &site2, &clock, &id2, &peer, block, r, ttl);
+                            let at = Done {
+                                store: &*store,
+                                site: &site2,
+                                clock: &clock,
+                                link: &id2,
+                                peer: &peer,
+                                ttl,
+                                stored: &stored,
+                            };
+                            at.finish(block, r);
                         }
                     })
                     .map_err(|e| CliError::runtime(e.to_string()))?;
             }
         }
-        let links: HashMap<String, (String, u64)> = mine
+        let links: HashMap<String, (String, u64, Arc<AtomicU64>)> = mine
             .iter()
-            .map(|l| (l.id.clone(), (l.peer.clone(), l.seed)))
+            .filter_map(|l| {
+                let c = counters.get(&l.id)?;
+                Some((l.id.clone(), (l.peer.clone(), l.seed, Arc::clone(c))))
+            })
             .collect();
         let (store, site2) = (Arc::clone(&store), site.clone());
         std::thread::Builder::new()
@@ -290,20 +358,36 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
     })
 }
 
-/// Steps a link's runtime at the pace of the virtual clock and hands each block's sifted
-/// half to distillation (Alice: to her session thread; Bob: to the pending map).
-#[allow(clippy::too_many_arguments)]
-fn run_link(
-    mut runner: qkdnet_network::runner::LinkRunner,
+/// What a link's runtime thread knows.
+struct LinkCtx<'a> {
     clock: Clock,
     block_s: f64,
     base: u64,
     alice: bool,
+    site: &'a str,
+    id: &'a str,
+    dash: Option<Arc<Dashboard>>,
+    stored: Arc<AtomicU64>,
+}
+
+/// Steps a link's runtime at the pace of the virtual clock and hands each block's sifted
+/// half to distillation (Alice: to her session thread; Bob: to the pending map).
+fn run_link(
+    mut runner: qkdnet_network::runner::LinkRunner,
+    ctx: &LinkCtx<'_>,
     tx: mpsc::Sender<(u64, Bits, TestTally)>,
     pending: Pending,
-    site: &str,
-    id: &str,
 ) {
+    let LinkCtx {
+        clock,
+        block_s,
+        base,
+        alice,
+        site,
+        id,
+        ..
+    } = *ctx;
+    let mut feed = crate::netrun::Feed::new(1, block_s);
     let mut buffer = BlockBuffer::default();
     let mut block_start = 0.0;
     let mut caught_up = false;
@@ -325,6 +409,15 @@ fn run_link(
                     .map(|f| format!(" ({f})"))
                     .unwrap_or_default();
                 log(site, &clock, &format!("link {id}: {from} → {to}{why}"));
+                if let Some(d) = &ctx.dash {
+                    d.event(out.t_s, id, &format!("{from} → {to}{why}"));
+                }
+            }
+        }
+        if let Some(d) = &ctx.dash {
+            feed.window(0, &out);
+            if runner.time_s() % (crate::netrun::FEED_WINDOWS as f64 * WINDOW_S) < 1e-9 {
+                feed.point(d, id, 0, ctx.stored.load(Ordering::Relaxed));
             }
         }
         if let Some((ka, kb)) = &out.keys {
@@ -390,7 +483,9 @@ fn alice_block(
     t.send(format!("{HELLO} {link} {block}").as_bytes())
         .map_err(|e| e.to_string())?;
     let mut auth = block_auth(seed, block)?;
-    let mut rng = InsecureDeterministic::new(seed ^ block, "qkdnet node: emulation only");
+    // Sampling positions and privacy-amplification seeds are Alice's choice, sent to Bob:
+    // they come from the operating system, as in a deployment.
+    let mut rng = OsRandom;
     drive_alice_with_test(
         &mut t,
         block,
@@ -403,42 +498,53 @@ fn alice_block(
     .map_err(|e| e.to_string())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish_block(
-    store: &dyn KeyStore,
-    site: &str,
-    clock: &Clock,
-    link: &str,
-    peer: &str,
-    block: u64,
-    r: Result<qkdnet_distill::session::FinalKey, String>,
+/// Where a finished block's key goes.
+struct Done<'a> {
+    store: &'a dyn KeyStore,
+    site: &'a str,
+    clock: &'a Clock,
+    link: &'a str,
+    peer: &'a str,
     ttl: u64,
-) {
-    let b = block & ((1 << 40) - 1);
-    match r {
-        Ok(k) => match store.add_block(peer, block, &k.key, now_s().saturating_add(ttl)) {
-            Ok(()) => log(
-                site,
-                clock,
-                &format!(
-                    "link {link} block {b}: {} bits of key stored, shared with {peer}",
-                    k.key.len()
-                ),
-            ),
-            Err(e) => log(
-                site,
-                clock,
-                &format!("link {link} block {b}: not stored: {e}"),
-            ),
-        },
-        Err(e) => log(site, clock, &format!("link {link} block {b}: no key: {e}")),
+    stored: &'a AtomicU64,
+}
+
+impl Done<'_> {
+    /// Stores a block's key (or logs why there is none).
+    fn finish(&self, block: u64, r: Result<qkdnet_distill::session::FinalKey, String>) {
+        let (site, clock, link, peer) = (self.site, self.clock, self.link, self.peer);
+        let b = block & ((1 << 40) - 1);
+        match r {
+            Ok(k) => {
+                let expires = now_s().saturating_add(self.ttl);
+                match self.store.add_block(peer, block, &k.key, expires) {
+                    Ok(()) => {
+                        self.stored.fetch_add(k.key.len() as u64, Ordering::Relaxed);
+                        log(
+                            site,
+                            clock,
+                            &format!(
+                                "link {link} block {b}: {} bits of key stored, shared with {peer}",
+                                k.key.len()
+                            ),
+                        )
+                    }
+                    Err(e) => log(
+                        site,
+                        clock,
+                        &format!("link {link} block {b}: not stored: {e}"),
+                    ),
+                }
+            }
+            Err(e) => log(site, clock, &format!("link {link} block {b}: no key: {e}")),
+        }
     }
 }
 
 /// Bob's side: each connection names a link and block; its session runs on its own thread.
 fn accept_loop(
     listener: TcpListener,
-    links: HashMap<String, (String, u64)>,
+    links: HashMap<String, (String, u64, Arc<AtomicU64>)>,
     pending: HashMap<String, Pending>,
     store: Arc<dyn KeyStore>,
     site: &str,
@@ -475,7 +581,8 @@ fn accept_loop(
                     );
                     return;
                 };
-                let (Some((peer, seed)), Some(slot)) = (links.get(link), pending.get(link)) else {
+                let (Some((peer, seed, stored)), Some(slot)) = (links.get(link), pending.get(link))
+                else {
                     log(
                         &site,
                         &clock,
@@ -505,7 +612,16 @@ fn accept_loop(
                 let r = block_auth(*seed, block).and_then(|mut auth| {
                     drive_bob(&mut t, block, bits, &mut auth).map_err(|e| e.to_string())
                 });
-                finish_block(&*store, &site, &clock, link, peer, block, r, ttl);
+                let at = Done {
+                    store: &*store,
+                    site: &site,
+                    clock: &clock,
+                    link,
+                    peer,
+                    ttl,
+                    stored,
+                };
+                at.finish(block, r);
             });
     }
 }

@@ -25,6 +25,13 @@ pub struct RunArgs {
     /// Scenario file (a `bbm92-cw` link with `[emulator]` and `[[fault]]` sections), or a
     /// network file (every BBM92 link of the network together, see docs/NETWORK.md).
     pub scenario: PathBuf,
+    /// Serve the live dashboard (key rate, QBERs, sync offset, key buffers, events) at this
+    /// address, e.g. 127.0.0.1:8080, during the run and after it until interrupted.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<String>,
+    /// Pace the run: this many virtual seconds per wall second (default: as fast as it goes).
+    #[arg(long)]
+    pub time_scale: Option<f64>,
     /// Network runs: store each node's keys in `DIR/<node>.sqlite` (a KME store).
     #[arg(long, value_name = "DIR")]
     pub store_dir: Option<PathBuf>,
@@ -77,6 +84,48 @@ pub(crate) fn parse_duration(s: &str) -> Result<f64, CliError> {
         _ => Err(CliError::input(format!(
             "--duration: \"{s}\" is not a positive duration like 600s, 30min or 325h"
         ))),
+    }
+}
+
+/// Starts the dashboard when `--serve` asks for it.
+pub(crate) fn start_dashboard(
+    a: &RunArgs,
+    title: &str,
+) -> Result<Option<std::sync::Arc<crate::dashboard::Dashboard>>, CliError> {
+    if let Some(x) = a.time_scale {
+        if !(x.is_finite() && x > 0.0) {
+            return Err(CliError::input(format!(
+                "--time-scale: must be a positive number, got {x}"
+            )));
+        }
+    }
+    let Some(addr) = &a.serve else {
+        return Ok(None);
+    };
+    let d = crate::dashboard::Dashboard::new(title);
+    let bound = crate::dashboard::spawn(addr, std::sync::Arc::clone(&d))
+        .map_err(|e| CliError::input(format!("--serve: {e}")))?;
+    eprintln!("dashboard: http://{bound}/");
+    Ok(Some(d))
+}
+
+/// Sleeps so that virtual time runs at most `scale` times faster than wall time.
+pub(crate) fn pace(started: std::time::Instant, virtual_s: f64, scale: Option<f64>) {
+    if let Some(x) = scale {
+        let due = std::time::Duration::from_secs_f64(virtual_s / x);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// With a dashboard, keeps serving after the run until the process is interrupted.
+pub(crate) fn linger(dash: &Option<std::sync::Arc<crate::dashboard::Dashboard>>) {
+    if dash.is_some() {
+        eprintln!("run finished; the dashboard keeps serving until interrupted (Ctrl-C)");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
     }
 }
 
@@ -170,8 +219,33 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         first_error: None,
         points: Vec::new(),
     };
+    let dash = start_dashboard(a, &format!("qkdnet run — {}", a.scenario.display()))?;
+    let mut feed = crate::netrun::Feed::new(1, a.block_s);
+    let name = a
+        .scenario
+        .file_stem()
+        .map_or("link".into(), |s| s.to_string_lossy().into_owned());
     for w in 0..windows {
         let out = runner.step();
+        if let Some(d) = &dash {
+            feed.window(0, &out);
+            for (from, to, fault) in &out.transitions {
+                let why = fault
+                    .as_ref()
+                    .map(|f| format!(" ({f})"))
+                    .unwrap_or_default();
+                d.event(out.t_s, &name, &format!("{from} → {to}{why}"));
+            }
+            if (w + 1) % crate::netrun::FEED_WINDOWS == 0 {
+                feed.point(d, &name, 0, blocks.final_bits);
+                d.buffer(
+                    &format!("{name} (stored)"),
+                    out.t_s,
+                    blocks.final_bits as f64,
+                );
+            }
+        }
+        pace(started, out.t_s, a.time_scale);
         let (s, c) = (Counts { z: out.z, x: out.x }, out.conditions);
         if let Some((ka, kb)) = &out.keys {
             buffer.push(ka, kb, s.x.coincidences, s.x.errors);
@@ -269,6 +343,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             "{}",
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
+        linger(&dash);
     } else {
         println!(
             "ran {} for {:.0} s of virtual time in {wall:.1} s",
@@ -288,6 +363,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             100.0 * ratio(x_e, x_n),
             runner.emulator().actuators.pump_mw
         );
+        linger(&dash);
     }
     Ok(())
 }

@@ -163,6 +163,26 @@ mod restart {
         let (kept_id, kept) = enc(&rt, &pki, nice, oca, deadline);
         // Relays work: inria → oca through nice.
         let _ = enc(&rt, &pki, inria, oca, deadline);
+        // Each node serves its dashboard's data: its links' series and key buffers.
+        let dash = v["sites"][0]["dashboard"].as_str().unwrap();
+        let hostport = dash.trim_start_matches("http://").trim_end_matches('/');
+        let state = {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(hostport).unwrap();
+            write!(
+                s,
+                "GET /api/state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        assert!(state.starts_with("HTTP/1.1 200"), "{state:.200}");
+        assert!(
+            state.contains("\"nice-inria\"") && state.contains("nice ↔ oca"),
+            "{state:.600}"
+        );
         // Kill oca.
         let mut oca_child = kids.0.remove(2);
         oca_child.kill().unwrap();

@@ -95,6 +95,8 @@ pub struct WindowOutput {
     pub keys: Option<(Bits, Bits)>,
     /// Supervisor transitions this window, as (from, to, fault) debug strings.
     pub transitions: Vec<(String, String, Option<String>)>,
+    /// Offset of Bob's tagger against Alice's that the sync tracks at the window's end, ps.
+    pub sync_offset_ps: f64,
 }
 
 /// One emulated BBM92 link at runtime.
@@ -315,8 +317,10 @@ impl LinkRunner {
             None
         };
         self.window += 1;
+        let t_s = self.window as f64 * WINDOW_S;
         WindowOutput {
-            t_s: self.window as f64 * WINDOW_S,
+            sync_offset_ps: self.sync_offset_ps(&c, t_s),
+            t_s,
             conditions: c,
             singles,
             z,
