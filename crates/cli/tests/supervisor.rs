@@ -6,7 +6,7 @@ use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Emulator, Bbm92Link};
 use qkdnet_emulator::faults::{Fault, FaultKind, Side};
 use qkdnet_keyrate::bbm92::Bbm92Cw;
 use qkdnet_link::supervisor::{
-    Action, LinkState, Observation, Supervisor, SupervisorConfig, WindowLockModel,
+    Action, LinkState, Observation, Supervisor, SupervisorConfig, Tally, WindowLockModel,
 };
 
 fn fault(kind: FaultKind, side: Side, start_s: f64, duration_s: f64) -> Fault {
@@ -47,13 +47,16 @@ fn every_fault_costs_one_restart_and_the_rest_produces() {
         let light =
             s.singles[0].iter().sum::<u64>() > 1000 && s.singles[1].iter().sum::<u64>() > 1000;
         let locked = sync.update(light, c.clock_jump_ps[1]);
-        let q = |errors: u64, n: u64| (n >= 100).then(|| errors as f64 / n as f64);
+        let t = |b: &qkdnet_emulator::bbm92::BasisCounts| Tally {
+            coincidences: b.coincidences,
+            errors: b.errors,
+        };
         let obs = Observation {
             time_ps: c.start_ps + c.length_ps,
             length_ps: c.length_ps,
             singles: [s.singles[0].iter().sum(), s.singles[1].iter().sum()],
-            qber_key: q(s.z.errors, s.z.coincidences),
-            qber_test: q(s.x.errors, s.x.coincidences),
+            key: t(&s.z),
+            test: t(&s.x),
             sync_locked: locked,
         };
         let (_, action) = sup.observe(&obs);

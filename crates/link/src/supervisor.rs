@@ -41,12 +41,39 @@ pub struct Observation {
     pub length_ps: i64,
     /// Singles of Alice's and Bob's detectors in the window.
     pub singles: [u64; 2],
-    /// Key-basis error rate (`None` when too few coincidences to say).
-    pub qber_key: Option<f64>,
-    /// Test-basis error rate.
-    pub qber_test: Option<f64>,
+    /// Key-basis coincidences and errors in the window.
+    pub key: Tally,
+    /// Test-basis coincidences and errors in the window.
+    pub test: Tally,
     /// Whether the time sync holds.
     pub sync_locked: bool,
+}
+
+/// Coincidences and errors of one basis in a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tally {
+    /// Coincidences.
+    pub coincidences: u64,
+    /// Of which in error.
+    pub errors: u64,
+}
+
+/// Fewest coincidences on which a window's error rate is judged.
+pub const MIN_JUDGED: u64 = 100;
+
+impl Tally {
+    /// Whether the error rate is significantly above `max`: its 3σ lower bound (binomial,
+    /// normal approximation) exceeds it. A window of few coincidences is not judged, and
+    /// shot noise alone (a mean just under `max`) does not declare a fault, while a real
+    /// excursion does within a window or two.
+    pub fn above(&self, max: f64) -> bool {
+        if self.coincidences < MIN_JUDGED {
+            return false;
+        }
+        let n = self.coincidences as f64;
+        let q = self.errors as f64 / n;
+        q - 3.0 * (q * (1.0 - q) / n).sqrt() > max
+    }
 }
 
 /// Why a fault was declared.
@@ -102,7 +129,7 @@ pub struct SupervisorConfig {
 }
 
 impl Default for SupervisorConfig {
-    /// Counts below 30 % of normal, QBER_Z above 8 % or QBER_X above 11 % are faults;
+    /// Counts below 30 % of normal, QBER_Z above 8 % or QBER_X above 11 % (at 3σ) are faults;
     /// 4 good windows (2 s) to stabilise; 6 faulty windows (3 s) before a restart.
     fn default() -> Self {
         Self {
@@ -173,10 +200,10 @@ impl Supervisor {
                 }
             }
         }
-        if o.qber_key.is_some_and(|q| q > self.cfg.max_qber_key) {
+        if o.key.above(self.cfg.max_qber_key) {
             return Some(Fault::QberKey);
         }
-        if o.qber_test.is_some_and(|q| q > self.cfg.max_qber_test) {
+        if o.test.above(self.cfg.max_qber_test) {
             return Some(Fault::QberTest);
         }
         None
@@ -282,10 +309,32 @@ mod tests {
             time_ps: t,
             length_ps: 1,
             singles: [singles, singles],
-            qber_key: Some(0.04),
-            qber_test: Some(0.05),
+            key: Tally {
+                coincidences: 10_000,
+                errors: 400,
+            },
+            test: Tally {
+                coincidences: 10_000,
+                errors: 500,
+            },
             sync_locked: locked,
         }
+    }
+
+    #[test]
+    fn error_rates_are_judged_at_three_sigma() {
+        let t = |n: u64, e: u64| Tally {
+            coincidences: n,
+            errors: e,
+        };
+        // Too few coincidences: not judged, whatever the rate.
+        assert!(!t(99, 99).above(0.11));
+        // 150 coincidences at a true 9 %: 13.3 % (20 errors) is within shot noise of 11 %.
+        assert!(!t(150, 20).above(0.11));
+        // A real excursion (25 %) is declared at once, and any clear one on many counts.
+        assert!(t(150, 38).above(0.11));
+        assert!(t(100_000, 11_500).above(0.11));
+        assert!(!t(100_000, 10_900).above(0.11));
     }
 
     #[test]

@@ -19,7 +19,9 @@ use qkdnet_emulator::bbm92::{correlated_bits, BasisCounts, Bbm92Emulator, Bbm92L
 use qkdnet_link::control::{PhaseLock, PolarisationLock, PumpOptimiser, PumpSteering};
 use qkdnet_link::events::{EventSifter, TagWindow};
 use qkdnet_link::sift::SiftConfig;
-use qkdnet_link::supervisor::{Action, Observation, Supervisor, SupervisorConfig, WindowLockModel};
+use qkdnet_link::supervisor::{
+    Action, Observation, Supervisor, SupervisorConfig, Tally, WindowLockModel,
+};
 use qkdnet_link::sync::SyncConfig;
 use rand::SeedableRng;
 
@@ -259,13 +261,16 @@ impl LinkRunner {
                 }
             }
         };
-        let q = |e: u64, n: u64| (n >= 100).then(|| e as f64 / n as f64);
+        let tally = |b: &BasisCounts| Tally {
+            coincidences: b.coincidences,
+            errors: b.errors,
+        };
         let obs = Observation {
             time_ps: c.start_ps + c.length_ps,
             length_ps: c.length_ps,
             singles,
-            qber_key: q(z.errors, z.coincidences),
-            qber_test: q(x.errors, x.coincidences),
+            key: tally(&z),
+            test: tally(&x),
             sync_locked: self.locked,
         };
         let before = self.sup.events.len();
