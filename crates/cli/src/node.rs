@@ -13,7 +13,7 @@
 //! id = "nice"                  # this site's node ID (default: kme_id)
 //! distill_listen = "127.0.0.1:9101"   # where neighbours connect for distillation
 //! time_scale = 120.0           # virtual seconds per wall second
-//! block_s = 1800.0             # distillation block, virtual seconds
+//! block_s = 1800.0             # distillation block, virtual seconds (links may set their own)
 //! seed = 1                     # the network run's seed (the same at every site)
 //! epoch_unix_ms = 1764480000000  # the run's virtual time zero (the same at every site)
 //! pump_objective = "key-rate"  # or "qber-z", "fixed"
@@ -282,7 +282,7 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
             counters.insert(l.id.clone(), Arc::clone(&stored));
             let (tx, rx) = mpsc::channel::<(u64, Bits, TestTally)>();
             let base = (l.index as u64) << 40;
-            let block_s = node.block_s;
+            let block_s = net.links[l.index].block_s.unwrap_or(node.block_s);
             let alice = l.alice;
             let (site2, id2) = (site.clone(), l.id.clone());
             let d2 = dash.clone();

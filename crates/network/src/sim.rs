@@ -26,7 +26,7 @@ use qkdnet_keyrate::Protocol;
 pub struct SimConfig {
     /// Each link's runtime settings.
     pub runner: RunnerConfig,
-    /// Distillation block, s of virtual time.
+    /// Distillation block, s of virtual time (links may set their own).
     pub block_s: f64,
     /// Master seed; each link's streams derive from it and the link's ID.
     pub seed: u64,
@@ -100,6 +100,7 @@ struct SimLink {
     buffer: BlockBuffer,
     distiller: LocalDistiller,
     block_start_s: f64,
+    block_s: f64,
     block_base: u64,
     totals: LinkTotals,
 }
@@ -108,7 +109,6 @@ struct SimLink {
 pub struct NetworkSim {
     links: Vec<SimLink>,
     skipped: Vec<(String, String)>,
-    block_s: f64,
     t_s: f64,
 }
 
@@ -199,6 +199,7 @@ impl NetworkSim {
                 buffer: BlockBuffer::default(),
                 distiller: LocalDistiller::new(seed).map_err(InputError::new)?,
                 block_start_s: 0.0,
+                block_s: l.block_s.unwrap_or(cfg.block_s),
                 block_base: (i as u64) << 40,
                 totals: LinkTotals::default(),
             });
@@ -206,7 +207,6 @@ impl NetworkSim {
         Ok(Self {
             links,
             skipped,
-            block_s: cfg.block_s,
             t_s: 0.0,
         })
     }
@@ -236,7 +236,6 @@ impl NetworkSim {
         watch: &mut dyn FnMut(usize, &WindowOutput),
     ) -> Result<(), String> {
         self.t_s += WINDOW_S;
-        let block_s = self.block_s;
         for l in &mut self.links {
             let id = &net.links[l.index].id;
             let out = l.runner.step();
@@ -259,7 +258,7 @@ impl NetworkSim {
                 l.totals.x.1 += out.x.errors;
             }
             watch(l.index, &out);
-            if out.t_s - l.block_start_s >= block_s {
+            if out.t_s - l.block_start_s >= l.block_s {
                 l.block_start_s = out.t_s;
                 flush(l, id, out.t_s, sink, log)?;
             }

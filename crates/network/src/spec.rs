@@ -190,6 +190,9 @@ pub struct LinkSpec {
     /// Time a detector accepts light per slot, ps, for counting noise photons as dark
     /// counts in pulsed protocols (default: the slot, at most 1 ns).
     pub gate_ps: Option<f64>,
+    /// Distillation block of this link in runs, virtual seconds (default: the run's);
+    /// long, lossy links need longer blocks for the finite-key bound to leave key.
+    pub block_s: Option<f64>,
 }
 
 /// An SAE pair the plan reports on.
@@ -343,6 +346,8 @@ pub struct Link {
     pub emulator: Option<toml::Table>,
     /// The scenario's scheduled faults (runs of the network).
     pub faults: Vec<qkdnet_emulator::Fault>,
+    /// Distillation block in runs, virtual seconds (`None`: the run's).
+    pub block_s: Option<f64>,
 }
 
 /// A checked network.
@@ -854,6 +859,9 @@ fn check_link(
         None => slot_s.map_or(1e-9, |s| s.min(1e-9)),
     };
     let finite_key = scenario_fk.or(file.finite_key).unwrap_or_default();
+    if let Some(b) = l.block_s {
+        finite_num(item, "block_s", b, 1.0, 1e7)?;
+    }
     Ok(Link {
         id: l.id.clone(),
         protocol_name: name,
@@ -869,6 +877,7 @@ fn check_link(
         finite_key,
         emulator,
         faults,
+        block_s: l.block_s,
     })
 }
 

@@ -104,3 +104,54 @@ fn same_seed_same_network_run() {
     let (_, _, bc) = run(4, 150.0);
     assert_ne!(ba, bc, "another seed, another run");
 }
+
+#[test]
+fn a_link_may_set_its_own_block_length() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../networks/nice-4-node.toml");
+    let text = std::fs::read_to_string(&path).expect("file");
+    let text = text.replace(
+        "extra_loss_db = 15.335",
+        "extra_loss_db = 15.335\nblock_s = 30.0",
+    );
+    let net = spec::parse(&text, &path).expect("network");
+    let p = plan(
+        &net,
+        &PlanOptions {
+            asymptotic: false,
+            survival: false,
+        },
+    );
+    let cfg = SimConfig {
+        runner: RunnerConfig {
+            pump: PumpObjective::Fixed,
+            ..RunnerConfig::default()
+        },
+        block_s: 1000.0,
+        seed: 1,
+    };
+    let mut sim = NetworkSim::new(&net, &p, &cfg).expect("sim");
+    let mut rec = Recorder::default();
+    let mut events = Vec::new();
+    for _ in 0..180 {
+        sim.step(&net, &mut rec, &mut |e| events.push(e), &mut |_, _| {})
+            .expect("step");
+    }
+    let blocks: Vec<(f64, &str)> = events
+        .iter()
+        .filter(|e| e.what.starts_with("block") || e.what.starts_with("no key"))
+        .map(|e| (e.t_s, e.link.as_str()))
+        .collect();
+    // nice-inria every 30 s; nice-oca (the run's 1000 s) not yet.
+    assert_eq!(
+        blocks.iter().filter(|b| b.1 == "nice-inria").count(),
+        3,
+        "{blocks:?}"
+    );
+    assert!(blocks
+        .iter()
+        .all(|b| b.1 == "nice-inria" && b.0 % 30.0 == 0.0));
+    let bad = spec::parse(&text.replace("block_s = 30.0", "block_s = 0.0"), &path)
+        .err()
+        .expect("refused");
+    assert!(bad.0.contains("link[0] \"nice-inria\": block_s"), "{bad}");
+}
