@@ -150,8 +150,7 @@ fn a_link_may_set_its_own_block_length() {
     assert!(blocks
         .iter()
         .all(|b| b.1 == "nice-inria" && b.0 % 30.0 == 0.0));
-    let bad = spec::parse(&text.replace("block_s = 30.0", "block_s = 0.0"), &path)
-        .err()
-        .expect("refused");
+    let bad =
+        spec::parse(&text.replace("block_s = 30.0", "block_s = 0.0"), &path).expect_err("refused");
     assert!(bad.0.contains("link[0] \"nice-inria\": block_s"), "{bad}");
 }
