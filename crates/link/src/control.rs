@@ -80,8 +80,11 @@ impl DitherLoop {
 pub struct PhaseLock {
     /// The loop.
     pub dither: DitherLoop,
-    /// Fewest test-basis coincidences a window needs to count.
+    /// Fewest test-basis coincidences a measurement needs: windows are pooled (the
+    /// setting held) until they reach it, so a weak link (100 km: ~150 per window) still
+    /// locks, with a proportionally slower loop.
     pub min_coincidences: u64,
+    pooled: (u64, u64),
 }
 
 impl PhaseLock {
@@ -91,6 +94,7 @@ impl PhaseLock {
         Self {
             dither: DitherLoop::new(start_rad, 0.07, 0.5, visibility / 4.0, 0.5),
             min_coincidences: 200,
+            pooled: (0, 0),
         }
     }
 
@@ -99,11 +103,21 @@ impl PhaseLock {
         self.dither.setting()
     }
 
-    /// Feeds a window's test-basis errors and coincidences.
+    /// Feeds a window's test-basis errors and coincidences. A window without any (an
+    /// outage) breaks the dither cycle; otherwise windows are pooled up to
+    /// `min_coincidences` and then measured as one.
     pub fn update(&mut self, errors: u64, coincidences: u64) {
-        let q =
-            (coincidences >= self.min_coincidences).then(|| errors as f64 / coincidences as f64);
-        self.dither.update(q);
+        if coincidences == 0 {
+            self.pooled = (0, 0);
+            self.dither.update(None);
+            return;
+        }
+        self.pooled.0 += errors;
+        self.pooled.1 += coincidences;
+        if self.pooled.1 >= self.min_coincidences {
+            let (e, n) = std::mem::take(&mut self.pooled);
+            self.dither.update(Some(e as f64 / n as f64));
+        }
     }
 }
 
@@ -290,6 +304,36 @@ mod tests {
             l.update(Some(1.0 - 0.1 * (x + 0.2) * (x + 0.2)));
         }
         assert!((l.centre + 0.2).abs() < 1e-3, "{}", l.centre);
+    }
+
+    /// A weak link's windows (120 test coincidences, under the 200 a measurement needs) are
+    /// pooled: the lock still finds the fringe; an outage window breaks the cycle.
+    #[test]
+    fn phase_lock_pools_weak_windows() {
+        let offset = 0.6;
+        let mut l = PhaseLock::new(0.0, 0.997);
+        let mut moved_after = None;
+        for w in 0..400 {
+            let x = l.setting();
+            let q = 0.5 * (1.0 - 0.997 * (x - offset).cos());
+            let n = 120u64;
+            l.update((q * n as f64).round() as u64, n);
+            if moved_after.is_none() && (l.dither.centre - 0.0).abs() > 1e-12 {
+                moved_after = Some(w);
+            }
+        }
+        assert!(moved_after.is_some_and(|w| w >= 3), "{moved_after:?}");
+        assert!(
+            (l.dither.centre - offset).abs() < 0.1,
+            "{}",
+            l.dither.centre
+        );
+        // An outage: the pooled tally is dropped, nothing moves.
+        let c = l.dither.centre;
+        l.update(30, 100);
+        l.update(0, 0);
+        l.update(50, 100);
+        assert_eq!(l.dither.centre, c);
     }
 
     #[test]
