@@ -88,6 +88,21 @@ impl CliError {
 }
 
 fn main() -> ExitCode {
+    // Output piped into a reader that stops early (`qkdnet plan … | head`): end quietly, as
+    // a command-line tool should, instead of reporting a panic.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -35,11 +35,11 @@ impl ArmNoise {
     }
 }
 
-/// Isolation of a quantum receiver at `quantum_nm` from a classical channel at
-/// `classical_nm`, dB: adjacent within 1.5 grid slots, else non-adjacent.
-pub fn isolation_db(wdm: &WdmPlan, quantum_nm: f64, classical_nm: f64) -> f64 {
-    let slots =
-        (grid::thz_of_nm(quantum_nm) - grid::thz_of_nm(classical_nm)).abs() / grid::SPACING_THZ;
+/// Isolation of a quantum receiver on `channel` from a classical channel at
+/// `classical_nm`, dB: adjacent within 1.5 of the channel's grid spacings, else non-adjacent.
+pub fn isolation_db(wdm: &WdmPlan, channel: u32, classical_nm: f64) -> f64 {
+    let slots = (grid::frequency_thz(channel) - grid::thz_of_nm(classical_nm)).abs()
+        / grid::spacing_thz(channel);
     if slots < 1.5 {
         wdm.adjacent_isolation_db
     } else {
@@ -47,7 +47,7 @@ pub fn isolation_db(wdm: &WdmPlan, quantum_nm: f64, classical_nm: f64) -> f64 {
     }
 }
 
-/// The noise at `arm`'s receiver on ITU channel `channel`, with every classical launch
+/// The noise at `arm`'s receiver on channel `channel` (either grid), with every classical launch
 /// power on the route shifted by `offset_db` (0 for the file's powers).
 pub fn arm_noise(net: &Network, arm: &Arm, channel: u32, offset_db: f64) -> ArmNoise {
     let quantum_nm = grid::wavelength_nm(channel);
@@ -63,16 +63,15 @@ pub fn arm_noise(net: &Network, arm: &Arm, channel: u32, offset_db: f64) -> ArmN
         // Loss from this span's end to the receiver.
         let after_db: f64 = arm.fibres[k + 1..]
             .iter()
-            .map(|&g| net.fibres[g].loss_db())
+            .map(|&g| net.fibres[g].loss_db_at(quantum_nm))
             .sum();
         let after = db_to_transmittance(after_db);
         let fibre = OpticsFibre {
             length_km: f.length_km,
             attenuation_db_per_km: f.loss_db_per_km,
-            reference_wavelength_nm: quantum_nm,
+            reference_wavelength_nm: f.loss_reference_nm,
             ..OpticsFibre::default()
         };
-        let span_t = db_to_transmittance(f.loss_db());
         for c in &f.classical {
             let direction = if c.from == start {
                 Direction::CoPropagating
@@ -85,11 +84,13 @@ pub fn arm_noise(net: &Network, arm: &Arm, channel: u32, offset_db: f64) -> ArmN
                 launch_power_dbm: launch,
                 direction,
             };
-            let raman_w = noise_power_w(&ch, quantum_nm, &fibre, net.wdm.filter_bandwidth_nm)
+            let filter_nm = grid::passband_nm(channel, net.wdm.filter_bandwidth_nm);
+            let raman_w = noise_power_w(&ch, quantum_nm, &fibre, filter_nm)
                 * db_to_transmittance(f.extra_loss_db);
             out.raman_hz += raman_w * after / e_photon;
             if direction == Direction::CoPropagating {
-                let iso = isolation_db(&net.wdm, quantum_nm, c.wavelength_nm);
+                let iso = isolation_db(&net.wdm, channel, c.wavelength_nm);
+                let span_t = db_to_transmittance(f.loss_db_at(c.wavelength_nm));
                 let leak_w =
                     qkdnet_optics::consts::dbm_to_watts(launch) * span_t * db_to_transmittance(iso);
                 out.crosstalk_hz += leak_w * after / e_photon;
@@ -149,23 +150,29 @@ ends = ["a", "b"]
         let span = OpticsFibre {
             length_km: 10.0,
             attenuation_db_per_km: 0.2,
-            reference_wavelength_nm: q,
+            reference_wavelength_nm: 1550.0,
             ..OpticsFibre::default()
         };
+        // The second span (15 km) at the quantum wavelength: a little under 3 dB at
+        // 1561 nm (Rayleigh scattering falls as λ⁻⁴).
+        let after = net.fibres[1].loss_db_at(q);
+        assert!(after < 3.0 && after > 2.9, "{after}");
         let ch = ClassicalChannel {
             wavelength_nm: grid::wavelength_nm(40),
             launch_power_dbm: 0.0,
             direction: Direction::CoPropagating,
         };
         let want =
-            noise_power_w(&ch, q, &span, 0.6) * db_to_transmittance(3.0) / photon_energy_j(q);
+            noise_power_w(&ch, q, &span, 0.6) * db_to_transmittance(after) / photon_energy_j(q);
         assert!(
             (got.raman_hz / want - 1.0).abs() < 1e-12,
             "{} {want}",
             got.raman_hz
         );
-        // Crosstalk: the classical power after the first span, 110 dB down, then 3 dB more.
-        let leak = 1e-3 * db_to_transmittance(2.0 + 110.0 + 3.0) / photon_energy_j(q);
+        // Crosstalk: the classical power after the first span (at its own wavelength), 110 dB
+        // down, then the second span at the quantum wavelength.
+        let first = net.fibres[0].loss_db_at(grid::wavelength_nm(40));
+        let leak = 1e-3 * db_to_transmittance(first + 110.0 + after) / photon_energy_j(q);
         assert!((got.crosstalk_hz / leak - 1.0).abs() < 1e-12);
         // Shifting the launch power by 10 dB scales both by 10.
         let up = arm_noise(&net, &net.links[0].arms[0], 20, 10.0);
@@ -189,9 +196,11 @@ ends = ["a", "b"]
     #[test]
     fn adjacent_channels_get_the_weaker_isolation() {
         let w = WdmPlan::default();
-        let q = grid::wavelength_nm(40);
-        assert_eq!(isolation_db(&w, q, grid::wavelength_nm(41)), 80.0);
-        assert_eq!(isolation_db(&w, q, grid::wavelength_nm(39)), 80.0);
-        assert_eq!(isolation_db(&w, q, grid::wavelength_nm(42)), 110.0);
+        assert_eq!(isolation_db(&w, 40, grid::wavelength_nm(41)), 80.0);
+        assert_eq!(isolation_db(&w, 40, grid::wavelength_nm(39)), 80.0);
+        assert_eq!(isolation_db(&w, 40, grid::wavelength_nm(42)), 110.0);
+        // A CWDM band's neighbours are a 20 nm slot away.
+        assert_eq!(isolation_db(&w, 1311, 1290.0), 80.0);
+        assert_eq!(isolation_db(&w, 1311, 1550.0), 110.0);
     }
 }

@@ -22,14 +22,13 @@
 //! between trusted nodes. A relayed key consumes key on every hop, so its rate is at most
 //! the path's weakest link; links shared between pairs are not divided among them.
 
-use crate::grid;
+use crate::grid::{self, Occupancy};
 use crate::noise::{arm_noise, has_classical, ArmNoise};
 use crate::spec::{other_end, ChannelChoice, Geometry, Link, Network};
 use qkdnet_emulator::wdm::{Grid, Wdm};
 use qkdnet_keyrate::optimise::OptimiseOptions;
 use qkdnet_keyrate::sweep::{sweep, Row, SweepOptions};
 use qkdnet_keyrate::{Protocol, Security};
-use std::collections::BTreeMap;
 
 /// Planner options.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -146,24 +145,27 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-fn arm_loss_db(net: &Network, link: &Link, k: usize) -> f64 {
+/// Fibre loss of arm `k` at its channel's wavelength (1550 nm before one is chosen).
+fn arm_loss_db(net: &Network, link: &Link, k: usize, ch: Option<[u32; 2]>) -> f64 {
+    let nm = ch.map_or(1550.0, |c| grid::wavelength_nm(c[k.min(1)]));
     link.arms[k]
         .fibres
         .iter()
-        .map(|&f| net.fibres[f].loss_db())
+        .map(|&f| net.fibres[f].loss_db_at(nm))
         .sum()
 }
 
-/// The loss the model sees and the share on Alice's arm, with the balancing attenuation.
-fn link_loss(net: &Network, link: &Link) -> (f64, f64, f64) {
+/// The loss the model sees and the share on Alice's arm, with the balancing attenuation;
+/// each arm's fibres at its channel's wavelength.
+fn link_loss(net: &Network, link: &Link, ch: Option<[u32; 2]>) -> (f64, f64, f64) {
     if link.arms.len() == 1 {
         let total = link
             .loss_db
-            .unwrap_or_else(|| arm_loss_db(net, link, 0) + link.extra_loss_db);
+            .unwrap_or_else(|| arm_loss_db(net, link, 0, ch) + link.extra_loss_db);
         return (total, 0.5, 0.0);
     }
     let a: Vec<f64> = (0..2)
-        .map(|k| arm_loss_db(net, link, k) + link.extra_loss_db / 2.0)
+        .map(|k| arm_loss_db(net, link, k, ch) + link.extra_loss_db / 2.0)
         .collect();
     let balanced = match &link.protocol {
         Protocol::TwinField(m) => !m.hw.asymmetric,
@@ -306,33 +308,38 @@ fn candidates(net: &Network, link: &Link) -> Vec<[u32; 2]> {
 /// (most loss) first, each the candidate with the least noise per unit of signal
 /// (BBM92: per unit of pair brightness).
 pub fn assign_channels(net: &Network) -> (Vec<Option<[u32; 2]>>, Vec<String>) {
-    let mut used: Vec<BTreeMap<u32, String>> = net
+    let filter = net.wdm.filter_bandwidth_nm;
+    let mut used: Vec<Occupancy> = net
         .fibres
         .iter()
         .map(|f| {
-            f.classical
-                .iter()
-                .filter_map(|c| c.itu_channel.map(|n| (n, "classical".to_string())))
-                .collect()
+            let mut o = Occupancy::default();
+            for c in &f.classical {
+                o.add(
+                    grid::classical_band_thz(c.wavelength_nm),
+                    c.itu_channel,
+                    "classical".into(),
+                );
+            }
+            o
         })
         .collect();
     let mut out: Vec<Option<[u32; 2]>> = vec![None; net.links.len()];
     // A source or relay node is a resource too: one SPDC source emits each conjugate pair
     // once, and a relay separates the pairs it serves by wavelength.
-    let mut at_node: Vec<BTreeMap<u32, String>> = vec![BTreeMap::new(); net.nodes.len()];
-    let take = |used: &mut Vec<BTreeMap<u32, String>>,
-                at_node: &mut Vec<BTreeMap<u32, String>>,
-                link: &Link,
-                ch: [u32; 2]| {
-        for (k, arm) in link.arms.iter().enumerate() {
-            for &f in &arm.fibres {
-                used[f].insert(ch[k.min(1)], link.id.clone());
+    let mut at_node: Vec<Occupancy> = vec![Occupancy::default(); net.nodes.len()];
+    let take =
+        |used: &mut Vec<Occupancy>, at_node: &mut Vec<Occupancy>, link: &Link, ch: [u32; 2]| {
+            for (k, arm) in link.arms.iter().enumerate() {
+                let c = ch[k.min(1)];
+                for &f in &arm.fibres {
+                    used[f].add(grid::band_thz(c, filter), Some(c), link.id.clone());
+                }
             }
-        }
-        if let Some(v) = link.via.filter(|_| link.geometry != Geometry::PointToPoint) {
-            at_node[v].insert(ch[0], link.id.clone());
-        }
-    };
+            if let Some(v) = link.via.filter(|_| link.geometry != Geometry::PointToPoint) {
+                at_node[v].add(grid::band_thz(ch[0], filter), Some(ch[0]), link.id.clone());
+            }
+        };
     for (i, l) in net.links.iter().enumerate() {
         if let ChannelChoice::Fixed(ch) = l.channel {
             out[i] = Some(ch);
@@ -342,7 +349,7 @@ pub fn assign_channels(net: &Network) -> (Vec<Option<[u32; 2]>>, Vec<String>) {
     let mut auto: Vec<usize> = (0..net.links.len())
         .filter(|&i| net.links[i].channel == ChannelChoice::Auto)
         .collect();
-    let loss = |i: usize| link_loss(net, &net.links[i]).0;
+    let loss = |i: usize| link_loss(net, &net.links[i], None).0;
     auto.sort_by(|&a, &b| loss(b).total_cmp(&loss(a)).then(a.cmp(&b)));
     let mut warnings = Vec::new();
     for i in auto {
@@ -350,13 +357,12 @@ pub fn assign_channels(net: &Network) -> (Vec<Option<[u32; 2]>>, Vec<String>) {
         let mut best: Option<([u32; 2], f64)> = None;
         for ch in candidates(net, l) {
             let free = l.arms.iter().enumerate().all(|(k, arm)| {
-                arm.fibres
-                    .iter()
-                    .all(|&f| !used[f].contains_key(&ch[k.min(1)]))
+                let band = grid::band_thz(ch[k.min(1)], filter);
+                arm.fibres.iter().all(|&f| used[f].clash(band).is_none())
             }) && l
                 .via
                 .filter(|_| l.geometry != Geometry::PointToPoint)
-                .is_none_or(|v| !at_node[v].contains_key(&ch[0]));
+                .is_none_or(|v| at_node[v].clash(grid::band_thz(ch[0], filter)).is_none());
             // Two arms of one link on one fibre need two channels.
             let shared = l.arms.len() == 2
                 && ch[0] == ch[1]
@@ -403,7 +409,7 @@ pub fn plan(net: &Network, opts: &PlanOptions) -> Plan {
     let (assigned, mut warnings) = assign_channels(net);
     let mut links = Vec::with_capacity(net.links.len());
     for (i, l) in net.links.iter().enumerate() {
-        let (loss_db, frac, balance_db) = link_loss(net, l);
+        let (loss_db, frac, balance_db) = link_loss(net, l, assigned[i]);
         let arm_km = l
             .arms
             .iter()

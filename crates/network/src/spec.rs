@@ -132,10 +132,14 @@ pub struct FibreSpec {
     pub ends: [String; 2],
     /// Length, km.
     pub length_km: f64,
-    /// Attenuation, dB/km (default 0.2, SMF-28 at 1550 nm; deployed cable with splices is
-    /// higher, e.g. 0.35 in Nice).
+    /// Attenuation at 1550 nm, dB/km (default 0.2, SMF-28; deployed cable with splices is
+    /// higher, e.g. 0.35 in Nice); other wavelengths follow Rayleigh scattering's λ⁻⁴.
     #[serde(default = "default_att")]
     pub loss_db_per_km: f64,
+    /// Wavelength at which `loss_db_per_km` holds, nm (default 1550); other wavelengths
+    /// follow Rayleigh scattering's λ⁻⁴.
+    #[serde(default = "default_ref_nm")]
+    pub loss_reference_nm: f64,
     /// Connectors, splices and patch panels on top, dB.
     #[serde(default)]
     pub extra_loss_db: f64,
@@ -146,6 +150,10 @@ pub struct FibreSpec {
 
 fn default_att() -> f64 {
     0.2
+}
+
+fn default_ref_nm() -> f64 {
+    1550.0
 }
 
 /// A link's channel choice as written: `"auto"`, one ITU channel, or one per arm.
@@ -269,8 +277,10 @@ pub struct Fibre {
     pub ends: [usize; 2],
     /// Length, km.
     pub length_km: f64,
-    /// Attenuation, dB/km.
+    /// Attenuation at `loss_reference_nm`, dB/km.
     pub loss_db_per_km: f64,
+    /// Wavelength of the attenuation figure, nm.
+    pub loss_reference_nm: f64,
     /// Extra loss, dB.
     pub extra_loss_db: f64,
     /// Classical channels.
@@ -278,9 +288,21 @@ pub struct Fibre {
 }
 
 impl Fibre {
-    /// Total loss, dB.
+    /// Total loss at `loss_reference_nm` (where `loss_db_per_km` is given), dB.
     pub fn loss_db(&self) -> f64 {
         self.length_km * self.loss_db_per_km + self.extra_loss_db
+    }
+
+    /// Total loss at `nm`: the attenuation corrected for Rayleigh scattering's λ⁻⁴
+    /// (`qkdnet_optics::fibre::Fibre::attenuation_at`), plus the extra loss, dB.
+    pub fn loss_db_at(&self, nm: f64) -> f64 {
+        let f = qkdnet_optics::fibre::Fibre {
+            length_km: self.length_km,
+            attenuation_db_per_km: self.loss_db_per_km,
+            reference_wavelength_nm: self.loss_reference_nm,
+            ..qkdnet_optics::fibre::Fibre::default()
+        };
+        f.loss_db_at(nm) + self.extra_loss_db
     }
 }
 
@@ -449,7 +471,7 @@ fn check(file: NetworkFile, origin: &str, base: &Path) -> Result<Network, InputE
     )?;
     finite_num(origin, "wdm.spdc_fwhm_nm", w.spdc_fwhm_nm, 0.01, 1000.0)?;
     if let Some([lo, hi]) = w.quantum_channels {
-        if !grid::on_grid(lo) || !grid::on_grid(hi) || lo > hi {
+        if !grid::is_dwdm(lo) || !grid::is_dwdm(hi) || lo > hi {
             return Err(InputError::new(format!(
                 "{origin}: wdm.quantum_channels: [{lo}, {hi}] is not a range of ITU channels within 1..=72"
             )));
@@ -523,6 +545,13 @@ fn check(file: NetworkFile, origin: &str, base: &Path) -> Result<Network, InputE
         }
         finite_num(&item, "length_km", f.length_km, 0.0, 1e5)?;
         finite_num(&item, "loss_db_per_km", f.loss_db_per_km, 0.0, 10.0)?;
+        finite_num(
+            &item,
+            "loss_reference_nm",
+            f.loss_reference_nm,
+            1200.0,
+            1700.0,
+        )?;
         finite_num(&item, "extra_loss_db", f.extra_loss_db, 0.0, 200.0)?;
         let mut classical = Vec::new();
         for (j, c) in f.classical.iter().enumerate() {
@@ -543,7 +572,7 @@ fn check(file: NetworkFile, origin: &str, base: &Path) -> Result<Network, InputE
             match (c.itu_channel, c.wavelength_nm) {
                 (Some(ch), None) => {
                     let last = ch.saturating_add(c.count - 1);
-                    if !grid::on_grid(ch) || !grid::on_grid(last) {
+                    if !grid::is_dwdm(ch) || !grid::is_dwdm(last) {
                         return Err(InputError::new(format!(
                             "{citem}: itu_channel: channels {ch}..={last} leave the 100 GHz grid (1..=72)"
                         )));
@@ -583,6 +612,7 @@ fn check(file: NetworkFile, origin: &str, base: &Path) -> Result<Network, InputE
             ends: [a, b],
             length_km: f.length_km,
             loss_db_per_km: f.loss_db_per_km,
+            loss_reference_nm: f.loss_reference_nm,
             extra_loss_db: f.extra_loss_db,
             classical,
         });
@@ -597,7 +627,7 @@ fn check(file: NetworkFile, origin: &str, base: &Path) -> Result<Network, InputE
         links.push(check_link(l, &item, base, &nodes, &fibres, &file)?);
     }
     // Channels used twice on one fibre.
-    check_channel_use(&links, &fibres, origin)?;
+    check_channel_use(&links, &fibres, &file.wdm, origin)?;
     // SAE pairs.
     let mut sae_pairs = Vec::new();
     if file.sae_pairs.is_empty() {
@@ -826,7 +856,12 @@ fn check_link(
         for (k, &c) in p.iter().enumerate() {
             if !grid::on_grid(c) {
                 return Err(InputError::new(format!(
-                    "{item}: channel[{k}]: {c} is off the ITU 100 GHz grid (1..=72)"
+                    "{item}: channel[{k}]: {c} is on neither ITU grid (DWDM 100 GHz: 1..=72; CWDM: 1271, 1291, …, 1611 nm)"
+                )));
+            }
+            if geometry == Geometry::Source && grid::is_cwdm(c) {
+                return Err(InputError::new(format!(
+                    "{item}: channel[{k}]: CWDM {c}: entangled pairs on 13 nm bands need a dispersion model the planner and emulator do not have yet; use DWDM pairs"
                 )));
             }
         }
@@ -990,19 +1025,27 @@ pub fn least_loss_route(fibres: &[Fibre], from: usize, to: usize) -> Option<Vec<
     Some(route)
 }
 
-/// Fibres and the channel each arm of each link puts on them, for fixed channels.
-fn check_channel_use(links: &[Link], fibres: &[Fibre], origin: &str) -> Result<(), InputError> {
+/// Fibres and the channel each arm of each link puts on them, for fixed channels: no two
+/// users' spectra may overlap on one fibre.
+fn check_channel_use(
+    links: &[Link],
+    fibres: &[Fibre],
+    wdm: &WdmPlan,
+    origin: &str,
+) -> Result<(), InputError> {
     for (fi, f) in fibres.iter().enumerate() {
-        let mut users: BTreeMap<u32, String> = BTreeMap::new();
+        let mut used = grid::Occupancy::default();
         for c in &f.classical {
-            if let Some(ch) = c.itu_channel {
-                if let Some(prev) = users.insert(ch, "a classical channel".into()) {
-                    return Err(InputError::new(format!(
-                        "{origin}: fibre \"{}\": ITU channel {ch} is used twice (by {prev} and a classical channel)",
-                        f.id
-                    )));
-                }
+            let band = grid::classical_band_thz(c.wavelength_nm);
+            let who = "a classical channel".to_string();
+            if let Some((pc, prev)) = used.clash(band) {
+                return Err(InputError::new(format!(
+                    "{origin}: fibre \"{}\": {}",
+                    f.id,
+                    grid::Occupancy::describe(c.itu_channel, pc, prev, &who)
+                )));
             }
+            used.add(band, c.itu_channel, who);
         }
         for l in links {
             let ChannelChoice::Fixed(p) = l.channel else {
@@ -1013,20 +1056,16 @@ fn check_channel_use(links: &[Link], fibres: &[Fibre], origin: &str) -> Result<(
                     continue;
                 }
                 let ch = p[k];
+                let band = grid::band_thz(ch, wdm.filter_bandwidth_nm);
                 let who = format!("link \"{}\"", l.id);
-                match users.get(&ch) {
-                    // The two arms of a relay link on one fibre at one wavelength would be
-                    // one arm; any other reuse is a clash.
-                    Some(prev) => {
-                        return Err(InputError::new(format!(
-                            "{origin}: fibre \"{}\": ITU channel {ch} is used twice (by {prev} and {who})",
-                            f.id
-                        )))
-                    }
-                    None => {
-                        users.insert(ch, who);
-                    }
+                if let Some((pc, prev)) = used.clash(band) {
+                    return Err(InputError::new(format!(
+                        "{origin}: fibre \"{}\": {}",
+                        f.id,
+                        grid::Occupancy::describe(Some(ch), pc, prev, &who)
+                    )));
                 }
+                used.add(band, Some(ch), who);
             }
         }
     }
