@@ -1,4 +1,6 @@
-//! The live dashboard: a web page (`GET /`) and its data (`GET /api/state`), served over
+//! The live dashboard: a web page (`GET /`), its data (`GET /api/state`) and the links'
+//! Prometheus metrics (`GET /metrics`: each link's QBERs, key rate, sync offset and windows
+//! in the text exposition format), served over
 //! plain HTTP on a loopback address by `qkdnet node` (`[node] dashboard = "…"`) and by
 //! `qkdnet run --serve ADDR`. The page polls the data once a second and redraws, as inline
 //! SVG, the key rate, the QBERs, the sync offset and the key buffers of each link, and the
@@ -6,8 +8,14 @@
 
 use http_body_util::Full;
 use hyper::body::Bytes;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 /// Points kept per series (older ones thinned by half when full).
@@ -48,10 +56,99 @@ struct State {
     events: VecDeque<(f64, String, String)>,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LinkLabel {
+    link: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BufferLabel {
+    buffer: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The links' Prometheus metrics.
+struct Metrics {
+    registry: Registry,
+    qber_z: Family<LinkLabel, FloatGauge>,
+    qber_x: Family<LinkLabel, FloatGauge>,
+    key_rate: Family<LinkLabel, FloatGauge>,
+    sync_offset: Family<LinkLabel, FloatGauge>,
+    points: Family<LinkLabel, Counter>,
+    buffers: Family<BufferLabel, FloatGauge>,
+    events: Family<LinkLabel, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("qkdnet_link");
+        let qber_z = Family::<LinkLabel, FloatGauge>::default();
+        let qber_x = Family::<LinkLabel, FloatGauge>::default();
+        let key_rate = Family::<LinkLabel, FloatGauge>::default();
+        let sync_offset = Family::<LinkLabel, FloatGauge>::default();
+        let points = Family::<LinkLabel, Counter>::default();
+        let buffers = Family::<BufferLabel, FloatGauge>::default();
+        let events = Family::<LinkLabel, Counter>::default();
+        registry.register(
+            "qber_z",
+            "Key-basis QBER over the latest 10 s of virtual time",
+            qber_z.clone(),
+        );
+        registry.register(
+            "qber_x",
+            "Test-basis QBER over the latest 10 s of virtual time",
+            qber_x.clone(),
+        );
+        registry.register(
+            "key_rate_bps",
+            "Secret key rate of the latest distilled block, bit/s",
+            key_rate.clone(),
+        );
+        registry.register(
+            "sync_offset_ns",
+            "Offset of Bob's tagger against Alice's that the sync tracks, ns",
+            sync_offset.clone(),
+        );
+        registry.register(
+            "points",
+            "Statistics points recorded (one per 10 s of virtual time)",
+            points.clone(),
+        );
+        registry.register(
+            "key_buffer_bits",
+            "Key bits available (node: per neighbour; run: stored per node)",
+            buffers.clone(),
+        );
+        registry.register(
+            "events",
+            "Supervisor transitions and block outcomes",
+            events.clone(),
+        );
+        Self {
+            registry,
+            qber_z,
+            qber_x,
+            key_rate,
+            sync_offset,
+            points,
+            buffers,
+            events,
+        }
+    }
+}
+
 /// The dashboard's shared state.
 #[derive(Debug, Default)]
 pub struct Dashboard {
     state: Mutex<State>,
+    metrics: Metrics,
 }
 
 fn thin<T>(v: &mut Vec<T>) {
@@ -78,6 +175,21 @@ impl Dashboard {
 
     /// Adds a point to `link`'s series.
     pub fn point(&self, link: &str, p: Point) {
+        let l = LinkLabel {
+            link: link.to_string(),
+        };
+        let m = &self.metrics;
+        for (g, v) in [
+            (&m.qber_z, p.qber_z),
+            (&m.qber_x, p.qber_x),
+            (&m.key_rate, p.key_rate_bps),
+            (&m.sync_offset, p.sync_offset_ns),
+        ] {
+            if v.is_finite() {
+                g.get_or_create(&l).set(v);
+            }
+        }
+        m.points.get_or_create(&l).inc();
         let mut s = self.lock();
         s.t_s = s.t_s.max(p.t_s);
         let v = s.links.entry(link.to_string()).or_default();
@@ -87,6 +199,12 @@ impl Dashboard {
 
     /// Records a key buffer's level (`name`: e.g. `nice ↔ inria`).
     pub fn buffer(&self, name: &str, t_s: f64, bits: f64) {
+        self.metrics
+            .buffers
+            .get_or_create(&BufferLabel {
+                buffer: name.to_string(),
+            })
+            .set(bits);
         let mut s = self.lock();
         let v = s.buffers.entry(name.to_string()).or_default();
         thin(v);
@@ -95,12 +213,26 @@ impl Dashboard {
 
     /// Records an event.
     pub fn event(&self, t_s: f64, link: &str, what: &str) {
+        self.metrics
+            .events
+            .get_or_create(&LinkLabel {
+                link: link.to_string(),
+            })
+            .inc();
         let mut s = self.lock();
         if s.events.len() >= MAX_EVENTS {
             s.events.pop_front();
         }
         s.events
             .push_back((t_s, link.to_string(), what.to_string()));
+    }
+
+    fn prometheus(&self) -> String {
+        let mut out = String::new();
+        match prometheus_client::encoding::text::encode(&mut out, &self.metrics.registry) {
+            Ok(()) => out,
+            Err(_) => String::new(),
+        }
     }
 
     fn json(&self) -> String {
@@ -128,6 +260,11 @@ pub async fn serve(listener: tokio::net::TcpListener, dash: Arc<Dashboard>) {
                             (&hyper::Method::GET, "/api/state") => {
                                 (200, "application/json", dash.json())
                             }
+                            (&hyper::Method::GET, "/metrics") => (
+                                200,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                dash.prometheus(),
+                            ),
                             _ => (404, "text/plain", "not found\n".to_string()),
                         };
                         hyper::Response::builder()

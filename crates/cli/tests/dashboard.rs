@@ -124,6 +124,20 @@ fn dashboard_charts_update_in_headless_chromium_without_console_errors() {
     let page = get(&addr, "/").unwrap();
     assert!(page.starts_with("HTTP/1.1 200") && page.contains("<svg id=\"rate\""));
     assert!(get(&addr, "/nothing").unwrap().starts_with("HTTP/1.1 404"));
+    // Prometheus metrics of the links.
+    let m = get(&addr, "/metrics").unwrap();
+    assert!(
+        m.contains("qkdnet_link_qber_x{link=\"nice-inria\"}"),
+        "{m:.800}"
+    );
+    assert!(
+        m.contains("# TYPE qkdnet_link_key_rate_bps gauge"),
+        "{m:.800}"
+    );
+    assert!(
+        m.contains("qkdnet_link_key_buffer_bits{buffer="),
+        "{m:.800}"
+    );
     // The browser polls once a second; in virtual time 30 s pass, the fetches in real time
     // while the run moves on.
     let url = format!("http://{addr}/");
