@@ -21,6 +21,26 @@ pub enum BenchCommand {
     /// The photonic emulator: event level (detections/s, one core) and window level
     /// (emulated hours per wall second).
     Emulate(EmulateBenchArgs),
+    /// Network planning (links planned per second) and a network run in virtual time
+    /// (virtual seconds per wall second, with full distillation).
+    Plan(PlanBenchArgs),
+}
+
+/// Flags of `qkdnet bench plan`.
+#[derive(Args, Debug)]
+pub struct PlanBenchArgs {
+    /// Network file; default: the embedded 40-user DWDM network.
+    #[arg(long)]
+    pub network: Option<std::path::PathBuf>,
+    /// Plans to time (the median is reported).
+    #[arg(long, default_value_t = 9)]
+    pub repeats: usize,
+    /// Virtual time of the network run, seconds (0: skip it).
+    #[arg(long, default_value_t = 600.0)]
+    pub run_seconds: f64,
+    /// Print JSON (the only format; accepted for symmetry).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `qkdnet bench emulate`.
@@ -172,7 +192,116 @@ pub fn run(cmd: &BenchCommand) -> Result<(), CliError> {
         BenchCommand::Distill(a) => distill(a),
         BenchCommand::Kms(a) => kms(a),
         BenchCommand::Emulate(a) => emulate(a),
+        BenchCommand::Plan(a) => plan(a),
     }
+}
+
+const DWDM_40: &str = include_str!("../../../networks/dwdm-40-user.toml");
+
+fn plan(a: &PlanBenchArgs) -> Result<(), CliError> {
+    use qkdnet_network::plan::{plan, PlanOptions};
+    if a.repeats == 0 || a.repeats > 1000 {
+        return Err(CliError::input(format!(
+            "--repeats: must be in 1..=1000, got {}",
+            a.repeats
+        )));
+    }
+    if !(a.run_seconds >= 0.0 && a.run_seconds <= 86_400.0) {
+        return Err(CliError::input(format!(
+            "--run-seconds: must be in [0, 86400], got {}",
+            a.run_seconds
+        )));
+    }
+    let (path, _tmp) = match &a.network {
+        Some(p) => (p.clone(), None),
+        None => {
+            let dir =
+                std::env::temp_dir().join(format!("qkdnet-bench-plan-{}", std::process::id()));
+            std::fs::create_dir_all(dir.join("networks"))
+                .and_then(|()| std::fs::create_dir_all(dir.join("scenarios")))
+                .map_err(|e| CliError::runtime(e.to_string()))?;
+            let p = dir.join("networks/dwdm-40-user.toml");
+            std::fs::write(&p, DWDM_40)
+                .and_then(|()| std::fs::write(dir.join("scenarios/nice-50km.toml"), NICE_50KM))
+                .map_err(|e| CliError::runtime(e.to_string()))?;
+            (p, Some(TempDir(dir)))
+        }
+    };
+    let net = qkdnet_network::spec::load(&path)?;
+    let mut times = Vec::with_capacity(a.repeats);
+    let mut with_survival = Vec::with_capacity(a.repeats);
+    for _ in 0..a.repeats {
+        let t = Instant::now();
+        let p = plan(
+            &net,
+            &PlanOptions {
+                asymptotic: false,
+                survival: false,
+            },
+        );
+        times.push(t.elapsed().as_secs_f64());
+        std::hint::black_box(p);
+        let t = Instant::now();
+        std::hint::black_box(plan(&net, &PlanOptions::default()));
+        with_survival.push(t.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (t_plan, t_surv) = (median(&mut times), median(&mut with_survival));
+    let links = net.links.len() as f64;
+    let mut run = serde_json::Value::Null;
+    if a.run_seconds > 0.0 {
+        use qkdnet_network::sim::{CountingSink, NetworkSim, SimConfig};
+        let p = plan(
+            &net,
+            &PlanOptions {
+                asymptotic: false,
+                survival: false,
+            },
+        );
+        let cfg = SimConfig {
+            runner: Default::default(),
+            block_s: 300.0,
+            seed: 1,
+        };
+        let mut sim = NetworkSim::new(&net, &p, &cfg)?;
+        let mut sink = CountingSink::default();
+        let t = Instant::now();
+        let windows = (a.run_seconds / qkdnet_network::runner::WINDOW_S).ceil() as usize;
+        for _ in 0..windows {
+            sim.step(&net, &mut sink, &mut |_| {}, &mut |_, _| {})
+                .map_err(CliError::runtime)?;
+        }
+        sim.finish(&net, &mut sink, &mut |_| {})
+            .map_err(CliError::runtime)?;
+        let wall = t.elapsed().as_secs_f64();
+        let bits: u64 = sim.links().map(|(_, _, t)| t.final_bits).sum();
+        let running = sim.links().count();
+        run = serde_json::json!({
+            "virtual_seconds": sim.time_s(),
+            "links_run": running,
+            "wall_seconds": wall,
+            "virtual_seconds_per_wall_second": sim.time_s() / wall,
+            "link_virtual_seconds_per_wall_second": sim.time_s() * running as f64 / wall,
+            "final_key_bits": bits,
+            "final_key_mbit_per_wall_second": bits as f64 / wall / 1e6,
+        });
+    }
+    let out = serde_json::json!({
+        "benchmark": "plan",
+        "network": net.name,
+        "links": net.links.len(),
+        "plan_seconds": t_plan,
+        "links_planned_per_second": links / t_plan,
+        "plan_with_survival_seconds": t_surv,
+        "repeats": a.repeats,
+        "network_run": run,
+        "machine": MachineInfo::current(1),
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
 }
 
 /// The Nice 50 km scenario, embedded so the bench runs anywhere.
