@@ -1,4 +1,5 @@
 //! The planner on the shipped networks: one whole plan (channel assignment, every link's
+#![allow(missing_docs)] // criterion_group! generates undocumented items
 //! optimised finite-key rate, SAE pairs), without and with the classical-load search.
 
 use criterion::{criterion_group, criterion_main, Criterion};
