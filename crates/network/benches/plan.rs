@@ -1,6 +1,6 @@
 //! The planner on the shipped networks: one whole plan (channel assignment, every link's
-#![allow(missing_docs)] // criterion_group! generates undocumented items
 //! optimised finite-key rate, SAE pairs), without and with the classical-load search.
+#![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use qkdnet_network::plan::{plan, PlanOptions};
