@@ -207,3 +207,62 @@ fn a_frame_rotation_moves_the_errors() {
         }
     }
 }
+
+/// Lim et al. 2014's bound on emulated detections: the key length a runtime would take
+/// from a block of observed counts agrees with the forward model's expectation for the same
+/// block (the decoy estimates fluctuate with the counts; 1e9 pulses at 10 dB, both bases
+/// equally likely so the test basis has counts to estimate from).
+#[test]
+fn lim_bound_on_observed_counts_matches_the_forward_model() {
+    use qkdnet_keyrate::decoy_bb84::{lim_bound, DecoyCounts};
+    use qkdnet_keyrate::math::h2;
+    use qkdnet_keyrate::FiniteKey;
+    // Without afterpulses: keyrate attributes them to the pulse that caused them (a factor
+    // 1 + p_ap on each intensity's clicks), the emulator to the later pulse they fall on.
+    let hw = DecoyBb84 {
+        p_key_basis: 0.5,
+        afterpulse_probability: 0.0,
+        ..DecoyBb84::default()
+    };
+    let l = Bb84Link::new(hw, 10.0, Bb84Emulation::default()).expect("valid");
+    let t = run(&l, 100, 1e-2);
+    let pulses = 1e9;
+    let mu = [hw.mu1, hw.mu2, hw.mu3];
+    let p = [hw.p_mu1, hw.p_mu2, 1.0 - hw.p_mu1 - hw.p_mu2];
+    let counts = DecoyCounts {
+        key: core::array::from_fn(|k| t.clicks[k][0] as f64),
+        test: core::array::from_fn(|k| t.clicks[k][1] as f64),
+        test_errors: core::array::from_fn(|k| t.errors[k][1]),
+        key_errors: (0..3).map(|k| t.errors[k][0]).sum(),
+    };
+    for sec in [
+        Security::Asymptotic,
+        Security::Finite(FiniteKey {
+            block_size: pulses,
+            ..FiniteKey::default()
+        }),
+    ] {
+        let b = lim_bound(&counts, mu, p, &sec);
+        let leak = hw.ec_efficiency * b.key_bits * h2(b.qber_key);
+        let observed = b.secrecy_bits - leak - b.overhead_bits;
+        let expected = hw.key_length_per_pulse(10.0, mu, p, hw.p_key_basis, &sec);
+        let model = expected.raw_key_per_signal * pulses;
+        assert!(observed > 0.0 && model > 0.0, "{observed} {model}");
+        eprintln!("{sec:?}: from counts {observed:.0} bits, forward model {model:.0}");
+        assert!(
+            (observed / model - 1.0).abs() < 0.05,
+            "{sec:?}: from counts {observed:.0} bits, forward model {model:.0}"
+        );
+        assert!(
+            b.phase_error > 0.0 && b.phase_error < 0.1,
+            "{}",
+            b.phase_error
+        );
+    }
+    // No single photons in evidence (the decoys swapped): no key, and the bound says so.
+    let mut bad = counts;
+    bad.key.swap(1, 2);
+    bad.test.swap(1, 2);
+    let b = lim_bound(&bad, mu, p, &Security::Asymptotic);
+    assert_eq!(b.secrecy_bits, f64::NEG_INFINITY);
+}

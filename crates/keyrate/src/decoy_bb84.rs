@@ -159,74 +159,147 @@ impl DecoyBb84 {
                 + self.misalignment * (-(-eta * mu[k]).exp_m1())
                 + self.afterpulse_probability * d[k] / 2.0;
         }
-        let nk: [f64; 3] = core::array::from_fn(|k| n * p_key * p_key * p[k] * d[k]);
-        let nt: [f64; 3] = core::array::from_fn(|k| n * p_test * p_test * p[k] * d[k]);
-        let mt: [f64; 3] = core::array::from_fn(|k| n * p_test * p_test * p[k] * e[k]);
-        let mk_total: f64 = (0..3).map(|k| n * p_key * p_key * p[k] * e[k]).sum();
-        let nk_total: f64 = nk.iter().sum();
-        let nt_total: f64 = nt.iter().sum();
-        let mt_total: f64 = mt.iter().sum();
-        let qber_key = mk_total / nk_total;
-        let qber_test = mt_total / nt_total;
-
-        // Hoeffding deviations; 21 bounds in Lim et al.'s accounting.
-        let (dev_k, dev_t, dev_m, eps) = match sec {
-            Security::Asymptotic => (0.0, 0.0, 0.0, None),
-            Security::Finite(f) => {
-                let l = (21.0 / f.eps_sec).ln();
-                (
-                    (nk_total / 2.0 * l).sqrt(),
-                    (nt_total / 2.0 * l).sqrt(),
-                    (mt_total / 2.0 * l).sqrt(),
-                    Some(f.eps_sec),
-                )
-            }
+        let counts = DecoyCounts {
+            key: core::array::from_fn(|k| n * p_key * p_key * p[k] * d[k]),
+            test: core::array::from_fn(|k| n * p_test * p_test * p[k] * d[k]),
+            test_errors: core::array::from_fn(|k| n * p_test * p_test * p[k] * e[k]),
+            key_errors: (0..3).map(|k| n * p_key * p_key * p[k] * e[k]).sum(),
         };
-        let plus = |x: f64, k: usize, dev: f64| (mu[k]).exp() / p[k] * (x + dev);
-        let minus = |x: f64, k: usize, dev: f64| (mu[k]).exp() / p[k] * (x - dev);
-        // τ_n = Σ_k p_k e^{−μ_k} μ_k^n / n!, needed for n = 0, 1 (n! = 1).
-        let tau = |nph: i32| -> f64 {
-            (0..3)
-                .map(|k| p[k] * (-mu[k]).exp() * mu[k].powi(nph))
-                .sum()
-        };
-        let (t0, t1) = (tau(0), tau(1));
-        let (m1, m2, m3) = (mu[0], mu[1], mu[2]);
-        let s0 = |n: &[f64; 3], dev: f64| {
-            (t0 * (m2 * minus(n[2], 2, dev) - m3 * plus(n[1], 1, dev)) / (m2 - m3)).max(0.0)
-        };
-        let s1 = |n: &[f64; 3], dev: f64, s0v: f64| {
-            let num = minus(n[1], 1, dev)
-                - plus(n[2], 2, dev)
-                - (m2 * m2 - m3 * m3) / (m1 * m1) * (plus(n[0], 0, dev) - s0v / t0);
-            t1 * m1 * num / (m1 * (m2 - m3) - m2 * m2 + m3 * m3)
-        };
-        let s0k = s0(&nk, dev_k);
-        let s1k = s1(&nk, dev_k, s0k);
-        let s0t = s0(&nt, dev_t);
-        let s1t = s1(&nt, dev_t, s0t);
-        let v1t = t1 * (plus(mt[1], 1, dev_m) - minus(mt[2], 2, dev_m)) / (m2 - m3);
-        if s1k <= 0.0 || s1t <= 0.0 || !s1k.is_finite() {
-            return Evaluation {
-                raw_key_per_signal: s1k.min(0.0) / n - 1e-12,
-                qber_key,
-                qber_test,
-            };
-        }
-        let ratio = (v1t / s1t).max(0.0);
-        let phi = match eps {
-            None => ratio,
-            Some(es) => ratio + gamma(es, ratio, s1t, s1k),
-        }
-        .min(0.5);
-        let leak = self.ec_efficiency * nk_total * h2(qber_key);
-        let overhead = crate::finite::composable_overhead(sec, 21.0);
-        let ell = s0k + s1k * (1.0 - h2(phi)) - leak - overhead;
+        let b = lim_bound(&counts, mu, p, sec);
+        let leak = self.ec_efficiency * b.key_bits * h2(b.qber_key);
         Evaluation {
-            raw_key_per_signal: ell / n,
+            raw_key_per_signal: if b.secrecy_bits.is_finite() {
+                (b.secrecy_bits - leak - b.overhead_bits) / n
+            } else {
+                b.s1_key.min(0.0) / n - 1e-12
+            },
+            qber_key: b.qber_key,
+            qber_test: b.qber_test,
+        }
+    }
+}
+
+/// Detections of a decoy-BB84 block, by intensity (μ₁, μ₂, μ₃): both parties in the key
+/// basis, both in the test basis, and the errors — observed at runtime, or expected in the
+/// forward model.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DecoyCounts {
+    /// Key-basis detections per intensity, n_{Z,k} (X in Lim et al.).
+    pub key: [f64; 3],
+    /// Test-basis detections per intensity.
+    pub test: [f64; 3],
+    /// Test-basis errors per intensity, m_{X,k}.
+    pub test_errors: [f64; 3],
+    /// Key-basis errors over all intensities (what reconciliation corrects).
+    pub key_errors: f64,
+}
+
+/// What the Lim et al. 2014 bound says about a block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimBound {
+    /// s_{Z,0} + s_{Z,1}(1 − h(φ_Z)): the smooth min-entropy the bound grants before error
+    /// correction (−∞ when the single-photon bound is not positive).
+    pub secrecy_bits: f64,
+    /// 6 log₂(21/ε_sec) + log₂(2/ε_cor): the composable overhead (0 asymptotically).
+    pub overhead_bits: f64,
+    /// Key-basis detections n_Z (the sifted key's length).
+    pub key_bits: f64,
+    /// Lower bound on key-basis single-photon detections s_{Z,1}.
+    pub s1_key: f64,
+    /// Upper bound on their phase error φ_Z.
+    pub phase_error: f64,
+    /// Observed key-basis error rate.
+    pub qber_key: f64,
+    /// Observed test-basis error rate.
+    pub qber_test: f64,
+}
+
+/// The finite-key bound of Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014),
+/// Eqs. (2)–(5) and Appendix: from a block's detections by basis and intensity (`mu`, sent
+/// with probabilities `p`), the vacuum and single-photon detection bounds s_{Z,0},
+/// s_{Z,1} (decoy method with Hoeffding deviations `δ = √(n/2 ln(21/ε_sec))`), the
+/// single-photon phase error φ_Z from the test basis with the random-sampling correction
+/// γ, and ℓ = s_{Z,0} + s_{Z,1}(1 − h(φ_Z)) − λ_EC − 6 log₂(21/ε_sec) − log₂(2/ε_cor)
+/// where the caller subtracts the error-correction leakage λ_EC it measured (or, in the
+/// forward model, f·n_Z·h(E_Z)).
+pub fn lim_bound(c: &DecoyCounts, mu: [f64; 3], p: [f64; 3], sec: &Security) -> LimBound {
+    let (nk, nt, mt) = (c.key, c.test, c.test_errors);
+    let nk_total: f64 = nk.iter().sum();
+    let nt_total: f64 = nt.iter().sum();
+    let mt_total: f64 = mt.iter().sum();
+    let qber_key = if nk_total > 0.0 {
+        c.key_errors / nk_total
+    } else {
+        0.5
+    };
+    let qber_test = if nt_total > 0.0 {
+        mt_total / nt_total
+    } else {
+        0.5
+    };
+    // Hoeffding deviations; 21 bounds in Lim et al.'s accounting.
+    let (dev_k, dev_t, dev_m, eps) = match sec {
+        Security::Asymptotic => (0.0, 0.0, 0.0, None),
+        Security::Finite(f) => {
+            let l = (21.0 / f.eps_sec).ln();
+            (
+                (nk_total / 2.0 * l).sqrt(),
+                (nt_total / 2.0 * l).sqrt(),
+                (mt_total / 2.0 * l).sqrt(),
+                Some(f.eps_sec),
+            )
+        }
+    };
+    let plus = |x: f64, k: usize, dev: f64| (mu[k]).exp() / p[k] * (x + dev);
+    let minus = |x: f64, k: usize, dev: f64| (mu[k]).exp() / p[k] * (x - dev);
+    // τ_n = Σ_k p_k e^{−μ_k} μ_k^n / n!, needed for n = 0, 1 (n! = 1).
+    let tau = |nph: i32| -> f64 {
+        (0..3)
+            .map(|k| p[k] * (-mu[k]).exp() * mu[k].powi(nph))
+            .sum()
+    };
+    let (t0, t1) = (tau(0), tau(1));
+    let (m1, m2, m3) = (mu[0], mu[1], mu[2]);
+    let s0 = |n: &[f64; 3], dev: f64| {
+        (t0 * (m2 * minus(n[2], 2, dev) - m3 * plus(n[1], 1, dev)) / (m2 - m3)).max(0.0)
+    };
+    let s1 = |n: &[f64; 3], dev: f64, s0v: f64| {
+        let num = minus(n[1], 1, dev)
+            - plus(n[2], 2, dev)
+            - (m2 * m2 - m3 * m3) / (m1 * m1) * (plus(n[0], 0, dev) - s0v / t0);
+        t1 * m1 * num / (m1 * (m2 - m3) - m2 * m2 + m3 * m3)
+    };
+    let s0k = s0(&nk, dev_k);
+    let s1k = s1(&nk, dev_k, s0k);
+    let s0t = s0(&nt, dev_t);
+    let s1t = s1(&nt, dev_t, s0t);
+    let v1t = t1 * (plus(mt[1], 1, dev_m) - minus(mt[2], 2, dev_m)) / (m2 - m3);
+    let overhead_bits = crate::finite::composable_overhead(sec, 21.0);
+    if s1k <= 0.0 || s1t <= 0.0 || !s1k.is_finite() {
+        return LimBound {
+            secrecy_bits: f64::NEG_INFINITY,
+            overhead_bits,
+            key_bits: nk_total,
+            s1_key: s1k,
+            phase_error: 0.5,
             qber_key,
             qber_test,
-        }
+        };
+    }
+    let ratio = (v1t / s1t).max(0.0);
+    let phi = match eps {
+        None => ratio,
+        Some(es) => ratio + gamma(es, ratio, s1t, s1k),
+    }
+    .min(0.5);
+    LimBound {
+        secrecy_bits: s0k + s1k * (1.0 - h2(phi)),
+        overhead_bits,
+        key_bits: nk_total,
+        s1_key: s1k,
+        phase_error: phi,
+        qber_key,
+        qber_test,
     }
 }
 
