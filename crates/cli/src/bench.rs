@@ -232,13 +232,7 @@ fn plan(a: &PlanBenchArgs) -> Result<(), CliError> {
     let mut with_survival = Vec::with_capacity(a.repeats);
     for _ in 0..a.repeats {
         let t = Instant::now();
-        let p = plan(
-            &net,
-            &PlanOptions {
-                asymptotic: false,
-                survival: false,
-            },
-        );
+        let p = plan(&net, &PlanOptions::PLACEMENT);
         times.push(t.elapsed().as_secs_f64());
         std::hint::black_box(p);
         let t = Instant::now();
@@ -254,13 +248,7 @@ fn plan(a: &PlanBenchArgs) -> Result<(), CliError> {
     let mut run = serde_json::Value::Null;
     if a.run_seconds > 0.0 {
         use qkdnet_network::sim::{CountingSink, NetworkSim, SimConfig};
-        let p = plan(
-            &net,
-            &PlanOptions {
-                asymptotic: false,
-                survival: false,
-            },
-        );
+        let p = plan(&net, &PlanOptions::PLACEMENT);
         let cfg = SimConfig {
             runner: Default::default(),
             block_s: 300.0,

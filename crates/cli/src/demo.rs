@@ -123,13 +123,7 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
     write(&dir.join("scenarios/nice-50km.toml"), NICE_50)?;
     write(&dir.join("scenarios/nice-100km.toml"), NICE_100)?;
     let net = qkdnet_network::spec::load(&dir.join("networks/nice-4-node.toml"))?;
-    let p = qkdnet_network::plan::plan(
-        &net,
-        &qkdnet_network::plan::PlanOptions {
-            asymptotic: false,
-            survival: false,
-        },
-    );
+    let p = qkdnet_network::plan::plan(&net, &qkdnet_network::plan::PlanOptions::PLACEMENT);
     step(1, t0, &format!("network {} in {}", net.name, dir.display()));
     for l in &p.links {
         println!(

@@ -41,13 +41,7 @@ impl KeySink for StoreSink {
 /// Runs a network file.
 pub fn run(a: &RunArgs, seconds: f64, runner: RunnerConfig) -> Result<(), CliError> {
     let net = qkdnet_network::spec::load(&a.scenario)?;
-    let p = plan(
-        &net,
-        &PlanOptions {
-            asymptotic: false,
-            survival: false,
-        },
-    );
+    let p = plan(&net, &PlanOptions::PLACEMENT);
     let cfg = SimConfig {
         runner,
         block_s: a.block_s,

@@ -191,13 +191,7 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
             format!("'{me}' is not a node of {}", net_path.display()),
         ));
     };
-    let p = plan(
-        &net,
-        &PlanOptions {
-            asymptotic: false,
-            survival: false,
-        },
-    );
+    let p = plan(&net, &PlanOptions::PLACEMENT);
     let clock = Clock {
         epoch_ms: node.epoch_unix_ms.unwrap_or_else(now_ms),
         scale: node.time_scale,

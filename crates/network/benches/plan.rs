@@ -12,10 +12,7 @@ fn bench(c: &mut Criterion) {
         let Ok(net) = qkdnet_network::spec::load(&root.join(format!("{name}.toml"))) else {
             continue;
         };
-        let quick = PlanOptions {
-            asymptotic: false,
-            survival: false,
-        };
+        let quick = PlanOptions::PLACEMENT;
         c.bench_function(&format!("plan {name}"), |b| {
             b.iter(|| std::hint::black_box(plan(&net, &quick)))
         });

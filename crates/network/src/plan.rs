@@ -40,6 +40,14 @@ pub struct PlanOptions {
     pub survival: bool,
 }
 
+impl PlanOptions {
+    /// Finite key, no classical-load search: what runs and nodes need to place their links.
+    pub const PLACEMENT: Self = Self {
+        asymptotic: false,
+        survival: false,
+    };
+}
+
 impl Default for PlanOptions {
     fn default() -> Self {
         Self {

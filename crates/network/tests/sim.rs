@@ -28,13 +28,7 @@ impl KeySink for Recorder {
 fn run(seed: u64, seconds: f64) -> (Recorder, Vec<NetEvent>, Vec<u64>) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../networks/nice-4-node.toml");
     let net = spec::load(&path).expect("network");
-    let p = plan(
-        &net,
-        &PlanOptions {
-            asymptotic: false,
-            survival: false,
-        },
-    );
+    let p = plan(&net, &PlanOptions::PLACEMENT);
     let cfg = SimConfig {
         runner: RunnerConfig {
             pump: PumpObjective::Fixed,
@@ -114,13 +108,7 @@ fn a_link_may_set_its_own_block_length() {
         "extra_loss_db = 15.335\nblock_s = 30.0",
     );
     let net = spec::parse(&text, &path).expect("network");
-    let p = plan(
-        &net,
-        &PlanOptions {
-            asymptotic: false,
-            survival: false,
-        },
-    );
+    let p = plan(&net, &PlanOptions::PLACEMENT);
     let cfg = SimConfig {
         runner: RunnerConfig {
             pump: PumpObjective::Fixed,
