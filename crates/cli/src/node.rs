@@ -547,17 +547,39 @@ fn accept_loop(
 ) {
     let links = Arc::new(links);
     let pending = Arc::new(pending);
+    // Each session holds a thread and a block in memory: a flood of connections is cut
+    // off at a few per link rather than exhausting the process.
+    let active = Arc::new(AtomicU64::new(0));
+    let limit = 4 * links.len().max(1) as u64;
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
-        let (links, pending, store, site) = (
+        if active.load(Ordering::Relaxed) >= limit {
+            log(
+                site,
+                &clock,
+                "refused a distillation connection: too many sessions open",
+            );
+            continue;
+        }
+        active.fetch_add(1, Ordering::Relaxed);
+        let (links, pending, store, site, held) = (
             Arc::clone(&links),
             Arc::clone(&pending),
             Arc::clone(&store),
             site.to_string(),
+            Arc::clone(&active),
         );
-        let _ = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("distill session".into())
             .spawn(move || {
+                // Released however the session ends.
+                struct Release(Arc<AtomicU64>);
+                impl Drop for Release {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                let _release = Release(held);
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
                 let Ok(mut t) = TcpTransport::new(stream, MAX_FRAME) else {
                     return;
@@ -617,6 +639,10 @@ fn accept_loop(
                 };
                 at.finish(block, r);
             });
+        if spawned.is_err() {
+            // The closure (and its release) never ran.
+            active.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -627,4 +653,35 @@ fn parse_hello(h: &str) -> Option<(&str, u64)> {
         return None;
     }
     Some((link, block.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_hello;
+
+    #[test]
+    fn hellos_name_a_link_and_a_block_or_are_refused() {
+        assert_eq!(
+            parse_hello("qkdnet-distill 1 nice-inria 5"),
+            Some(("nice-inria", 5))
+        );
+        assert_eq!(
+            parse_hello("qkdnet-distill 1 a link id 1099511627776"),
+            Some(("a link id", 1 << 40))
+        );
+        for bad in [
+            "",
+            "qkdnet-distill 1",
+            "qkdnet-distill 1 ",
+            "qkdnet-distill 1  7",
+            "qkdnet-distill 2 l 7",
+            "qkdnet-distill 1 l -7",
+            "qkdnet-distill 1 l 7x",
+            "GET / HTTP/1.1",
+        ] {
+            assert_eq!(parse_hello(bad), None, "{bad:?}");
+        }
+        let long = format!("qkdnet-distill 1 {} 1", "x".repeat(201));
+        assert_eq!(parse_hello(&long), None);
+    }
 }
