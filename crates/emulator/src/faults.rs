@@ -93,7 +93,8 @@ impl Fault {
             && (self.kind == FaultKind::ClockGlitch || t_s < self.start_s + self.duration_s)
     }
 
-    fn end_s(&self) -> f64 {
+    /// When the fault ends, seconds from the start of the run.
+    pub fn end_s(&self) -> f64 {
         self.start_s + self.duration_s
     }
 }

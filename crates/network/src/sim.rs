@@ -160,11 +160,60 @@ pub fn build_runner(
     emu.wdm.spdc_fwhm_nm = net.wdm.spdc_fwhm_nm;
     emu.seed = link_seed(seed, &l.id);
     let km: f64 = lp.arm_km.iter().sum();
-    let link = Bbm92Link::new(hw, lp.loss_db, km, emu, l.faults.clone())
+    let faults = link_faults(net, i)?;
+    let link = Bbm92Link::new(hw, lp.loss_db, km, emu, faults)
         .map_err(|e| InputError::new(format!("{item}: {}: {}", e.field, e.reason)))?;
     LinkRunner::new(link, runner)
         .map(Ok)
         .map_err(|e| InputError::new(format!("{item}: {e}")))
+}
+
+/// Link `i`'s faults: its scenario's, and the network's fibre faults on the arms that cross
+/// those fibres (arm 0 is Alice's side, arm 1 Bob's). Cuts of several fibres of one arm
+/// that overlap in time merge into one outage; overlapping loss steps on one arm are
+/// refused (name them apart in time).
+pub fn link_faults(net: &Network, i: usize) -> Result<Vec<qkdnet_emulator::Fault>, InputError> {
+    use qkdnet_emulator::faults::{FaultKind, Side};
+    let l = &net.links[i];
+    let mut out = l.faults.clone();
+    for (k, arm) in l.arms.iter().enumerate() {
+        let side = if l.arms.len() == 1 {
+            Side::Both
+        } else if k == 0 {
+            Side::Alice
+        } else {
+            Side::Bob
+        };
+        for ff in net
+            .fibre_faults
+            .iter()
+            .filter(|ff| arm.fibres.contains(&ff.fibre))
+        {
+            let mut f = ff.fault;
+            f.side = side;
+            let overlapping = out.iter().position(|g| {
+                g.kind == f.kind
+                    && (0..2).any(|s| g.side.hits(s) && f.side.hits(s))
+                    && f.start_s < g.end_s()
+                    && g.start_s < f.end_s()
+            });
+            match (overlapping, f.kind) {
+                (Some(j), FaultKind::FibreCut) if out[j].side == f.side => {
+                    let (s0, e0) = (out[j].start_s.min(f.start_s), out[j].end_s().max(f.end_s()));
+                    out[j].start_s = s0;
+                    out[j].duration_s = e0 - s0;
+                }
+                (Some(_), _) => {
+                    return Err(InputError::new(format!(
+                        "{}: link \"{}\": a {:?} on fibre \"{}\" at {} s overlaps another fault of the same kind on the same arm",
+                        net.origin, l.id, f.kind, net.fibres[ff.fibre].id, f.start_s
+                    )))
+                }
+                (None, _) => out.push(f),
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl NetworkSim {
@@ -235,7 +284,26 @@ impl NetworkSim {
         log: &mut dyn FnMut(NetEvent),
         watch: &mut dyn FnMut(usize, &WindowOutput),
     ) -> Result<(), String> {
-        self.t_s += WINDOW_S;
+        let (t0, t1) = (self.t_s, self.t_s + WINDOW_S);
+        self.t_s = t1;
+        for ff in &net.fibre_faults {
+            let fibre = &net.fibres[ff.fibre].id;
+            let what = match ff.fault.kind {
+                qkdnet_emulator::FaultKind::LossStep => {
+                    format!("loss step of {} dB", ff.fault.loss_db)
+                }
+                _ => "cut".to_string(),
+            };
+            for (at, verb) in [(ff.fault.start_s, "starts"), (ff.fault.end_s(), "ends")] {
+                if at >= t0 && at < t1 {
+                    log(NetEvent {
+                        t_s: at,
+                        link: format!("fibre {fibre}"),
+                        what: format!("{what} {verb}"),
+                    });
+                }
+            }
+        }
         for l in &mut self.links {
             let id = &net.links[l.index].id;
             let out = l.runner.step();

@@ -203,6 +203,34 @@ pub struct LinkSpec {
     pub block_s: Option<f64>,
 }
 
+/// A fault on a fibre, as written: every link whose route uses the fibre sees it on the arm
+/// that crosses it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FibreFaultSpec {
+    /// The fibre.
+    pub fibre: String,
+    /// `fibre-cut` or `loss-step` (faults of detectors, sources and clocks belong in a
+    /// link's scenario).
+    pub kind: qkdnet_emulator::faults::FaultKind,
+    /// Start, seconds of virtual time.
+    pub start_s: f64,
+    /// Duration, seconds.
+    pub duration_s: f64,
+    /// Extra loss of a `loss-step`, dB.
+    #[serde(default)]
+    pub loss_db: f64,
+}
+
+/// A checked fibre fault.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FibreFault {
+    /// Fibre index.
+    pub fibre: usize,
+    /// The fault (its `side` is set per link arm when applied).
+    pub fault: qkdnet_emulator::Fault,
+}
+
 /// An SAE pair the plan reports on.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -238,6 +266,9 @@ pub struct NetworkFile {
     /// path of links joins).
     #[serde(default, rename = "sae_pair")]
     pub sae_pairs: Vec<SaePairSpec>,
+    /// Faults on fibres during runs.
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FibreFaultSpec>,
 }
 
 /// A checked site.
@@ -391,6 +422,8 @@ pub struct Network {
     pub links: Vec<Link>,
     /// SAE pairs to plan for: (SAE, node index) twice.
     pub sae_pairs: Vec<[(String, usize); 2]>,
+    /// Faults on fibres during runs.
+    pub fibre_faults: Vec<FibreFault>,
 }
 
 impl Network {
@@ -671,7 +704,36 @@ fn check(file: NetworkFile, origin: &str, base: &Path) -> Result<Network, InputE
             sae_pairs.push([ends[0].clone(), ends[1].clone()]);
         }
     }
+    // Fibre faults.
+    let mut fibre_faults = Vec::with_capacity(file.faults.len());
+    for (i, f) in file.faults.iter().enumerate() {
+        use qkdnet_emulator::faults::{FaultKind, Side};
+        let item = format!("{origin}: fault[{i}]");
+        let Some(fi) = fibres.iter().position(|x| x.id == f.fibre) else {
+            return Err(InputError::new(format!(
+                "{item}: fibre: unknown fibre \"{}\"",
+                f.fibre
+            )));
+        };
+        if !matches!(f.kind, FaultKind::FibreCut | FaultKind::LossStep) {
+            return Err(InputError::new(format!(
+                "{item}: kind: a fibre takes fibre-cut or loss-step faults, not {:?} (detector, source and clock faults belong in a link's scenario)",
+                f.kind
+            )));
+        }
+        let mut fault = qkdnet_emulator::Fault::new(f.kind, Side::Both, f.start_s, f.duration_s);
+        fault.loss_db = f.loss_db;
+        qkdnet_emulator::faults::validate(std::slice::from_ref(&fault)).map_err(|e| {
+            InputError::new(format!(
+                "{item}: {}: {}",
+                e.field.trim_start_matches("fault[0]."),
+                e.reason
+            ))
+        })?;
+        fibre_faults.push(FibreFault { fibre: fi, fault });
+    }
     Ok(Network {
+        fibre_faults,
         name: file.name,
         description: file.description,
         origin: origin.to_string(),
