@@ -103,6 +103,15 @@ pub fn run(a: &RunArgs, seconds: f64, runner: RunnerConfig) -> Result<(), CliErr
     }
     sim.finish(&net, sink.as_sink(), &mut |e| events.push(e))
         .map_err(sink_err)?;
+    if let Some(d) = &dash {
+        // The last blocks, distilled at the end, on the charts too.
+        for (i, _, t) in sim.links() {
+            feed.point(d, &net.links[i].id, i, t.final_bits);
+        }
+        for (node, bits) in sink.bits() {
+            d.buffer(&format!("{node} (stored)"), sim.time_s(), bits as f64);
+        }
+    }
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     let duration = sim.time_s();

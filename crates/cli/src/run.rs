@@ -290,6 +290,11 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     }
     let end_s = windows as f64 * WINDOW_S;
     blocks.flush(buffer.take(), end_s, end_s - block_start_s);
+    if let Some(d) = &dash {
+        // The last block, distilled at the end, on the charts too.
+        feed.point(d, &name, 0, blocks.final_bits);
+        d.buffer(&format!("{name} (stored)"), end_s, blocks.final_bits as f64);
+    }
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
     let duration = end_s;
