@@ -219,7 +219,27 @@ pub struct Provenance {
     pub eps_cor: f64,
     /// The bound used.
     pub bound: &'static str,
+    /// A protocol's own secrecy bound on the whole sifted block (decoy-state BB84: Lim et
+    /// al. 2014's s₀ + s₁(1 − h(φ))), and its overhead, bits; `None`: the session's bound.
+    pub external: Option<ExternalBound>,
 }
+
+/// A secrecy bound the protocol computes from statistics the session does not see (the
+/// decoy intensities and test-basis tallies of decoy-state BB84), sent in the
+/// authenticated `Hello` so both ends use the same one. The session's final length is then
+/// `⌊secrecy − sample − leak_EC − leak_verify − overhead⌋`: the disclosed sample costs at
+/// most one bit of smooth min-entropy per bit (chain rule), and reconciliation and
+/// verification leak what they disclosed.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ExternalBound {
+    /// Smooth min-entropy the bound grants the whole sifted block, bits.
+    pub secrecy_bits: f64,
+    /// The bound's composable overhead, bits.
+    pub overhead_bits: f64,
+}
+
+/// The decoy-state bound's citation, for provenance.
+pub const LIM_BOUND: &str = "Lim, Curty, Walenta, Xu, Zbinden, PRA 89, 022307 (2014), Eqs. (2)-(5)";
 
 impl Provenance {
     fn empty(block_id: u64) -> Self {
@@ -242,6 +262,7 @@ impl Provenance {
             eps_sec: 0.0,
             eps_cor: 0.0,
             bound: BOUND,
+            external: None,
         }
     }
 
@@ -250,6 +271,13 @@ impl Provenance {
     /// time–energy links) the phase error is bounded from the test basis — Tomamichel et
     /// al. 2012's `k` test bits and their error — otherwise from the random sample.
     fn secret_length(&self) -> i64 {
+        if let Some(b) = self.external {
+            let l = b.secrecy_bits
+                - self.sample_bits as f64
+                - (self.leak_ec_bits + self.leak_verify_bits) as f64
+                - b.overhead_bits;
+            return if l.is_finite() { l.floor() as i64 } else { -1 };
+        }
         let (k, errors) = if self.test_bits > 0 {
             (self.test_bits, self.test_errors)
         } else {
@@ -297,7 +325,7 @@ pub enum Output {
     /// Send these messages, in order.
     Send(Vec<Vec<u8>>),
     /// The session is over with this key (Bob also sends the given messages first).
-    Finished(FinalKey, Vec<Vec<u8>>),
+    Finished(Box<FinalKey>, Vec<Vec<u8>>),
 }
 
 /// State shared by both ends.
@@ -517,7 +545,36 @@ impl AliceSession {
         auth: &mut AuthKeys,
         rng: &mut dyn SecureRandom,
     ) -> Result<(Self, Vec<Vec<u8>>), SessionError> {
+        Self::start_with_bound(block_id, sifted, cfg, test, None, auth, rng)
+    }
+
+    /// Starts a session whose secrecy comes from the protocol's own bound (`bound`, e.g.
+    /// decoy-state BB84's), sent to Bob in the authenticated `Hello`; `test` may still
+    /// carry a test-basis tally for the abort check.
+    pub fn start_with_bound(
+        block_id: u64,
+        sifted: Bits,
+        cfg: Config,
+        test: Option<TestTally>,
+        bound: Option<ExternalBound>,
+        auth: &mut AuthKeys,
+        rng: &mut dyn SecureRandom,
+    ) -> Result<(Self, Vec<Vec<u8>>), SessionError> {
         cfg.validate()?;
+        if let Some(b) = bound {
+            let ok = |v: f64| v.is_finite() && v >= 0.0;
+            if !ok(b.secrecy_bits) || !ok(b.overhead_bits) || b.secrecy_bits > sifted.len() as f64 {
+                return Err(SessionError::Config {
+                    field: "external_bound",
+                    value: format!(
+                        "secrecy {} bits, overhead {} bits, for {} sifted bits",
+                        b.secrecy_bits,
+                        b.overhead_bits,
+                        sifted.len()
+                    ),
+                });
+            }
+        }
         let test = test.unwrap_or(TestTally { bits: 0, errors: 0 });
         if test.errors > test.bits {
             return Err(SessionError::Config {
@@ -559,8 +616,14 @@ impl AliceSession {
             pad_offset: auth.cursor(),
             test_bits: test.bits,
             test_errors: test.errors,
+            secrecy_bits: bound.map_or(0.0, |b| b.secrecy_bits),
+            secrecy_overhead_bits: bound.map_or(0.0, |b| b.overhead_bits),
         };
         let mut common = Common::new(block_id, auth.cursor());
+        if let Some(b) = bound {
+            common.prov.external = Some(b);
+            common.prov.bound = LIM_BOUND;
+        }
         common.prov.sifted_bits = n as u64;
         common.prov.test_bits = test.bits;
         common.prov.test_errors = test.errors;
@@ -786,10 +849,10 @@ impl AliceSession {
                     SessionError::Protocol("Done before privacy amplification".into())
                 })?;
                 Ok(Output::Finished(
-                    FinalKey {
+                    Box::new(FinalKey {
                         key,
                         provenance: self.common.prov.clone(),
-                    },
+                    }),
                     Vec::new(),
                 ))
             }
@@ -964,6 +1027,13 @@ impl BobSession {
                 prov.sample_bits = u64::from(h.sample_bits);
                 prov.test_bits = h.test_bits;
                 prov.test_errors = h.test_errors;
+                if h.secrecy_bits > 0.0 {
+                    prov.external = Some(ExternalBound {
+                        secrecy_bits: h.secrecy_bits,
+                        overhead_bits: h.secrecy_overhead_bits,
+                    });
+                    prov.bound = LIM_BOUND;
+                }
                 prov.eps_sec = h.eps_sec;
                 prov.eps_cor = h.eps_cor;
                 self.hello = Some(h);
@@ -1192,10 +1262,10 @@ impl BobSession {
                 self.common.prov.final_bits = output_bits;
                 let provenance = self.common.prov.clone();
                 Ok(Output::Finished(
-                    FinalKey {
+                    Box::new(FinalKey {
                         key: fin,
                         provenance,
-                    },
+                    }),
                     vec![done],
                 ))
             }
@@ -1254,9 +1324,27 @@ pub fn run_local_with_test(
     bob_auth: &mut AuthKeys,
     rng: &mut dyn SecureRandom,
 ) -> Result<(FinalKey, FinalKey), SessionError> {
+    run_local_with_bound(
+        block_id, alice_bits, bob_bits, cfg, test, None, alice_auth, bob_auth, rng,
+    )
+}
+
+/// [`run_local`] with the protocol's own secrecy bound ([`ExternalBound`]).
+#[allow(clippy::too_many_arguments)]
+pub fn run_local_with_bound(
+    block_id: u64,
+    alice_bits: Bits,
+    bob_bits: Bits,
+    cfg: Config,
+    test: Option<TestTally>,
+    bound: Option<ExternalBound>,
+    alice_auth: &mut AuthKeys,
+    bob_auth: &mut AuthKeys,
+    rng: &mut dyn SecureRandom,
+) -> Result<(FinalKey, FinalKey), SessionError> {
     let mut bob = BobSession::new(block_id, bob_bits, bob_auth);
     let (mut alice, mut to_bob) =
-        AliceSession::start_with_test(block_id, alice_bits, cfg, test, alice_auth, rng)?;
+        AliceSession::start_with_bound(block_id, alice_bits, cfg, test, bound, alice_auth, rng)?;
     loop {
         let mut to_alice = Vec::new();
         let mut bob_key = None;
@@ -1278,7 +1366,7 @@ pub fn run_local_with_test(
                     let kb = bob_key.take().ok_or_else(|| {
                         SessionError::Protocol("Alice finished before Bob".into())
                     })?;
-                    return Ok((ka, kb));
+                    return Ok((*ka, *kb));
                 }
             }
         }

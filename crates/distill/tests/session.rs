@@ -322,3 +322,90 @@ fn phase_error_from_a_test_basis_tally_shortens_the_key_and_both_ends_agree() {
         bad.err()
     );
 }
+
+/// A protocol's own secrecy bound (decoy-state BB84's, Lim et al. 2014) travels in the
+/// authenticated Hello: both ends take ⌊secrecy − sample − leak − overhead⌋ bits, cite the
+/// bound, and a bound that leaves nothing gives no key.
+#[test]
+fn an_external_secrecy_bound_sets_the_length_at_both_ends() {
+    use qkdnet_distill::session::{run_local_with_bound, ExternalBound, LIM_BOUND};
+    let n = 200_000;
+    let (a, b) = pair(n, 0.02, 9);
+    let bound = ExternalBound {
+        secrecy_bits: 0.6 * n as f64,
+        overhead_bits: 250.0,
+    };
+    let cfg = Config {
+        frame_bits: 1 << 15,
+        sample_fraction: 0.02,
+        ..Config::default()
+    };
+    let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+    let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+    let mut rng = InsecureDeterministic::new(9, "test");
+    let (fa, fb) = run_local_with_bound(
+        9,
+        a,
+        b,
+        cfg.clone(),
+        None,
+        Some(bound),
+        &mut ka,
+        &mut kb,
+        &mut rng,
+    )
+    .unwrap();
+    assert!(fa.key == fb.key);
+    let p = &fb.provenance;
+    assert_eq!(p.bound, LIM_BOUND);
+    assert_eq!(p.external, Some(bound));
+    let want = (bound.secrecy_bits
+        - p.sample_bits as f64
+        - (p.leak_ec_bits + p.leak_verify_bits) as f64
+        - bound.overhead_bits)
+        .floor() as u64;
+    assert_eq!(p.final_bits, want);
+    assert_eq!(fa.provenance.final_bits, want);
+    // A bound below the leakage: no key, a clean error.
+    let (a, b) = pair(n, 0.02, 10);
+    let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+    let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+    let thin = ExternalBound {
+        secrecy_bits: 1000.0,
+        overhead_bits: 250.0,
+    };
+    let r = run_local_with_bound(
+        10,
+        a,
+        b,
+        cfg.clone(),
+        None,
+        Some(thin),
+        &mut ka,
+        &mut kb,
+        &mut rng,
+    );
+    assert!(r.is_err());
+    // A bound claiming more than the block holds is refused before anything is sent.
+    let (a, b) = pair(1000, 0.02, 11);
+    let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+    let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+    let greedy = ExternalBound {
+        secrecy_bits: 5000.0,
+        overhead_bits: 0.0,
+    };
+    let e = run_local_with_bound(
+        11,
+        a,
+        b,
+        cfg,
+        None,
+        Some(greedy),
+        &mut ka,
+        &mut kb,
+        &mut rng,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("external_bound"), "{e}");
+}

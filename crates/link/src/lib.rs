@@ -215,7 +215,7 @@ pub fn drive_alice_with_test(
                     t.send(m)?;
                 }
             }
-            Ok(Output::Finished(k, _)) => return Ok(k),
+            Ok(Output::Finished(k, _)) => return Ok(*k),
             Err(e) => {
                 if let Some(abort) = s.take_abort() {
                     let _ = t.send(&abort);
@@ -255,7 +255,7 @@ pub fn drive_bob(
                 for m in &v {
                     t.send(m)?;
                 }
-                return Ok(k);
+                return Ok(*k);
             }
         }
     }
@@ -366,7 +366,7 @@ pub fn pipeline_alice(
                 }
                 None
             }
-            Ok(Output::Finished(k, _)) => Some(Ok(k)),
+            Ok(Output::Finished(k, _)) => Some(Ok(*k)),
             Err(e) => {
                 if let Some(abort) = slot.session.take_abort() {
                     t.send(&abort)?;
@@ -445,7 +445,7 @@ pub fn pipeline_bob(
                 for m in &v {
                     t.send(m)?;
                 }
-                Some(Ok(k))
+                Some(Ok(*k))
             }
             Err(e) => {
                 if let Some(abort) = s.take_abort() {

@@ -26,6 +26,8 @@ fn main() {
             pad_offset: 7,
             test_bits: 1000,
             test_errors: 47,
+            secrecy_bits: 0.0,
+            secrecy_overhead_bits: 0.0,
         }),
         Message::Sample(bits.clone()),
         Message::SampleVerdict {

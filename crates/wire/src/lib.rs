@@ -29,9 +29,12 @@
 //!   f64 qber_max, f64 eps_sec, f64 eps_cor, u32 sample_bits, [u8; 32] sample_seed,
 //!   [u8; 32] shuffle_seed, u64 pad_offset, u64 test_bits, u64 test_errors` (the
 //!   test-basis tally of the block from sifting; 0 and 0 when the phase error is estimated
-//!   from the sample instead). Version 3 added the last two fields. Version 4 changed
+//!   from the sample instead), `f64 secrecy_bits, f64 secrecy_overhead_bits` (a secrecy
+//!   bound computed by the protocol, e.g. decoy-state BB84's; 0 and 0 when the session
+//!   bounds secrecy itself). Version 3 added `test_bits`, `test_errors`. Version 4 changed
 //!   how Cascade's shuffles follow from `shuffle_seed` (qkdnet_distill::random::permutation:
-//!   xoshiro256++ in place of ChaCha8), so the two ends must run the same version.
+//!   xoshiro256++ in place of ChaCha8), so the two ends must run the same version. Version
+//!   5 added the secrecy fields.
 //! - `Sample` (2), Alice → Bob: her sample bits (bit string).
 //! - `SampleVerdict` (3), Bob → Alice: `u32 errors, u8 proceed (0/1)`.
 //! - `ParityQueries` (4), Bob → Alice: `u32 count`, then per frame `u32 frame, u32 n`, then
@@ -51,7 +54,7 @@
 use std::fmt;
 
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 18;
 /// Tag length in bytes.
@@ -229,6 +232,12 @@ pub struct Hello {
     pub test_bits: u64,
     /// Of which with disagreeing outcomes.
     pub test_errors: u64,
+    /// Secrecy the protocol's own bound grants the whole sifted block, bits (0: the session
+    /// bounds it itself from the test tally or the sample). Decoy-state protocols send
+    /// s₀ + s₁(1 − h(φ)) here (Lim et al. 2014).
+    pub secrecy_bits: f64,
+    /// The composable overhead that bound subtracts, bits.
+    pub secrecy_overhead_bits: f64,
 }
 
 /// A message payload.
@@ -483,6 +492,8 @@ fn encode_payload(msg: &Message, out: &mut Vec<u8>) {
             out.extend_from_slice(&h.pad_offset.to_le_bytes());
             out.extend_from_slice(&h.test_bits.to_le_bytes());
             out.extend_from_slice(&h.test_errors.to_le_bytes());
+            out.extend_from_slice(&h.secrecy_bits.to_le_bytes());
+            out.extend_from_slice(&h.secrecy_overhead_bits.to_le_bytes());
         }
         Message::Done { output_bits } => out.extend_from_slice(&output_bits.to_le_bytes()),
         Message::Sample(b) => put_bits(out, b),
@@ -706,7 +717,15 @@ fn decode_payload(t: MessageType, b: &[u8], limits: &Limits) -> Result<Message, 
                 pad_offset: r.u64()?,
                 test_bits: r.u64()?,
                 test_errors: r.u64()?,
+                secrecy_bits: finite("Hello.secrecy_bits", r.f64()?, 0.0, 1e18)?,
+                secrecy_overhead_bits: finite("Hello.secrecy_overhead_bits", r.f64()?, 0.0, 1e9)?,
             };
+            if h.secrecy_bits > h.sifted_bits as f64 {
+                return Err(WireError::Invalid {
+                    what: "Hello.secrecy_bits",
+                    value: format!("{} for {} sifted bits", h.secrecy_bits, h.sifted_bits),
+                });
+            }
             if h.test_errors > h.test_bits {
                 return Err(WireError::Invalid {
                     what: "Hello.test_errors",

@@ -51,6 +51,8 @@ fn message_strategy() -> impl Strategy<Value = Message> {
                     pad_offset: po,
                     test_bits: tb.max(te),
                     test_errors: tb.min(te),
+                    secrecy_bits: ((s % (1 << 31)) / 2) as f64,
+                    secrecy_overhead_bits: (po % 1000) as f64,
                 })
             ),
         any::<u64>().prop_map(|output_bits| Message::Done { output_bits }),
@@ -245,6 +247,8 @@ fn malformed_messages_give_typed_errors() {
             pad_offset: 0,
             test_bits: 0,
             test_errors: 0,
+            secrecy_bits: 0.0,
+            secrecy_overhead_bits: 0.0,
         }),
         |_| 0,
     );
