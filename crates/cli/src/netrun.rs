@@ -136,7 +136,7 @@ pub fn run(a: &RunArgs, seconds: f64, runner: RunnerConfig) -> Result<(), CliErr
             "automatic_restarts": runner.supervisor().restarts,
             "qber_z": ratio(t.z.1, t.z.0),
             "qber_x": ratio(t.x.1, t.x.0),
-            "final_pump_mw": runner.emulator().actuators.pump_mw,
+            "final_pump_mw": runner.pump_mw(),
         }));
     }
     let report = json!({

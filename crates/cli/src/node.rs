@@ -40,9 +40,9 @@ use clap::Args;
 use qkdnet_core::bits::Bits;
 use qkdnet_distill::auth::AuthKeys;
 use qkdnet_distill::random::OsRandom;
-use qkdnet_distill::session::TestTally;
+use qkdnet_distill::session::{ExternalBound, TestTally};
 use qkdnet_kms::KeyStore;
-use qkdnet_link::{drive_alice_with_test, drive_bob, TcpTransport, Transport};
+use qkdnet_link::{drive_alice_with_bound, drive_bob, TcpTransport, Transport};
 use qkdnet_network::plan::{plan, PlanOptions};
 use qkdnet_network::runner::{
     emulated_preshared_key, session_config, BlockBuffer, PumpObjective, RunnerConfig,
@@ -122,6 +122,10 @@ struct SiteLink {
     alice: bool,
     seed: u64,
 }
+
+/// A block for Alice's session: ID, her sifted bits, the test tally, and the protocol's
+/// own secrecy bound if it has one (decoy BB84).
+type AliceBlock = (u64, Bits, TestTally, Option<ExternalBound>);
 
 /// Blocks waiting at Bob's end for Alice's session, by block ID.
 type Pending = Arc<(Mutex<HashMap<u64, (Bits, TestTally)>>, Condvar)>;
@@ -274,13 +278,14 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
             pending.insert(l.id.clone(), Arc::clone(&slot));
             let stored = Arc::new(AtomicU64::new(0));
             counters.insert(l.id.clone(), Arc::clone(&stored));
-            let (tx, rx) = mpsc::channel::<(u64, Bits, TestTally)>();
+            let (tx, rx) = mpsc::channel::<AliceBlock>();
             let base = (l.index as u64) << 40;
             let block_s = net.links[l.index].block_s.unwrap_or(node.block_s);
             let alice = l.alice;
             let (site2, id2) = (site.clone(), l.id.clone());
             let d2 = dash.clone();
             let stored2 = Arc::clone(&stored);
+            let fk = net.links[l.index].finite_key;
             std::thread::Builder::new()
                 .name(format!("link {}", l.id))
                 .spawn(move || {
@@ -293,6 +298,7 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
                         id: &id2,
                         dash: d2,
                         stored: stored2,
+                        finite_key: fk,
                     };
                     run_link(runner, &ctx, tx, slot)
                 })
@@ -309,8 +315,8 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
                 std::thread::Builder::new()
                     .name(format!("distil {}", l.id))
                     .spawn(move || {
-                        for (block, bits, test) in rx {
-                            let r = alice_block(&addr, &id2, block, bits, test, seed, wait);
+                        for (block, bits, test, bound) in rx {
+                            let r = alice_block(&addr, &id2, block, bits, test, bound, seed, wait);
                             let at = Done {
                                 store: &*store,
                                 site: &site2,
@@ -362,14 +368,15 @@ struct LinkCtx<'a> {
     id: &'a str,
     dash: Option<Arc<Dashboard>>,
     stored: Arc<AtomicU64>,
+    finite_key: qkdnet_keyrate::FiniteKey,
 }
 
 /// Steps a link's runtime at the pace of the virtual clock and hands each block's sifted
 /// half to distillation (Alice: to her session thread; Bob: to the pending map).
 fn run_link(
-    mut runner: qkdnet_network::runner::LinkRunner,
+    mut runner: qkdnet_network::runner::Runner,
     ctx: &LinkCtx<'_>,
-    tx: mpsc::Sender<(u64, Bits, TestTally)>,
+    tx: mpsc::Sender<AliceBlock>,
     pending: Pending,
 ) {
     let LinkCtx {
@@ -416,6 +423,9 @@ fn run_link(
         }
         if let Some((ka, kb)) = &out.keys {
             buffer.push(ka, kb, out.x.coincidences, out.x.errors);
+            if let Some(d) = &out.decoy {
+                buffer.push_decoy(d);
+            }
         }
         if out.t_s - block_start < block_s {
             continue;
@@ -427,8 +437,17 @@ fn run_link(
         if out.t_s + block_s < clock.virtual_s() || block.alice.len() < MIN_BLOCK_BITS {
             continue;
         }
+        // A decoy-BB84 block is finished under its decoy bound or not at all (never under
+        // the session's entanglement-based one); both ends compute it from the same counts.
+        let bound = match runner.external_bound(&block, ctx.finite_key) {
+            Ok(b) => b,
+            Err(e) => {
+                log(site, &clock, &format!("link {id}: {e}"));
+                continue;
+            }
+        };
         if alice {
-            if tx.send((block_id, block.alice, block.test)).is_err() {
+            if tx.send((block_id, block.alice, block.test, bound)).is_err() {
                 return;
             }
         } else {
@@ -442,7 +461,7 @@ fn run_link(
     }
 }
 
-fn runner_time(r: &qkdnet_network::runner::LinkRunner) -> f64 {
+fn runner_time(r: &qkdnet_network::runner::Runner) -> f64 {
     r.time_s()
 }
 
@@ -452,12 +471,14 @@ fn block_auth(seed: u64, block: u64) -> Result<AuthKeys, String> {
 }
 
 /// Alice's end of one block: connect, say which block, run the session.
+#[allow(clippy::too_many_arguments)]
 fn alice_block(
     addr: &str,
     link: &str,
     block: u64,
     bits: Bits,
     test: TestTally,
+    bound: Option<ExternalBound>,
     seed: u64,
     wait: Duration,
 ) -> Result<qkdnet_distill::session::FinalKey, String> {
@@ -480,12 +501,13 @@ fn alice_block(
     // Sampling positions and privacy-amplification seeds are Alice's choice, sent to Bob:
     // they come from the operating system, as in a deployment.
     let mut rng = OsRandom;
-    drive_alice_with_test(
+    drive_alice_with_bound(
         &mut t,
         block,
         bits,
         session_config(),
         Some(test),
+        bound,
         &mut auth,
         &mut rng,
     )

@@ -246,7 +246,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             }
         }
         pace(started, out.t_s, a.time_scale);
-        let (s, c) = (Counts { z: out.z, x: out.x }, out.conditions);
+        let s = Counts { z: out.z, x: out.x };
         if let Some((ka, kb)) = &out.keys {
             buffer.push(ka, kb, s.x.coincidences, s.x.errors);
             producing_windows += 1;
@@ -280,7 +280,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
                 pump_mw: act.pump_mw,
                 phase_rad: act.phase_rad[0],
                 polarisation_rad: act.polarisation_rad,
-                sync_offset_ns: runner.sync_offset_ps(&c, t_s) * 1e-3,
+                sync_offset_ns: out.sync_offset_ps * 1e-3,
             });
             minute = (0, 0, 0, 0, 0);
         }

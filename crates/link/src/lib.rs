@@ -43,7 +43,7 @@ use qkdnet_core::Bits;
 use qkdnet_distill::auth::AuthKeys;
 use qkdnet_distill::random::SecureRandom;
 use qkdnet_distill::session::{
-    AliceSession, BobSession, Config, FinalKey, Output, SessionError, TestTally,
+    AliceSession, BobSession, Config, ExternalBound, FinalKey, Output, SessionError, TestTally,
 };
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -203,7 +203,25 @@ pub fn drive_alice_with_test(
     auth: &mut AuthKeys,
     rng: &mut dyn SecureRandom,
 ) -> Result<FinalKey, DriveError> {
-    let (mut s, first) = AliceSession::start_with_test(block_id, sifted, cfg, test, auth, rng)?;
+    drive_alice_with_bound(t, block_id, sifted, cfg, test, None, auth, rng)
+}
+
+/// Runs Alice's end of a session over `t` under a protocol's own secrecy bound (decoy
+/// BB84's; `None`: the session's), until it ends. Bob learns the bound from the
+/// authenticated `Hello`.
+#[allow(clippy::too_many_arguments)]
+pub fn drive_alice_with_bound(
+    t: &mut dyn Transport,
+    block_id: u64,
+    sifted: Bits,
+    cfg: Config,
+    test: Option<TestTally>,
+    bound: Option<ExternalBound>,
+    auth: &mut AuthKeys,
+    rng: &mut dyn SecureRandom,
+) -> Result<FinalKey, DriveError> {
+    let (mut s, first) =
+        AliceSession::start_with_bound(block_id, sifted, cfg, test, bound, auth, rng)?;
     for m in &first {
         t.send(m)?;
     }

@@ -14,8 +14,10 @@ use crate::InputError;
 use qkdnet_core::bits::Bits;
 use qkdnet_distill::auth::AuthKeys;
 use qkdnet_distill::random::danger::InsecureDeterministic;
-use qkdnet_distill::session::{run_local_with_test, Config, FinalKey, TestTally};
+use qkdnet_distill::session::{run_local_with_bound, Config, ExternalBound, FinalKey, TestTally};
 use qkdnet_emulator::bbm92::{correlated_bits, BasisCounts, Bbm92Emulator, Bbm92Link, Conditions};
+use qkdnet_keyrate::decoy_bb84::{lim_bound, DecoyBb84, DecoyCounts};
+use qkdnet_keyrate::{FiniteKey, Security};
 use qkdnet_link::control::{PhaseLock, PolarisationLock, PumpOptimiser, PumpSteering};
 use qkdnet_link::events::{EventSifter, TagWindow};
 use qkdnet_link::sift::SiftConfig;
@@ -81,8 +83,10 @@ enum Level {
 pub struct WindowOutput {
     /// End of the window, s of virtual time.
     pub t_s: f64,
-    /// The emulator's conditions during it.
-    pub conditions: Conditions,
+    /// The BBM92 emulator's conditions during it (`None` for other families).
+    pub conditions: Option<Conditions>,
+    /// Decoy-state detections by basis and intensity (decoy BB84, when produced).
+    pub decoy: Option<DecoyCounts>,
     /// Singles per side.
     pub singles: [u64; 2],
     /// Key-basis tally.
@@ -326,7 +330,8 @@ impl LinkRunner {
         WindowOutput {
             sync_offset_ps: self.sync_offset_ps(&c, t_s),
             t_s,
-            conditions: c,
+            conditions: Some(c),
+            decoy: None,
             singles,
             z,
             x,
@@ -348,6 +353,8 @@ pub struct SiftedBlock {
     pub bob: Bits,
     /// Test-basis tally over the block.
     pub test: TestTally,
+    /// Decoy-state detections over the block (decoy BB84).
+    pub decoy: Option<DecoyCounts>,
 }
 
 /// Gathers windows' sifted key into blocks.
@@ -355,6 +362,7 @@ pub struct BlockBuffer {
     alice: Bits,
     bob: Bits,
     test: TestTally,
+    decoy: Option<DecoyCounts>,
     next_id: u64,
 }
 
@@ -364,12 +372,24 @@ impl Default for BlockBuffer {
             alice: Bits::zeros(0),
             bob: Bits::zeros(0),
             test: TestTally { bits: 0, errors: 0 },
+            decoy: None,
             next_id: 0,
         }
     }
 }
 
 impl BlockBuffer {
+    /// Adds a window's decoy-state detections (decoy BB84).
+    pub fn push_decoy(&mut self, c: &DecoyCounts) {
+        let d = self.decoy.get_or_insert_with(DecoyCounts::default);
+        for k in 0..3 {
+            d.key[k] += c.key[k];
+            d.test[k] += c.test[k];
+            d.test_errors[k] += c.test_errors[k];
+        }
+        d.key_errors += c.key_errors;
+    }
+
     /// Adds a window's sifted bits and test-basis tally.
     pub fn push(&mut self, alice: &Bits, bob: &Bits, test_bits: u64, test_errors: u64) {
         self.alice.append_range(alice, 0, alice.len());
@@ -397,6 +417,7 @@ impl BlockBuffer {
             alice: std::mem::replace(&mut self.alice, Bits::zeros(0)),
             bob: std::mem::replace(&mut self.bob, Bits::zeros(0)),
             test: std::mem::replace(&mut self.test, TestTally { bits: 0, errors: 0 }),
+            decoy: self.decoy.take(),
         }
     }
 }
@@ -458,17 +479,28 @@ impl LocalDistiller {
     /// Distils a block: `Ok(None)` when it is too short to try, `Err` when the session
     /// found no key (aborted, or the finite-key bound left nothing).
     pub fn distil(&mut self, block: SiftedBlock) -> Result<Option<Distilled>, String> {
+        self.distil_with(block, None)
+    }
+
+    /// Distils a block under a protocol's own secrecy bound (decoy BB84's), or the
+    /// session's (`None`).
+    pub fn distil_with(
+        &mut self,
+        block: SiftedBlock,
+        bound: Option<ExternalBound>,
+    ) -> Result<Option<Distilled>, String> {
         if block.alice.len() < MIN_BLOCK_BITS {
             return Ok(None);
         }
         let [auth_a, auth_b] = &mut self.auth;
         let consumed = auth_a.consumed_bits();
-        let (fa, fb) = run_local_with_test(
+        let (fa, fb) = run_local_with_bound(
             block.id,
             block.alice,
             block.bob,
             self.cfg.clone(),
             Some(block.test),
+            bound,
             auth_a,
             auth_b,
             &mut self.rng,
@@ -488,5 +520,203 @@ impl LocalDistiller {
             bob: fb,
             replenished_bits: take,
         }))
+    }
+}
+
+/// One emulated decoy-BB84 link at runtime: the emulator's pulses window by window (every
+/// detection drawn, only detections sampled), Bob's polarisation controller on a dithered
+/// loop minimising the signal pulses' QBER_Z, the supervisor, and each window's sifted key
+/// (key-basis detections of every intensity) with its decoy-state tallies.
+pub struct Bb84Runner {
+    emu: qkdnet_emulator::bb84::Bb84Emulator,
+    hw: DecoyBb84,
+    sup: Supervisor,
+    lock: qkdnet_link::control::DitherLoop,
+    bits_rng: rand_chacha::ChaCha8Rng,
+    window: u64,
+}
+
+impl Bb84Runner {
+    /// A runner for `link`; `seed` drives the sifted bits' correlated draws.
+    pub fn new(link: qkdnet_emulator::bb84::Bb84Link, seed: u64) -> Result<Self, InputError> {
+        let hw = *link.hardware();
+        let emu = qkdnet_emulator::bb84::Bb84Emulator::new(link, WINDOW_S)
+            .map_err(|e| InputError::new(format!("{}: {}", e.field, e.reason)))?;
+        Ok(Self {
+            emu,
+            hw,
+            sup: Supervisor::new(SupervisorConfig::default()),
+            // Curvature 1: QBER ≈ e_mis + θ² near the optimum.
+            lock: qkdnet_link::control::DitherLoop::new(0.0, 0.03, 0.5, 1.0, 0.3),
+            bits_rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x0042_4238_3431),
+            window: 0,
+        })
+    }
+
+    /// The hardware.
+    pub fn hardware(&self) -> &DecoyBb84 {
+        &self.hw
+    }
+
+    /// Runs one window.
+    pub fn step(&mut self) -> WindowOutput {
+        self.emu.actuators.polarisation_rad = self.lock.setting();
+        let w = self.emu.step_events();
+        let t = qkdnet_emulator::bb84::tally(&w);
+        let key_n: u64 = (0..3).map(|k| t.clicks[k][0]).sum();
+        let key_e: f64 = (0..3).map(|k| t.errors[k][0]).sum();
+        let test_n: u64 = (0..3).map(|k| t.clicks[k][1]).sum();
+        let test_e: f64 = (0..3).map(|k| t.errors[k][1]).sum();
+        let z = BasisCounts {
+            coincidences: key_n,
+            errors: key_e.round() as u64,
+        };
+        let x = BasisCounts {
+            coincidences: test_n,
+            errors: test_e.round() as u64,
+        };
+        self.window += 1;
+        let t_s = self.window as f64 * WINDOW_S;
+        let clicks = w.clicks.len() as u64;
+        let obs = Observation {
+            time_ps: (t_s * 1e12) as i64,
+            length_ps: (WINDOW_S * 1e12) as i64,
+            // Alice has no detectors: Bob's clicks stand for both sides.
+            singles: [clicks, clicks],
+            key: Tally {
+                coincidences: z.coincidences,
+                errors: z.errors,
+            },
+            test: Tally {
+                coincidences: x.coincidences,
+                errors: x.errors,
+            },
+            // The pulse clock is shared: no time sync to lose.
+            sync_locked: true,
+        };
+        let before = self.sup.events.len();
+        let (produced, _) = self.sup.observe(&obs);
+        let transitions = self.sup.events[before..]
+            .iter()
+            .map(|e| {
+                (
+                    format!("{:?}", e.from),
+                    format!("{:?}", e.to),
+                    e.fault.map(|f| format!("{f:?}")),
+                )
+            })
+            .collect();
+        let (c, e) = (t.clicks[0][0] as f64, t.errors[0][0]);
+        self.lock.update((c > 100.0).then(|| e / c));
+        let (keys, decoy) = if produced {
+            let keys = correlated_bits(
+                z.coincidences as usize,
+                z.errors as usize,
+                &mut self.bits_rng,
+            );
+            let d = DecoyCounts {
+                key: core::array::from_fn(|k| t.clicks[k][0] as f64),
+                test: core::array::from_fn(|k| t.clicks[k][1] as f64),
+                test_errors: core::array::from_fn(|k| t.errors[k][1]),
+                key_errors: key_e,
+            };
+            (Some(keys), Some(d))
+        } else {
+            (None, None)
+        };
+        WindowOutput {
+            t_s,
+            conditions: None,
+            decoy,
+            singles: [clicks, clicks],
+            z,
+            x,
+            locked: true,
+            produced,
+            keys,
+            transitions,
+            sync_offset_ps: f64::NAN,
+        }
+    }
+}
+
+/// The secrecy Lim et al. 2014's bound grants a decoy-BB84 block with these counts, for the
+/// session to finish with (`None` when it grants nothing).
+pub fn decoy_bound(c: &DecoyCounts, hw: &DecoyBb84, fk: FiniteKey) -> Option<ExternalBound> {
+    let mu = [hw.mu1, hw.mu2, hw.mu3];
+    let p = [hw.p_mu1, hw.p_mu2, 1.0 - hw.p_mu1 - hw.p_mu2];
+    let b = lim_bound(c, mu, p, &Security::Finite(fk));
+    let n: f64 = c.key.iter().sum();
+    (b.secrecy_bits.is_finite() && b.secrecy_bits > 0.0).then(|| ExternalBound {
+        secrecy_bits: b.secrecy_bits.min(n),
+        overhead_bits: b.overhead_bits,
+    })
+}
+
+/// A link's runtime, whichever family.
+pub enum Runner {
+    /// BBM92 time–energy (the Nice links).
+    Bbm92(Box<LinkRunner>),
+    /// Decoy-state BB84.
+    Bb84(Box<Bb84Runner>),
+}
+
+impl Runner {
+    /// Runs one window.
+    pub fn step(&mut self) -> WindowOutput {
+        match self {
+            Self::Bbm92(r) => r.step(),
+            Self::Bb84(r) => r.step(),
+        }
+    }
+
+    /// Virtual time reached, s.
+    pub fn time_s(&self) -> f64 {
+        match self {
+            Self::Bbm92(r) => r.time_s(),
+            Self::Bb84(r) => r.window as f64 * WINDOW_S,
+        }
+    }
+
+    /// The supervisor.
+    pub fn supervisor(&self) -> &Supervisor {
+        match self {
+            Self::Bbm92(r) => r.supervisor(),
+            Self::Bb84(r) => &r.sup,
+        }
+    }
+
+    /// The pump power now, mW (BBM92 only).
+    pub fn pump_mw(&self) -> Option<f64> {
+        match self {
+            Self::Bbm92(r) => Some(r.emulator().actuators.pump_mw),
+            Self::Bb84(_) => None,
+        }
+    }
+
+    /// The secrecy bound a block of this link's takes from outside the session: decoy
+    /// BB84's (`Ok(None)` for BBM92, whose test basis the session bounds itself). A BB84
+    /// block whose decoy bound grants nothing is an error: it must never fall back to the
+    /// session's entanglement-based bound.
+    pub fn external_bound(
+        &self,
+        block: &SiftedBlock,
+        fk: FiniteKey,
+    ) -> Result<Option<ExternalBound>, String> {
+        match self {
+            Self::Bbm92(_) => Ok(None),
+            Self::Bb84(r) => {
+                let c = block
+                    .decoy
+                    .as_ref()
+                    .ok_or_else(|| format!("block {}: no decoy tallies", block.id))?;
+                decoy_bound(c, &r.hw, fk).map(Some).ok_or_else(|| {
+                    format!(
+                        "block {}: Lim et al.'s bound grants no secrecy (too few single-photon detections)",
+                        block.id
+                    )
+                })
+            }
+        }
     }
 }

@@ -7,16 +7,19 @@
 //! link (the file's order), so the log is the same on every run. Each link's random streams
 //! come from (network seed, link ID), so links are independent and a run is reproducible.
 //!
-//! Runnable so far: BBM92 CW links (the runtime's family). Other links are listed as not
-//! run, with the reason, and do not stop the rest.
+//! Runnable so far: BBM92 CW links and decoy-state BB84 (its blocks finished under Lim et
+//! al. 2014's bound on the block's decoy tallies). Other links are listed as not run, with
+//! the reason, and do not stop the rest.
 
 use crate::plan::Plan;
 use crate::runner::{
-    BlockBuffer, Distilled, LinkRunner, LocalDistiller, RunnerConfig, WindowOutput, WINDOW_S,
+    Bb84Runner, BlockBuffer, Distilled, LinkRunner, LocalDistiller, Runner, RunnerConfig,
+    WindowOutput, WINDOW_S,
 };
 use crate::scenario::emulator_settings;
 use crate::spec::{Network, NodeKind};
 use crate::InputError;
+use qkdnet_emulator::bb84::{Bb84Emulation, Bb84Link};
 use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Link};
 use qkdnet_emulator::wdm::Grid;
 use qkdnet_keyrate::Protocol;
@@ -96,12 +99,13 @@ pub struct LinkTotals {
 struct SimLink {
     index: usize,
     ends: [String; 2],
-    runner: LinkRunner,
+    runner: Runner,
     buffer: BlockBuffer,
     distiller: LocalDistiller,
     block_start_s: f64,
     block_s: f64,
     block_base: u64,
+    finite_key: qkdnet_keyrate::FiniteKey,
     totals: LinkTotals,
 }
 
@@ -133,39 +137,52 @@ pub fn build_runner(
     i: usize,
     runner: &RunnerConfig,
     seed: u64,
-) -> Result<Result<LinkRunner, String>, InputError> {
+) -> Result<Result<Runner, String>, InputError> {
     let l = &net.links[i];
     let lp = &plan.links[i];
     let item = format!("{}: link \"{}\"", net.origin, l.id);
-    let Protocol::Bbm92Cw(orig) = &l.protocol else {
-        return Ok(Err(format!(
-            "{}: no link runtime for this family yet",
-            l.protocol_name
-        )));
-    };
-    let Some(ch) = lp.channels.clone() else {
+    if lp.channels.is_none() {
         return Ok(Err("no free channel".into()));
-    };
-    // The planner's configured hardware (loss split, route noise), with the pair
-    // brightness left to the emulator, which scales it by the channel pair itself.
-    let Protocol::Bbm92Cw(mut hw) = lp.configured.clone() else {
-        return Ok(Err("not configured".into()));
-    };
-    hw.brightness_pairs_per_s_per_mw = orig.brightness_pairs_per_s_per_mw;
-    let mut emu: Bbm92Emulation = emulator_settings(&l.emulator, &item)?;
-    emu.wdm.grid = Grid::Dwdm100Ghz;
-    emu.wdm.alice_channel = ch[0];
-    emu.wdm.bob_channel = ch[1];
-    emu.wdm.pump_wavelength_nm = net.wdm.pump_wavelength_nm;
-    emu.wdm.spdc_fwhm_nm = net.wdm.spdc_fwhm_nm;
-    emu.seed = link_seed(seed, &l.id);
-    let km: f64 = lp.arm_km.iter().sum();
+    }
     let faults = link_faults(net, i)?;
-    let link = Bbm92Link::new(hw, lp.loss_db, km, emu, faults)
-        .map_err(|e| InputError::new(format!("{item}: {}: {}", e.field, e.reason)))?;
-    LinkRunner::new(link, runner)
-        .map(Ok)
-        .map_err(|e| InputError::new(format!("{item}: {e}")))
+    let bad = |e: qkdnet_optics::ParamError| {
+        InputError::new(format!("{item}: {}: {}", e.field, e.reason))
+    };
+    match (&l.protocol, lp.configured.clone()) {
+        (Protocol::Bbm92Cw(orig), Protocol::Bbm92Cw(mut hw)) => {
+            let ch = lp.channels.clone().unwrap_or_default();
+            // The planner's configured hardware (loss split, route noise), with the pair
+            // brightness left to the emulator, which scales it by the channel pair itself.
+            hw.brightness_pairs_per_s_per_mw = orig.brightness_pairs_per_s_per_mw;
+            let mut emu: Bbm92Emulation = emulator_settings(&l.emulator, &item)?;
+            emu.wdm.grid = Grid::Dwdm100Ghz;
+            emu.wdm.alice_channel = ch[0];
+            emu.wdm.bob_channel = ch[1];
+            emu.wdm.pump_wavelength_nm = net.wdm.pump_wavelength_nm;
+            emu.wdm.spdc_fwhm_nm = net.wdm.spdc_fwhm_nm;
+            emu.seed = link_seed(seed, &l.id);
+            let km: f64 = lp.arm_km.iter().sum();
+            let link = Bbm92Link::new(hw, lp.loss_db, km, emu, faults).map_err(bad)?;
+            LinkRunner::new(link, runner)
+                .map(|r| Ok(Runner::Bbm92(Box::new(r))))
+                .map_err(|e| InputError::new(format!("{item}: {e}")))
+        }
+        (Protocol::DecoyBb84(_), Protocol::DecoyBb84(hw)) => {
+            // The planner's configured hardware: its route's noise as dark counts.
+            let mut emu: Bb84Emulation = emulator_settings(&l.emulator, &item)?;
+            emu.seed = link_seed(seed, &l.id);
+            let link = Bb84Link::new(hw, lp.loss_db, emu)
+                .and_then(|k| k.with_faults(faults))
+                .map_err(bad)?;
+            Bb84Runner::new(link, emu.seed)
+                .map(|r| Ok(Runner::Bb84(Box::new(r))))
+                .map_err(|e| InputError::new(format!("{item}: {e}")))
+        }
+        _ => Ok(Err(format!(
+            "{}: no link runtime for this family yet (BBM92 CW and decoy BB84 run)",
+            l.protocol_name
+        ))),
+    }
 }
 
 /// Link `i`'s faults: its scenario's, and the network's fibre faults on the arms that cross
@@ -235,7 +252,7 @@ impl NetworkSim {
                     continue;
                 }
             };
-            let seed = runner.link().emulation().seed;
+            let seed = link_seed(cfg.seed, &l.id);
             let ends = l.ends.map(|e| net.nodes[e].id.clone());
             debug_assert!(l
                 .ends
@@ -250,6 +267,7 @@ impl NetworkSim {
                 block_start_s: 0.0,
                 block_s: l.block_s.unwrap_or(cfg.block_s),
                 block_base: (i as u64) << 40,
+                finite_key: l.finite_key,
                 totals: LinkTotals::default(),
             });
         }
@@ -271,7 +289,7 @@ impl NetworkSim {
     }
 
     /// IDs and totals of the links that run, with their runners.
-    pub fn links(&self) -> impl Iterator<Item = (usize, &LinkRunner, &LinkTotals)> {
+    pub fn links(&self) -> impl Iterator<Item = (usize, &Runner, &LinkTotals)> {
         self.links.iter().map(|l| (l.index, &l.runner, &l.totals))
     }
 
@@ -319,6 +337,9 @@ impl NetworkSim {
             }
             if let Some((ka, kb)) = &out.keys {
                 l.buffer.push(ka, kb, out.x.coincidences, out.x.errors);
+                if let Some(d) = &out.decoy {
+                    l.buffer.push_decoy(d);
+                }
                 l.totals.producing_windows += 1;
                 l.totals.z.0 += out.z.coincidences;
                 l.totals.z.1 += out.z.errors;
@@ -359,7 +380,14 @@ fn flush(
 ) -> Result<(), String> {
     let block = l.buffer.take();
     let sifted = block.alice.len();
-    match l.distiller.distil(block) {
+    let result = if sifted < crate::runner::MIN_BLOCK_BITS {
+        Ok(None)
+    } else {
+        l.runner
+            .external_bound(&block, l.finite_key)
+            .and_then(|bound| l.distiller.distil_with(block, bound))
+    };
+    match result {
         Ok(None) => {}
         Ok(Some(Distilled {
             id: b,
