@@ -100,9 +100,37 @@ pub struct WindowOutput {
     /// The window's sifted key at Alice's and Bob's ends (when produced).
     pub keys: Option<(Bits, Bits)>,
     /// Supervisor transitions this window, as (from, to, fault) debug strings.
-    pub transitions: Vec<(String, String, Option<String>)>,
+    pub transitions: Transitions,
     /// Offset of Bob's tagger against Alice's that the sync tracks at the window's end, ps.
     pub sync_offset_ps: f64,
+}
+
+/// A basis's window counts as the supervisor takes them.
+fn tally(b: &BasisCounts) -> Tally {
+    Tally {
+        coincidences: b.coincidences,
+        errors: b.errors,
+    }
+}
+
+/// Transitions as (from, to, fault) strings.
+type Transitions = Vec<(String, String, Option<String>)>;
+
+/// The supervisor's verdict on a window, with the transitions it made.
+fn observe(sup: &mut Supervisor, obs: &Observation) -> (bool, Action, Transitions) {
+    let before = sup.events.len();
+    let (produced, action) = sup.observe(obs);
+    let transitions = sup.events[before..]
+        .iter()
+        .map(|e| {
+            (
+                format!("{:?}", e.from),
+                format!("{:?}", e.to),
+                e.fault.map(|f| format!("{f:?}")),
+            )
+        })
+        .collect();
+    (produced, action, transitions)
 }
 
 /// One emulated BBM92 link at runtime.
@@ -265,10 +293,6 @@ impl LinkRunner {
                 }
             }
         };
-        let tally = |b: &BasisCounts| Tally {
-            coincidences: b.coincidences,
-            errors: b.errors,
-        };
         let obs = Observation {
             time_ps: c.start_ps + c.length_ps,
             length_ps: c.length_ps,
@@ -277,18 +301,7 @@ impl LinkRunner {
             test: tally(&x),
             sync_locked: self.locked,
         };
-        let before = self.sup.events.len();
-        let (produced, action) = self.sup.observe(&obs);
-        let transitions = self.sup.events[before..]
-            .iter()
-            .map(|e| {
-                (
-                    format!("{:?}", e.from),
-                    format!("{:?}", e.to),
-                    e.fault.map(|f| format!("{f:?}")),
-                )
-            })
-            .collect();
+        let (produced, action, transitions) = observe(&mut self.sup, &obs);
         if action == Action::Reacquire {
             match &mut self.level {
                 Level::Window(sync) => sync.drop_lock(),
@@ -583,29 +596,12 @@ impl Bb84Runner {
             length_ps: (WINDOW_S * 1e12) as i64,
             // Alice has no detectors: Bob's clicks stand for both sides.
             singles: [clicks, clicks],
-            key: Tally {
-                coincidences: z.coincidences,
-                errors: z.errors,
-            },
-            test: Tally {
-                coincidences: x.coincidences,
-                errors: x.errors,
-            },
+            key: tally(&z),
+            test: tally(&x),
             // The pulse clock is shared: no time sync to lose.
             sync_locked: true,
         };
-        let before = self.sup.events.len();
-        let (produced, _) = self.sup.observe(&obs);
-        let transitions = self.sup.events[before..]
-            .iter()
-            .map(|e| {
-                (
-                    format!("{:?}", e.from),
-                    format!("{:?}", e.to),
-                    e.fault.map(|f| format!("{f:?}")),
-                )
-            })
-            .collect();
+        let (produced, _, transitions) = observe(&mut self.sup, &obs);
         let (c, e) = (t.clicks[0][0] as f64, t.errors[0][0]);
         self.lock.update((c > 100.0).then(|| e / c));
         let (keys, decoy) = if produced {
