@@ -1,5 +1,5 @@
-//! `qkdnet demo`: the Nice network end to end on this machine — photons to an encrypted
-//! file. It writes the network (embedded in the binary) and a test PKI to a directory,
+//! `qkdnet demo`: the Nice network (or `--network FILE`) end to end on this machine —
+//! photons to an encrypted file. It writes the network (embedded in the binary) and a test PKI to a directory,
 //! starts one `qkdnet node` process per trusted site on loopback (each with its KME and its
 //! links in accelerated virtual time, distilling with its neighbours over TCP), waits for
 //! keys, then, as applications would over ETSI GS QKD 014 with mutual TLS:
@@ -25,6 +25,11 @@ pub struct DemoArgs {
     /// Working directory for the network, PKI, stores and logs (default: a new temporary one).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Another network file (default: the embedded Nice network). Every trusted node that
+    /// ends a link becomes a node process; the linked pair is the first link's ends, the
+    /// relayed pair the first two sites two or more links apart.
+    #[arg(long)]
+    pub network: Option<PathBuf>,
     /// Virtual seconds per wall second.
     #[arg(long, default_value_t = 120.0)]
     pub time_scale: f64,
@@ -47,13 +52,6 @@ pub struct DemoArgs {
 const NETWORK: &str = include_str!("../../../networks/nice-4-node.toml");
 const NICE_50: &str = include_str!("../../../scenarios/nice-50km.toml");
 const NICE_100: &str = include_str!("../../../scenarios/nice-100km.toml");
-
-/// The trusted sites, their SAEs and neighbours (from the embedded network).
-const SITES: [(&str, &str); 3] = [
-    ("nice", "sae-nice"),
-    ("inria", "sae-inria"),
-    ("oca", "sae-oca"),
-];
 
 /// Child processes, killed when dropped.
 struct Nodes(Vec<(String, Child)>);
@@ -119,10 +117,76 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
             .to_vec(),
     };
     // 1. The network and its plan.
-    write(&dir.join("networks/nice-4-node.toml"), NETWORK)?;
-    write(&dir.join("scenarios/nice-50km.toml"), NICE_50)?;
-    write(&dir.join("scenarios/nice-100km.toml"), NICE_100)?;
-    let net = qkdnet_network::spec::load(&dir.join("networks/nice-4-node.toml"))?;
+    let net_path = match &a.network {
+        Some(p) => std::fs::canonicalize(p)
+            .map_err(|e| CliError::input(format!("--network: {}: {e}", p.display())))?,
+        None => {
+            write(&dir.join("networks/nice-4-node.toml"), NETWORK)?;
+            write(&dir.join("scenarios/nice-50km.toml"), NICE_50)?;
+            write(&dir.join("scenarios/nice-100km.toml"), NICE_100)?;
+            let p = dir.join("networks/nice-4-node.toml");
+            std::fs::canonicalize(&p)
+                .map_err(|e| CliError::runtime(format!("{}: {e}", p.display())))?
+        }
+    };
+    let net = qkdnet_network::spec::load(&net_path)?;
+    // The sites: trusted nodes that end a link, each with one SAE for the demo's client.
+    let sites: Vec<(String, String)> = net
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| net.links.iter().any(|l| l.ends.contains(i)))
+        .map(|(_, n)| {
+            let sae = n
+                .saes
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("sae-{}", n.id));
+            (n.id.clone(), sae)
+        })
+        .collect();
+    let Some(first) = net.links.first() else {
+        return Err(CliError::input(format!(
+            "{}: the demo needs at least one link",
+            net_path.display()
+        )));
+    };
+    let site_ix = |id: &str| sites.iter().position(|s| s.0 == id);
+    // The linked pair: the first link's ends. The relayed pair: the first two sites that a
+    // path of two or more links through trusted nodes joins, and that no link does.
+    let linked = (
+        net.nodes[first.ends[0]].id.clone(),
+        net.nodes[first.ends[1]].id.clone(),
+    );
+    let mut relayed = None;
+    'find: for x in 0..sites.len() {
+        for y in 0..sites.len() {
+            if x == y {
+                continue;
+            }
+            let (Some(a_ix), Some(b_ix)) = (net.node(&sites[x].0), net.node(&sites[y].0)) else {
+                continue;
+            };
+            if let Some(path) =
+                qkdnet_network::spec::trusted_path(&net.nodes, &net.links, a_ix, b_ix)
+            {
+                if path.len() >= 2 {
+                    let l = &net.links[path[0]];
+                    let hop = if l.ends[0] == a_ix {
+                        l.ends[1]
+                    } else {
+                        l.ends[0]
+                    };
+                    relayed = Some((
+                        sites[x].0.clone(),
+                        sites[y].0.clone(),
+                        net.nodes[hop].id.clone(),
+                    ));
+                    break 'find;
+                }
+            }
+        }
+    }
     let p = qkdnet_network::plan::plan(&net, &qkdnet_network::plan::PlanOptions::PLACEMENT);
     step(1, t0, &format!("network {} in {}", net.name, dir.display()));
     for l in &p.links {
@@ -142,8 +206,8 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
     let pki = dir.join("pki");
     let quiet = crate::certs::CertsArgs {
         out: pki.clone(),
-        kme: SITES.iter().map(|s| s.0.to_string()).collect(),
-        sae: SITES.iter().map(|s| s.1.to_string()).collect(),
+        kme: sites.iter().map(|s| s.0.clone()).collect(),
+        sae: sites.iter().map(|s| s.1.clone()).collect(),
         host: vec!["localhost".into(), "127.0.0.1".into()],
     };
     crate::certs::generate(&quiet, false)?;
@@ -156,7 +220,7 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
     let mut etsi = Vec::new();
     let mut distill = Vec::new();
     let mut dash = Vec::new();
-    for _ in SITES {
+    for _ in &sites {
         etsi.push(free_port()?);
         distill.push(free_port()?);
         dash.push(free_port()?);
@@ -165,17 +229,18 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
         + 1500;
-    let port_of =
-        |id: &str, ports: &[u16]| SITES.iter().position(|s| s.0 == id).map_or(0, |i| ports[i]);
-    let saes: String = SITES
+    let port_of = |id: &str, ports: &[u16]| site_ix(id).map_or(0, |i| ports[i]);
+    let saes: String = sites
         .iter()
         .map(|(k, s)| format!("\"{s}\" = \"{k}\"\n"))
         .collect();
     let mut nodes = Nodes(Vec::new());
     std::fs::create_dir_all(dir.join("logs"))
         .map_err(|e| CliError::runtime(format!("{}: {e}", dir.display())))?;
-    for (i, (id, _)) in SITES.iter().enumerate() {
-        // Neighbours: the other ends of this site's links; the rest through Nice.
+    for (i, (id, _)) in sites.iter().enumerate() {
+        let id = id.as_str();
+        // Neighbours: the other ends of this site's links; the rest by the first hop of a
+        // path of links through trusted nodes.
         let neighbours: Vec<&str> = net
             .links
             .iter()
@@ -184,9 +249,9 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
                     net.nodes[l.ends[0]].id.as_str(),
                     net.nodes[l.ends[1]].id.as_str(),
                 ];
-                if e[0] == *id {
+                if e[0] == id {
                     Some(e[1])
-                } else if e[1] == *id {
+                } else if e[1] == id {
                     Some(e[0])
                 } else {
                     None
@@ -202,18 +267,34 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
                 )
             })
             .collect();
-        let routes: String = SITES
+        let me = net.node(id).unwrap_or(0);
+        let routes: String = sites
             .iter()
-            .filter(|(k, _)| k != id && !neighbours.contains(k))
-            .map(|(k, _)| format!("{k} = [\"nice\"]\n"))
+            .filter(|(k, _)| k != id && !neighbours.contains(&k.as_str()))
+            .filter_map(|(k, _)| {
+                let to = net.node(k)?;
+                let path = qkdnet_network::spec::trusted_path(&net.nodes, &net.links, me, to)?;
+                let l = &net.links[*path.first()?];
+                let hop = if l.ends[0] == me {
+                    l.ends[1]
+                } else {
+                    l.ends[0]
+                };
+                Some(format!("{k} = [\"{}\"]\n", net.nodes[hop].id))
+            })
             .collect();
         let distill_peers: String = neighbours
             .iter()
             .map(|n| format!("{n} = \"127.0.0.1:{}\"\n", port_of(n, &distill)))
             .collect();
         let text = format!(
-            "kme_id = \"{id}\"\nlisten = \"127.0.0.1:{}\"\n{peers}\n[store]\nsqlite = \"{id}.sqlite\"\n\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/kme-{id}.pem\"\nkey = \"pki/kme-{id}.key\"\nclient_cert = \"pki/kme-{id}-client.pem\"\nclient_key = \"pki/kme-{id}-client.key\"\n\n[saes]\n{saes}\n[routes]\n{routes}\n[node]\nnetwork = \"networks/nice-4-node.toml\"\ndistill_listen = \"127.0.0.1:{}\"\ntime_scale = {}\nblock_s = {}\nseed = 1\nepoch_unix_ms = {epoch}\ndashboard = \"127.0.0.1:{}\"\n\n[node.distill_peers]\n{distill_peers}",
-            etsi[i], distill[i], a.time_scale, a.block_s, dash[i]
+            "kme_id = \"{id}\"\nlisten = \"127.0.0.1:{}\"\n{peers}\n[store]\nsqlite = \"{id}.sqlite\"\n\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/kme-{id}.pem\"\nkey = \"pki/kme-{id}.key\"\nclient_cert = \"pki/kme-{id}-client.pem\"\nclient_key = \"pki/kme-{id}-client.key\"\n\n[saes]\n{saes}\n[routes]\n{routes}\n[node]\nnetwork = \"{}\"\ndistill_listen = \"127.0.0.1:{}\"\ntime_scale = {}\nblock_s = {}\nseed = 1\nepoch_unix_ms = {epoch}\ndashboard = \"127.0.0.1:{}\"\n\n[node.distill_peers]\n{distill_peers}",
+            etsi[i],
+            net_path.display().to_string().replace('\\', "/"),
+            distill[i],
+            a.time_scale,
+            a.block_s,
+            dash[i]
         );
         let site = dir.join(format!("{id}.toml"));
         write(&site, &text)?;
@@ -236,7 +317,7 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
         nodes.0.push((id.to_string(), child));
     }
     if a.setup_only {
-        let sites: Vec<serde_json::Value> = SITES
+        let sites: Vec<serde_json::Value> = sites
             .iter()
             .enumerate()
             .map(|(i, (id, sae))| {
@@ -258,7 +339,13 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
         3,
         t0,
         &format!(
-            "started 3 node processes (nice, inria, oca) on loopback, ×{} virtual time, {} s blocks; logs in {}",
+            "started {} node processes ({}) on loopback, ×{} virtual time, {} s blocks; logs in {}",
+            sites.len(),
+            sites
+                .iter()
+                .map(|s| s.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             a.time_scale,
             a.block_s,
             dir.join("logs").display()
@@ -266,7 +353,7 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
     );
     println!(
         "         live dashboards: {}",
-        SITES
+        sites
             .iter()
             .enumerate()
             .map(|(i, (id, _))| format!("{id} http://127.0.0.1:{}/", dash[i]))
@@ -289,18 +376,34 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
         .map_err(|e| CliError::runtime(e.to_string()))
     };
     let deadline = t0 + Duration::from_secs_f64(a.timeout_s);
-    let pairs = [
-        ("nice", "sae-nice", "inria", "sae-inria", "linked pair"),
-        (
-            "inria",
-            "sae-inria",
-            "oca",
-            "sae-oca",
-            "relayed through Nice",
-        ),
-    ];
+    let sae_of = |id: &str| site_ix(id).map(|i| sites[i].1.clone()).unwrap_or_default();
+    let mut pairs = vec![(
+        linked.0.clone(),
+        sae_of(&linked.0),
+        linked.1.clone(),
+        sae_of(&linked.1),
+        "linked pair".to_string(),
+    )];
+    match &relayed {
+        Some((x, y, via)) => pairs.push((
+            x.clone(),
+            sae_of(x),
+            y.clone(),
+            sae_of(y),
+            format!("relayed through {via}"),
+        )),
+        None => {
+            println!("         (no two sites here are two or more links apart: no relayed pair)")
+        }
+    }
     let mut n = 4;
-    for (master_kme, master, slave_kme, slave, what) in pairs {
+    for (master_kme, master, slave_kme, slave, what) in &pairs {
+        let (master_kme, master, slave_kme, slave) = (
+            master_kme.as_str(),
+            master.as_str(),
+            slave_kme.as_str(),
+            slave.as_str(),
+        );
         step(
             n,
             t0,

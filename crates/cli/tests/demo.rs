@@ -237,3 +237,36 @@ mod restart {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The demo on another network: two sites joined by a decoy-BB84 link (no relayed pair).
+/// The node processes run the BB84 runtime and finish each block under the decoy bound.
+#[test]
+fn demo_runs_a_decoy_bb84_network_between_node_processes() {
+    let dir = std::env::temp_dir().join(format!("qkdnet-demo-bb84-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let net = dir.join("bb84.toml");
+    std::fs::write(
+        &net,
+        "name = \"bb84-pair\"\n[[node]]\nid = \"a\"\n[[node]]\nid = \"b\"\n[[fibre]]\nid = \"ab\"\nends = [\"a\", \"b\"]\nlength_km = 100.0\n[[link]]\nid = \"ab\"\nprotocol = \"decoy-bb84\"\nends = [\"a\", \"b\"]\nhardware = { p_key_basis = 0.5 }\n",
+    )
+    .unwrap();
+    let work = dir.join("run");
+    let (code, out, err) = qkdnet(&[
+        "demo",
+        "--dir",
+        work.to_str().unwrap(),
+        "--network",
+        net.to_str().unwrap(),
+        "--time-scale",
+        "10",
+        "--block-s",
+        "60",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("no relayed pair"), "{out}");
+    assert_eq!(out.matches("the file matches").count(), 1, "{out}");
+    let log = std::fs::read_to_string(work.join("logs/a.log")).unwrap();
+    assert!(log.contains("bits of key stored, shared with b"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
