@@ -71,16 +71,6 @@ fn table<T: for<'de> Deserialize<'de> + Default>(
     Ok(scenario::emulator_settings(t, origin)?)
 }
 
-fn no_faults(faults: &[qkdnet_emulator::Fault], origin: &str) -> Result<(), CliError> {
-    if faults.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::input(format!(
-            "{origin}: fault[0]: faults are not emulated for di-memory links"
-        )))
-    }
-}
-
 /// Builds the emulated link of a scenario file.
 pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink, CliError> {
     let s = scenario::load(path)?;
@@ -108,9 +98,6 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
             e
         }};
     }
-    if matches!(protocol, Protocol::Di(_)) {
-        no_faults(&s.faults, &origin)?;
-    }
     let faults = s.faults.clone();
     match protocol {
         Protocol::Bbm92Cw(hw) => {
@@ -126,7 +113,9 @@ pub fn link_from_scenario(path: &Path, seed: Option<u64>) -> Result<EmulatedLink
         }
         Protocol::Di(di) => {
             let length = ch.distance_km.unwrap_or(loss / di.fibre_attenuation_db_per_km);
-            let link = IonLink::new(di.link, loss, length, settings!(IonEmulation)).map_err(bad)?;
+            let link = IonLink::new(di.link, loss, length, settings!(IonEmulation))
+                .and_then(|l| l.with_faults(faults))
+                .map_err(bad)?;
             Ok(EmulatedLink::Ion(Box::new(link)))
         }
         Protocol::DecoyBb84(hw) => {

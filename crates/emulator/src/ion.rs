@@ -18,7 +18,14 @@
 //!   error is `(1 − V)/2`.
 //! - Deterministic delivery: at every `delivery_period_s` the application gets the
 //!   freshest stored pair (memory holds the latest herald); its fidelity is recorded.
+//! - Faults (`with_faults`), applied window by window: a fibre cut or loss step on both
+//!   arms (side `both`) scales each photon's transmittance, so `p` by the arm factor; a
+//!   cooling cycle of the heralding station's detectors stops the heralds. One-arm faults
+//!   are refused: heralds would then come from one memory only, a state this model does not
+//!   describe. Pump drops are refused: the excitation's bright population also sets the
+//!   heralded fidelity, which the model takes as given.
 
+use crate::faults::{check_kinds, Fault, FaultKind, FaultState, Side};
 use crate::streams::{binomial, multinomial, purpose_key, window_rng};
 use qkdnet_keyrate::di::{MemoryLink, MemoryLinkPoint};
 use qkdnet_optics::{check, ParamError};
@@ -121,6 +128,7 @@ pub struct IonLink {
     length_km: f64,
     emu: IonEmulation,
     point: MemoryLinkPoint,
+    faults: Vec<Fault>,
 }
 
 impl IonLink {
@@ -149,7 +157,50 @@ impl IonLink {
             length_km,
             emu,
             point,
+            faults: Vec::new(),
         })
+    }
+
+    /// The link with a fault schedule (see the module's notes): fibre cuts and loss steps
+    /// on both arms, cooling cycles of the heralding station's detectors.
+    pub fn with_faults(mut self, faults: Vec<Fault>) -> Result<Self, ParamError> {
+        check_kinds(
+            &faults,
+            &[
+                FaultKind::FibreCut,
+                FaultKind::LossStep,
+                FaultKind::DetectorCooling,
+            ],
+            "the ion memory link",
+        )?;
+        for (i, f) in faults.iter().enumerate() {
+            if matches!(f.kind, FaultKind::FibreCut | FaultKind::LossStep) && f.side != Side::Both {
+                return Err(ParamError {
+                    field: format!("fault[{i}].side"),
+                    reason: format!(
+                        "{:?} on side {:?}: heralds from one memory only are not modelled; give side both",
+                        f.kind, f.side
+                    ),
+                });
+            }
+        }
+        self.faults = faults;
+        Ok(self)
+    }
+
+    /// The fault schedule.
+    pub fn faults(&self) -> &[Fault] {
+        &self.faults
+    }
+
+    /// Success probability per attempt while the faults in force at `t_s` hold.
+    pub fn success_probability_at(&self, t_s: f64) -> f64 {
+        let st = FaultState::at(&self.faults, t_s);
+        if !(st.detectors_on[0] && st.detectors_on[1]) {
+            return 0.0;
+        }
+        // Both arms carry the same factor (side both): each photon's transmittance.
+        self.point.success_probability * st.transmittance[0].min(st.transmittance[1])
     }
 
     /// The forward model's operating point (attempt rate, success probability, η_link).
@@ -284,7 +335,9 @@ impl IonEmulator {
         let mut rng = window_rng(self.keys[0], index);
         let end_ps = ((index + 1) as f64 * self.window_s * 1e12).round() as i64;
         let tau = self.attempt_ps();
-        let p = self.link.point.success_probability;
+        let p = self
+            .link
+            .success_probability_at(index as f64 * self.window_s);
         let mut out = IonWindow {
             index,
             ..IonWindow::default()
@@ -293,7 +346,11 @@ impl IonEmulator {
         loop {
             // Failed attempts before the next success: geometric, by inversion.
             let u: f64 = rng.gen::<f64>().max(f64::MIN_POSITIVE);
-            let fails = if p >= 1.0 {
+            let fails = if p <= 0.0 {
+                // No herald can come (a cut, the station's detectors warming): the window's
+                // attempts all fail.
+                u64::MAX / 2
+            } else if p >= 1.0 {
                 0
             } else {
                 (u.ln() / (1.0 - p).ln()).floor() as u64
@@ -347,7 +404,10 @@ impl IonEmulator {
         self.next_index += 1;
         let mut rng = window_rng(self.keys[1], index);
         let attempts = (self.window_s * self.link.point.attempt_rate_hz).round() as u64;
-        let heralds = binomial(&mut rng, attempts, self.link.point.success_probability);
+        let p = self
+            .link
+            .success_probability_at(index as f64 * self.window_s);
+        let heralds = binomial(&mut rng, attempts, p);
         let key_pairs = binomial(&mut rng, heralds, self.link.emu.key_fraction);
         let t = self.link.emu.measure_delay_s;
         let mut s = IonStats {

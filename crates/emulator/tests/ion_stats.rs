@@ -183,3 +183,58 @@ fn same_seed_same_heralds_and_bad_values_named() {
     .expect_err("fidelity");
     assert_eq!(e.field, "hardware.herald_fidelity");
 }
+
+/// Faults on the ion link: a 3 dB loss step on both arms halves each photon's
+/// transmittance and so the heralding rate (p ∝ one arm's transmittance), a cut or a
+/// cooling cycle of the station's detectors stops the heralds — at event and window
+/// level; one-arm cuts and pump drops are refused, naming the field.
+#[test]
+fn faults_act_on_the_heralds() {
+    use qkdnet_emulator::faults::{Fault, FaultKind, Side};
+    let mut step = Fault::new(FaultKind::LossStep, Side::Both, 10.0, 10.0);
+    step.loss_db = 10.0 * 2f64.log10();
+    let faults = vec![
+        step,
+        Fault::new(FaultKind::FibreCut, Side::Both, 20.0, 5.0),
+        Fault::new(FaultKind::DetectorCooling, Side::Alice, 25.0, 5.0),
+    ];
+    let link = bright(0.0).with_faults(faults).expect("valid");
+    let rate = link.point().attempt_rate_hz * link.point().success_probability;
+    // Event level, one window per second: heralds per second in each phase.
+    let mut e = IonEmulator::new(link.clone(), 1.0).expect("window");
+    let per_window: Vec<u64> = (0..40)
+        .map(|_| e.step_events().heralds.len() as u64)
+        .collect();
+    let mut w = IonEmulator::new(link, 1.0).expect("window");
+    let stats: Vec<u64> = (0..40).map(|_| w.step_stats().heralds).collect();
+    for (what, counts) in [("event", &per_window), ("window", &stats)] {
+        let sum = |a: usize, b: usize| counts[a..b].iter().sum::<u64>() as f64;
+        z(
+            &format!("{what}: clear"),
+            sum(0, 10),
+            10.0 * rate,
+            (10.0 * rate).sqrt(),
+        );
+        z(
+            &format!("{what}: 3 dB step"),
+            sum(10, 20),
+            5.0 * rate,
+            (5.0 * rate).sqrt(),
+        );
+        assert_eq!(sum(20, 30), 0.0, "{what}: cut and cooling");
+        z(
+            &format!("{what}: after"),
+            sum(30, 40),
+            10.0 * rate,
+            (10.0 * rate).sqrt(),
+        );
+    }
+    let e = bright(0.0)
+        .with_faults(vec![Fault::new(FaultKind::FibreCut, Side::Alice, 1.0, 1.0)])
+        .expect_err("one arm");
+    assert_eq!(e.field, "fault[0].side");
+    let mut drop = Fault::new(FaultKind::PumpDrop, Side::Both, 1.0, 1.0);
+    drop.factor = 0.5;
+    let e = bright(0.0).with_faults(vec![drop]).expect_err("pump drop");
+    assert_eq!(e.field, "fault[0].kind");
+}
