@@ -428,6 +428,36 @@ pub fn psi_minus_counts(w: &MdiWindow) -> [[u64; STATES]; STATES] {
     n
 }
 
+/// A window's counts as the MDI bound takes them (`keyrate::mdi::mdi_bound`): pulse pairs
+/// sent and ψ⁻ events, the Z basis at the signal and the X basis by intensity pair (vacuum,
+/// ν, μ), errors being equal bits (Bob flips his).
+pub fn counts(w: &MdiWindow) -> qkdnet_keyrate::mdi::MdiCounts {
+    let psi = psi_minus_counts(w);
+    let mut c = qkdnet_keyrate::mdi::MdiCounts::default();
+    for a in 0..2 {
+        for b in 0..2 {
+            c.z_sent += w.sent[a][b] as f64;
+            c.z_clicks += psi[a][b] as f64;
+        }
+    }
+    c.z_errors = (psi[0][0] + psi[1][1]) as f64;
+    for i in 0..3 {
+        for j in 0..3 {
+            for ba in 0..2 {
+                for bb in 0..2 {
+                    let (x, y) = (2 + 2 * i + ba, 2 + 2 * j + bb);
+                    c.x_sent[i][j] += w.sent[x][y] as f64;
+                    c.x_clicks[i][j] += psi[x][y] as f64;
+                    if ba == bb {
+                        c.x_errors[i][j] += psi[x][y] as f64;
+                    }
+                }
+            }
+        }
+    }
+    c
+}
+
 /// The users' Z-basis error rate among ψ⁻ events (Bob flips his bit): the fraction with
 /// equal bits.
 pub fn qber_z(psi: &[[u64; STATES]; STATES]) -> f64 {

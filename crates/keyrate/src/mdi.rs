@@ -43,6 +43,80 @@ pub struct Mdi {
     pub p_z: f64,
 }
 
+/// An MDI-QKD block's counts: pulse pairs sent and the relay's ψ⁻ announcements, Z basis
+/// (both at the signal `s`) and X basis by intensity pair (Alice, Bob) over (0, ν, μ) —
+/// observed at runtime, or expected in the forward model.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MdiCounts {
+    /// Z-basis pulse pairs sent.
+    pub z_sent: f64,
+    /// Their ψ⁻ events (the sifted key).
+    pub z_clicks: f64,
+    /// Of which with equal bits (errors, Bob flipping his).
+    pub z_errors: f64,
+    /// X-basis pulse pairs sent per intensity pair.
+    pub x_sent: [[f64; 3]; 3],
+    /// Their ψ⁻ events.
+    pub x_clicks: [[f64; 3]; 3],
+    /// Of which with equal bits.
+    pub x_errors: [[f64; 3]; 3],
+}
+
+/// What the MDI bound says about a block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MdiBound {
+    /// s₁₁(1 − h(e₁₁)): the min-entropy granted before error correction (−∞ when the
+    /// two-photon yield bound is not positive).
+    pub secrecy_bits: f64,
+    /// Composable overhead (11 bounds), bits.
+    pub overhead_bits: f64,
+    /// Lower bound on the two-photon yield Y₁₁.
+    pub y11: f64,
+    /// Upper bound on its phase error e₁₁.
+    pub e11: f64,
+}
+
+/// The MDI-QKD bound on a block's counts (Lo, Curty, Qi 2012 with the two-decoy Y₁₁ bound
+/// of [`y11_lower`]): gains from the X-basis decoys with Chernoff bounds on every count,
+/// `Y₁₁`, the (ν, ν) errors' phase error `e₁₁`, the Z-basis two-photon count
+/// `s₁₁ = N_Z s² e^{−2s} Y₁₁` (Chernoff lower), and `s₁₁(1 − h(e₁₁))`; the caller
+/// subtracts the error-correction leakage.
+pub fn mdi_bound(c: &MdiCounts, s: f64, mu: f64, nu: f64, sec: &Security) -> MdiBound {
+    // 9 counts bounded; 11 estimates in all (Lim-style accounting).
+    let eps = sec.per_bound_eps(11.0);
+    let lo = |i: usize, j: usize| lower(c.x_clicks[i][j], eps) / c.x_sent[i][j];
+    let hi = |i: usize, j: usize| upper(c.x_clicks[i][j], eps) / c.x_sent[i][j];
+    // (0, ν, μ) → indices 0, 1, 2.
+    let (q00_lo, q00_hi) = (lo(0, 0), hi(0, 0));
+    let g_nu = (2.0 * nu).exp() * lo(1, 1) - nu.exp() * (hi(0, 1) + hi(1, 0)) + q00_lo;
+    let g_mu = (2.0 * mu).exp() * hi(2, 2) - mu.exp() * (lo(0, 2) + lo(2, 0)) + q00_hi;
+    let y11 = y11_lower(g_nu, g_mu, nu, mu);
+    // Phase error of the (1,1) component from the (ν,ν) errors, vacuum-containing terms at ½.
+    let e_nn = upper(c.x_errors[1][1], eps) / c.x_sent[1][1];
+    let err_11 = (2.0 * nu).exp() * e_nn - 0.5 * (nu.exp() * (lo(0, 1) + lo(1, 0)) - q00_hi);
+    let e11 = (err_11 / (nu * nu * y11)).max(0.0);
+    let overhead_bits = composable_overhead(sec, 11.0);
+    if y11 <= 0.0 {
+        return MdiBound {
+            secrecy_bits: f64::NEG_INFINITY,
+            overhead_bits,
+            y11,
+            e11,
+        };
+    }
+    let s11 = c.z_sent * s * s * (-2.0 * s).exp() * y11;
+    let s11 = match eps {
+        None => s11,
+        Some(e) => crate::math::chernoff_lower(s11, e),
+    };
+    MdiBound {
+        secrecy_bits: s11 * (1.0 - h2_sat(e11)),
+        overhead_bits,
+        y11,
+        e11,
+    }
+}
+
 impl Default for Mdi {
     /// Detection parameters of Ma & Razavi 2012's simulations: η_d = 14.5 %, Y₀ = 3e-6,
     /// e_d = 1.5 %, f = 1.16.
@@ -169,49 +243,43 @@ impl Mdi {
             Security::Finite(f) => f.block_size,
             Security::Asymptotic => 1.0,
         };
-        // 9 counts bounded; 11 estimates in all (Lim-style accounting).
-        let eps = sec.per_bound_eps(11.0);
         let px = 1.0 - pz;
         let p_int = px / 3.0; // each X intensity equally likely
         let pair = n * p_int * p_int;
         let (qz, eqz) = gains_z(ea, s, eb, s, pd, ed);
-        let nz = n * pz * pz * qz;
+        let ints = [0.0, nu, mu];
+        let mut counts = MdiCounts {
+            z_sent: n * pz * pz,
+            z_clicks: n * pz * pz * qz,
+            z_errors: 0.0,
+            x_sent: [[pair; 3]; 3],
+            x_clicks: [[0.0; 3]; 3],
+            x_errors: [[0.0; 3]; 3],
+        };
+        counts.z_errors = counts.z_clicks * (eqz / qz);
+        for (i, &a) in ints.iter().enumerate() {
+            for (j, &b) in ints.iter().enumerate() {
+                let (q, eq) = gains_x(ea, a, eb, b, pd, ed);
+                counts.x_clicks[i][j] = q * pair;
+                counts.x_errors[i][j] = eq * pair;
+            }
+        }
+        let bound = mdi_bound(&counts, s, mu, nu, sec);
+        let nz = counts.z_clicks;
         let ez = eqz / qz;
-        let cnt = |a: f64, b: f64| gains_x(ea, a, eb, b, pd, ed);
-        let (q00, _) = cnt(0.0, 0.0);
-        let (qnn, eqnn) = cnt(nu, nu);
-        let (q0n, _) = cnt(0.0, nu);
-        let (qn0, _) = cnt(nu, 0.0);
-        let (qmm, _) = cnt(mu, mu);
-        let (q0m, _) = cnt(0.0, mu);
-        let (qm0, _) = cnt(mu, 0.0);
-        // Expected-gain bounds from observed counts.
-        let lo = |q: f64| lower(q * pair, eps) / pair;
-        let hi = |q: f64| upper(q * pair, eps) / pair;
-        let g_nu = (2.0 * nu).exp() * lo(qnn) - nu.exp() * (hi(q0n) + hi(qn0)) + lo(q00);
-        let g_mu = (2.0 * mu).exp() * hi(qmm) - mu.exp() * (lo(q0m) + lo(qm0)) + hi(q00);
-        let y11 = y11_lower(g_nu, g_mu, nu, mu);
-        // Phase error of the (1,1) component from the (ν,ν) errors, vacuum-containing terms at ½.
-        let err_11 = (2.0 * nu).exp() * hi(eqnn) - 0.5 * (nu.exp() * (lo(q0n) + lo(qn0)) - hi(q00));
-        let e11 = (err_11 / (nu * nu * y11)).max(0.0);
-        if y11 <= 0.0 {
+        if !bound.secrecy_bits.is_finite() {
             return Evaluation {
-                raw_key_per_signal: y11.min(0.0) - 1e-12,
+                raw_key_per_signal: bound.y11.min(0.0) - 1e-12,
                 qber_key: ez,
-                qber_test: e11,
+                qber_test: bound.e11,
             };
         }
-        let s11 = n * pz * pz * s * s * (-2.0 * s).exp() * y11;
-        let s11 = match eps {
-            None => s11,
-            Some(e) => crate::math::chernoff_lower(s11, e),
-        };
         let leak = self.ec_efficiency * nz * h2(ez);
-        let ell = s11 * (1.0 - h2_sat(e11)) - leak - composable_overhead(sec, 11.0);
+        let ell = bound.secrecy_bits - leak - bound.overhead_bits;
         Evaluation {
             raw_key_per_signal: ell / n,
             qber_key: ez,
-            qber_test: e11,
+            qber_test: bound.e11,
         }
     }
 
