@@ -27,7 +27,7 @@
 
 use crate::faults::{Fault, FaultState, RelayArms};
 use crate::streams::{
-    multinomial, pick, purpose_key, successes, walk_step, PulseWindow, PulseWindows,
+    binomial, multinomial, pick, purpose_key, successes, walk_step, PulseWindow, PulseWindows,
 };
 use qkdnet_keyrate::mdi::Mdi;
 use qkdnet_optics::{check, ParamError};
@@ -419,6 +419,50 @@ impl MdiEmulator {
     }
 }
 
+/// One window at window level: pulse pairs sent and ψ⁻ events per state pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MdiStats {
+    /// Window index.
+    pub index: u64,
+    /// Pulses in the window.
+    pub pulses: u64,
+    /// Pulse pairs sent per state pair.
+    pub sent: [[u64; STATES]; STATES],
+    /// ψ⁻ events per state pair.
+    pub psi: [[u64; STATES]; STATES],
+}
+
+impl MdiEmulator {
+    /// The next window at window level: the pairs sent drawn as at event level, the ψ⁻
+    /// events of each state pair binomial with the closed form [`MdiLink::psi_minus`]
+    /// under the window's faults and frame rotation.
+    pub fn step_stats(&mut self) -> MdiStats {
+        let PulseWindow {
+            index,
+            first,
+            end,
+            clicks_rng: mut rng,
+            mut sent_rng,
+        } = self.windows.next_window();
+        self.refresh(index, first);
+        let p: Vec<f64> = (0..STATES * STATES)
+            .map(|k| self.link.state(k / STATES).0 * self.link.state(k % STATES).0)
+            .collect();
+        let counts = multinomial(&mut sent_rng, end - first, &p);
+        let sent: [[u64; STATES]; STATES] =
+            core::array::from_fn(|a| core::array::from_fn(|b| counts[a * STATES + b]));
+        let psi = core::array::from_fn(|a| {
+            core::array::from_fn(|b| binomial(&mut rng, sent[a][b], self.link.psi_minus(a, b)))
+        });
+        MdiStats {
+            index,
+            pulses: end - first,
+            sent,
+            psi,
+        }
+    }
+}
+
 /// ψ⁻ events per state pair of a window.
 pub fn psi_minus_counts(w: &MdiWindow) -> [[u64; STATES]; STATES] {
     let mut n = [[0; STATES]; STATES];
@@ -432,11 +476,18 @@ pub fn psi_minus_counts(w: &MdiWindow) -> [[u64; STATES]; STATES] {
 /// sent and ψ⁻ events, the Z basis at the signal and the X basis by intensity pair (vacuum,
 /// ν, μ), errors being equal bits (Bob flips his).
 pub fn counts(w: &MdiWindow) -> qkdnet_keyrate::mdi::MdiCounts {
-    let psi = psi_minus_counts(w);
+    counts_of(&w.sent, &psi_minus_counts(w))
+}
+
+/// [`counts`] from pairs sent and ψ⁻ events per state pair (either level).
+pub fn counts_of(
+    sent: &[[u64; STATES]; STATES],
+    psi: &[[u64; STATES]; STATES],
+) -> qkdnet_keyrate::mdi::MdiCounts {
     let mut c = qkdnet_keyrate::mdi::MdiCounts::default();
     for a in 0..2 {
         for b in 0..2 {
-            c.z_sent += w.sent[a][b] as f64;
+            c.z_sent += sent[a][b] as f64;
             c.z_clicks += psi[a][b] as f64;
         }
     }
@@ -446,7 +497,7 @@ pub fn counts(w: &MdiWindow) -> qkdnet_keyrate::mdi::MdiCounts {
             for ba in 0..2 {
                 for bb in 0..2 {
                     let (x, y) = (2 + 2 * i + ba, 2 + 2 * j + bb);
-                    c.x_sent[i][j] += w.sent[x][y] as f64;
+                    c.x_sent[i][j] += sent[x][y] as f64;
                     c.x_clicks[i][j] += psi[x][y] as f64;
                     if ba == bb {
                         c.x_errors[i][j] += psi[x][y] as f64;

@@ -238,3 +238,100 @@ fn window_counts_feed_the_mdi_bound() {
         }
     }
 }
+
+/// Window level draws the same ψ⁻ counts as event level (z-tests on the Z key cells and an
+/// X cell), and the MDI bound on a block of window-level counts — 1e12 pulses, where the
+/// decoy cells have counts — grants key. It grants about half the forward model's: the
+/// relay here announces ψ⁻ only, while `keyrate::mdi`'s gains (Ma & Razavi's Q) count both
+/// ψ⁻ and ψ⁺ announcements, which a runtime would have to sift too (docs/EMULATOR.md).
+#[test]
+fn window_level_matches_event_level_and_psi_minus_is_half_the_model_gain() {
+    use qkdnet_emulator::mdi::{counts_of, MdiStats};
+    use qkdnet_keyrate::math::h2;
+    use qkdnet_keyrate::mdi::{mdi_bound, MdiCounts};
+    use qkdnet_keyrate::FiniteKey;
+    let hw = Mdi::default();
+    let loss = 10.0;
+    let l = MdiLink::new(hw, loss, MdiEmulation::default()).expect("valid");
+    let (mut ev, mut wl) = (
+        MdiEmulator::new(l.clone(), 1e-2).expect("window"),
+        MdiEmulator::new(l, 1e-2).expect("window"),
+    );
+    let (mut pe, mut pw) = ([[0u64; STATES]; STATES], [[0u64; STATES]; STATES]);
+    for _ in 0..20 {
+        let a = psi_minus_counts(&ev.step_events());
+        let MdiStats { psi: b, .. } = wl.step_stats();
+        for x in 0..STATES {
+            for y in 0..STATES {
+                pe[x][y] += a[x][y];
+                pw[x][y] += b[x][y];
+            }
+        }
+    }
+    for (x, y) in [(0, 1), (1, 0), (0, 0), (6, 7)] {
+        let (a, b) = (pe[x][y] as f64, pw[x][y] as f64);
+        z(
+            &format!("ψ⁻ ({x},{y})"),
+            a - b,
+            0.0,
+            (a + b).sqrt().max(1.0),
+        );
+    }
+    // A 1e12-pulse block at window level (2000 windows of 0.5 s), without misalignment
+    // (see below).
+    let hw = Mdi {
+        misalignment: 0.0,
+        ..hw
+    };
+    let l = MdiLink::new(hw, loss, MdiEmulation::default()).expect("valid");
+    let mut e = MdiEmulator::new(l, 0.5).expect("window");
+    let mut c = MdiCounts::default();
+    let mut pulses = 0.0;
+    for _ in 0..2000 {
+        let w = e.step_stats();
+        pulses += w.pulses as f64;
+        let k = counts_of(&w.sent, &w.psi);
+        c.z_sent += k.z_sent;
+        c.z_clicks += k.z_clicks;
+        c.z_errors += k.z_errors;
+        for i in 0..3 {
+            for j in 0..3 {
+                c.x_sent[i][j] += k.x_sent[i][j];
+                c.x_clicks[i][j] += k.x_clicks[i][j];
+                c.x_errors[i][j] += k.x_errors[i][j];
+            }
+        }
+    }
+    let (s, mu, nu) = (hw.signal, hw.decoy_strong, hw.decoy_weak);
+    for sec in [
+        Security::Asymptotic,
+        Security::Finite(FiniteKey {
+            block_size: pulses,
+            ..FiniteKey::default()
+        }),
+    ] {
+        let b = mdi_bound(&c, s, mu, nu, &sec);
+        let ez = c.z_errors / c.z_clicks;
+        let observed = b.secrecy_bits - hw.ec_efficiency * c.z_clicks * h2(ez) - b.overhead_bits;
+        let model = hw.key(loss, s, mu, nu, hw.p_z, &sec).raw_key_per_signal * pulses;
+        eprintln!("{sec:?}: from ψ⁻ counts {observed:.0} bits, forward model {model:.0}");
+        assert!(observed > 0.0 && model > 0.0, "{observed} {model}");
+        // The Z-basis ψ⁻ events are half the model's gain (ψ⁺ is the other half).
+        let qz = qkdnet_keyrate::mdi::gains_z(
+            hw.arms(loss).0,
+            s,
+            hw.arms(loss).1,
+            s,
+            hw.dark_count_probability,
+            0.0,
+        )
+        .0;
+        let half = c.z_sent * qz / 2.0;
+        z(
+            "Z ψ⁻ events = half the model's gain",
+            c.z_clicks,
+            half,
+            half.sqrt(),
+        );
+    }
+}
