@@ -426,6 +426,9 @@ fn run_link(
             if let Some(d) = &out.decoy {
                 buffer.push_decoy(d);
             }
+            if let Some(m) = &out.mdi {
+                buffer.push_mdi(m);
+            }
         }
         if out.t_s - block_start < block_s {
             continue;

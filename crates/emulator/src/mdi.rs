@@ -123,6 +123,11 @@ impl MdiClick {
     pub fn psi_minus(&self) -> bool {
         self.detectors == 0b1001 || self.detectors == 0b0110
     }
+
+    /// Whether the relay announces ψ⁺ (exactly `cH & cV` or `dH & dV`).
+    pub fn psi_plus(&self) -> bool {
+        self.detectors == 0b0011 || self.detectors == 0b1100
+    }
 }
 
 /// One window of records.
@@ -267,6 +272,17 @@ impl MdiLink {
     /// (trapezoid rule on the periodic integrand, exact to rounding at 96 nodes for these
     /// smooth functions).
     pub fn psi_minus(&self, a: usize, b: usize) -> f64 {
+        self.bell(a, b, [0b1001, 0b0110])
+    }
+
+    /// ψ⁺ probability for states `(a, b)` (exactly `cH & cV` or `dH & dV`), as
+    /// [`MdiLink::psi_minus`].
+    pub fn psi_plus(&self, a: usize, b: usize) -> f64 {
+        self.bell(a, b, [0b0011, 0b1100])
+    }
+
+    /// Probability that exactly the detectors of one of `masks` click.
+    fn bell(&self, a: usize, b: usize, masks: [u8; 2]) -> f64 {
         if !self.arms.on {
             return 0.0;
         }
@@ -276,9 +292,17 @@ impl MdiLink {
             let phi = 2.0 * PI * k as f64 / PHASE_NODES as f64;
             let i = self.intensities(a, b, phi);
             let dark: [f64; 4] = core::array::from_fn(|j| (1.0 - pd) * (-i[j]).exp());
-            let click = |j: usize| 1.0 - dark[j];
-            sum +=
-                click(0) * dark[1] * dark[2] * click(3) + dark[0] * click(1) * click(2) * dark[3];
+            for m in masks {
+                sum += (0..4)
+                    .map(|j| {
+                        if m >> j & 1 == 1 {
+                            1.0 - dark[j]
+                        } else {
+                            dark[j]
+                        }
+                    })
+                    .product::<f64>();
+            }
         }
         sum / PHASE_NODES as f64
     }
@@ -430,6 +454,8 @@ pub struct MdiStats {
     pub sent: [[u64; STATES]; STATES],
     /// ψ⁻ events per state pair.
     pub psi: [[u64; STATES]; STATES],
+    /// ψ⁺ events per state pair.
+    pub psi_plus: [[u64; STATES]; STATES],
 }
 
 impl MdiEmulator {
@@ -451,16 +477,34 @@ impl MdiEmulator {
         let counts = multinomial(&mut sent_rng, end - first, &p);
         let sent: [[u64; STATES]; STATES] =
             core::array::from_fn(|a| core::array::from_fn(|b| counts[a * STATES + b]));
-        let psi = core::array::from_fn(|a| {
-            core::array::from_fn(|b| binomial(&mut rng, sent[a][b], self.link.psi_minus(a, b)))
-        });
+        // ψ⁻ and ψ⁺ exclude each other: ψ⁻ from the pairs, ψ⁺ from those left.
+        let mut psi = [[0; STATES]; STATES];
+        let mut psi_plus = [[0; STATES]; STATES];
+        for a in 0..STATES {
+            for b in 0..STATES {
+                let (pm, pp) = (self.link.psi_minus(a, b), self.link.psi_plus(a, b));
+                psi[a][b] = binomial(&mut rng, sent[a][b], pm);
+                let rest = (pp / (1.0 - pm)).clamp(0.0, 1.0);
+                psi_plus[a][b] = binomial(&mut rng, sent[a][b] - psi[a][b], rest);
+            }
+        }
         MdiStats {
             index,
             pulses: end - first,
             sent,
             psi,
+            psi_plus,
         }
     }
+}
+
+/// ψ⁺ events per state pair of a window.
+pub fn psi_plus_counts(w: &MdiWindow) -> [[u64; STATES]; STATES] {
+    let mut n = [[0; STATES]; STATES];
+    for c in w.clicks.iter().filter(|c| c.psi_plus()) {
+        n[c.states[0] as usize][c.states[1] as usize] += 1;
+    }
+    n
 }
 
 /// ψ⁻ events per state pair of a window.
@@ -472,36 +516,39 @@ pub fn psi_minus_counts(w: &MdiWindow) -> [[u64; STATES]; STATES] {
     n
 }
 
-/// A window's counts as the MDI bound takes them (`keyrate::mdi::mdi_bound`): pulse pairs
-/// sent and ψ⁻ events, the Z basis at the signal and the X basis by intensity pair (vacuum,
-/// ν, μ), errors being equal bits (Bob flips his).
+/// A window's counts as the MDI bound takes them (`keyrate::mdi::mdi_bound`, whose gains
+/// count both Bell-state announcements): pulse pairs sent and ψ⁻ and ψ⁺ events, the Z basis
+/// at the signal and the X basis by intensity pair (vacuum, ν, μ). Errors: in Z both Bell
+/// states anticorrelate the bits (Bob flips his), so equal bits are errors; in X ψ⁻
+/// anticorrelates and ψ⁺ correlates them.
 pub fn counts(w: &MdiWindow) -> qkdnet_keyrate::mdi::MdiCounts {
-    counts_of(&w.sent, &psi_minus_counts(w))
+    counts_of(&w.sent, &psi_minus_counts(w), &psi_plus_counts(w))
 }
 
-/// [`counts`] from pairs sent and ψ⁻ events per state pair (either level).
+/// [`counts`] from pairs sent and ψ⁻ and ψ⁺ events per state pair (either level).
 pub fn counts_of(
     sent: &[[u64; STATES]; STATES],
-    psi: &[[u64; STATES]; STATES],
+    minus: &[[u64; STATES]; STATES],
+    plus: &[[u64; STATES]; STATES],
 ) -> qkdnet_keyrate::mdi::MdiCounts {
     let mut c = qkdnet_keyrate::mdi::MdiCounts::default();
     for a in 0..2 {
         for b in 0..2 {
             c.z_sent += sent[a][b] as f64;
-            c.z_clicks += psi[a][b] as f64;
+            c.z_clicks += (minus[a][b] + plus[a][b]) as f64;
+            if a == b {
+                c.z_errors += (minus[a][b] + plus[a][b]) as f64;
+            }
         }
     }
-    c.z_errors = (psi[0][0] + psi[1][1]) as f64;
     for i in 0..3 {
         for j in 0..3 {
             for ba in 0..2 {
                 for bb in 0..2 {
                     let (x, y) = (2 + 2 * i + ba, 2 + 2 * j + bb);
                     c.x_sent[i][j] += sent[x][y] as f64;
-                    c.x_clicks[i][j] += psi[x][y] as f64;
-                    if ba == bb {
-                        c.x_errors[i][j] += psi[x][y] as f64;
-                    }
+                    c.x_clicks[i][j] += (minus[x][y] + plus[x][y]) as f64;
+                    c.x_errors[i][j] += if ba == bb { minus[x][y] } else { plus[x][y] } as f64;
                 }
             }
         }

@@ -220,9 +220,20 @@ fn window_counts_feed_the_mdi_bound() {
     let mut e = MdiEmulator::new(l, 1e-2).expect("window");
     let w = e.step_events();
     let c = counts(&w);
-    let psi = psi_minus_counts(&w);
+    let (psi, plus) = (
+        psi_minus_counts(&w),
+        qkdnet_emulator::mdi::psi_plus_counts(&w),
+    );
     assert!(c.z_clicks > 100.0, "{c:?}");
-    assert!((c.z_errors / c.z_clicks - qber_z(&psi)).abs() < 1e-12);
+    let z_psi: u64 = (0..2)
+        .flat_map(|a| (0..2).map(move |b| (a, b)))
+        .map(|(a, b)| psi[a][b] + plus[a][b])
+        .sum();
+    assert_eq!(c.z_clicks, z_psi as f64);
+    assert_eq!(
+        c.z_errors,
+        (psi[0][0] + psi[1][1] + plus[0][0] + plus[1][1]) as f64
+    );
     let sent: f64 = w.sent.iter().flatten().map(|&x| x as f64).sum();
     let x_sent: f64 = c.x_sent.iter().flatten().sum();
     // Z and X pairs account for every pulse except the mixed-basis ones.
@@ -239,14 +250,13 @@ fn window_counts_feed_the_mdi_bound() {
     }
 }
 
-/// Window level draws the same ψ⁻ counts as event level (z-tests on the Z key cells and an
-/// X cell), and the MDI bound on a block of window-level counts — 1e12 pulses, where the
-/// decoy cells have counts — grants key. It grants about half the forward model's: the
-/// relay here announces ψ⁻ only, while `keyrate::mdi`'s gains (Ma & Razavi's Q) count both
-/// ψ⁻ and ψ⁺ announcements, which a runtime would have to sift too (docs/EMULATOR.md).
+/// Window level draws the same ψ⁻ and ψ⁺ counts as event level (z-tests on Z key cells and
+/// X cells), and the MDI bound on a block of window-level counts — 1e12 pulses, where the
+/// decoy cells have counts — gives the forward model's key length (`keyrate::mdi`'s gains
+/// count both Bell-state announcements, as the counts here do).
 #[test]
-fn window_level_matches_event_level_and_psi_minus_is_half_the_model_gain() {
-    use qkdnet_emulator::mdi::{counts_of, MdiStats};
+fn window_level_matches_event_level_and_the_bound_matches_the_model() {
+    use qkdnet_emulator::mdi::{counts_of, psi_plus_counts};
     use qkdnet_keyrate::math::h2;
     use qkdnet_keyrate::mdi::{mdi_bound, MdiCounts};
     use qkdnet_keyrate::FiniteKey;
@@ -257,28 +267,34 @@ fn window_level_matches_event_level_and_psi_minus_is_half_the_model_gain() {
         MdiEmulator::new(l.clone(), 1e-2).expect("window"),
         MdiEmulator::new(l, 1e-2).expect("window"),
     );
-    let (mut pe, mut pw) = ([[0u64; STATES]; STATES], [[0u64; STATES]; STATES]);
+    let mut sums = [[[0u64; STATES]; STATES]; 4];
     for _ in 0..20 {
-        let a = psi_minus_counts(&ev.step_events());
-        let MdiStats { psi: b, .. } = wl.step_stats();
+        let w = ev.step_events();
+        let (em, ep) = (psi_minus_counts(&w), psi_plus_counts(&w));
+        let st = wl.step_stats();
         for x in 0..STATES {
             for y in 0..STATES {
-                pe[x][y] += a[x][y];
-                pw[x][y] += b[x][y];
+                sums[0][x][y] += em[x][y];
+                sums[1][x][y] += st.psi[x][y];
+                sums[2][x][y] += ep[x][y];
+                sums[3][x][y] += st.psi_plus[x][y];
             }
         }
     }
-    for (x, y) in [(0, 1), (1, 0), (0, 0), (6, 7)] {
-        let (a, b) = (pe[x][y] as f64, pw[x][y] as f64);
-        z(
-            &format!("ψ⁻ ({x},{y})"),
-            a - b,
-            0.0,
-            (a + b).sqrt().max(1.0),
-        );
+    for (x, y) in [(0, 1), (1, 0), (0, 0), (6, 7), (6, 6)] {
+        for (k, what) in [(0, "ψ⁻"), (2, "ψ⁺")] {
+            let (a, b) = (sums[k][x][y] as f64, sums[k + 1][x][y] as f64);
+            z(
+                &format!("{what} ({x},{y})"),
+                a - b,
+                0.0,
+                (a + b).sqrt().max(1.0),
+            );
+        }
     }
-    // A 1e12-pulse block at window level (2000 windows of 0.5 s), without misalignment
-    // (see below).
+    // A 1e12-pulse block at window level (2000 windows of 0.5 s), without misalignment: the
+    // emulator rotates the polarisation frame (sin²θ = e_d/2) where Ma & Razavi's model
+    // adds e_d to the error gains, and with e_d = 1.5 % the two differ by ~11 % in key.
     let hw = Mdi {
         misalignment: 0.0,
         ..hw
@@ -290,7 +306,7 @@ fn window_level_matches_event_level_and_psi_minus_is_half_the_model_gain() {
     for _ in 0..2000 {
         let w = e.step_stats();
         pulses += w.pulses as f64;
-        let k = counts_of(&w.sent, &w.psi);
+        let k = counts_of(&w.sent, &w.psi, &w.psi_plus);
         c.z_sent += k.z_sent;
         c.z_clicks += k.z_clicks;
         c.z_errors += k.z_errors;
@@ -314,24 +330,16 @@ fn window_level_matches_event_level_and_psi_minus_is_half_the_model_gain() {
         let ez = c.z_errors / c.z_clicks;
         let observed = b.secrecy_bits - hw.ec_efficiency * c.z_clicks * h2(ez) - b.overhead_bits;
         let model = hw.key(loss, s, mu, nu, hw.p_z, &sec).raw_key_per_signal * pulses;
-        eprintln!("{sec:?}: from ψ⁻ counts {observed:.0} bits, forward model {model:.0}");
+        eprintln!(
+            "{sec:?}: from counts {observed:.0} bits, forward model {model:.0}; (ν,ν) events {}",
+            c.x_clicks[1][1]
+        );
         assert!(observed > 0.0 && model > 0.0, "{observed} {model}");
-        // The Z-basis ψ⁻ events are half the model's gain (ψ⁺ is the other half).
-        let qz = qkdnet_keyrate::mdi::gains_z(
-            hw.arms(loss).0,
-            s,
-            hw.arms(loss).1,
-            s,
-            hw.dark_count_probability,
-            0.0,
-        )
-        .0;
-        let half = c.z_sent * qz / 2.0;
-        z(
-            "Z ψ⁻ events = half the model's gain",
-            c.z_clicks,
-            half,
-            half.sqrt(),
+        // 8 % apart here; the (ν, ν) cell's shot noise (2.4e4 events) and the two models'
+        // X-basis error terms are not yet told apart.
+        assert!(
+            (observed / model - 1.0).abs() < 0.12,
+            "{observed} vs {model}"
         );
     }
 }

@@ -17,6 +17,7 @@ use qkdnet_distill::random::danger::InsecureDeterministic;
 use qkdnet_distill::session::{run_local_with_bound, Config, ExternalBound, FinalKey, TestTally};
 use qkdnet_emulator::bbm92::{correlated_bits, BasisCounts, Bbm92Emulator, Bbm92Link, Conditions};
 use qkdnet_keyrate::decoy_bb84::{lim_bound, DecoyBb84, DecoyCounts};
+use qkdnet_keyrate::mdi::{mdi_bound, Mdi, MdiCounts};
 use qkdnet_keyrate::{FiniteKey, Security};
 use qkdnet_link::control::{PhaseLock, PolarisationLock, PumpOptimiser, PumpSteering};
 use qkdnet_link::events::{EventSifter, TagWindow};
@@ -87,6 +88,8 @@ pub struct WindowOutput {
     pub conditions: Option<Conditions>,
     /// Decoy-state detections by basis and intensity (decoy BB84, when produced).
     pub decoy: Option<DecoyCounts>,
+    /// Pulse pairs and Bell-state announcements (MDI, when produced).
+    pub mdi: Option<MdiCounts>,
     /// Singles per side.
     pub singles: [u64; 2],
     /// Key-basis tally.
@@ -345,6 +348,7 @@ impl LinkRunner {
             t_s,
             conditions: Some(c),
             decoy: None,
+            mdi: None,
             singles,
             z,
             x,
@@ -368,6 +372,8 @@ pub struct SiftedBlock {
     pub test: TestTally,
     /// Decoy-state detections over the block (decoy BB84).
     pub decoy: Option<DecoyCounts>,
+    /// Pulse pairs and Bell-state announcements over the block (MDI).
+    pub mdi: Option<MdiCounts>,
 }
 
 /// Gathers windows' sifted key into blocks.
@@ -376,6 +382,7 @@ pub struct BlockBuffer {
     bob: Bits,
     test: TestTally,
     decoy: Option<DecoyCounts>,
+    mdi: Option<MdiCounts>,
     next_id: u64,
 }
 
@@ -386,12 +393,28 @@ impl Default for BlockBuffer {
             bob: Bits::zeros(0),
             test: TestTally { bits: 0, errors: 0 },
             decoy: None,
+            mdi: None,
             next_id: 0,
         }
     }
 }
 
 impl BlockBuffer {
+    /// Adds a window's pulse pairs and Bell-state announcements (MDI).
+    pub fn push_mdi(&mut self, c: &MdiCounts) {
+        let d = self.mdi.get_or_insert_with(MdiCounts::default);
+        d.z_sent += c.z_sent;
+        d.z_clicks += c.z_clicks;
+        d.z_errors += c.z_errors;
+        for i in 0..3 {
+            for j in 0..3 {
+                d.x_sent[i][j] += c.x_sent[i][j];
+                d.x_clicks[i][j] += c.x_clicks[i][j];
+                d.x_errors[i][j] += c.x_errors[i][j];
+            }
+        }
+    }
+
     /// Adds a window's decoy-state detections (decoy BB84).
     pub fn push_decoy(&mut self, c: &DecoyCounts) {
         let d = self.decoy.get_or_insert_with(DecoyCounts::default);
@@ -431,6 +454,7 @@ impl BlockBuffer {
             bob: std::mem::replace(&mut self.bob, Bits::zeros(0)),
             test: std::mem::replace(&mut self.test, TestTally { bits: 0, errors: 0 }),
             decoy: self.decoy.take(),
+            mdi: self.mdi.take(),
         }
     }
 }
@@ -624,6 +648,7 @@ impl Bb84Runner {
             t_s,
             conditions: None,
             decoy,
+            mdi: None,
             singles: [clicks, clicks],
             z,
             x,
@@ -634,6 +659,103 @@ impl Bb84Runner {
             sync_offset_ps: f64::NAN,
         }
     }
+}
+
+/// One emulated MDI-QKD link at runtime, at window level: the relay's ψ⁻ and ψ⁺
+/// announcements per state pair drawn from the closed forms, Bob's polarisation controller
+/// on a dithered loop minimising QBER_Z, the supervisor on the key basis, each window's
+/// sifted key (Z-basis announcements, Bob flipping his bit) with its counts for the MDI
+/// bound.
+pub struct MdiRunner {
+    emu: qkdnet_emulator::mdi::MdiEmulator,
+    hw: Mdi,
+    sup: Supervisor,
+    lock: qkdnet_link::control::DitherLoop,
+    bits_rng: rand_chacha::ChaCha8Rng,
+    window: u64,
+}
+
+impl MdiRunner {
+    /// A runner for `link`; `seed` drives the sifted bits' correlated draws.
+    pub fn new(link: qkdnet_emulator::mdi::MdiLink, seed: u64) -> Result<Self, InputError> {
+        let hw = *link.hardware();
+        let emu = qkdnet_emulator::mdi::MdiEmulator::new(link, WINDOW_S)
+            .map_err(|e| InputError::new(format!("{}: {}", e.field, e.reason)))?;
+        Ok(Self {
+            emu,
+            hw,
+            sup: Supervisor::new(SupervisorConfig::default()),
+            lock: qkdnet_link::control::DitherLoop::new(0.0, 0.03, 0.5, 1.0, 0.3),
+            bits_rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x004d_4449),
+            window: 0,
+        })
+    }
+
+    /// Runs one window.
+    pub fn step(&mut self) -> WindowOutput {
+        self.emu.actuators.polarisation_rad = self.lock.setting();
+        let st = self.emu.step_stats();
+        let c = qkdnet_emulator::mdi::counts_of(&st.sent, &st.psi, &st.psi_plus);
+        let z = BasisCounts {
+            coincidences: c.z_clicks as u64,
+            errors: c.z_errors as u64,
+        };
+        self.window += 1;
+        let t_s = self.window as f64 * WINDOW_S;
+        let events: u64 = st.psi.iter().chain(st.psi_plus.iter()).flatten().sum();
+        let obs = Observation {
+            time_ps: (t_s * 1e12) as i64,
+            length_ps: (WINDOW_S * 1e12) as i64,
+            // The relay's announcements stand for both users' counts.
+            singles: [events, events],
+            key: tally(&z),
+            // The X basis only feeds the decoy bound (its error rate is high by nature).
+            test: Tally::default(),
+            sync_locked: true,
+        };
+        let (produced, _, transitions) = observe(&mut self.sup, &obs);
+        self.lock
+            .update((c.z_clicks > 100.0).then(|| c.z_errors / c.z_clicks));
+        let (keys, mdi) = if produced {
+            let keys = correlated_bits(
+                z.coincidences as usize,
+                z.errors as usize,
+                &mut self.bits_rng,
+            );
+            (Some(keys), Some(c))
+        } else {
+            (None, None)
+        };
+        WindowOutput {
+            t_s,
+            conditions: None,
+            decoy: None,
+            mdi,
+            singles: [events, events],
+            z,
+            x: BasisCounts::default(),
+            locked: true,
+            produced,
+            keys,
+            transitions,
+            sync_offset_ps: f64::NAN,
+        }
+    }
+}
+
+/// The secrecy the MDI bound grants a block with these counts (`None`: nothing).
+pub fn mdi_secrecy(c: &MdiCounts, hw: &Mdi, fk: FiniteKey) -> Option<ExternalBound> {
+    let b = mdi_bound(
+        c,
+        hw.signal,
+        hw.decoy_strong,
+        hw.decoy_weak,
+        &Security::Finite(fk),
+    );
+    (b.secrecy_bits.is_finite() && b.secrecy_bits > 0.0).then(|| ExternalBound {
+        secrecy_bits: b.secrecy_bits.min(c.z_clicks),
+        overhead_bits: b.overhead_bits,
+    })
 }
 
 /// The secrecy Lim et al. 2014's bound grants a decoy-BB84 block with these counts, for the
@@ -655,6 +777,8 @@ pub enum Runner {
     Bbm92(Box<LinkRunner>),
     /// Decoy-state BB84.
     Bb84(Box<Bb84Runner>),
+    /// MDI-QKD.
+    Mdi(Box<MdiRunner>),
 }
 
 impl Runner {
@@ -663,6 +787,7 @@ impl Runner {
         match self {
             Self::Bbm92(r) => r.step(),
             Self::Bb84(r) => r.step(),
+            Self::Mdi(r) => r.step(),
         }
     }
 
@@ -671,6 +796,7 @@ impl Runner {
         match self {
             Self::Bbm92(r) => r.time_s(),
             Self::Bb84(r) => r.window as f64 * WINDOW_S,
+            Self::Mdi(r) => r.window as f64 * WINDOW_S,
         }
     }
 
@@ -679,6 +805,7 @@ impl Runner {
         match self {
             Self::Bbm92(r) => r.supervisor(),
             Self::Bb84(r) => &r.sup,
+            Self::Mdi(r) => &r.sup,
         }
     }
 
@@ -686,7 +813,7 @@ impl Runner {
     pub fn pump_mw(&self) -> Option<f64> {
         match self {
             Self::Bbm92(r) => Some(r.emulator().actuators.pump_mw),
-            Self::Bb84(_) => None,
+            Self::Bb84(_) | Self::Mdi(_) => None,
         }
     }
 
@@ -709,6 +836,18 @@ impl Runner {
                 decoy_bound(c, &r.hw, fk).map(Some).ok_or_else(|| {
                     format!(
                         "block {}: Lim et al.'s bound grants no secrecy (too few single-photon detections)",
+                        block.id
+                    )
+                })
+            }
+            Self::Mdi(r) => {
+                let c = block
+                    .mdi
+                    .as_ref()
+                    .ok_or_else(|| format!("block {}: no MDI tallies", block.id))?;
+                mdi_secrecy(c, &r.hw, fk).map(Some).ok_or_else(|| {
+                    format!(
+                        "block {}: the MDI bound grants no secrecy (too few two-photon events)",
                         block.id
                     )
                 })

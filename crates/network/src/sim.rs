@@ -7,20 +7,22 @@
 //! link (the file's order), so the log is the same on every run. Each link's random streams
 //! come from (network seed, link ID), so links are independent and a run is reproducible.
 //!
-//! Runnable so far: BBM92 CW links and decoy-state BB84 (its blocks finished under Lim et
-//! al. 2014's bound on the block's decoy tallies). Other links are listed as not run, with
+//! Runnable so far: BBM92 CW links, decoy-state BB84 (its blocks finished under Lim et al.
+//! 2014's bound on the block's decoy tallies) and MDI-QKD (window level, the MDI bound on
+//! the block's Bell-state announcements). Other links are listed as not run, with
 //! the reason, and do not stop the rest.
 
 use crate::plan::Plan;
 use crate::runner::{
-    Bb84Runner, BlockBuffer, Distilled, LinkRunner, LocalDistiller, Runner, RunnerConfig,
-    WindowOutput, WINDOW_S,
+    Bb84Runner, BlockBuffer, Distilled, LinkRunner, LocalDistiller, MdiRunner, Runner,
+    RunnerConfig, WindowOutput, WINDOW_S,
 };
 use crate::scenario::emulator_settings;
 use crate::spec::{Network, NodeKind};
 use crate::InputError;
 use qkdnet_emulator::bb84::{Bb84Emulation, Bb84Link};
 use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Link};
+use qkdnet_emulator::mdi::{MdiEmulation, MdiLink};
 use qkdnet_emulator::wdm::Grid;
 use qkdnet_keyrate::Protocol;
 
@@ -178,8 +180,19 @@ pub fn build_runner(
                 .map(|r| Ok(Runner::Bb84(Box::new(r))))
                 .map_err(|e| InputError::new(format!("{item}: {e}")))
         }
+        (Protocol::Mdi(_), Protocol::Mdi(hw)) => {
+            // The planner's configured hardware: loss split (balanced), route noise.
+            let mut emu: MdiEmulation = emulator_settings(&l.emulator, &item)?;
+            emu.seed = link_seed(seed, &l.id);
+            let link = MdiLink::new(hw, lp.loss_db, emu)
+                .and_then(|k| k.with_faults(faults))
+                .map_err(bad)?;
+            MdiRunner::new(link, emu.seed)
+                .map(|r| Ok(Runner::Mdi(Box::new(r))))
+                .map_err(|e| InputError::new(format!("{item}: {e}")))
+        }
         _ => Ok(Err(format!(
-            "{}: no link runtime for this family yet (BBM92 CW and decoy BB84 run)",
+            "{}: no link runtime for this family yet (BBM92 CW, decoy BB84 and MDI run)",
             l.protocol_name
         ))),
     }
@@ -339,6 +352,9 @@ impl NetworkSim {
                 l.buffer.push(ka, kb, out.x.coincidences, out.x.errors);
                 if let Some(d) = &out.decoy {
                     l.buffer.push_decoy(d);
+                }
+                if let Some(m) = &out.mdi {
+                    l.buffer.push_mdi(m);
                 }
                 l.totals.producing_windows += 1;
                 l.totals.z.0 += out.z.coincidences;
