@@ -386,13 +386,15 @@ impl MdiEmulator {
         &self.link
     }
 
-    /// The next window at event level.
-    pub fn step_events(&mut self) -> MdiWindow {
+    /// Starts the next window at either level: its faults and rotation applied, the pulse
+    /// pairs sent per state pair drawn; the window's index, pulse range, event generator
+    /// and sent counts.
+    fn begin_window(&mut self) -> (u64, u64, u64, Xoshiro256PlusPlus, [[u64; STATES]; STATES]) {
         let PulseWindow {
             index,
             first,
             end,
-            clicks_rng: mut rng,
+            clicks_rng,
             mut sent_rng,
         } = self.windows.next_window();
         self.refresh(index, first);
@@ -401,6 +403,12 @@ impl MdiEmulator {
             .collect();
         let counts = multinomial(&mut sent_rng, end - first, &p);
         let sent = core::array::from_fn(|a| core::array::from_fn(|b| counts[a * STATES + b]));
+        (index, first, end, clicks_rng, sent)
+    }
+
+    /// The next window at event level.
+    pub fn step_events(&mut self) -> MdiWindow {
+        let (index, first, end, mut rng, sent) = self.begin_window();
         let mut clicks = Vec::new();
         successes(&mut rng, first, end, self.p_any, |rng, pulse| {
             clicks.push(self.click(rng, pulse));
@@ -463,20 +471,7 @@ impl MdiEmulator {
     /// events of each state pair binomial with the closed form [`MdiLink::psi_minus`]
     /// under the window's faults and frame rotation.
     pub fn step_stats(&mut self) -> MdiStats {
-        let PulseWindow {
-            index,
-            first,
-            end,
-            clicks_rng: mut rng,
-            mut sent_rng,
-        } = self.windows.next_window();
-        self.refresh(index, first);
-        let p: Vec<f64> = (0..STATES * STATES)
-            .map(|k| self.link.state(k / STATES).0 * self.link.state(k % STATES).0)
-            .collect();
-        let counts = multinomial(&mut sent_rng, end - first, &p);
-        let sent: [[u64; STATES]; STATES] =
-            core::array::from_fn(|a| core::array::from_fn(|b| counts[a * STATES + b]));
+        let (index, first, end, mut rng, sent) = self.begin_window();
         // ψ⁻ and ψ⁺ exclude each other: ψ⁻ from the pairs, ψ⁺ from those left.
         let mut psi = [[0; STATES]; STATES];
         let mut psi_plus = [[0; STATES]; STATES];

@@ -560,6 +560,86 @@ impl LocalDistiller {
     }
 }
 
+/// What the pulsed families' runners share: the supervisor on the key basis, Bob's
+/// polarisation controller on a dithered loop minimising QBER_Z (curvature 1: QBER ≈ e_mis
+/// + θ² near the optimum), the correlated draws of the sifted key, and the window count.
+struct PulsedLoop {
+    sup: Supervisor,
+    lock: qkdnet_link::control::DitherLoop,
+    bits_rng: rand_chacha::ChaCha8Rng,
+    window: u64,
+}
+
+/// One window's verdict from [`PulsedLoop::finish`].
+struct Verdict {
+    t_s: f64,
+    produced: bool,
+    transitions: Transitions,
+    keys: Option<(Bits, Bits)>,
+}
+
+impl PulsedLoop {
+    fn new(seed: u64) -> Self {
+        Self {
+            sup: Supervisor::new(SupervisorConfig::default()),
+            lock: qkdnet_link::control::DitherLoop::new(0.0, 0.03, 0.5, 1.0, 0.3),
+            bits_rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            window: 0,
+        }
+    }
+
+    fn time_s(&self) -> f64 {
+        self.window as f64 * WINDOW_S
+    }
+
+    /// Ends a window: the supervisor sees `events` at both sides (the one detecting party's
+    /// or the relay's) and the key and test tallies (the pulse clock is shared, so the sync
+    /// always holds); the polarisation loop takes `lock_qber` (the signal's QBER_Z when it
+    /// had counts); a producing window's sifted key is drawn with the key basis's errors.
+    fn finish(
+        &mut self,
+        events: u64,
+        z: &BasisCounts,
+        test: Tally,
+        lock_qber: Option<f64>,
+    ) -> Verdict {
+        self.window += 1;
+        let t_s = self.time_s();
+        let obs = Observation {
+            time_ps: (t_s * 1e12) as i64,
+            length_ps: (WINDOW_S * 1e12) as i64,
+            singles: [events, events],
+            key: tally(z),
+            test,
+            sync_locked: true,
+        };
+        let (produced, _, transitions) = observe(&mut self.sup, &obs);
+        self.lock.update(lock_qber);
+        let keys = produced.then(|| {
+            correlated_bits(
+                z.coincidences as usize,
+                z.errors as usize,
+                &mut self.bits_rng,
+            )
+        });
+        Verdict {
+            t_s,
+            produced,
+            transitions,
+            keys,
+        }
+    }
+}
+
+/// A bound's secrecy as the session takes it, if it grants any (at most the block's `n`
+/// sifted bits).
+fn granted(secrecy_bits: f64, overhead_bits: f64, n: f64) -> Option<ExternalBound> {
+    (secrecy_bits.is_finite() && secrecy_bits > 0.0).then(|| ExternalBound {
+        secrecy_bits: secrecy_bits.min(n),
+        overhead_bits,
+    })
+}
+
 /// One emulated decoy-BB84 link at runtime: the emulator's pulses window by window (every
 /// detection drawn, only detections sampled), Bob's polarisation controller on a dithered
 /// loop minimising the signal pulses' QBER_Z, the supervisor, and each window's sifted key
@@ -567,10 +647,7 @@ impl LocalDistiller {
 pub struct Bb84Runner {
     emu: qkdnet_emulator::bb84::Bb84Emulator,
     hw: DecoyBb84,
-    sup: Supervisor,
-    lock: qkdnet_link::control::DitherLoop,
-    bits_rng: rand_chacha::ChaCha8Rng,
-    window: u64,
+    run: PulsedLoop,
 }
 
 impl Bb84Runner {
@@ -582,11 +659,7 @@ impl Bb84Runner {
         Ok(Self {
             emu,
             hw,
-            sup: Supervisor::new(SupervisorConfig::default()),
-            // Curvature 1: QBER ≈ e_mis + θ² near the optimum.
-            lock: qkdnet_link::control::DitherLoop::new(0.0, 0.03, 0.5, 1.0, 0.3),
-            bits_rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x0042_4238_3431),
-            window: 0,
+            run: PulsedLoop::new(seed ^ 0x0042_4238_3431),
         })
     }
 
@@ -597,7 +670,7 @@ impl Bb84Runner {
 
     /// Runs one window.
     pub fn step(&mut self) -> WindowOutput {
-        self.emu.actuators.polarisation_rad = self.lock.setting();
+        self.emu.actuators.polarisation_rad = self.run.lock.setting();
         let w = self.emu.step_events();
         let t = qkdnet_emulator::bb84::tally(&w);
         let key_n: u64 = (0..3).map(|k| t.clicks[k][0]).sum();
@@ -612,28 +685,14 @@ impl Bb84Runner {
             coincidences: test_n,
             errors: test_e.round() as u64,
         };
-        self.window += 1;
-        let t_s = self.window as f64 * WINDOW_S;
         let clicks = w.clicks.len() as u64;
-        let obs = Observation {
-            time_ps: (t_s * 1e12) as i64,
-            length_ps: (WINDOW_S * 1e12) as i64,
-            // Alice has no detectors: Bob's clicks stand for both sides.
-            singles: [clicks, clicks],
-            key: tally(&z),
-            test: tally(&x),
-            // The pulse clock is shared: no time sync to lose.
-            sync_locked: true,
-        };
-        let (produced, _, transitions) = observe(&mut self.sup, &obs);
         let (c, e) = (t.clicks[0][0] as f64, t.errors[0][0]);
-        self.lock.update((c > 100.0).then(|| e / c));
-        let (keys, decoy) = if produced {
-            let keys = correlated_bits(
-                z.coincidences as usize,
-                z.errors as usize,
-                &mut self.bits_rng,
-            );
+        // Alice has no detectors: Bob's clicks stand for both sides.
+        let v = self
+            .run
+            .finish(clicks, &z, tally(&x), (c > 100.0).then(|| e / c));
+        let (t_s, produced, transitions) = (v.t_s, v.produced, v.transitions);
+        let (keys, decoy) = if let Some(keys) = v.keys {
             let d = DecoyCounts {
                 key: core::array::from_fn(|k| t.clicks[k][0] as f64),
                 test: core::array::from_fn(|k| t.clicks[k][1] as f64),
@@ -669,10 +728,7 @@ impl Bb84Runner {
 pub struct MdiRunner {
     emu: qkdnet_emulator::mdi::MdiEmulator,
     hw: Mdi,
-    sup: Supervisor,
-    lock: qkdnet_link::control::DitherLoop,
-    bits_rng: rand_chacha::ChaCha8Rng,
-    window: u64,
+    run: PulsedLoop,
 }
 
 impl MdiRunner {
@@ -684,44 +740,30 @@ impl MdiRunner {
         Ok(Self {
             emu,
             hw,
-            sup: Supervisor::new(SupervisorConfig::default()),
-            lock: qkdnet_link::control::DitherLoop::new(0.0, 0.03, 0.5, 1.0, 0.3),
-            bits_rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x004d_4449),
-            window: 0,
+            run: PulsedLoop::new(seed ^ 0x004d_4449),
         })
     }
 
     /// Runs one window.
     pub fn step(&mut self) -> WindowOutput {
-        self.emu.actuators.polarisation_rad = self.lock.setting();
+        self.emu.actuators.polarisation_rad = self.run.lock.setting();
         let st = self.emu.step_stats();
         let c = qkdnet_emulator::mdi::counts_of(&st.sent, &st.psi, &st.psi_plus);
         let z = BasisCounts {
             coincidences: c.z_clicks as u64,
             errors: c.z_errors as u64,
         };
-        self.window += 1;
-        let t_s = self.window as f64 * WINDOW_S;
         let events: u64 = st.psi.iter().chain(st.psi_plus.iter()).flatten().sum();
-        let obs = Observation {
-            time_ps: (t_s * 1e12) as i64,
-            length_ps: (WINDOW_S * 1e12) as i64,
-            // The relay's announcements stand for both users' counts.
-            singles: [events, events],
-            key: tally(&z),
-            // The X basis only feeds the decoy bound (its error rate is high by nature).
-            test: Tally::default(),
-            sync_locked: true,
-        };
-        let (produced, _, transitions) = observe(&mut self.sup, &obs);
-        self.lock
-            .update((c.z_clicks > 100.0).then(|| c.z_errors / c.z_clicks));
-        let (keys, mdi) = if produced {
-            let keys = correlated_bits(
-                z.coincidences as usize,
-                z.errors as usize,
-                &mut self.bits_rng,
-            );
+        // The relay's announcements stand for both users' counts; the X basis only feeds
+        // the bound (its error rate is high by nature), so it is not judged.
+        let v = self.run.finish(
+            events,
+            &z,
+            Tally::default(),
+            (c.z_clicks > 100.0).then(|| c.z_errors / c.z_clicks),
+        );
+        let (t_s, produced, transitions) = (v.t_s, v.produced, v.transitions);
+        let (keys, mdi) = if let Some(keys) = v.keys {
             (Some(keys), Some(c))
         } else {
             (None, None)
@@ -752,10 +794,7 @@ pub fn mdi_secrecy(c: &MdiCounts, hw: &Mdi, fk: FiniteKey) -> Option<ExternalBou
         hw.decoy_weak,
         &Security::Finite(fk),
     );
-    (b.secrecy_bits.is_finite() && b.secrecy_bits > 0.0).then(|| ExternalBound {
-        secrecy_bits: b.secrecy_bits.min(c.z_clicks),
-        overhead_bits: b.overhead_bits,
-    })
+    granted(b.secrecy_bits, b.overhead_bits, c.z_clicks)
 }
 
 /// The secrecy Lim et al. 2014's bound grants a decoy-BB84 block with these counts, for the
@@ -764,11 +803,7 @@ pub fn decoy_bound(c: &DecoyCounts, hw: &DecoyBb84, fk: FiniteKey) -> Option<Ext
     let mu = [hw.mu1, hw.mu2, hw.mu3];
     let p = [hw.p_mu1, hw.p_mu2, 1.0 - hw.p_mu1 - hw.p_mu2];
     let b = lim_bound(c, mu, p, &Security::Finite(fk));
-    let n: f64 = c.key.iter().sum();
-    (b.secrecy_bits.is_finite() && b.secrecy_bits > 0.0).then(|| ExternalBound {
-        secrecy_bits: b.secrecy_bits.min(n),
-        overhead_bits: b.overhead_bits,
-    })
+    granted(b.secrecy_bits, b.overhead_bits, c.key.iter().sum())
 }
 
 /// A link's runtime, whichever family.
@@ -795,8 +830,8 @@ impl Runner {
     pub fn time_s(&self) -> f64 {
         match self {
             Self::Bbm92(r) => r.time_s(),
-            Self::Bb84(r) => r.window as f64 * WINDOW_S,
-            Self::Mdi(r) => r.window as f64 * WINDOW_S,
+            Self::Bb84(r) => r.run.time_s(),
+            Self::Mdi(r) => r.run.time_s(),
         }
     }
 
@@ -804,8 +839,8 @@ impl Runner {
     pub fn supervisor(&self) -> &Supervisor {
         match self {
             Self::Bbm92(r) => r.supervisor(),
-            Self::Bb84(r) => &r.sup,
-            Self::Mdi(r) => &r.sup,
+            Self::Bb84(r) => &r.run.sup,
+            Self::Mdi(r) => &r.run.sup,
         }
     }
 

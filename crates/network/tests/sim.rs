@@ -215,12 +215,48 @@ fn a_cut_of_a_shared_span_takes_down_every_link_across_it() {
     assert!(bad.0.contains("fault[0]: kind"), "{bad}");
 }
 
+/// A one-link network from `text` run for `windows` windows with `block_s` blocks: the
+/// block outcomes from the log (successes and refusals), after checking that every stored
+/// block is identical at both ends; the run's and the plan's key rates.
+fn run_one_link(text: &str, block_s: f64, seed: u64, windows: usize) -> (Vec<NetEvent>, f64, f64) {
+    let net = spec::parse(text, Path::new("one-link.toml")).expect("network");
+    let p = plan(&net, &PlanOptions::PLACEMENT);
+    let planned = p.links[0].key_rate_bps();
+    let cfg = SimConfig {
+        runner: RunnerConfig::default(),
+        block_s,
+        seed,
+    };
+    let mut sim = NetworkSim::new(&net, &p, &cfg).expect("sim");
+    assert!(sim.skipped().is_empty(), "{:?}", sim.skipped());
+    let mut rec = Recorder::default();
+    let mut events = Vec::new();
+    for _ in 0..windows {
+        sim.step(&net, &mut rec, &mut |e| events.push(e), &mut |_, _| {})
+            .expect("step");
+    }
+    for ((node, peer, block), key) in &rec.keys {
+        assert_eq!(
+            Some(key),
+            rec.keys.get(&(peer.clone(), node.clone(), *block))
+        );
+    }
+    let (_, _, t) = sim.links().next().expect("link");
+    let rate = t.final_bits as f64 / sim.time_s();
+    let blocks = events
+        .into_iter()
+        .filter(|e| e.what.starts_with("block") || e.what.starts_with("no key"))
+        .collect();
+    (blocks, rate, planned)
+}
+
 #[test]
 fn a_decoy_bb84_link_runs_under_lim_et_al_s_bound() {
     // 100 km of 0.2 dB/km between two trusted nodes, Lim et al.'s Table I hardware with
     // both bases equally likely (20 s blocks are small: the test basis needs counts for the
-    // single-photon bound to clear its Hoeffding margins): every detection emulated, each block's key finished under the decoy-state bound on the
-    // block's own counts, identical at both ends, near the plan's rate.
+    // single-photon bound to clear its Hoeffding margins): every detection emulated, each
+    // block's key finished under the decoy-state bound on the block's own counts,
+    // identical at both ends.
     let text = r#"
 name = "bb84"
 [[node]]
@@ -237,36 +273,13 @@ protocol = "decoy-bb84"
 ends = ["a", "b"]
 hardware = { p_key_basis = 0.5 }
 "#;
-    let net = spec::parse(text, Path::new("bb84.toml")).expect("network");
-    let p = plan(&net, &PlanOptions::PLACEMENT);
-    let planned = p.links[0].key_rate_bps();
+    let (blocks, rate, planned) = run_one_link(text, 20.0, 5, 120);
     assert!(planned > 0.0);
-    let cfg = SimConfig {
-        runner: RunnerConfig::default(),
-        block_s: 20.0,
-        seed: 5,
-    };
-    let mut sim = NetworkSim::new(&net, &p, &cfg).expect("sim");
-    assert!(sim.skipped().is_empty(), "{:?}", sim.skipped());
-    let mut rec = Recorder::default();
-    let mut events = Vec::new();
-    for _ in 0..120 {
-        sim.step(&net, &mut rec, &mut |e| events.push(e), &mut |_, _| {})
-            .expect("step");
-    }
-    let blocks: Vec<&NetEvent> = events
+    let kept = blocks
         .iter()
         .filter(|e| e.what.starts_with("block"))
-        .collect();
-    assert!(blocks.len() >= 2, "{events:?}");
-    for ((node, peer, block), key) in &rec.keys {
-        assert_eq!(
-            Some(key),
-            rec.keys.get(&(peer.clone(), node.clone(), *block))
-        );
-    }
-    let (_, _, t) = sim.links().next().expect("link");
-    let rate = t.final_bits as f64 / sim.time_s();
+        .count();
+    assert!(kept >= 2, "{blocks:?}");
     // Key after the authentication pads take their share; well under the plan's rate, whose
     // finite-key block is 1e12 pulses (17 min) rather than 2e10.
     assert!(rate > 0.0, "{rate} vs planned {planned}: {blocks:?}");
@@ -302,39 +315,12 @@ protocol = "mdi"
 ends = ["a", "b"]
 via = "r"
 "#;
-    let net = spec::parse(text, Path::new("mdi.toml")).expect("network");
-    let p = plan(&net, &PlanOptions::PLACEMENT);
-    let planned = p.links[0].key_rate_bps();
-    let cfg = SimConfig {
-        runner: RunnerConfig::default(),
-        block_s: 1000.0,
-        seed: 8,
-    };
-    let mut sim = NetworkSim::new(&net, &p, &cfg).expect("sim");
-    assert!(sim.skipped().is_empty(), "{:?}", sim.skipped());
-    let mut rec = Recorder::default();
-    let mut events = Vec::new();
-    for _ in 0..4000 {
-        sim.step(&net, &mut rec, &mut |e| events.push(e), &mut |_, _| {})
-            .expect("step");
-    }
-    let blocks: Vec<&NetEvent> = events
-        .iter()
-        .filter(|e| e.what.starts_with("block") || e.what.starts_with("no key"))
-        .collect();
-    assert_eq!(blocks.len(), 2, "{events:?}");
+    let (blocks, rate, planned) = run_one_link(text, 1000.0, 8, 4000);
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
     assert!(
         blocks.iter().all(|b| b.what.starts_with("block")),
         "{blocks:?}"
     );
-    for ((node, peer, block), key) in &rec.keys {
-        assert_eq!(
-            Some(key),
-            rec.keys.get(&(peer.clone(), node.clone(), *block))
-        );
-    }
-    let (_, _, t) = sim.links().next().expect("link");
-    let rate = t.final_bits as f64 / sim.time_s();
     eprintln!("MDI at 2 × 25 km: {rate:.0} bit/s run, {planned:.0} bit/s planned; {blocks:?}");
     assert!(rate > 0.0, "{blocks:?}");
 }
