@@ -307,16 +307,7 @@ fn window_level_matches_event_level_and_the_bound_matches_the_model() {
         let w = e.step_stats();
         pulses += w.pulses as f64;
         let k = counts_of(&w.sent, &w.psi, &w.psi_plus);
-        c.z_sent += k.z_sent;
-        c.z_clicks += k.z_clicks;
-        c.z_errors += k.z_errors;
-        for i in 0..3 {
-            for j in 0..3 {
-                c.x_sent[i][j] += k.x_sent[i][j];
-                c.x_clicks[i][j] += k.x_clicks[i][j];
-                c.x_errors[i][j] += k.x_errors[i][j];
-            }
-        }
+        c.add(&k);
     }
     let (s, mu, nu) = (hw.signal, hw.decoy_strong, hw.decoy_weak);
     for sec in [

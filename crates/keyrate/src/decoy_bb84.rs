@@ -194,6 +194,18 @@ pub struct DecoyCounts {
     pub key_errors: f64,
 }
 
+impl DecoyCounts {
+    /// Adds another window's counts (a block is the sum of its windows').
+    pub fn add(&mut self, c: &DecoyCounts) {
+        for k in 0..3 {
+            self.key[k] += c.key[k];
+            self.test[k] += c.test[k];
+            self.test_errors[k] += c.test_errors[k];
+        }
+        self.key_errors += c.key_errors;
+    }
+}
+
 /// What the Lim et al. 2014 bound says about a block.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LimBound {

@@ -62,6 +62,22 @@ pub struct MdiCounts {
     pub x_errors: [[f64; 3]; 3],
 }
 
+impl MdiCounts {
+    /// Adds another window's counts (a block is the sum of its windows').
+    pub fn add(&mut self, c: &MdiCounts) {
+        self.z_sent += c.z_sent;
+        self.z_clicks += c.z_clicks;
+        self.z_errors += c.z_errors;
+        for i in 0..3 {
+            for j in 0..3 {
+                self.x_sent[i][j] += c.x_sent[i][j];
+                self.x_clicks[i][j] += c.x_clicks[i][j];
+                self.x_errors[i][j] += c.x_errors[i][j];
+            }
+        }
+    }
+}
+
 /// What the MDI bound says about a block.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MdiBound {

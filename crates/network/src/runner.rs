@@ -402,28 +402,12 @@ impl Default for BlockBuffer {
 impl BlockBuffer {
     /// Adds a window's pulse pairs and Bell-state announcements (MDI).
     pub fn push_mdi(&mut self, c: &MdiCounts) {
-        let d = self.mdi.get_or_insert_with(MdiCounts::default);
-        d.z_sent += c.z_sent;
-        d.z_clicks += c.z_clicks;
-        d.z_errors += c.z_errors;
-        for i in 0..3 {
-            for j in 0..3 {
-                d.x_sent[i][j] += c.x_sent[i][j];
-                d.x_clicks[i][j] += c.x_clicks[i][j];
-                d.x_errors[i][j] += c.x_errors[i][j];
-            }
-        }
+        self.mdi.get_or_insert_with(MdiCounts::default).add(c);
     }
 
     /// Adds a window's decoy-state detections (decoy BB84).
     pub fn push_decoy(&mut self, c: &DecoyCounts) {
-        let d = self.decoy.get_or_insert_with(DecoyCounts::default);
-        for k in 0..3 {
-            d.key[k] += c.key[k];
-            d.test[k] += c.test[k];
-            d.test_errors[k] += c.test_errors[k];
-        }
-        d.key_errors += c.key_errors;
+        self.decoy.get_or_insert_with(DecoyCounts::default).add(c);
     }
 
     /// Adds a window's sifted bits and test-basis tally.
