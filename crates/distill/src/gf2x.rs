@@ -453,23 +453,23 @@ mod clmul {
     /// The FFT product compiled with the features enabled, so the intrinsics inline into
     /// the loops (everything below is `#[inline(always)]`).
     #[target_feature(enable = "pclmulqdq,sse2")]
-    unsafe fn product_hw(hw: Hw, ws: &mut super::Workspace, pa: usize, pb: usize) {
-        super::transform_product(hw, ws, pa, pb)
+    unsafe fn product_hw(hw: Hw, ws: &mut super::Workspace, ops: super::Operands) {
+        super::transform_product(hw, ws, ops)
     }
 
     #[target_feature(enable = "pclmulqdq,sse2,avx2,vpclmulqdq")]
-    unsafe fn product_hw4(hw: Hw4, ws: &mut super::Workspace, pa: usize, pb: usize) {
-        super::transform_product(hw, ws, pa, pb)
+    unsafe fn product_hw4(hw: Hw4, ws: &mut super::Workspace, ops: super::Operands) {
+        super::transform_product(hw, ws, ops)
     }
 
-    pub(super) fn product(hw: Hw, ws: &mut super::Workspace, pa: usize, pb: usize) {
+    pub(super) fn product(hw: Hw, ws: &mut super::Workspace, ops: super::Operands) {
         // SAFETY: `hw` proves the features are present.
-        unsafe { product_hw(hw, ws, pa, pb) }
+        unsafe { product_hw(hw, ws, ops) }
     }
 
-    pub(super) fn product4(hw: Hw4, ws: &mut super::Workspace, pa: usize, pb: usize) {
+    pub(super) fn product4(hw: Hw4, ws: &mut super::Workspace, ops: super::Operands) {
         // SAFETY: `hw` proves the features are present.
-        unsafe { product_hw4(hw, ws, pa, pb) }
+        unsafe { product_hw4(hw, ws, ops) }
     }
 }
 
@@ -1026,6 +1026,68 @@ pub fn middle_words(
     start: usize,
     end: usize,
 ) -> Vec<u64> {
+    middle(ws, a, na, b, nb, start..end, false)
+}
+
+/// As [`middle_words`] with `a` given by its coefficients in the novel basis: bits
+/// `a[32i .. 32i + 32]` are the coefficient of `X_i`, and the polynomial multiplied is
+/// [`novel_to_monomial`]`(a, na)`. The product then skips `a`'s basis conversion (a third
+/// of the work of a Toeplitz hash; [`crate::toeplitz::Hasher::hash_expanded`]).
+pub fn middle_words_novel(
+    ws: &mut Workspace,
+    a: &[u64],
+    na: usize,
+    b: &[u64],
+    nb: usize,
+    start: usize,
+    end: usize,
+) -> Vec<u64> {
+    middle(ws, a, na, b, nb, start..end, true)
+}
+
+/// The binary polynomial (LSB-first words, `nbits` bits) whose novel-basis coefficients
+/// are the 32-bit pieces of `novel`: `Σ_i piece_i(z) · X_i(z^32)`, evaluated piece-wise.
+///
+/// The basis change acts on every bit position of the pieces alike (it only adds
+/// coefficients) and is triangular with a unit diagonal (`X_i` has degree `i`), so it is a
+/// bijection of the bit strings of each length: a uniformly random `novel` gives a uniformly
+/// random result. It does not depend on the transform size.
+pub fn novel_to_monomial(novel: &[u64], nbits: usize) -> Vec<u64> {
+    let pieces = nbits.div_ceil(32);
+    if pieces == 0 {
+        return Vec::new();
+    }
+    let mut d = vec![0u64; pieces.next_power_of_two().max(2)];
+    unpack32(novel, nbits, &mut d);
+    conv_low_undo(&mut d);
+    let mut out: Vec<u64> = (0..nbits.div_ceil(64))
+        .map(|w| d[2 * w] | (d.get(2 * w + 1).copied().unwrap_or(0) << 32))
+        .collect();
+    // Triangularity: nothing reaches past the input's top piece, so no bit is cut here.
+    debug_assert!(d[pieces..].iter().all(|&p| p == 0));
+    {
+        use zeroize::Zeroize;
+        d.zeroize();
+    }
+    if !nbits.is_multiple_of(64) {
+        if let Some(last) = out.last_mut() {
+            debug_assert_eq!(*last >> (nbits % 64), 0);
+            *last &= (1u64 << (nbits % 64)) - 1;
+        }
+    }
+    out
+}
+
+fn middle(
+    ws: &mut Workspace,
+    a: &[u64],
+    na: usize,
+    b: &[u64],
+    nb: usize,
+    range: std::ops::Range<usize>,
+    a_novel: bool,
+) -> Vec<u64> {
+    let (start, end) = (range.start, range.end);
     if na == 0 || nb == 0 || start >= end {
         return Vec::new();
     }
@@ -1046,7 +1108,7 @@ pub fn middle_words(
     }
     unpack32(a, na, &mut ws.a);
     unpack32(b, nb, &mut ws.b);
-    product(ws, pa, pb);
+    product(ws, Operands { pa, pb, a_novel });
     let c = &ws.a;
     let piece = |i: usize| c.get(i).copied().unwrap_or(0);
     let word = |w: usize| {
@@ -1075,21 +1137,30 @@ pub fn middle_words(
     out
 }
 
-fn product(ws: &mut Workspace, pa: usize, pb: usize) {
+/// The operands of one product: their lengths in 32-bit pieces, and whether `a`'s pieces
+/// are already coefficients in the novel basis (see [`middle_words_novel`]).
+#[derive(Clone, Copy)]
+struct Operands {
+    pa: usize,
+    pb: usize,
+    a_novel: bool,
+}
+
+fn product(ws: &mut Workspace, ops: Operands) {
     #[cfg(target_arch = "x86_64")]
     {
         if ws.lanes >= 4 {
             if let Some(hw) = clmul::Hw4::detect() {
-                return clmul::product4(hw, ws, pa, pb);
+                return clmul::product4(hw, ws, ops);
             }
         }
         if ws.lanes >= 2 {
             if let Some(hw) = clmul::Hw::detect() {
-                return clmul::product(hw, ws, pa, pb);
+                return clmul::product(hw, ws, ops);
             }
         }
     }
-    transform_product(Portable, ws, pa, pb)
+    transform_product(Portable, ws, ops)
 }
 
 /// Both operands to the novel basis and through the forward FFT, pointwise product,
@@ -1097,24 +1168,26 @@ fn product(ws: &mut Workspace, pa: usize, pb: usize) {
 /// commute, so the levels and layers below the cache block run block by block, each
 /// block carried from monomial coefficients to its product's coefficients while it is in
 /// cache; only the top levels and layers sweep the whole arrays.
+///
+/// An operand whose pieces already are novel-basis coefficients skips the conversion. One
+/// that fits a single cache block (all top layers then copy block 0 outwards) is converted
+/// once, before the copies, instead of once per block.
 #[inline(always)]
-fn transform_product<M: FieldMul>(m: M, ws: &mut Workspace, pa: usize, pb: usize) {
+fn transform_product<M: FieldMul>(m: M, ws: &mut Workspace, ops: Operands) {
     let Some(plan) = ws.plan.as_ref() else {
         return;
     };
-    let ea = conv_top(&mut ws.a, plan, pa);
-    let la = fft_top(m, &mut ws.a, plan, &mut ws.lambda, ea);
-    let eb = conv_top(&mut ws.b, plan, pb);
-    let lb = fft_top(m, &mut ws.b, plan, &mut ws.lambda, eb);
     let span = 1usize << plan.c;
+    let (la, conv_a) = operand_top(m, &mut ws.a, plan, &mut ws.lambda, ops.pa, ops.a_novel);
+    let (lb, conv_b) = operand_top(m, &mut ws.b, plan, &mut ws.lambda, ops.pb, false);
     for (bi, (ba, bb)) in
         ws.a.chunks_exact_mut(span)
             .zip(ws.b.chunks_exact_mut(span))
             .enumerate()
     {
-        let la = conv_low(ba, la);
+        let la = if conv_a { conv_low(ba, la) } else { la };
         fft_low(m, ba, bi, plan, la);
-        let lb = conv_low(bb, lb);
+        let lb = if conv_b { conv_low(bb, lb) } else { lb };
         fft_low(m, bb, bi, plan, lb);
         m.mul_pointwise(ba, bb);
         ifft_low(m, ba, bi, plan);
@@ -1122,6 +1195,31 @@ fn transform_product<M: FieldMul>(m: M, ws: &mut Workspace, pa: usize, pb: usize
     }
     ifft_top(m, &mut ws.a, plan, &mut ws.lambda);
     conv_top_undo(&mut ws.a, plan);
+}
+
+/// One operand through the levels and layers above the cache block. Returns the live
+/// prefix of every cache block afterwards, and whether its low conversion levels are still
+/// to run block by block. (A function, not a closure: it must inline into the caller's
+/// target features.)
+#[inline(always)]
+fn operand_top<M: FieldMul>(
+    m: M,
+    d: &mut [u64],
+    plan: &Plan,
+    lambda: &mut [u64],
+    live: usize,
+    novel: bool,
+) -> (usize, bool) {
+    let span = 1usize << plan.c;
+    if novel {
+        (fft_top(m, d, plan, lambda, live), false)
+    } else if live <= span {
+        let e = conv_low(&mut d[..span], live);
+        (fft_top(m, d, plan, lambda, e), false)
+    } else {
+        let e = conv_top(d, plan, live);
+        (fft_top(m, d, plan, lambda, e), true)
+    }
 }
 
 /// Product of binary polynomials by shift and add (one shifted copy of `a` per set bit of
@@ -1394,5 +1492,81 @@ mod tests {
             let fast = mul_words(&mut ws, &a, na, &b, nb);
             assert!(fast == mul_words_naive(&a, na, &b, nb), "na={na} nb={nb}");
         }
+    }
+
+    #[test]
+    fn novel_basis_operands_match_their_monomial_form() {
+        // The seed-in-novel-basis path of the Toeplitz hash: one conversion skipped, same
+        // product as converting first. Shapes cover one cache block, several, the
+        // single-block copy path of a short `b`, and every multiplier width.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        for &(n, m) in &[
+            (1usize, 1usize),
+            (64, 64),
+            (1000, 500),
+            (70_000, 3_000),
+            (1_000_000, 500_000),
+            (1_000_000, 20_000),
+        ] {
+            let na = n + m - 1;
+            let mut a: Vec<u64> = (0..na.div_ceil(64)).map(|_| rng.gen()).collect();
+            if na % 64 != 0 {
+                let last = a.len() - 1;
+                a[last] &= (1u64 << (na % 64)) - 1;
+            }
+            let mut b: Vec<u64> = (0..n.div_ceil(64)).map(|_| rng.gen()).collect();
+            if n % 64 != 0 {
+                let last = b.len() - 1;
+                b[last] &= (1u64 << (n % 64)) - 1;
+            }
+            let mono = novel_to_monomial(&a, na);
+            for (lanes, cache_log) in [(4, CACHE_LOG), (2, CACHE_LOG), (1, CACHE_LOG), (4, 3)] {
+                let mut ws = Workspace {
+                    lanes,
+                    cache_log,
+                    ..Workspace::default()
+                };
+                let want = middle_words(&mut ws, &mono, na, &b, n, n - 1, n - 1 + m);
+                let got = middle_words_novel(&mut ws, &a, na, &b, n, n - 1, n - 1 + m);
+                assert_eq!(got, want, "n={n} m={m} lanes {lanes} cache_log {cache_log}");
+            }
+        }
+    }
+
+    #[test]
+    fn novel_to_monomial_is_a_bijection_of_each_length() {
+        // The images of the unit vectors have full rank, and the map does not depend on
+        // how far the input is padded.
+        for nbits in [1usize, 31, 32, 33, 100, 257] {
+            let mut rows: Vec<Vec<u64>> = (0..nbits)
+                .map(|i| {
+                    let mut e = vec![0u64; nbits.div_ceil(64)];
+                    e[i / 64] = 1 << (i % 64);
+                    novel_to_monomial(&e, nbits)
+                })
+                .collect();
+            let mut rank = 0;
+            for bit in 0..nbits {
+                let Some(p) = (rank..nbits).find(|&r| (rows[r][bit / 64] >> (bit % 64)) & 1 == 1)
+                else {
+                    continue;
+                };
+                rows.swap(rank, p);
+                let pivot = rows[rank].clone();
+                for (r, row) in rows.iter_mut().enumerate() {
+                    if r != rank && (row[bit / 64] >> (bit % 64)) & 1 == 1 {
+                        row.iter_mut().zip(&pivot).for_each(|(x, y)| *x ^= y);
+                    }
+                }
+                rank += 1;
+            }
+            assert_eq!(rank, nbits, "nbits {nbits}");
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let v: Vec<u64> = (0..4).map(|_| rng.gen()).collect();
+        let short = novel_to_monomial(&v[..2], 128);
+        let mut padded = v[..2].to_vec();
+        padded.extend([0, 0]);
+        assert_eq!(novel_to_monomial(&padded, 256)[..2], short[..]);
     }
 }

@@ -802,7 +802,7 @@ impl AliceSession {
                     *w = rng.next_u64()?;
                 }
                 let seed = Bits::from_words(words, seed_len);
-                let key = with_hasher(|h| h.hash(&seed, &self.raw, m))?;
+                let key = with_hasher(|h| h.hash_expanded(&seed, &self.raw, m))?;
                 self.final_key = Some(key);
                 self.common.prov.final_bits = m as u64;
                 self.state = AliceState::ExpectDone;
@@ -1256,7 +1256,7 @@ impl BobSession {
                         key.len() + m - 1
                     )));
                 }
-                let fin = with_hasher(|h| h.hash(&from_wire(&seed), &key, m))?;
+                let fin = with_hasher(|h| h.hash_expanded(&from_wire(&seed), &key, m))?;
                 let done = self.common.send(auth, &Message::Done { output_bits })?;
                 self.state = BobState::Over;
                 self.common.prov.final_bits = output_bits;

@@ -186,12 +186,36 @@ impl Hasher {
 
     /// `T x` for the Toeplitz matrix with `seed` (m × n, n = `x.len()`), by FFT, exact.
     pub fn hash(&mut self, seed: &Bits, x: &Bits, m: usize) -> Result<Bits, ToeplitzError> {
-        let r = self.hash_inner(seed, x, m);
+        let r = self.hash_inner(seed, x, m, false);
         self.wipe();
         r
     }
 
-    fn hash_inner(&mut self, seed: &Bits, x: &Bits, m: usize) -> Result<Bits, ToeplitzError> {
+    /// `T x` for the Toeplitz matrix whose seed is [`expand_seed`]`(draw)`: the hash
+    /// privacy amplification uses. `draw` is the uniformly random string both ends share;
+    /// the seed it expands to is uniformly random too (a fixed bijection), so the family is
+    /// the Toeplitz family, 2-universal as before. The additive backend then skips one of
+    /// its three basis conversions; the float backend expands the seed first. Both give
+    /// the same bits.
+    pub fn hash_expanded(
+        &mut self,
+        draw: &Bits,
+        x: &Bits,
+        m: usize,
+    ) -> Result<Bits, ToeplitzError> {
+        let r = self.hash_inner(draw, x, m, true);
+        self.wipe();
+        r
+    }
+
+    /// The hash with `seed` itself (`expanded` false) or with [`expand_seed`]`(seed)`.
+    fn hash_inner(
+        &mut self,
+        seed: &Bits,
+        x: &Bits,
+        m: usize,
+        expanded: bool,
+    ) -> Result<Bits, ToeplitzError> {
         let n = x.len();
         if m == 0 || n == 0 {
             return Ok(Bits::zeros(m));
@@ -206,7 +230,12 @@ impl Hasher {
             });
         }
         if self.backend == Backend::Additive {
-            let y = crate::gf2x::middle_words(
+            let product = if expanded {
+                crate::gf2x::middle_words_novel
+            } else {
+                crate::gf2x::middle_words
+            };
+            let y = product(
                 &mut self.gf2x,
                 seed.words(),
                 need,
@@ -217,6 +246,13 @@ impl Hasher {
             );
             return Ok(Bits::from_words(y, m));
         }
+        let expanded_seed;
+        let seed = if expanded {
+            expanded_seed = expand_seed(seed);
+            &expanded_seed
+        } else {
+            seed
+        };
         let bound = fft_error_bound(n, m);
         if bound >= 0.25 {
             return Err(ToeplitzError::TooLong { n, bound });
@@ -280,6 +316,18 @@ pub fn hash(seed: &Bits, x: &Bits, m: usize) -> Result<Bits, ToeplitzError> {
     Hasher::new().hash(seed, x, m)
 }
 
+/// The Toeplitz seed a shared random `draw` stands for in [`Hasher::hash_expanded`]: its
+/// 32-bit pieces read as coefficients in the novel polynomial basis of the additive FFT
+/// (Lin, Chung and Han 2014; [`crate::gf2x::novel_to_monomial`]), converted to ordinary
+/// coefficients. A bijection on bit strings of each length, so a uniform `draw` gives a
+/// uniform seed. Like the draw, the seed is public.
+pub fn expand_seed(draw: &Bits) -> Bits {
+    Bits::from_words(
+        crate::gf2x::novel_to_monomial(draw.words(), draw.len()),
+        draw.len(),
+    )
+}
+
 /// `T x` bit by bit, word-parallel per row: the slow, obvious twin of [`hash`].
 pub fn hash_naive(seed: &Bits, x: &Bits, m: usize) -> Bits {
     let n = x.len();
@@ -326,6 +374,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn expanded_seed_hash_matches_naive_on_both_backends() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for &(n, m) in &[(1, 1), (65, 64), (500, 123), (3000, 1500), (20_000, 300)] {
+            let x = random_bits(&mut rng, n);
+            let draw = random_bits(&mut rng, n + m - 1);
+            let seed = expand_seed(&draw);
+            assert!(
+                seed != draw || n + m - 1 <= 32,
+                "n={n} m={m}: the expansion is not the identity"
+            );
+            let naive = hash_naive(&seed, &x, m);
+            for b in [Backend::Float, Backend::Additive] {
+                let fast = Hasher::with_backend(b).hash_expanded(&draw, &x, m).unwrap();
+                assert!(fast == naive, "n={n} m={m} {b:?}");
+            }
+        }
+        let x = Bits::zeros(10);
+        assert!(matches!(
+            Hasher::new().hash_expanded(&Bits::zeros(5), &x, 4),
+            Err(ToeplitzError::SeedLength { need: 13, .. })
+        ));
     }
 
     #[test]

@@ -54,7 +54,7 @@
 use std::fmt;
 
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 5;
+pub const VERSION: u8 = 6;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 18;
 /// Tag length in bytes.
@@ -276,7 +276,8 @@ pub enum Message {
     PaSeed {
         /// Final key length.
         output_bits: u64,
-        /// The Toeplitz seed.
+        /// The shared random draw the Toeplitz seed expands from
+        /// (`qkdnet_distill::toeplitz::expand_seed`; since version 6).
         seed: BitString,
     },
     /// One tag per Cascade frame, sent when the whole-key verification failed, so the
