@@ -102,6 +102,11 @@ pub struct DistillBenchArgs {
     /// Seed of the generated strings.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Blocks distilled one after another, each on fresh strings, as a link does. The
+    /// first is cold (buffers allocated, pages faulted in); the figures are the mean of
+    /// the others (of the first when there is only one), and the first is reported beside.
+    #[arg(long, default_value_t = 3)]
+    pub blocks: usize,
     /// Print JSON (the only format; accepted for symmetry).
     #[arg(long)]
     pub json: bool,
@@ -548,7 +553,6 @@ fn stage_of(t: qkdnet_wire::MessageType, alice_side: bool) -> usize {
 
 fn distill(a: &DistillBenchArgs) -> Result<(), CliError> {
     use qkdnet_distill::random::danger::InsecureDeterministic;
-    use qkdnet_distill::session::{AliceSession, BobSession, Output};
 
     let bits: f64 = a
         .bits
@@ -596,60 +600,44 @@ fn distill(a: &DistillBenchArgs) -> Result<(), CliError> {
         }
         (failed as f64 / frames as f64, frames)
     };
+    if !(1..=100).contains(&a.blocks) {
+        return Err(CliError::input(format!(
+            "--blocks: {} is outside 1..=100",
+            a.blocks
+        )));
+    }
     let mut rng = InsecureDeterministic::new(a.seed, "bench distill");
     let (mut ka, mut kb) = crate::distill::auth_pair(None, &mut rng, 1 << 16)?;
-    let mut stage = [0.0f64; 4];
-    let t_all = Instant::now();
-    let mut bob_s = BobSession::new(1, bob, &kb);
-    let t = Instant::now();
-    let (mut alice_s, mut to_bob) = AliceSession::start(1, alice, cfg, &mut ka, &mut rng)
-        .map_err(|e| CliError::runtime(e.to_string()))?;
-    stage[0] += t.elapsed().as_secs_f64();
-    let err = |e: qkdnet_distill::session::SessionError| {
-        CliError::runtime(format!("session failed: {e}"))
-    };
-    let ty = |m: &[u8]| qkdnet_wire::Envelope::parse(m, u32::MAX).map(|e| e.header.message_type);
-    let (fa, fb) = 'outer: loop {
-        let mut to_alice = Vec::new();
-        let mut bob_key = None;
-        for m in &to_bob {
-            let st = ty(m).map(|t| stage_of(t, false)).unwrap_or(1);
-            let t = Instant::now();
-            let out = bob_s.handle(m, &mut kb).map_err(err)?;
-            stage[st] += t.elapsed().as_secs_f64();
-            match out {
-                Output::Send(v) => to_alice.extend(v),
-                Output::Finished(k, v) => {
-                    to_alice.extend(v);
-                    bob_key = Some(k);
-                }
-            }
-        }
-        alice_s.set_corrected(bob_s.corrected_bits());
-        let mut next = Vec::new();
-        for m in &to_alice {
-            let st = ty(m).map(|t| stage_of(t, true)).unwrap_or(1);
-            let t = Instant::now();
-            let out = alice_s.handle(m, &mut ka, &mut rng).map_err(err)?;
-            stage[st] += t.elapsed().as_secs_f64();
-            match out {
-                Output::Send(v) => next.extend(v),
-                Output::Finished(k, _) => match bob_key.take() {
-                    Some(kb) => break 'outer (k, kb),
-                    None => return Err(CliError::runtime("Alice finished before Bob")),
-                },
-            }
-        }
-        if next.is_empty() {
-            return Err(CliError::runtime("session stalled"));
-        }
-        to_bob = next;
-    };
-    let compute = t_all.elapsed().as_secs_f64();
-    if fa.key != fb.key {
-        return Err(CliError::runtime("final keys differ"));
+    let mut runs = Vec::with_capacity(a.blocks);
+    let mut strings = Some((alice, bob));
+    for block in 0..a.blocks {
+        let (alice, bob) = match strings.take() {
+            Some(s) => s,
+            None => qkdnet_distill::testdata::correlated(n, a.qber, a.seed + block as u64),
+        };
+        runs.push(distill_block(
+            block as u64 + 1,
+            alice,
+            bob,
+            cfg.clone(),
+            (&mut ka, &mut kb),
+            &mut rng,
+        )?);
     }
-    let p = &fa.provenance;
+    let first = &runs[0];
+    let steady = if runs.len() > 1 {
+        &runs[1..]
+    } else {
+        &runs[..]
+    };
+    let mean =
+        |f: &dyn Fn(&BlockRun) -> f64| steady.iter().map(f).sum::<f64>() / steady.len() as f64;
+    let compute = mean(&|r| r.seconds);
+    let stage: Vec<f64> = (0..4).map(|i| mean(&|r| r.stages[i])).collect();
+    let p = &runs
+        .last()
+        .map(|r| r.provenance.clone())
+        .unwrap_or_else(|| first.provenance.clone());
     let with_rtt = compute + p.round_trips as f64 * a.rtt_ms / 1e3;
     let mbps = |secs: f64| n as f64 / secs / 1e6;
     let report = serde_json::json!({
@@ -660,6 +648,8 @@ fn distill(a: &DistillBenchArgs) -> Result<(), CliError> {
         "frame_bits": a.frame_bits,
         "frames": p.frames,
         "sifted_mbps": mbps(compute),
+        "blocks": a.blocks,
+        "first_block_sifted_mbps": mbps(first.seconds),
         "sifted_mbps_with_rtt": mbps(with_rtt),
         "rtt_ms": a.rtt_ms,
         "stages_mbps": {
@@ -686,9 +676,88 @@ fn distill(a: &DistillBenchArgs) -> Result<(), CliError> {
         "auth_bits_consumed": ka.consumed_bits(),
         "pa_backend": qkdnet_distill::toeplitz::Backend::Auto.name(),
         "gf2x_multiplier": qkdnet_distill::gf2x::backend(),
-        "note": "both ends run in this process, one thread: every stage time is Alice's plus Bob's work; Bob's Cascade set-up (shuffled copies per pass) is charged to reconcile; the privacy-amplification buffers are allocated cold in this run",
+        "note": "both ends run in this process, one thread: every stage time is Alice's plus Bob's work; Bob's Cascade set-up (shuffled copies per pass) is charged to reconcile; figures are the mean over blocks 2..N (steady state, buffers reused), first_block_sifted_mbps the cold first block; provenance fields are the last block's",
         "machine": MachineInfo::current(1),
     });
     println!("{report:#}");
     Ok(())
+}
+
+/// One distilled block of `qkdnet bench distill`: seconds in total and per stage
+/// (estimate, reconcile, verify, privacy amplification), and Alice's provenance.
+struct BlockRun {
+    seconds: f64,
+    stages: [f64; 4],
+    provenance: qkdnet_distill::session::Provenance,
+}
+
+/// Runs one session with both ends in this thread, timing each message's handling.
+fn distill_block(
+    id: u64,
+    alice: qkdnet_core::Bits,
+    bob: qkdnet_core::Bits,
+    cfg: qkdnet_distill::session::Config,
+    (ka, kb): (
+        &mut qkdnet_distill::auth::AuthKeys,
+        &mut qkdnet_distill::auth::AuthKeys,
+    ),
+    rng: &mut qkdnet_distill::random::danger::InsecureDeterministic,
+) -> Result<BlockRun, CliError> {
+    use qkdnet_distill::session::{AliceSession, BobSession, Output};
+    let mut stage = [0.0f64; 4];
+    let t_all = Instant::now();
+    let mut bob_s = BobSession::new(id, bob, kb);
+    let t = Instant::now();
+    let (mut alice_s, mut to_bob) = AliceSession::start(id, alice, cfg, ka, rng)
+        .map_err(|e| CliError::runtime(e.to_string()))?;
+    stage[0] += t.elapsed().as_secs_f64();
+    let err = |e: qkdnet_distill::session::SessionError| {
+        CliError::runtime(format!("session failed: {e}"))
+    };
+    let ty = |m: &[u8]| qkdnet_wire::Envelope::parse(m, u32::MAX).map(|e| e.header.message_type);
+    let (fa, fb) = 'outer: loop {
+        let mut to_alice = Vec::new();
+        let mut bob_key = None;
+        for m in &to_bob {
+            let st = ty(m).map(|t| stage_of(t, false)).unwrap_or(1);
+            let t = Instant::now();
+            let out = bob_s.handle(m, kb).map_err(err)?;
+            stage[st] += t.elapsed().as_secs_f64();
+            match out {
+                Output::Send(v) => to_alice.extend(v),
+                Output::Finished(k, v) => {
+                    to_alice.extend(v);
+                    bob_key = Some(k);
+                }
+            }
+        }
+        alice_s.set_corrected(bob_s.corrected_bits());
+        let mut next = Vec::new();
+        for m in &to_alice {
+            let st = ty(m).map(|t| stage_of(t, true)).unwrap_or(1);
+            let t = Instant::now();
+            let out = alice_s.handle(m, ka, rng).map_err(err)?;
+            stage[st] += t.elapsed().as_secs_f64();
+            match out {
+                Output::Send(v) => next.extend(v),
+                Output::Finished(k, _) => match bob_key.take() {
+                    Some(kb) => break 'outer (k, kb),
+                    None => return Err(CliError::runtime("Alice finished before Bob")),
+                },
+            }
+        }
+        if next.is_empty() {
+            return Err(CliError::runtime("session stalled"));
+        }
+        to_bob = next;
+    };
+    let seconds = t_all.elapsed().as_secs_f64();
+    if fa.key != fb.key {
+        return Err(CliError::runtime("final keys differ"));
+    }
+    Ok(BlockRun {
+        seconds,
+        stages: stage,
+        provenance: fa.provenance.clone(),
+    })
 }

@@ -402,9 +402,14 @@ fn bench_distill_prints_stage_throughput() {
     }
     assert!(v["final_bits"].as_u64().unwrap() > 0);
     assert!(v["sifted_mbps_with_rtt"].as_f64().unwrap() < v["sifted_mbps"].as_f64().unwrap());
+    assert_eq!(v["blocks"], 3);
+    assert!(v["first_block_sifted_mbps"].as_f64().unwrap() > 0.0);
     let (code, _, err) = qkdnet(&["bench", "distill", "--bits", "lots"]);
     assert_eq!(code, 2);
     assert!(err.contains("lots"), "{err}");
+    let (code, _, err) = qkdnet(&["bench", "distill", "--blocks", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--blocks"), "{err}");
 }
 
 #[test]
