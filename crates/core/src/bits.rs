@@ -181,6 +181,37 @@ impl Bits {
         }
     }
 
+    /// Appends the low `count` bits of `v` (`count` ≤ 64; higher bits of `v` ignored).
+    pub fn push_bits(&mut self, v: u64, count: usize) {
+        debug_assert!(count <= 64);
+        if count == 0 {
+            return;
+        }
+        let v = if count == 64 {
+            v
+        } else {
+            v & ((1u64 << count) - 1)
+        };
+        let off = self.len % 64;
+        if off == 0 {
+            self.words.push(v);
+        } else {
+            if let Some(last) = self.words.last_mut() {
+                *last |= v << off;
+            }
+            if off + count > 64 {
+                self.words.push(v >> (64 - off));
+            }
+        }
+        self.len += count;
+    }
+
+    /// Reserves room for `additional` more bits.
+    pub fn reserve(&mut self, additional: usize) {
+        let need = (self.len + additional).div_ceil(64);
+        self.words.reserve(need.saturating_sub(self.words.len()));
+    }
+
     /// Number of ones.
     pub fn count_ones(&self) -> usize {
         self.words.iter().map(|w| w.count_ones() as usize).sum()
@@ -384,6 +415,14 @@ mod tests {
         let mut acc = Bits::from_bools(&[true]);
         acc.append_range(&big, 3, 900);
         assert!(acc.slice(1, 898) == big.slice(3, 900));
+        let mut pushed = Bits::zeros(0);
+        let mut twin = Vec::new();
+        for (i, c) in [3usize, 64, 0, 61, 7, 64, 1].into_iter().enumerate() {
+            let v = 0x9e37_79b9_7f4a_7c15u64.rotate_left(i as u32 * 11);
+            pushed.push_bits(v, c);
+            twin.extend((0..c).map(|j| (v >> j) & 1 == 1));
+        }
+        assert!(pushed == Bits::from_bools(&twin));
         let w = Bits::from_words(vec![u64::MAX], 3);
         assert_eq!(w.count_ones(), 3);
         assert!(Bits::from_msb_bytes(&[0xff], 9).is_none());

@@ -40,7 +40,7 @@
 
 use crate::auth::{AuthError, AuthKeys};
 use crate::cascade::{self, CascadeError, Schedule, Shuffles, Step, Variant};
-use crate::estimate::{key_length, sample_positions};
+use crate::estimate::{key_length, Sample};
 use crate::polyhash::{self, PolyHash};
 use crate::random::{RandomError, SecureRandom};
 use crate::toeplitz::{self, ToeplitzError};
@@ -500,7 +500,7 @@ pub struct AliceSession {
     common: Common,
     cfg: Config,
     state: AliceState,
-    sample: Vec<usize>,
+    sample: Sample,
     raw: Bits,
     frames: Vec<cascade::Alice>,
     bounds: Vec<(usize, usize)>,
@@ -593,12 +593,8 @@ impl AliceSession {
         let k = ((n as f64 * cfg.sample_fraction).round() as usize).clamp(1, n.max(1));
         let sample_seed = rng.seed32()?;
         let shuffle_seed = rng.seed32()?;
-        let sample = sample_positions(sample_seed, n, k);
-        let mut sample_bits = Bits::zeros(0);
-        for &i in &sample {
-            sample_bits.push(sifted.get(i));
-        }
-        let raw = sifted.remove_sorted(&sample);
+        let sample = Sample::draw(sample_seed, n, k);
+        let (sample_bits, raw) = sample.split(&sifted);
         let hello = Hello {
             sifted_bits: n as u64,
             frame_bits: cfg.frame_bits as u32,
@@ -915,7 +911,7 @@ pub struct BobSession {
     state: BobState,
     sifted: Option<Bits>,
     hello: Option<Hello>,
-    sample: Vec<usize>,
+    sample: Sample,
     frames: Vec<Option<cascade::Bob>>,
     done_frames: Vec<Option<Bits>>,
     bounds: Vec<(usize, usize)>,
@@ -936,7 +932,7 @@ impl BobSession {
             max_sifted_bits: sifted.len() as u64,
             sifted: Some(sifted),
             hello: None,
-            sample: Vec::new(),
+            sample: Sample::default(),
             frames: Vec::new(),
             done_frames: Vec::new(),
             bounds: Vec::new(),
@@ -1046,7 +1042,7 @@ impl BobSession {
                     .sifted
                     .take()
                     .ok_or_else(|| SessionError::Protocol("Sample twice".into()))?;
-                self.sample = sample_positions(h.sample_seed, sifted.len(), h.sample_bits as usize);
+                self.sample = Sample::draw(h.sample_seed, sifted.len(), h.sample_bits as usize);
                 if bits.len != self.sample.len() as u64 {
                     return Err(SessionError::Protocol(format!(
                         "Sample: {} bits for {} positions",
@@ -1055,12 +1051,13 @@ impl BobSession {
                     )));
                 }
                 let alice = from_wire(&bits);
-                let errors = self
-                    .sample
+                let (mine, raw) = self.sample.split(&sifted);
+                let errors = alice
+                    .words()
                     .iter()
-                    .enumerate()
-                    .filter(|&(j, &i)| alice.get(j) != sifted.get(i))
-                    .count();
+                    .zip(mine.words())
+                    .map(|(a, b)| (a ^ b).count_ones() as usize)
+                    .sum::<usize>();
                 self.common.prov.sample_errors = errors as u64;
                 let q = errors as f64 / self.sample.len() as f64;
                 let proceed = q <= h.qber_max;
@@ -1078,7 +1075,6 @@ impl BobSession {
                         max: h.qber_max,
                     });
                 }
-                let raw = sifted.remove_sorted(&self.sample);
                 self.common.prov.raw_key_bits = raw.len() as u64;
                 let variant = if h.variant == 0 {
                     Variant::Original
