@@ -39,12 +39,12 @@ impl KeySink for StoreSink {
 }
 
 /// Runs a network file.
-pub fn run(a: &RunArgs, seconds: f64, runner: RunnerConfig) -> Result<(), CliError> {
+pub fn run(a: &RunArgs, seconds: f64, runner: RunnerConfig, block_s: f64) -> Result<(), CliError> {
     let net = qkdnet_network::spec::load(&a.scenario)?;
     let p = plan(&net, &PlanOptions::PLACEMENT);
     let cfg = SimConfig {
         runner,
-        block_s: a.block_s,
+        block_s,
         seed: a.seed.unwrap_or(1),
     };
     let mut sim = NetworkSim::new(&net, &p, &cfg)?;
@@ -72,7 +72,7 @@ pub fn run(a: &RunArgs, seconds: f64, runner: RunnerConfig) -> Result<(), CliErr
     let mut events: Vec<NetEvent> = Vec::new();
     let sink_err = |e: String| CliError::runtime(e);
     let dash = crate::run::start_dashboard(a, &format!("qkdnet run — {}", net.name))?;
-    let mut feed = Feed::new(net.links.len(), a.block_s);
+    let mut feed = Feed::new(net.links.len(), block_s);
     for w in 0..windows {
         sim.step(
             &net,

@@ -280,7 +280,7 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
             counters.insert(l.id.clone(), Arc::clone(&stored));
             let (tx, rx) = mpsc::channel::<AliceBlock>();
             let base = (l.index as u64) << 40;
-            let block_s = net.links[l.index].block_s.unwrap_or(node.block_s);
+            let block_s = net.links[l.index].block_seconds(node.block_s);
             let alice = l.alice;
             let (site2, id2) = (site.clone(), l.id.clone());
             let d2 = dash.clone();

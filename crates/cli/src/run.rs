@@ -38,12 +38,14 @@ pub struct RunArgs {
     /// Virtual duration: a number with a unit, `s`, `min` or `h` (e.g. `325h`).
     #[arg(long, default_value = "1h")]
     pub duration: String,
-    /// Distillation block, seconds of sifted key.
-    #[arg(long, default_value_t = 600.0)]
-    pub block_s: f64,
-    /// QBER_Z the pump is steered to (Nice: 4.3 %).
-    #[arg(long, default_value_t = 0.043)]
-    pub qber_target: f64,
+    /// Distillation block, seconds of sifted key [default: the scenario's `[run]
+    /// block_s`, else 600].
+    #[arg(long)]
+    pub block_s: Option<f64>,
+    /// QBER_Z the pump is steered to [default: the scenario's `[run] qber_target`, else
+    /// 0.043, Nice's 4.3 %].
+    #[arg(long)]
+    pub qber_target: Option<f64>,
     /// Master seed (overrides the scenario's).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -63,9 +65,33 @@ pub struct RunArgs {
     #[arg(long)]
     pub fixed_pump: bool,
     /// What the pump is steered by: `qber-z` (to `--qber-target`, as Nice describes) or
-    /// `key-rate` (the estimated secret key rate's maximum, wherever it puts the QBERs).
-    #[arg(long, default_value = "qber-z")]
+    /// `key-rate` (the estimated secret key rate's maximum, wherever it puts the QBERs)
+    /// [default: the scenario's `[run] pump_objective`, else qber-z].
+    #[arg(long)]
+    pub pump_objective: Option<String>,
+}
+
+/// The runtime settings in force: each flag, else the scenario's `[run]` value, else the
+/// built-in default.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RunSettings {
+    pub block_s: f64,
+    pub qber_target: f64,
     pub pump_objective: String,
+}
+
+impl RunSettings {
+    pub(crate) fn resolve(a: &RunArgs, file: &qkdnet_network::scenario::RunSection) -> Self {
+        Self {
+            block_s: a.block_s.or(file.block_s).unwrap_or(600.0),
+            qber_target: a.qber_target.or(file.qber_target).unwrap_or(0.043),
+            pump_objective: a
+                .pump_objective
+                .clone()
+                .or_else(|| file.pump_objective.clone())
+                .unwrap_or_else(|| "qber-z".into()),
+        }
+    }
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<f64, CliError> {
@@ -138,20 +164,26 @@ fn is_network(path: &std::path::Path) -> bool {
 }
 
 /// The runtime settings the flags ask for.
-fn runner_config(a: &RunArgs) -> Result<RunnerConfig, CliError> {
-    if !(a.qber_target > 0.0 && a.qber_target < 0.11) {
+fn runner_config(a: &RunArgs, set: &RunSettings) -> Result<RunnerConfig, CliError> {
+    if !(set.qber_target > 0.0 && set.qber_target < 0.11) {
         return Err(CliError::input(format!(
-            "--qber-target: must be in (0, 0.11), got {}",
-            a.qber_target
+            "--qber-target ([run] qber_target): must be in (0, 0.11), got {}",
+            set.qber_target
         )));
     }
-    let pump = match (a.fixed_pump, a.pump_objective.as_str()) {
+    if !(set.block_s.is_finite() && set.block_s >= 1.0) {
+        return Err(CliError::input(format!(
+            "--block-s ([run] block_s): must be ≥ 1, got {}",
+            set.block_s
+        )));
+    }
+    let pump = match (a.fixed_pump, set.pump_objective.as_str()) {
         (true, _) => PumpObjective::Fixed,
-        (false, "qber-z") => PumpObjective::QberZ(a.qber_target),
+        (false, "qber-z") => PumpObjective::QberZ(set.qber_target),
         (false, "key-rate") => PumpObjective::KeyRate,
         (false, other) => {
             return Err(CliError::input(format!(
-                "--pump-objective: \"{other}\" is not qber-z or key-rate"
+                "--pump-objective ([run] pump_objective): \"{other}\" is not qber-z or key-rate"
             )))
         }
     };
@@ -171,25 +203,18 @@ fn runner_config(a: &RunArgs) -> Result<RunnerConfig, CliError> {
 pub fn run(a: &RunArgs) -> Result<(), CliError> {
     let seconds = parse_duration(&a.duration)?;
     if is_network(&a.scenario) {
-        if !(a.block_s.is_finite() && a.block_s >= 1.0) {
-            return Err(CliError::input(format!(
-                "--block-s: must be ≥ 1, got {}",
-                a.block_s
-            )));
-        }
-        return crate::netrun::run(a, seconds, runner_config(a)?);
+        // Network files set blocks per link; the flags give the defaults.
+        let set = RunSettings::resolve(a, &Default::default());
+        let cfg = runner_config(a, &set)?;
+        return crate::netrun::run(a, seconds, cfg, set.block_s);
     }
     if a.store_dir.is_some() {
         return Err(CliError::input(
             "--store-dir: keys are stored per node in network runs; give a network file",
         ));
     }
-    if !(a.block_s.is_finite() && a.block_s >= 1.0) {
-        return Err(CliError::input(format!(
-            "--block-s: must be ≥ 1, got {}",
-            a.block_s
-        )));
-    }
+    let set = RunSettings::resolve(a, &qkdnet_network::scenario::load(&a.scenario)?.run);
+    let cfg = runner_config(a, &set)?;
     let EmulatedLink::Bbm92(link) = link_from_scenario(&a.scenario, a.seed)? else {
         return Err(CliError::input(format!(
             "{}: protocol: qkdnet run drives bbm92-cw links so far",
@@ -198,7 +223,6 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
     };
     let link = *link;
     let seed = link.emulation().seed;
-    let cfg = runner_config(a)?;
     let mut runner = LinkRunner::new(link, &cfg)
         .map_err(|e| CliError::input(format!("{}: {e}", a.scenario.display())))?;
     let windows = (seconds / WINDOW_S).ceil() as u64;
@@ -220,7 +244,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         points: Vec::new(),
     };
     let dash = start_dashboard(a, &format!("qkdnet run — {}", a.scenario.display()))?;
-    let mut feed = crate::netrun::Feed::new(1, a.block_s);
+    let mut feed = crate::netrun::Feed::new(1, set.block_s);
     let name = a
         .scenario
         .file_stem()
@@ -264,7 +288,7 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         }
         minute.4 += 1;
         let t_s = out.t_s;
-        if t_s - block_start_s >= a.block_s {
+        if t_s - block_start_s >= set.block_s {
             blocks.flush(buffer.take(), t_s, t_s - block_start_s);
             block_start_s = t_s;
         }
@@ -318,6 +342,9 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         "test_coincidences": test_coincidences,
         "duration_s": duration,
         "seed": seed,
+        "block_s": set.block_s,
+        "pump_objective": if a.fixed_pump { "fixed" } else { set.pump_objective.as_str() },
+        "qber_target": set.qber_target,
         "mean_secret_key_rate_bps": final_bits as f64 / duration,
         "final_key_bits": final_bits,
         "sifted_bits": sifted_total,

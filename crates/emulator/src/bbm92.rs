@@ -30,7 +30,10 @@
 //!   arm, the short–short and long–long paths are indistinguishable (coincidence at the
 //!   same relative time) and interfere; the two outputs agree with probability
 //!   `(1 + V cos φ)/2`, `φ` the analysers' phase sum. Short–long and long–short pairs
-//!   land ±τ away from the central peak, with independent outputs.
+//!   land ±τ away from the central peak, with independent outputs. With independent
+//!   paths that is half the pairs; the hardware's `test_central_share` sets the share on
+//!   one path (1/2: two Franson analysers; 1: every pair interferes, the receiver the
+//!   Nice scenarios assume, see docs/EMULATOR.md "The test basis's share").
 //! - Timing: each detection gets Gaussian jitter of `σ = FWHM_cc / (2.3548 √2)`, so the
 //!   coincidence peak has the scenario's `coincidence_fwhm_ps` (which includes
 //!   dispersion). Fibre delay `L n_g / c` per side.
@@ -485,8 +488,9 @@ impl Bbm92Link {
     /// the channel's share: `z` for the key arm, `(1 − z)/2` for each analyser output),
     /// through a non-paralysable dead time `S = R / (1 + R τ_d)`; true key-arm
     /// coincidences `B p_A p_B z_A z_B η_t(t_cc)` with each detector's live fraction;
-    /// true test-arm coincidences the same with `(1 − z)` and a factor 1/2 (only the
-    /// short–short and long–long paths land in the central peak); accidentals
+    /// true test-arm coincidences the same with `(1 − z)` and the hardware's
+    /// `test_central_share` (1/2 for independent paths: only the short–short and
+    /// long–long paths land in the central peak); accidentals
     /// `S_A S_B t_cc` over the arm's channels.
     pub fn expected(&self, c: &Conditions) -> Expected {
         let tau_d = self.hw.dead_time_s;
@@ -508,7 +512,8 @@ impl Bbm92Link {
         let (za, zb) = (c.z_fraction[0], c.z_fraction[1]);
         let zz_true = pairs * za * zb * live[0][0] * live[1][0];
         let x_live = |s: usize| 0.5 * (live[s][1] + live[s][2]);
-        let xx_true = pairs * (1.0 - za) * (1.0 - zb) * 0.5 * x_live(0) * x_live(1);
+        let xx_true =
+            pairs * (1.0 - za) * (1.0 - zb) * self.hw.test_central_share * x_live(0) * x_live(1);
         let tw = w * 1e-12;
         Expected {
             singles_hz: singles,
@@ -962,6 +967,12 @@ fn sample_window(
         let th_a = to_u32(pa / p_any);
         let z_th = [to_u32(c.z_fraction[0]), to_u32(c.z_fraction[1])];
         let agree = to_u32(c.p_agree);
+        // Independent paths put half the test-arm pairs on the same path (Franson); a
+        // central share s ≠ 1/2 forces the paths equal (s > 1/2) or different (s < 1/2)
+        // with probability |2s − 1| (always, without a draw, when that is 1).
+        let share = link.hardware().test_central_share;
+        let force = ((2.0 * share - 1.0).abs() * (1u64 << 32) as f64) as u64;
+        let force_same = share > 0.5;
         let base = [
             c.start_ps as f64 + c.delay_ps[0],
             c.start_ps as f64 + c.delay_ps[1],
@@ -989,7 +1000,10 @@ fn sample_window(
             };
             let z = [(v as u32) < z_th[0], ((v >> 32) as u32) < z_th[1]];
             // Path (short 0 / long 1) and output of each side from spare bits.
-            let long = [u & 1 == 1, u & 2 == 2];
+            let mut long = [u & 1 == 1, u & 2 == 2];
+            if force > 0 && (force >= 1 << 32 || (rng.next_u64() >> 32) < force) {
+                long[1] = if force_same { long[0] } else { !long[0] };
+            }
             let mut port = [(u >> 2) & 1 == 1, (u >> 3) & 1 == 1];
             let both_x = present[0] && present[1] && !z[0] && !z[1];
             if both_x && long[0] == long[1] {

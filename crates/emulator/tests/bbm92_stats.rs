@@ -21,10 +21,12 @@ fn z_score(what: &str, observed: f64, expected: f64) {
     common::z(what, observed, expected, expected.max(1.0).sqrt());
 }
 
+/// Two Franson analysers (side peaks at ±τ): the physics the other share values scale.
 fn hw() -> Bbm92Cw {
     Bbm92Cw {
         pump_power_mw: 5.0,
         coincidence_fwhm_ps: 150.0,
+        test_central_share: 0.5,
         ..Bbm92Cw::default()
     }
 }
@@ -131,7 +133,18 @@ fn check_against(e: &Expected, c: &Coincidences, seconds: f64, key_errors_hz: f6
 
 #[test]
 fn event_level_matches_the_closed_forms_at_nice_50km() {
-    let l = link(hw(), quiet(), vec![]);
+    // Two Franson analysers, a forced partial share, and every pair interfering.
+    for share in [0.5, 0.75, 1.0] {
+        event_level_matches_the_closed_forms_with(share);
+    }
+}
+
+fn event_level_matches_the_closed_forms_with(share: f64) {
+    let hw = Bbm92Cw {
+        test_central_share: share,
+        ..hw()
+    };
+    let l = link(hw, quiet(), vec![]);
     let mut emu = Bbm92Emulator::new(l.clone(), 0.01).expect("window");
     let windows = 30;
     let c0 = l.conditions(0, emu.window_ps(), &emu.drift(), &emu.actuators);
@@ -173,12 +186,13 @@ fn closed_forms_agree_with_keyrate_forward_model() {
     // keyrate's Bbm92Cw lumps the three detectors of a side; without dead time and with a
     // lossless analyser the emulator's totals must be its numbers, with and without noise
     // photons at the receivers (Raman from classical traffic, as the planner sets them).
-    for noise in [[0.0, 0.0], [2e6, 5e5]] {
+    for (noise, share) in [([0.0, 0.0], 0.5), ([2e6, 5e5], 0.5), ([2e6, 5e5], 1.0)] {
         let hw = Bbm92Cw {
             dead_time_s: 0.0,
             detectors_per_side: 3,
             alice_noise_hz: noise[0],
             bob_noise_hz: noise[1],
+            test_central_share: share,
             ..hw()
         };
         let emu = Bbm92Emulation {
@@ -204,9 +218,15 @@ fn closed_forms_agree_with_keyrate_forward_model() {
         }
         let pk = hw.p_key_basis;
         assert!((x.zz_true_hz / (k.true_coincidences * pk * pk) - 1.0).abs() < 1e-3);
-        // Test arm: only the central peak (half the interfering pairs) counts.
+        // Test arm: only the central peak (the share of pairs on one path) counts.
         let pt = 1.0 - pk;
-        assert!((x.xx_true_hz / (k.true_coincidences * pt * pt * 0.5) - 1.0).abs() < 1e-3);
+        assert!((x.xx_true_hz / (k.test_true_coincidences * pt * pt) - 1.0).abs() < 1e-3);
+        assert!(
+            (x.qber_x() - k.qber_test).abs() < 1e-3,
+            "share {share}: {} vs {}",
+            x.qber_x(),
+            k.qber_test
+        );
         assert!((x.zz_accidental_hz / (k.accidentals * pk * pk) - 1.0).abs() < 1e-3);
         assert!(
             (x.qber_z() - k.qber_key).abs() < 1e-3,

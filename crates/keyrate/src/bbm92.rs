@@ -71,6 +71,14 @@ pub struct Bbm92Cw {
     pub alice_noise_hz: f64,
     /// The same at Bob's receiver.
     pub bob_noise_hz: f64,
+    /// Share of the test basis's true coincidences that fall in its coincidence window,
+    /// relative to the key basis. 1 for polarisation analysers (Neumann et al.'s model) and
+    /// for time–energy analysers whose every pair interferes; 1/2 for a pair of unbalanced
+    /// Mach–Zehnder (Franson) analysers, whose short–long and long–short pairs land ±τ away
+    /// in side peaks while the accidentals stay at the key basis's density, so the test
+    /// basis sees twice the accidental ratio (Franson, PRL 62, 2205 (1989)). The emulator
+    /// draws the same share. Default 1.
+    pub test_central_share: f64,
 }
 
 impl Default for Bbm92Cw {
@@ -92,6 +100,7 @@ impl Default for Bbm92Cw {
             ec_efficiency: 1.16,
             alice_noise_hz: 0.0,
             bob_noise_hz: 0.0,
+            test_central_share: 1.0,
         }
     }
 }
@@ -108,10 +117,14 @@ const FREE_CW: [FreeParam; 1] = [FreeParam {
 pub struct CwRates {
     /// Measured singles, Alice and Bob, counts/s.
     pub singles: [f64; 2],
-    /// True coincidences in the window, per second.
+    /// True coincidences in the window, per second (both sides in the key basis or not:
+    /// before the basis split).
     pub true_coincidences: f64,
-    /// Accidental coincidences in the window, per second.
+    /// Accidental coincidences in the window, per second (before the basis split).
     pub accidentals: f64,
+    /// True coincidences in the test basis's window, per second, before the basis split:
+    /// `test_central_share` of `true_coincidences`.
+    pub test_true_coincidences: f64,
     /// Error rate in the key basis.
     pub qber_key: f64,
     /// Error rate in the test basis.
@@ -177,12 +190,19 @@ impl Bbm92Cw {
         rules::probability("hardware.visibility_test", self.visibility_test)?;
         rules::probability("hardware.p_key_basis", self.p_key_basis)?;
         rules::ec_efficiency(self.ec_efficiency)?;
+        check(
+            "hardware.test_central_share",
+            self.test_central_share,
+            1e-3,
+            1.0,
+        )?;
         Ok(())
     }
 
     /// Singles, coincidences, accidentals and error rates (Neumann et al. 2021, Eqs. (1)–(7)):
     /// `S = B η + η_d N + DC` (through dead time; `N` the noise photons at the receiver), `CC_true = B η_A η_B η_t(t_CC)`,
-    /// `CC_acc = S_A S_B t_CC`, accidentals carrying a 50 % error.
+    /// `CC_acc = S_A S_B t_CC`, accidentals carrying a 50 % error. The test basis keeps
+    /// `test_central_share` of the true coincidences and all the accidentals.
     pub fn rates(&self, loss_db: f64, pump_mw: f64) -> CwRates {
         let b = self.brightness_pairs_per_s_per_mw * pump_mw;
         let (ta, tb) = split_transmittance(loss_db, self.alice_loss_fraction);
@@ -205,12 +225,14 @@ impl Bbm92Cw {
         let cc_acc = sa * sb * tw;
         let total = cc_true + cc_acc;
         let e_test_true = 0.5 * (1.0 - self.visibility_test);
+        let test_true = cc_true * self.test_central_share;
         CwRates {
             singles: [sa, sb],
             true_coincidences: cc_true,
             accidentals: cc_acc,
+            test_true_coincidences: test_true,
             qber_key: (cc_true * self.intrinsic_error_key + 0.5 * cc_acc) / total,
-            qber_test: (cc_true * e_test_true + 0.5 * cc_acc) / total,
+            qber_test: (test_true * e_test_true + 0.5 * cc_acc) / (test_true + cc_acc),
         }
     }
 }
@@ -238,7 +260,7 @@ impl KeyRateModel for Bbm92Cw {
             Security::Finite(f) => {
                 let seconds = f.block_size / slots;
                 let n = key_rate * seconds;
-                let k = cc * pt * pt * seconds;
+                let k = (r.test_true_coincidences + r.accidentals) * pt * pt * seconds;
                 let leak = self.ec_efficiency * n * h2(qk);
                 tomamichel_key_length(n, k, qt, leak, f.eps_sec, f.eps_cor) / f.block_size
             }

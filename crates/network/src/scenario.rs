@@ -108,6 +108,51 @@ pub struct ScenarioFile {
     /// Faults injected on a schedule (`qkdnet emulate`; ignored by `rate`).
     #[serde(default, rename = "fault")]
     pub faults: Vec<qkdnet_emulator::Fault>,
+    /// How the link is operated (`qkdnet run`; its flags override these).
+    #[serde(default)]
+    pub run: RunSection,
+}
+
+/// The `[run]` table of a link scenario: the operator's settings of the link runtime, so
+/// a link whose finite-key block or pump strategy differs from the defaults carries them
+/// (for example a 100 km link that must gather hours of key per block).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Distillation block, seconds of sifted key (default 600).
+    pub block_s: Option<f64>,
+    /// `qber-z` or `key-rate` (default `qber-z`).
+    pub pump_objective: Option<String>,
+    /// QBER_Z the `qber-z` objective steers to (default 0.043).
+    pub qber_target: Option<f64>,
+}
+
+impl RunSection {
+    /// Checks every value given, naming the field.
+    pub fn check(&self) -> Result<(), InputError> {
+        if let Some(b) = self.block_s {
+            if !(b.is_finite() && (1.0..=1e7).contains(&b)) {
+                return Err(InputError::new(format!(
+                    "[run] block_s: must be in 1..=1e7 s, got {b}"
+                )));
+            }
+        }
+        if let Some(o) = &self.pump_objective {
+            if o != "qber-z" && o != "key-rate" {
+                return Err(InputError::new(format!(
+                    "[run] pump_objective: \"{o}\" is not qber-z or key-rate"
+                )));
+            }
+        }
+        if let Some(q) = self.qber_target {
+            if !(q > 0.0 && q < 0.11) {
+                return Err(InputError::new(format!(
+                    "[run] qber_target: must be in (0, 0.11), got {q}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Builds a protocol from its name and a hardware table (already merged with overrides).

@@ -14,8 +14,8 @@
 
 use crate::plan::Plan;
 use crate::runner::{
-    Bb84Runner, BlockBuffer, Distilled, LinkRunner, LocalDistiller, MdiRunner, Runner,
-    RunnerConfig, WindowOutput, WINDOW_S,
+    Bb84Runner, BlockBuffer, Distilled, LinkRunner, LocalDistiller, MdiRunner, PumpObjective,
+    Runner, RunnerConfig, WindowOutput, WINDOW_S,
 };
 use crate::scenario::emulator_settings;
 use crate::spec::{Network, NodeKind};
@@ -131,6 +131,24 @@ pub fn link_seed(seed: u64, id: &str) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The runtime settings of one link: its scenario's `[run]` pump objective over the
+/// run's, unless the run holds every pump fixed.
+pub fn link_runner_config(l: &crate::spec::Link, base: &RunnerConfig) -> RunnerConfig {
+    let pump = match (base.pump, l.run.pump_objective.as_deref()) {
+        (PumpObjective::Fixed, _) => PumpObjective::Fixed,
+        (_, Some("key-rate")) => PumpObjective::KeyRate,
+        (base_pump, Some(_)) => {
+            PumpObjective::QberZ(l.run.qber_target.unwrap_or(match base_pump {
+                PumpObjective::QberZ(t) => t,
+                _ => 0.043,
+            }))
+        }
+        (PumpObjective::QberZ(t), None) => PumpObjective::QberZ(l.run.qber_target.unwrap_or(t)),
+        (base_pump, None) => base_pump,
+    };
+    RunnerConfig { pump, ..*base }
+}
+
 /// The runtime of link `i` as `plan` places it: `Ok(Err(reason))` when the link cannot run
 /// (no runtime for its family, no channel), `Err` on bad emulator settings.
 pub fn build_runner(
@@ -141,6 +159,7 @@ pub fn build_runner(
     seed: u64,
 ) -> Result<Result<Runner, String>, InputError> {
     let l = &net.links[i];
+    let runner = &link_runner_config(l, runner);
     let lp = &plan.links[i];
     let item = format!("{}: link \"{}\"", net.origin, l.id);
     if lp.channels.is_none() {
@@ -278,7 +297,7 @@ impl NetworkSim {
                 buffer: BlockBuffer::default(),
                 distiller: LocalDistiller::new(seed).map_err(InputError::new)?,
                 block_start_s: 0.0,
-                block_s: l.block_s.unwrap_or(cfg.block_s),
+                block_s: l.block_seconds(cfg.block_s),
                 block_base: (i as u64) << 40,
                 finite_key: l.finite_key,
                 totals: LinkTotals::default(),

@@ -399,8 +399,18 @@ pub struct Link {
     pub emulator: Option<toml::Table>,
     /// The scenario's scheduled faults (runs of the network).
     pub faults: Vec<qkdnet_emulator::Fault>,
-    /// Distillation block in runs, virtual seconds (`None`: the run's).
+    /// Distillation block in runs, virtual seconds (`None`: the scenario's `[run]`, else
+    /// the run's).
     pub block_s: Option<f64>,
+    /// The scenario's `[run]` settings (checked).
+    pub run: crate::scenario::RunSection,
+}
+
+impl Link {
+    /// The distillation block: the link's own, else its scenario's `[run]`, else `default`.
+    pub fn block_seconds(&self, default: f64) -> f64 {
+        self.block_s.or(self.run.block_s).unwrap_or(default)
+    }
 }
 
 /// A checked network.
@@ -777,12 +787,15 @@ fn check_link(
         }
     }
     // Protocol and hardware: the scenario's, then the link's overrides.
-    let (scenario_name, mut hardware, scenario_extra, scenario_fk, emulator, faults) = match &l
+    let (scenario_name, mut hardware, scenario_extra, scenario_fk, emulator, faults, run) = match &l
         .scenario
     {
         Some(p) => {
             let full = base.join(p);
             let s = scenario::load(&full).map_err(|e| InputError::new(format!("{item}: {e}")))?;
+            s.run
+                .check()
+                .map_err(|e| InputError::new(format!("{item}: {}: {e}", full.display())))?;
             (
                 Some(s.protocol),
                 s.hardware.unwrap_or_default(),
@@ -790,9 +803,18 @@ fn check_link(
                 s.finite_key,
                 s.emulator,
                 s.faults,
+                s.run,
             )
         }
-        None => (None, toml::Table::new(), 0.0, None, None, Vec::new()),
+        None => (
+            None,
+            toml::Table::new(),
+            0.0,
+            None,
+            None,
+            Vec::new(),
+            Default::default(),
+        ),
     };
     let name = match (&l.protocol, &scenario_name) {
         (Some(p), Some(s)) if p != s => {
@@ -975,6 +997,7 @@ fn check_link(
         emulator,
         faults,
         block_s: l.block_s,
+        run,
     })
 }
 
