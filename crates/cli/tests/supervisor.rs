@@ -44,9 +44,11 @@ fn every_fault_costs_one_restart_and_the_rest_produces() {
     for _ in 0..(2 * 3600 * 2) {
         let s = e.step_stats();
         let c = s.conditions;
-        let light =
-            s.singles[0].iter().sum::<u64>() > 1000 && s.singles[1].iter().sum::<u64>() > 1000;
-        let locked = sync.update(light, c.clock_jump_ps[1]);
+        let singles = [s.singles[0].iter().sum(), s.singles[1].iter().sum()];
+        let locked = sync.update(
+            &qkdnet_network::runner::window_light(singles, &c),
+            c.clock_jump_ps[1],
+        );
         let t = |b: &qkdnet_emulator::bbm92::BasisCounts| Tally {
             coincidences: b.coincidences,
             errors: b.errors,
@@ -54,7 +56,7 @@ fn every_fault_costs_one_restart_and_the_rest_produces() {
         let obs = Observation {
             time_ps: c.start_ps + c.length_ps,
             length_ps: c.length_ps,
-            singles: [s.singles[0].iter().sum(), s.singles[1].iter().sum()],
+            singles,
             key: t(&s.z),
             test: t(&s.x),
             sync_locked: locked,

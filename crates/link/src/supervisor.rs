@@ -370,46 +370,118 @@ mod tests {
         );
         assert!(s.events.iter().any(|e| e.fault == Some(Fault::SyncLost)));
     }
+
+    #[test]
+    fn window_lock_waits_for_the_coarse_peak_to_stand_out() {
+        // 0.5 s windows. Nice 50 km: 8.5 M singles/s, 1.4·10⁵ pairs/s each side: the peak
+        // stands out within a second, so the 5 s of data decide. 56.6 dB at 1.5 mW:
+        // 1.8·10⁵ singles/s and 210 pairs/s: η √(T/b) = 0.53 √T reaches 6√2 after ~260 s.
+        let lock_time = |singles: f64, pairs: f64| {
+            let mut m = WindowLockModel::default();
+            let w = WindowLight {
+                singles: [(singles * 0.5) as u64; 2],
+                pairs: pairs * 0.5,
+                length_s: 0.5,
+            };
+            (1..100_000)
+                .find(|_| m.update(&w, 0.0))
+                .map(|n| n as f64 * 0.5)
+        };
+        assert_eq!(lock_time(8.5e6, 1.4e5), Some(5.0));
+        let t = lock_time(1.8e5, 210.0).expect("locks");
+        assert!((230.0..300.0).contains(&t), "{t} s");
+        // No light, no lock; a dark window restarts the count.
+        let mut m = WindowLockModel::default();
+        let dark = WindowLight {
+            singles: [0, 0],
+            pairs: 0.0,
+            length_s: 0.5,
+        };
+        assert!(!(0..100).any(|_| m.update(&dark, 0.0)));
+    }
 }
 
 /// The time sync as seen at window level (where there are counts, not time tags): a lock
 /// needs `windows_to_lock` consecutive windows with light on both sides (the acquisition's
-/// data, 5 s = 10 windows by default), and a jump of either clock beyond the tracker's
-/// window (`jump_tolerance_ps`, its ±2 ns) loses it. The sync itself, on time tags, is
-/// `crate::sync`.
+/// data, 5 s = 10 windows by default) *and* enough of them for the acquisition's coarse
+/// cross-correlation to show the peak: with `C` pairs detected on both sides and `n_A`,
+/// `n_B` singles in windows of `L` seconds, the peak stands `ΣC / √(Σ n_A n_B b / L)`
+/// standard deviations above the background of coarse bins of `b` seconds, and the lock
+/// waits until that reaches `min_snr` and the medium stage's 6σ in each half of the data
+/// (as [`crate::sync::acquire`] with two medium segments does). At 33.5 dB the 5 s
+/// dominate; at 56.6 dB the light of minutes is needed. A jump of either clock beyond
+/// the tracker's window (`jump_tolerance_ps`, its ±2 ns) loses the lock. The sync itself,
+/// on time tags, is `crate::sync`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WindowLockModel {
     /// Windows of light needed to lock.
     pub windows_to_lock: u32,
     /// Largest clock jump the tracker follows, ps.
     pub jump_tolerance_ps: f64,
+    /// The acquisition's coarse bin, s.
+    pub coarse_bin_s: f64,
+    /// Peak significance the acquisition needs, standard deviations.
+    pub min_snr: f64,
     locked: bool,
     light_windows: u32,
+    signal: f64,
+    noise: f64,
     jump_at_lock: f64,
 }
 
 impl Default for WindowLockModel {
     fn default() -> Self {
+        let sync = crate::sync::SyncConfig::default();
         Self {
             windows_to_lock: 10,
             jump_tolerance_ps: 2_000.0,
+            coarse_bin_s: sync.coarse_bin_ps as f64 * 1e-12,
+            min_snr: sync.min_snr,
             locked: false,
             light_windows: 0,
+            signal: 0.0,
+            noise: 0.0,
             jump_at_lock: 0.0,
         }
     }
 }
 
+/// What one window shows the time sync at window level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowLight {
+    /// Singles on each side.
+    pub singles: [u64; 2],
+    /// Pairs detected on both sides (expected, any detector).
+    pub pairs: f64,
+    /// Window length, s.
+    pub length_s: f64,
+}
+
 impl WindowLockModel {
-    /// Updates with a window: whether both sides saw light, and the clocks' accumulated
-    /// jump (Bob against Alice), ps. Returns whether the sync is locked.
-    pub fn update(&mut self, light: bool, clock_jump_ps: f64) -> bool {
+    /// Updates with a window and the clocks' accumulated jump (Bob against Alice), ps.
+    /// Returns whether the sync is locked.
+    pub fn update(&mut self, w: &WindowLight, clock_jump_ps: f64) -> bool {
         if self.locked && (clock_jump_ps - self.jump_at_lock).abs() > self.jump_tolerance_ps {
             self.drop_lock();
         }
         if !self.locked {
-            self.light_windows = if light { self.light_windows + 1 } else { 0 };
-            if self.light_windows >= self.windows_to_lock {
+            let light = w.singles[0] > 100 && w.singles[1] > 100;
+            if light {
+                self.light_windows += 1;
+                self.signal += w.pairs;
+                self.noise += w.singles[0] as f64 * w.singles[1] as f64 * self.coarse_bin_s
+                    / w.length_s.max(1e-12);
+            } else {
+                self.light_windows = 0;
+                self.signal = 0.0;
+                self.noise = 0.0;
+            }
+            // The coarse stage needs `min_snr` over all the data, the medium stage 6σ in
+            // each of two halves (6√2 over all).
+            let needed = self.min_snr.max(6.0 * std::f64::consts::SQRT_2);
+            if self.light_windows >= self.windows_to_lock
+                && self.signal >= needed * self.noise.sqrt()
+            {
                 self.locked = true;
                 self.jump_at_lock = clock_jump_ps;
             }
@@ -417,9 +489,20 @@ impl WindowLockModel {
         self.locked
     }
 
+    /// Seconds of light the lock has gathered so far (0 once locked).
+    pub fn gathering_s(&self, window_s: f64) -> f64 {
+        if self.locked {
+            0.0
+        } else {
+            self.light_windows as f64 * window_s
+        }
+    }
+
     /// Drops the lock (a restart).
     pub fn drop_lock(&mut self) {
         self.locked = false;
         self.light_windows = 0;
+        self.signal = 0.0;
+        self.noise = 0.0;
     }
 }

@@ -299,11 +299,15 @@ pub fn acquire(
             })
         }
     };
-    let mut ha = histogram(alice, t0, b1, na);
-    let mut hb = histogram(bob, t0 - r, b1, nb);
-    remove_mean(&mut ha, t0, b1, t0, t0 + t_acq);
-    remove_mean(&mut hb, t0 - r, b1, b_first, b_last);
-    let c = correlate(&mut planner, &ha, &hb);
+    let c = if na <= COARSE_CHUNK_BINS {
+        let mut ha = histogram(alice, t0, b1, na);
+        let mut hb = histogram(bob, t0 - r, b1, nb);
+        remove_mean(&mut ha, t0, b1, t0, t0 + t_acq);
+        remove_mean(&mut hb, t0 - r, b1, b_first, b_last);
+        correlate(&mut planner, &ha, &hb)
+    } else {
+        correlate_long(&mut planner, alice, bob, t0, na, b1, -r, nb - na + 1)
+    };
     let (k, snr) = peak(&c);
     if snr < cfg.min_snr {
         return Err(SyncError::NoPeak {
@@ -326,11 +330,16 @@ pub fn acquire(
         let s = t0 + j as i64 * stride;
         let na = (seg / b2) as usize;
         let nb = ((seg + 2 * w) / b2) as usize + 1;
-        let mut ha = histogram(alice, s, b2, na);
-        let mut hb = histogram(bob, s + coarse as i64 - w, b2, nb);
-        remove_mean(&mut ha, s, b2, s, s + seg);
-        remove_mean(&mut hb, s + coarse as i64 - w, b2, b_first, b_last);
-        let c = correlate(&mut planner, &ha, &hb);
+        let c = if na <= COARSE_CHUNK_BINS {
+            let mut ha = histogram(alice, s, b2, na);
+            let mut hb = histogram(bob, s + coarse as i64 - w, b2, nb);
+            remove_mean(&mut ha, s, b2, s, s + seg);
+            remove_mean(&mut hb, s + coarse as i64 - w, b2, b_first, b_last);
+            correlate(&mut planner, &ha, &hb)
+        } else {
+            let lag0 = coarse as i64 - w;
+            correlate_long(&mut planner, alice, bob, s, na, b2, lag0, nb - na + 1)
+        };
         let (k, snr) = peak(&c);
         if snr >= cfg.min_snr.min(6.0) {
             let off = coarse - w as f64 + k as f64 * b2 as f64;
@@ -408,6 +417,90 @@ pub fn acquire(
         peak_rms_ps: peak_rms,
         data_ps: t_acq,
     })
+}
+
+/// Alice bins beyond which a correlation is computed by [`correlate_long`].
+const COARSE_CHUNK_BINS: usize = 1 << 21;
+
+/// Pair counts below which [`correlate_long`] counts tag pairs directly.
+const DIRECT_PAIRS: f64 = 5e7;
+
+/// `c[k] = Σ_i (a_i − m_a)(b_{i+k} − m_b)` for long acquisitions (minutes at high loss):
+/// Alice's `na` bins of `bin` ps from `a_start`, Bob's bins from `a_start + lag0`,
+/// lags `0..reach`.
+///
+/// Sparse streams (few Bob tags within the lag range of each Alice tag) are correlated by
+/// counting tag pairs per lag bin, which differs from the mean-free form by a constant
+/// over the lags, immaterial to [`peak`]. Dense ones are correlated by FFT in chunks of
+/// Alice's data against the stretch of Bob's each chunk reaches, summed (correlation is
+/// additive over Alice's bins), with the streams' means over the whole acquisition; memory
+/// then follows the lag range, not the integration time.
+#[allow(clippy::too_many_arguments)]
+fn correlate_long(
+    planner: &mut RealFftPlanner<f64>,
+    alice: &[TimeTag],
+    bob: &[TimeTag],
+    a_start: i64,
+    na: usize,
+    bin: i64,
+    lag0: i64,
+    reach: usize,
+) -> Vec<f64> {
+    let a_end = a_start + na as i64 * bin;
+    let range = |tags: &[TimeTag], lo: i64, hi: i64| {
+        tags.partition_point(|t| t.time_ps < lo)..tags.partition_point(|t| t.time_ps < hi)
+    };
+    let ar = range(alice, a_start, a_end);
+    let (b_first, b_last) = match (bob.first(), bob.last()) {
+        (Some(f), Some(l)) => (f.time_ps, l.time_ps),
+        _ => return vec![0.0; reach],
+    };
+    let span = reach as i64 * bin;
+    let b_rate = bob.len() as f64 / (b_last - b_first).max(1) as f64;
+    let mut acc = vec![0.0; reach];
+    if ar.len() as f64 * b_rate * span as f64 <= DIRECT_PAIRS {
+        let mut lo = 0usize;
+        for t in &alice[ar] {
+            let from = t.time_ps + lag0;
+            while lo < bob.len() && bob[lo].time_ps < from {
+                lo += 1;
+            }
+            for u in &bob[lo..] {
+                let k = ((u.time_ps - from) / bin) as usize;
+                if k >= reach {
+                    break;
+                }
+                acc[k] += 1.0;
+            }
+        }
+        return acc;
+    }
+    let mean_a = ar.len() as f64 / na as f64;
+    let b_bins = ((b_last - b_first) / bin).max(1);
+    let mean_b = range(bob, b_first, b_first + b_bins * bin).len() as f64 / b_bins as f64;
+    let chunk = COARSE_CHUNK_BINS.max(2 * reach);
+    let mut i = 0;
+    while i < na {
+        let len = chunk.min(na - i);
+        let start = a_start + i as i64 * bin;
+        let mut ha = histogram(alice, start, bin, len);
+        ha.iter_mut().for_each(|v| *v -= mean_a);
+        let bstart = start + lag0;
+        let mut hb = histogram(bob, bstart, bin, len + reach - 1);
+        for (j, v) in hb.iter_mut().enumerate() {
+            let t = bstart + j as i64 * bin;
+            *v = if t >= b_first && t + bin <= b_last {
+                *v - mean_b
+            } else {
+                0.0
+            };
+        }
+        for (a, c) in acc.iter_mut().zip(correlate(planner, &ha, &hb)) {
+            *a += c;
+        }
+        i += len;
+    }
+    acc
 }
 
 /// Weighted least-squares line `y = a + b (x − x0)` through `(x, y, weight)`.

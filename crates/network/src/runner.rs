@@ -23,7 +23,7 @@ use qkdnet_link::control::{PhaseLock, PolarisationLock, PumpOptimiser, PumpSteer
 use qkdnet_link::events::{EventSifter, TagWindow};
 use qkdnet_link::sift::SiftConfig;
 use qkdnet_link::supervisor::{
-    Action, Observation, Supervisor, SupervisorConfig, Tally, WindowLockModel,
+    Action, Observation, Supervisor, SupervisorConfig, Tally, WindowLight, WindowLockModel,
 };
 use qkdnet_link::sync::SyncConfig;
 use rand::SeedableRng;
@@ -49,6 +49,17 @@ pub enum Fidelity {
     Window,
     /// Time tags, synchronised and sifted (needs `key_bin_ps`).
     Event,
+}
+
+/// What a BBM92 window shows the window-level time sync: its singles, and the pairs the
+/// emulator's conditions detect on both sides.
+pub fn window_light(singles: [u64; 2], c: &qkdnet_emulator::bbm92::Conditions) -> WindowLight {
+    let length_s = c.length_ps as f64 * 1e-12;
+    WindowLight {
+        singles,
+        pairs: c.pair_rate_hz * c.p_detect[0] * c.p_detect[1] * length_s,
+        length_s,
+    }
 }
 
 /// How a runner runs.
@@ -260,7 +271,7 @@ impl LinkRunner {
                     s.singles[1].iter().sum::<u64>(),
                 ];
                 let c = s.conditions;
-                self.locked = sync.update(singles[0] > 100 && singles[1] > 100, c.clock_jump_ps[1]);
+                self.locked = sync.update(&window_light(singles, &c), c.clock_jump_ps[1]);
                 (c, singles, s.z, s.x, None)
             }
             Level::Event(sifter) => {
