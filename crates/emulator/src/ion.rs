@@ -18,14 +18,31 @@
 //!   error is `(1 − V)/2`.
 //! - Deterministic delivery: at every `delivery_period_s` the application gets the
 //!   freshest stored pair (memory holds the latest herald); its fidelity is recorded.
-//! - Faults (`with_faults`), applied window by window: a fibre cut or loss step on both
-//!   arms (side `both`) scales each photon's transmittance, so `p` by the arm factor; a
-//!   cooling cycle of the heralding station's detectors stops the heralds. One-arm faults
-//!   are refused: heralds would then come from one memory only, a state this model does not
-//!   describe. Pump drops are refused: the excitation's bright population also sets the
-//!   heralded fidelity, which the model takes as given.
+//! - Faults (`with_faults`), applied window by window, act on each arm's weight
+//!   `w_s = α_s T_s` (bright population times the arm's transmittance factor; side
+//!   `alice` is node A's arm, `bob` node B's). A click heralds
+//!   `√w_A |↑↓⟩ ± √w_B |↓↑⟩` (normalised), so:
+//!   - `p` scales with `(w_A + w_B) / 2α` (a 3 dB step on both arms halves it, a cut of
+//!     one arm halves it too);
+//!   - the state's coherence (its x and y correlations) is multiplied by
+//!     `c = 2√(w_A w_B)/(w_A + w_B)`: 1 for balanced arms, 0 when one arm is cut — the
+//!     heralds then come from one memory only and carry z correlations alone, CHSH
+//!     `√2 V < 2`, no device-independent key;
+//!   - a `pump-drop` (factor `k` on the excitation) lowers `α_s`, hence the rate, and
+//!     raises the fidelity: the double excitations that spoil a herald occur with
+//!     probability ≈ ᾱ, so the heralded fidelity is taken as
+//!     `F(ᾱ) = F₀ (1 − ᾱ)/(1 − α₀)` (capped at 1), `F₀` the scenario's `herald_fidelity`
+//!     at its `bright_population` α₀ (first order in α, assumed);
+//!   - a cooling cycle of the heralding station's detectors stops the heralds.
+//!
+//! - Actuators (`IonEmulator::actuators`, read each window): each node's excitation
+//!   (scales `α_s` as a pump drop does: fewer heralds, better pairs) and the station's
+//!   detector enable.
+//!
+//!   Correlations of a pair heralded under faults: `E = V c e a_x b_x + V a_z b_z`,
+//!   `F(t) = (1 + V + 2 V c e^{−t/T_coh})/4`, `S(t) = √2 V (1 + c e^{−t/T_coh})`.
 
-use crate::faults::{check_kinds, Fault, FaultKind, FaultState, Side};
+use crate::faults::{check_kinds, Fault, FaultKind, FaultState};
 use crate::streams::{binomial, multinomial, purpose_key, window_rng};
 use qkdnet_keyrate::di::{MemoryLink, MemoryLinkPoint};
 use qkdnet_optics::{check, ParamError};
@@ -106,6 +123,20 @@ pub struct IonStats {
 }
 
 impl IonStats {
+    /// Adds another window's counts (attempts, heralds, CHSH and key tallies).
+    pub fn add(&mut self, o: &IonStats) {
+        self.attempts += o.attempts;
+        self.heralds += o.heralds;
+        self.key_pairs += o.key_pairs;
+        self.key_errors += o.key_errors;
+        for a in 0..2 {
+            for b in 0..2 {
+                self.chsh_pairs[a][b] += o.chsh_pairs[a][b];
+                self.chsh_agree[a][b] += o.chsh_agree[a][b];
+            }
+        }
+    }
+
     /// The CHSH value from counts: `S = E₀₀ + E₀₁ + E₁₀ − E₁₁`, `E = 2 agree/n − 1`.
     pub fn chsh(&self) -> f64 {
         let e = |a: usize, b: usize| {
@@ -117,6 +148,71 @@ impl IonStats {
             }
         };
         e(0, 0) + e(0, 1) + e(1, 0) - e(1, 1)
+    }
+}
+
+/// What the link runtime can set on an ion link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IonActuators {
+    /// Each node's excitation relative to the scenario's (its bright population `α` is
+    /// scaled by it, at most 1/2): the rate–fidelity trade of the single-photon protocol.
+    pub excitation: [f64; 2],
+    /// The heralding station's detectors (off: no heralds).
+    pub detectors_enabled: bool,
+}
+
+impl Default for IonActuators {
+    fn default() -> Self {
+        Self {
+            excitation: [1.0; 2],
+            detectors_enabled: true,
+        }
+    }
+}
+
+/// The pairs heralded under given conditions (see the module's notes on faults).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeraldState {
+    /// Success probability per attempt.
+    pub success_probability: f64,
+    /// Werner visibility `V = (4F − 1)/3` of the heralded state.
+    pub visibility: f64,
+    /// Factor on the state's coherence from unbalanced arms, `2√(w_A w_B)/(w_A + w_B)`.
+    pub coherence: f64,
+    /// Memory coherence time, s.
+    pub coherence_time_s: f64,
+}
+
+impl HeraldState {
+    fn decay(&self, t_s: f64) -> f64 {
+        self.coherence * (-t_s / self.coherence_time_s).exp()
+    }
+
+    /// Fidelity to the announced Bell state after storing for `t_s`:
+    /// `(1 + V + 2 V c e^{−t/T_coh})/4`.
+    pub fn fidelity_after(&self, t_s: f64) -> f64 {
+        (1.0 + self.visibility + 2.0 * self.visibility * self.decay(t_s)) / 4.0
+    }
+
+    /// CHSH value after storing for `t_s`: `√2 V (1 + c e^{−t/T_coh})`.
+    pub fn chsh_after(&self, t_s: f64) -> f64 {
+        std::f64::consts::SQRT_2 * self.visibility * (1.0 + self.decay(t_s))
+    }
+
+    /// Key-setting error probability `(1 − V)/2` (z correlations do not dephase).
+    pub fn key_error(&self) -> f64 {
+        (1.0 - self.visibility) / 2.0
+    }
+
+    /// Agreement probability of CHSH setting `(a, b)` (b = 2: the key setting) after
+    /// storing for `t_s`.
+    pub fn agree_probability(&self, a: usize, b: usize, t_s: f64) -> f64 {
+        let r = std::f64::consts::FRAC_1_SQRT_2;
+        // Unit vectors (x, z): A₀ = Z, A₁ = X; B₀ = (X + Z)/√2, B₁ = (Z − X)/√2, B₂ = Z.
+        let av = [(0.0, 1.0), (1.0, 0.0)][a];
+        let bv = [(r, r), (-r, r), (0.0, 1.0)][b];
+        let corr = self.visibility * (self.decay(t_s) * av.0 * bv.0 + av.1 * bv.1);
+        (1.0 + corr) / 2.0
     }
 }
 
@@ -162,7 +258,8 @@ impl IonLink {
     }
 
     /// The link with a fault schedule (see the module's notes): fibre cuts and loss steps
-    /// on both arms, cooling cycles of the heralding station's detectors.
+    /// on either arm or both, excitation (pump) drops at either node, cooling cycles of
+    /// the heralding station's detectors.
     pub fn with_faults(mut self, faults: Vec<Fault>) -> Result<Self, ParamError> {
         check_kinds(
             &faults,
@@ -170,22 +267,67 @@ impl IonLink {
                 FaultKind::FibreCut,
                 FaultKind::LossStep,
                 FaultKind::DetectorCooling,
+                FaultKind::PumpDrop,
             ],
             "the ion memory link",
         )?;
-        for (i, f) in faults.iter().enumerate() {
-            if matches!(f.kind, FaultKind::FibreCut | FaultKind::LossStep) && f.side != Side::Both {
-                return Err(ParamError {
-                    field: format!("fault[{i}].side"),
-                    reason: format!(
-                        "{:?} on side {:?}: heralds from one memory only are not modelled; give side both",
-                        f.kind, f.side
-                    ),
-                });
-            }
-        }
         self.faults = faults;
         Ok(self)
+    }
+
+    /// The pairs heralded while the faults in force at `t_s` hold (actuators at rest).
+    pub fn herald_state_at(&self, t_s: f64) -> HeraldState {
+        self.herald_state(t_s, &IonActuators::default())
+    }
+
+    /// The pairs heralded at `t_s` under the faults then in force and the actuators'
+    /// settings: each node's excitation scales its bright population (capped at 1/2), and
+    /// the station's detectors count only when enabled.
+    pub fn herald_state(&self, t_s: f64, act: &IonActuators) -> HeraldState {
+        let st = FaultState::at(&self.faults, t_s);
+        let a0 = self.hw.bright_population;
+        let alpha = [
+            (a0 * st.source[0] * act.excitation[0].max(0.0)).min(0.5),
+            (a0 * st.source[1] * act.excitation[1].max(0.0)).min(0.5),
+        ];
+        let w = [
+            alpha[0] * st.transmittance[0],
+            alpha[1] * st.transmittance[1],
+        ];
+        let on = st.detectors_on[0] && st.detectors_on[1] && act.detectors_enabled;
+        let sum = w[0] + w[1];
+        let success_probability = if on && a0 > 0.0 {
+            (self.point.success_probability * sum / (2.0 * a0)).min(1.0)
+        } else {
+            0.0
+        };
+        let coherence = if sum > 0.0 {
+            2.0 * (w[0] * w[1]).sqrt() / sum
+        } else {
+            0.0
+        };
+        let mean_alpha = 0.5 * (alpha[0] + alpha[1]);
+        let fidelity = if a0 < 1.0 {
+            (self.hw.herald_fidelity * (1.0 - mean_alpha) / (1.0 - a0)).min(1.0)
+        } else {
+            self.hw.herald_fidelity
+        };
+        HeraldState {
+            success_probability,
+            visibility: (4.0 * fidelity - 1.0) / 3.0,
+            coherence,
+            coherence_time_s: self.hw.coherence_time_s,
+        }
+    }
+
+    /// The pairs heralded without faults.
+    pub fn nominal_state(&self) -> HeraldState {
+        HeraldState {
+            success_probability: self.point.success_probability,
+            visibility: (4.0 * self.hw.herald_fidelity - 1.0) / 3.0,
+            coherence: 1.0,
+            coherence_time_s: self.hw.coherence_time_s,
+        }
     }
 
     /// The fault schedule.
@@ -195,12 +337,7 @@ impl IonLink {
 
     /// Success probability per attempt while the faults in force at `t_s` hold.
     pub fn success_probability_at(&self, t_s: f64) -> f64 {
-        let st = FaultState::at(&self.faults, t_s);
-        if !(st.detectors_on[0] && st.detectors_on[1]) {
-            return 0.0;
-        }
-        // Both arms carry the same factor (side both): each photon's transmittance.
-        self.point.success_probability * st.transmittance[0].min(st.transmittance[1])
+        self.herald_state_at(t_s).success_probability
     }
 
     /// The forward model's operating point (attempt rate, success probability, η_link).
@@ -218,38 +355,24 @@ impl IonLink {
         (self.loss_db, self.length_km)
     }
 
-    fn visibility(&self) -> f64 {
-        (4.0 * self.hw.herald_fidelity - 1.0) / 3.0
-    }
-
-    /// Fidelity after storing a heralded pair for `t_s`.
+    /// Fidelity after storing a pair heralded without faults for `t_s`.
     pub fn fidelity_after(&self, t_s: f64) -> f64 {
-        let v = self.visibility();
-        v / 2.0 + (1.0 - v) / 4.0 + v / 2.0 * (-t_s / self.hw.coherence_time_s).exp()
+        self.nominal_state().fidelity_after(t_s)
     }
 
     /// CHSH value after storing for `t_s`: `√2 V (1 + e^{−t/T_coh})`.
     pub fn chsh_after(&self, t_s: f64) -> f64 {
-        std::f64::consts::SQRT_2
-            * self.visibility()
-            * (1.0 + (-t_s / self.hw.coherence_time_s).exp())
+        self.nominal_state().chsh_after(t_s)
     }
 
     /// Key-setting error probability `(1 − V)/2`.
     pub fn key_error(&self) -> f64 {
-        (1.0 - self.visibility()) / 2.0
+        self.nominal_state().key_error()
     }
 
     /// Agreement probability of CHSH setting `(a, b)` after storing for `t_s`.
     pub fn agree_probability(&self, a: usize, b: usize, t_s: f64) -> f64 {
-        let v = self.visibility();
-        let e = (-t_s / self.hw.coherence_time_s).exp();
-        let r = std::f64::consts::FRAC_1_SQRT_2;
-        // Unit vectors (x, z): A₀ = Z, A₁ = X; B₀ = (X + Z)/√2, B₁ = (Z − X)/√2.
-        let av = [(0.0, 1.0), (1.0, 0.0)][a];
-        let bv = [(r, r), (-r, r), (0.0, 1.0)][b];
-        let corr = v * e * av.0 * bv.0 + v * av.1 * bv.1;
-        (1.0 + corr) / 2.0
+        self.nominal_state().agree_probability(a, b, t_s)
     }
 
     /// Expected mean fidelity of deterministic delivery when the memory always holds the
@@ -257,7 +380,7 @@ impl IonLink {
     /// rare per attempt), so `E[F] = V/2 + (1 − V)/4 + (V/2) η/(1 + η)` with
     /// `η = r T_coh = η_link`.
     pub fn expected_delivery_fidelity(&self) -> f64 {
-        let v = self.visibility();
+        let v = self.nominal_state().visibility;
         let eta = self.point.eta_link;
         v / 2.0 + (1.0 - v) / 4.0 + v / 2.0 * eta / (1.0 + eta)
     }
@@ -266,13 +389,16 @@ impl IonLink {
 /// A running ion-link emulation.
 #[derive(Debug, Clone)]
 pub struct IonEmulator {
+    /// What the runtime sets; read at the start of each window.
+    pub actuators: IonActuators,
     link: IonLink,
     window_s: f64,
     next_index: u64,
     keys: [u64; 2],
     /// Attempt counter and time of the next attempt's herald (ps), event level.
     attempt: u64,
-    last_herald_ps: Option<i64>,
+    /// The latest herald: its time (ps) and the state it heralded.
+    last_herald: Option<(i64, HeraldState)>,
     next_delivery_ps: i64,
 }
 
@@ -294,12 +420,13 @@ impl IonEmulator {
         let key = |p: &str| purpose_key(link.emu.seed, "emulator/ion", p);
         let period = (link.emu.delivery_period_s * 1e12).round() as i64;
         Ok(Self {
+            actuators: IonActuators::default(),
             keys: [key("events"), key("stats")],
             link,
             window_s,
             next_index: 0,
             attempt: 0,
-            last_herald_ps: None,
+            last_herald: None,
             next_delivery_ps: if period > 0 { period } else { i64::MAX },
         })
     }
@@ -313,7 +440,7 @@ impl IonEmulator {
         1e12 / self.link.point.attempt_rate_hz
     }
 
-    fn measure(&self, rng: &mut Xoshiro256PlusPlus) -> (u8, u8, [u8; 2]) {
+    fn measure(&self, rng: &mut Xoshiro256PlusPlus, state: &HeraldState) -> (u8, u8, [u8; 2]) {
         let t = self.link.emu.measure_delay_s;
         let key = rng.gen::<f64>() < self.link.emu.key_fraction;
         let (a, b) = if key {
@@ -322,7 +449,7 @@ impl IonEmulator {
             (rng.gen_range(0..2), rng.gen_range(0..2))
         };
         let x = rng.gen::<bool>() as u8;
-        let agree = rng.gen::<f64>() < self.link.agree_probability(a, b, t);
+        let agree = rng.gen::<f64>() < state.agree_probability(a, b, t);
         let y = if agree { x } else { 1 - x };
         (a as u8, b as u8, [x, y])
     }
@@ -335,9 +462,10 @@ impl IonEmulator {
         let mut rng = window_rng(self.keys[0], index);
         let end_ps = ((index + 1) as f64 * self.window_s * 1e12).round() as i64;
         let tau = self.attempt_ps();
-        let p = self
+        let state = self
             .link
-            .success_probability_at(index as f64 * self.window_s);
+            .herald_state(index as f64 * self.window_s, &self.actuators);
+        let p = state.success_probability;
         let mut out = IonWindow {
             index,
             ..IonWindow::default()
@@ -368,7 +496,7 @@ impl IonEmulator {
                 break;
             }
             self.emit_deliveries(&mut out, herald_ps, period);
-            let (a, b, outcomes) = self.measure(&mut rng);
+            let (a, b, outcomes) = self.measure(&mut rng, &state);
             out.heralds.push(Herald {
                 time_ps: herald_ps,
                 attempt,
@@ -377,7 +505,7 @@ impl IonEmulator {
                 bob_setting: b,
                 outcomes,
             });
-            self.last_herald_ps = Some(herald_ps);
+            self.last_herald = Some((herald_ps, state));
             self.attempt = attempt + 1;
         }
         self.emit_deliveries(&mut out, end_ps, period);
@@ -387,11 +515,13 @@ impl IonEmulator {
     fn emit_deliveries(&mut self, out: &mut IonWindow, until_ps: i64, period: i64) {
         while period > 0 && self.next_delivery_ps < until_ps {
             let t = self.next_delivery_ps;
-            let age = self.last_herald_ps.map(|h| (t - h) as f64 * 1e-12);
+            let held = self
+                .last_herald
+                .map(|(h, state)| ((t - h) as f64 * 1e-12, state));
             out.deliveries.push(Delivery {
                 time_ps: t,
-                age_s: age,
-                fidelity: age.map_or(0.25, |a| self.link.fidelity_after(a)),
+                age_s: held.map(|(age, _)| age),
+                fidelity: held.map_or(0.25, |(age, state)| state.fidelity_after(age)),
             });
             self.next_delivery_ps += period;
         }
@@ -404,10 +534,10 @@ impl IonEmulator {
         self.next_index += 1;
         let mut rng = window_rng(self.keys[1], index);
         let attempts = (self.window_s * self.link.point.attempt_rate_hz).round() as u64;
-        let p = self
+        let state = self
             .link
-            .success_probability_at(index as f64 * self.window_s);
-        let heralds = binomial(&mut rng, attempts, p);
+            .herald_state(index as f64 * self.window_s, &self.actuators);
+        let heralds = binomial(&mut rng, attempts, state.success_probability);
         let key_pairs = binomial(&mut rng, heralds, self.link.emu.key_fraction);
         let t = self.link.emu.measure_delay_s;
         let mut s = IonStats {
@@ -415,7 +545,7 @@ impl IonEmulator {
             attempts,
             heralds,
             key_pairs,
-            key_errors: binomial(&mut rng, key_pairs, self.link.key_error()),
+            key_errors: binomial(&mut rng, key_pairs, state.key_error()),
             ..IonStats::default()
         };
         // The CHSH pairs over the four settings, equally likely.
@@ -424,7 +554,7 @@ impl IonEmulator {
             for b in 0..2 {
                 let n = split[2 * a + b];
                 s.chsh_pairs[a][b] = n;
-                s.chsh_agree[a][b] = binomial(&mut rng, n, self.link.agree_probability(a, b, t));
+                s.chsh_agree[a][b] = binomial(&mut rng, n, state.agree_probability(a, b, t));
             }
         }
         s
