@@ -35,8 +35,10 @@
 //!   one path (1/2: two Franson analysers; 1: every pair interferes, the receiver the
 //!   Nice scenarios assume, see docs/EMULATOR.md "The test basis's share").
 //! - Timing: each detection gets Gaussian jitter of `σ = FWHM_cc / (2.3548 √2)`, so the
-//!   coincidence peak has the scenario's `coincidence_fwhm_ps` (which includes
-//!   dispersion). Fibre delay `L n_g / c` per side.
+//!   coincidence peak has the FWHM `√(coincidence_fwhm² + dispersion_spread²)`
+//!   (`Bbm92Cw::effective_fwhm_ps`: the chromatic dispersion's spread of the pairs'
+//!   arrival-time difference, `qkdnet_optics::fibre::entangled_dispersion_spread_ps`, or
+//!   0 when the scenario's FWHM includes it). Fibre delay `L n_g / c` per side.
 //! - Dark counts (Poisson, per detector) and crosstalk photons from adjacent channels
 //!   (Poisson, uncorrelated) add singles; a non-paralysable dead time per detector drops
 //!   clicks within `dead_time_s` of the previous one.
@@ -335,7 +337,7 @@ impl Bbm92Link {
         }
         let key_errors = key_bin_errors(
             hw.coincidence_window_ps,
-            hw.coincidence_fwhm_ps / FWHM_PER_SIGMA,
+            hw.effective_fwhm_ps() / FWHM_PER_SIGMA,
             emu.key_bin_ps,
             hw.intrinsic_error_key,
         );
@@ -367,7 +369,7 @@ impl Bbm92Link {
 
     /// Jitter of one detection, ps rms.
     pub fn jitter_sigma_ps(&self) -> f64 {
-        self.hw.coincidence_fwhm_ps / FWHM_PER_SIGMA / std::f64::consts::SQRT_2
+        self.hw.effective_fwhm_ps() / FWHM_PER_SIGMA / std::f64::consts::SQRT_2
     }
 
     /// Analyser delay τ = 1/FSR, ps.
@@ -507,7 +509,7 @@ impl Bbm92Link {
             }
         }
         let w = self.hw.coincidence_window_ps;
-        let capture = window_capture_fraction(w, self.hw.coincidence_fwhm_ps / FWHM_PER_SIGMA);
+        let capture = window_capture_fraction(w, self.hw.effective_fwhm_ps() / FWHM_PER_SIGMA);
         let pairs = c.pair_rate_hz * c.p_detect[0] * c.p_detect[1] * capture;
         let (za, zb) = (c.z_fraction[0], c.z_fraction[1]);
         let zz_true = pairs * za * zb * live[0][0] * live[1][0];

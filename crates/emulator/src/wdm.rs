@@ -17,7 +17,15 @@ pub enum Grid {
     /// The four 18 nm CWDM bands of the Nice source (Lecaron et al. 2025): channel 0..=3
     /// centred at 1531, 1551, 1571, 1591 nm.
     Cwdm,
+    /// The ITU-T G.694.2 CWDM grid: channels named by their nominal wavelength, 1271,
+    /// 1291, …, 1611 nm, each with a 13 nm pass band (as the network planner's grid).
+    /// Written `"cwdm-itu"`.
+    #[serde(rename = "cwdm-itu")]
+    CwdmItu,
 }
+
+/// Pass band of an ITU CWDM channel, nm (G.694.2: ±6.5 nm around the nominal wavelength).
+pub const ITU_CWDM_PASSBAND_NM: f64 = 13.0;
 
 /// The CWDM band centres of the Nice network, nm (Lecaron et al. 2025).
 pub const CWDM_CENTRES_NM: [f64; 4] = [1531.0, 1551.0, 1571.0, 1591.0];
@@ -102,6 +110,17 @@ impl Wdm {
                 let f = SPEED_OF_LIGHT_M_S / (nm * 1e-9) * 1e-12;
                 let width = f * CWDM_WIDTH_NM / nm;
                 Ok((f, width))
+            }
+            Grid::CwdmItu => {
+                if !((1271..=1611).contains(&ch) && (ch - 1271).is_multiple_of(20)) {
+                    return Err(err(
+                        field,
+                        format!("{ch} nm is not an ITU CWDM channel (1271, 1291, …, 1611 nm)"),
+                    ));
+                }
+                let nm = ch as f64;
+                let f = SPEED_OF_LIGHT_M_S / (nm * 1e-9) * 1e-12;
+                Ok((f, f * ITU_CWDM_PASSBAND_NM / nm))
             }
         }
     }

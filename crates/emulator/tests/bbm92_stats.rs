@@ -186,13 +186,19 @@ fn closed_forms_agree_with_keyrate_forward_model() {
     // keyrate's Bbm92Cw lumps the three detectors of a side; without dead time and with a
     // lossless analyser the emulator's totals must be its numbers, with and without noise
     // photons at the receivers (Raman from classical traffic, as the planner sets them).
-    for (noise, share) in [([0.0, 0.0], 0.5), ([2e6, 5e5], 0.5), ([2e6, 5e5], 1.0)] {
+    for (noise, share, spread) in [
+        ([0.0, 0.0], 0.5, 0.0),
+        ([2e6, 5e5], 0.5, 0.0),
+        ([2e6, 5e5], 1.0, 0.0),
+        ([0.0, 0.0], 1.0, 300.0),
+    ] {
         let hw = Bbm92Cw {
             dead_time_s: 0.0,
             detectors_per_side: 3,
             alice_noise_hz: noise[0],
             bob_noise_hz: noise[1],
             test_central_share: share,
+            dispersion_spread_ps: spread,
             ..hw()
         };
         let emu = Bbm92Emulation {

@@ -44,6 +44,9 @@ fn from_unit(p: &FreeParam, u: f64) -> f64 {
     }
 }
 
+/// Points per free parameter scanned when the start gives no key.
+const PLATEAU_SCAN: usize = 16;
+
 /// Result of one optimisation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Optimum {
@@ -92,7 +95,24 @@ pub fn optimise<M: KeyRateModel + ?Sized>(
             evaluations: 1,
         };
     }
-    let u0: Vec<f64> = idx.iter().map(|&i| to_unit(&params[i], start[i])).collect();
+    let mut u0: Vec<f64> = idx.iter().map(|&i| to_unit(&params[i], start[i])).collect();
+    // A start with no key sits on a plateau the simplex cannot leave (every neighbour is
+    // zero too, e.g. a pump so strong that accidentals swamp the coincidences): look along
+    // each free parameter for a point with key first.
+    if f(&u0, &mut x) <= 0.0 {
+        let mut best = (0.0, u0.clone());
+        for k in 0..d {
+            for step in 0..=PLATEAU_SCAN {
+                let mut v = u0.clone();
+                v[k] = step as f64 / PLATEAU_SCAN as f64;
+                let val = f(&v, &mut x);
+                if val > best.0 {
+                    best = (val, v);
+                }
+            }
+        }
+        u0 = best.1;
+    }
     // Initial simplex: steps of 0.1 in unit space, reflected inward at the bounds.
     let mut simplex: Vec<Vec<f64>> = vec![u0.clone()];
     for k in 0..d {

@@ -191,17 +191,60 @@ fn link_loss(net: &Network, link: &Link, ch: Option<[u32; 2]>) -> (f64, f64, f64
     }
 }
 
-/// Relative brightness of a BBM92 channel pair in the SPDC spectrum.
-fn pair_brightness(net: &Network, ch: [u32; 2]) -> f64 {
-    let wdm = Wdm {
-        grid: Grid::Dwdm100Ghz,
+/// The emulator's WDM settings for a BBM92 channel pair of the network (DWDM channels or
+/// ITU CWDM bands).
+pub fn pair_wdm(net: &Network, ch: [u32; 2]) -> Wdm {
+    Wdm {
+        grid: if grid::is_cwdm(ch[0]) {
+            Grid::CwdmItu
+        } else {
+            Grid::Dwdm100Ghz
+        },
         alice_channel: ch[0],
         bob_channel: ch[1],
         pump_wavelength_nm: net.wdm.pump_wavelength_nm,
         spdc_fwhm_nm: net.wdm.spdc_fwhm_nm,
         ..Wdm::default()
+    }
+}
+
+/// How many times more pairs a CWDM band pair collects than the DWDM pair a scenario's
+/// brightness is stated for: the ratio of pass bands (13 nm over the DWDM filter's), 1 on
+/// DWDM. The spectral envelope's share is the emulator's `relative_brightness`.
+pub fn band_gain(net: &Network, ch: [u32; 2]) -> f64 {
+    if grid::is_cwdm(ch[0]) {
+        qkdnet_emulator::wdm::ITU_CWDM_PASSBAND_NM / net.wdm.filter_bandwidth_nm
+    } else {
+        1.0
+    }
+}
+
+/// Relative brightness of a BBM92 channel pair in the SPDC spectrum, with its band gain.
+fn pair_brightness(net: &Network, ch: [u32; 2]) -> f64 {
+    pair_wdm(net, ch)
+        .channel_pair()
+        .map_or(0.0, |p| p.relative_brightness * band_gain(net, ch))
+}
+
+/// Coincidence spread from chromatic dispersion on a CWDM pair (FWHM, ps): each photon's
+/// 13 nm band over its own arm of standard fibre (G.652 at the band's wavelength), the two
+/// arms adding (`optics::fibre::entangled_dispersion_spread_ps`). DWDM pairs: 0, their
+/// scenario's coincidence FWHM already includes the channel's dispersion (the Nice
+/// scenarios' assumption).
+fn cwdm_dispersion_spread_ps(net: &Network, link: &Link, ch: [u32; 2]) -> f64 {
+    use qkdnet_optics::fibre::{entangled_dispersion_spread_ps, g652_dispersion_ps_per_nm_km};
+    if !grid::is_cwdm(ch[0]) || link.arms.len() < 2 {
+        return 0.0;
+    }
+    let d = |k: usize| {
+        let km: f64 = link.arms[k]
+            .fibres
+            .iter()
+            .map(|&f| net.fibres[f].length_km)
+            .sum();
+        g652_dispersion_ps_per_nm_km(ch[k] as f64) * km
     };
-    wdm.channel_pair().map_or(0.0, |p| p.relative_brightness)
+    entangled_dispersion_spread_ps(d(0), d(1), qkdnet_emulator::wdm::ITU_CWDM_PASSBAND_NM)
 }
 
 /// The protocol as this link's route makes it: loss split, noise, brightness.
@@ -223,6 +266,9 @@ fn configured(
             h.alice_noise_hz += n[0];
             h.bob_noise_hz += n[1];
             h.brightness_pairs_per_s_per_mw *= pair_brightness(net, channels);
+            h.dispersion_spread_ps = h
+                .dispersion_spread_ps
+                .hypot(cwdm_dispersion_spread_ps(net, link, channels));
         }
         Protocol::Bbm92Pulsed(h) => {
             h.alice_loss_fraction = alice_fraction;

@@ -23,7 +23,6 @@ use crate::InputError;
 use qkdnet_emulator::bb84::{Bb84Emulation, Bb84Link};
 use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Link};
 use qkdnet_emulator::mdi::{MdiEmulation, MdiLink};
-use qkdnet_emulator::wdm::Grid;
 use qkdnet_keyrate::Protocol;
 
 /// How a network run runs.
@@ -172,15 +171,19 @@ pub fn build_runner(
     match (&l.protocol, lp.configured.clone()) {
         (Protocol::Bbm92Cw(orig), Protocol::Bbm92Cw(mut hw)) => {
             let ch = lp.channels.clone().unwrap_or_default();
-            // The planner's configured hardware (loss split, route noise), with the pair
-            // brightness left to the emulator, which scales it by the channel pair itself.
-            hw.brightness_pairs_per_s_per_mw = orig.brightness_pairs_per_s_per_mw;
+            // The planner's configured hardware (loss split, route noise, a CWDM pair's
+            // dispersion), with the pair brightness left to the emulator, which scales it
+            // by the channel pair's envelope itself (the band gain stays here).
+            let pair = [ch[0], ch[1]];
+            hw.brightness_pairs_per_s_per_mw =
+                orig.brightness_pairs_per_s_per_mw * crate::plan::band_gain(net, pair);
             let mut emu: Bbm92Emulation = emulator_settings(&l.emulator, &item)?;
-            emu.wdm.grid = Grid::Dwdm100Ghz;
-            emu.wdm.alice_channel = ch[0];
-            emu.wdm.bob_channel = ch[1];
-            emu.wdm.pump_wavelength_nm = net.wdm.pump_wavelength_nm;
-            emu.wdm.spdc_fwhm_nm = net.wdm.spdc_fwhm_nm;
+            let wdm = crate::plan::pair_wdm(net, pair);
+            emu.wdm = qkdnet_emulator::wdm::Wdm {
+                adjacent_crosstalk_db: emu.wdm.adjacent_crosstalk_db,
+                demux_loss_db: emu.wdm.demux_loss_db,
+                ..wdm
+            };
             emu.seed = link_seed(seed, &l.id);
             let km: f64 = lp.arm_km.iter().sum();
             let link = Bbm92Link::new(hw, lp.loss_db, km, emu, faults).map_err(bad)?;

@@ -943,15 +943,20 @@ fn check_link(
                     "{item}: channel[{k}]: {c} is on neither ITU grid (DWDM 100 GHz: 1..=72; CWDM: 1271, 1291, …, 1611 nm)"
                 )));
             }
-            if geometry == Geometry::Source && grid::is_cwdm(c) {
-                return Err(InputError::new(format!(
-                    "{item}: channel[{k}]: CWDM {c}: entangled pairs on 13 nm bands need a dispersion model the planner and emulator do not have yet; use DWDM pairs"
-                )));
-            }
         }
-        if geometry == Geometry::Source
-            && !grid::conjugate_pairs(file.wdm.pump_wavelength_nm).contains(&(p[0], p[1]))
-        {
+        let cwdm = grid::is_cwdm(p[0]);
+        if geometry == Geometry::Source && p.len() == 2 && cwdm != grid::is_cwdm(p[1]) {
+            return Err(InputError::new(format!(
+                "{item}: channel: [{}, {}] mixes a DWDM channel and a CWDM band; an entangled pair takes two of one grid",
+                p[0], p[1]
+            )));
+        }
+        let pairs = if cwdm {
+            grid::cwdm_conjugate_pairs(file.wdm.pump_wavelength_nm)
+        } else {
+            grid::conjugate_pairs(file.wdm.pump_wavelength_nm)
+        };
+        if geometry == Geometry::Source && !pairs.contains(&(p[0], p[1])) {
             return Err(InputError::new(format!(
                 "{item}: channel: [{}, {}] is not an energy-conjugate pair for the {} nm pump (Alice takes the longer wavelength)",
                 p[0], p[1], file.wdm.pump_wavelength_nm

@@ -321,25 +321,65 @@ channel = {ch}
     // A CWDM band takes 13 nm: a DWDM channel inside it clashes.
     let e = parse(&text("1531")).expect_err("CWDM 1531 covers ITU 44…");
     assert!(e.contains("fibre \"ab\": CWDM 1531 overlaps ITU"), "{e}");
-    // Entangled pairs on CWDM bands need a dispersion model: refused, with the reason.
-    let e = parse(
-        r#"
+}
+
+#[test]
+fn entangled_pairs_on_cwdm_bands_pay_for_dispersion() {
+    // A CWDM pair collects 13 nm / 0.6 nm ≈ 22 times the pairs of a DWDM pair, but each
+    // photon's 13 nm band spreads the coincidence peak by ~17 ps/(nm·km) × 13 nm per km of
+    // fibre on both arms: 1 km a side gives ~450 ps, 10 km a side ~4.5 ns, against a 120 ps
+    // coincidence window.
+    let net = |km: f64, ch: &str| {
+        format!(
+            r#"
 name = "t"
 [[node]]
 id = "a"
 [[node]]
+id = "s"
+kind = "source"
+[[node]]
 id = "b"
 [[fibre]]
-id = "ab"
-ends = ["a", "b"]
-length_km = 5.0
+id = "as"
+ends = ["a", "s"]
+length_km = {km}
+[[fibre]]
+id = "sb"
+ends = ["s", "b"]
+length_km = {km}
 [[link]]
 id = "e"
-protocol = "bbm92-cw"
+scenario = "../scenarios/nice-50km.toml"
 ends = ["a", "b"]
-channel = [1571, 1551]
-"#,
-    )
-    .expect_err("refused");
-    assert!(e.contains("CWDM 1571") && e.contains("dispersion"), "{e}");
+via = "s"
+channel = {ch}
+"#
+        )
+    };
+    let rate = |km: f64, ch: &str| {
+        let n = parse(&net(km, ch)).expect("valid");
+        let p = plan(&n, &PlanOptions::default());
+        let spread = match &p.links[0].configured {
+            qkdnet_keyrate::protocol::Protocol::Bbm92Cw(h) => h.dispersion_spread_ps,
+            other => panic!("{other:?}"),
+        };
+        (p.links[0].key_rate_bps(), spread)
+    };
+    let (short, s1) = rate(1.0, "[1571, 1551]");
+    let (long, s10) = rate(10.0, "[1571, 1551]");
+    let (dwdm, s0) = rate(1.0, "[21, 22]");
+    assert!((400.0..500.0).contains(&s1), "{s1} ps");
+    assert!((s10 / s1 - 10.0).abs() < 1e-9, "{s10} vs {s1}");
+    assert_eq!(s0, 0.0, "DWDM: the scenario's FWHM includes dispersion");
+    assert!(short > 0.0 && long < 0.3 * short, "{short} vs {long}");
+    assert!(dwdm > 0.0, "{dwdm}");
+    // One photon on each grid, or a CWDM pair that does not conserve energy: refused.
+    let e = parse(&net(1.0, "[1571, 22]")).expect_err("mixed");
+    assert!(e.contains("mixes a DWDM channel and a CWDM band"), "{e}");
+    let e = parse(&net(1.0, "[1591, 1551]")).expect_err("not conjugate");
+    assert!(
+        e.contains("[1591, 1551] is not an energy-conjugate pair"),
+        "{e}"
+    );
 }
