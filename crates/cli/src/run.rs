@@ -213,7 +213,11 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             "--store-dir: keys are stored per node in network runs; give a network file",
         ));
     }
-    let set = RunSettings::resolve(a, &qkdnet_network::scenario::load(&a.scenario)?.run);
+    let file_run = qkdnet_network::scenario::load(&a.scenario)?.run;
+    file_run
+        .check()
+        .map_err(|e| CliError::input(format!("{}: {e}", a.scenario.display())))?;
+    let set = RunSettings::resolve(a, &file_run);
     let cfg = runner_config(a, &set)?;
     let EmulatedLink::Bbm92(link) = link_from_scenario(&a.scenario, a.seed)? else {
         return Err(CliError::input(format!(

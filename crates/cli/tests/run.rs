@@ -164,3 +164,62 @@ fn event_level_run_agrees_with_window_level() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("key_bin_ps"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A link scenario's `[run]` table sets the runtime's defaults; flags override it; bad
+/// values and unknown fields there are named with the file, exit code 2.
+#[test]
+fn a_scenario_run_table_sets_defaults_and_bad_values_are_named() {
+    let base = std::fs::read_to_string(root().join("scenarios/nice-50km.toml")).unwrap();
+    let cut = base.find("[[fault]]").unwrap();
+    let dir = std::env::temp_dir().join(format!("qkdnet-run-table-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |table: &str, flags: &[&str]| {
+        let scenario = dir.join("s.toml");
+        std::fs::write(&scenario, format!("{}\n{table}\n", &base[..cut])).unwrap();
+        let mut args = vec![
+            "run",
+            scenario.to_str().unwrap(),
+            "--duration",
+            "30s",
+            "--json",
+        ];
+        args.extend_from_slice(flags);
+        Command::new(env!("CARGO_BIN_EXE_qkdnet"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let out = run("[run]\nblock_s = 20.0\npump_objective = \"key-rate\"", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["block_s"], 20.0);
+    assert_eq!(v["pump_objective"], "key-rate");
+    let out = run("[run]\nblock_s = 20.0", &["--block-s", "15"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["block_s"], 15.0, "the flag wins");
+    assert_eq!(v["pump_objective"], "qber-z");
+    for (table, says) in [
+        (
+            "[run]\nblock_s = -3.0",
+            "[run] block_s: must be in 1..=1e7 s, got -3",
+        ),
+        (
+            "[run]\npump_objective = \"max\"",
+            "[run] pump_objective: \"max\" is not",
+        ),
+        ("[run]\nblok_s = 3.0", "unknown field `blok_s`"),
+    ] {
+        let out = run(table, &[]);
+        assert_eq!(out.status.code(), Some(2), "{table}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("s.toml") && err.contains(says),
+            "{table}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
