@@ -13,7 +13,9 @@
 //! id = "nice"                  # this site's node ID (default: kme_id)
 //! distill_listen = "127.0.0.1:9101"   # where neighbours connect for distillation
 //! time_scale = 120.0           # virtual seconds per wall second
-//! block_s = 1800.0             # distillation block, virtual seconds (links may set their own)
+//! block_s = 1800.0             # distillation block, virtual seconds (a link's own block_s
+//!                              # in the network file first; without either, the link's
+//!                              # scenario [run] block_s, else 1800)
 //! seed = 1                     # the network run's seed (the same at every site)
 //! epoch_unix_ms = 1764480000000  # the run's virtual time zero (the same at every site)
 //! pump_objective = "key-rate"  # or "qber-z", "fixed"
@@ -73,8 +75,9 @@ struct NodeSection {
     distill_listen: String,
     #[serde(default = "default_scale")]
     time_scale: f64,
-    #[serde(default = "default_block")]
-    block_s: f64,
+    /// The site's distillation block (over each link's scenario `[run]`; a link's own
+    /// `block_s` in the network file comes first).
+    block_s: Option<f64>,
     #[serde(default = "default_seed")]
     seed: u64,
     epoch_unix_ms: Option<u64>,
@@ -89,9 +92,8 @@ struct NodeSection {
 fn default_scale() -> f64 {
     100.0
 }
-fn default_block() -> f64 {
-    1800.0
-}
+/// Distillation block when neither the network file, the site nor the scenario sets one.
+const DEFAULT_BLOCK_S: f64 = 1800.0;
 fn default_seed() -> u64 {
     1
 }
@@ -164,11 +166,10 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
             format!("must be in (0, 1e5], got {}", node.time_scale),
         ));
     }
-    if !(node.block_s.is_finite() && node.block_s >= 1.0) {
-        return Err(cfg.field(
-            "node.block_s",
-            format!("must be ≥ 1 s, got {}", node.block_s),
-        ));
+    if let Some(b) = node.block_s {
+        if !(b.is_finite() && b >= 1.0) {
+            return Err(cfg.field("node.block_s", format!("must be ≥ 1 s, got {b}")));
+        }
     }
     let listen: std::net::SocketAddr = node.distill_listen.parse().map_err(|e| {
         cfg.field(
@@ -280,7 +281,11 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
             counters.insert(l.id.clone(), Arc::clone(&stored));
             let (tx, rx) = mpsc::channel::<AliceBlock>();
             let base = (l.index as u64) << 40;
-            let block_s = net.links[l.index].block_seconds(node.block_s);
+            let link = &net.links[l.index];
+            let block_s = link
+                .block_s
+                .or(node.block_s)
+                .unwrap_or_else(|| link.block_seconds(DEFAULT_BLOCK_S));
             let alice = l.alice;
             let (site2, id2) = (site.clone(), l.id.clone());
             let d2 = dash.clone();
