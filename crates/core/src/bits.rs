@@ -170,6 +170,7 @@ impl Bits {
     }
 
     /// Appends one bit.
+    #[inline]
     pub fn push(&mut self, v: bool) {
         if self.len.is_multiple_of(64) {
             self.words.push(0);
@@ -182,6 +183,7 @@ impl Bits {
     }
 
     /// Appends the low `count` bits of `v` (`count` ≤ 64; higher bits of `v` ignored).
+    #[inline]
     pub fn push_bits(&mut self, v: u64, count: usize) {
         debug_assert!(count <= 64);
         if count == 0 {

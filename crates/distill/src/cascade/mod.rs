@@ -19,15 +19,18 @@
 //! range parity. A pass cut into two halves (Yan et al.'s later passes, BICONF) gets its two
 //! block parities from a mask of the first half in original order, one AND-popcount over
 //! the frame, so the many passes that find both halves even never shuffle anything; a flip
-//! touches only the passes whose copy exists. Alice, whose string never changes, answers
-//! from per-pass parity prefix sums in O(1) per query; Bob's parities are word-parallel
-//! XOR/popcount over the range.
+//! touches only the passes whose copy exists. Both ends' parities are word-parallel
+//! XOR/popcount over the range of the pass's copy. Shuffled copies are built by vector gathers (`gather`),
+//! answers are packed a word at a time, and a pass's disclosed block parities become the
+//! roots of Bob's search trees whole, their differences found a word at a time.
 
+mod gather;
 mod schedule;
 
 pub use schedule::{Schedule, Variant};
 
 use crate::random::permutation;
+use gather::Indices;
 use qkdnet_core::Bits;
 use std::sync::Arc;
 
@@ -91,7 +94,7 @@ pub enum CascadeError {
 /// independent of the channel errors, which it is.
 pub struct Shuffles {
     /// perm[p][pos] = original index at shuffled position `pos` (empty for pass 0).
-    perm: Vec<Vec<u32>>,
+    perm: Vec<Indices>,
     /// inv[p][orig] = shuffled position of original index `orig` (empty for pass 0).
     inv: Vec<Vec<u32>>,
     /// half[p] bit `orig` = original index `orig` lands in the first ⌈n/2⌉ shuffled
@@ -102,7 +105,7 @@ pub struct Shuffles {
 impl Shuffles {
     /// The shuffles of `passes` passes over frames of `n` bits.
     pub fn new(seed: [u8; 32], n: usize, passes: usize) -> Self {
-        let mut perm = vec![Vec::new()];
+        let mut perm = vec![Indices::new(Vec::new(), 0)];
         let mut inv = vec![Vec::new()];
         let mut half = vec![Bits::zeros(0)];
         for p in 1..passes {
@@ -118,7 +121,7 @@ impl Shuffles {
             for &o in &fwd[..n.div_ceil(2)] {
                 mask.set(o as usize, true);
             }
-            perm.push(fwd);
+            perm.push(Indices::new(fwd, n));
             inv.push(back);
             half.push(mask);
         }
@@ -147,7 +150,7 @@ impl Shuffles {
         if pass == 0 {
             bits.duplicate()
         } else {
-            bits.gather(&self.perm[pass])
+            gather::gather(bits, &self.perm[pass])
         }
     }
 
@@ -165,7 +168,7 @@ impl Shuffles {
         if pass == 0 {
             pos
         } else {
-            self.perm[pass][pos] as usize
+            self.perm[pass].as_slice()[pos] as usize
         }
     }
 }
@@ -176,9 +179,9 @@ pub struct Alice {
     n: usize,
     sh: Arc<Shuffles>,
     bits: Bits,
-    /// prefix[p] bit i = parity of shuffled positions 0..i of pass p (n + 1 bits), built
-    /// when pass p is first asked for a range.
-    prefix: Vec<Option<Bits>>,
+    /// Pass p's shuffled copy of `bits` (p ≥ 1), built when the pass is first asked for
+    /// a parity other than its two halves.
+    shuffled: Vec<Option<Bits>>,
     leaked: u64,
 }
 
@@ -191,13 +194,13 @@ impl Alice {
             sh.passes() >= schedule.passes() && (n == sh.frame_bits() || sh.passes() <= 1),
             "shuffles do not fit the frame"
         );
-        let prefix = (0..schedule.passes()).map(|_| None).collect();
+        let shuffled = (0..schedule.passes()).map(|_| None).collect();
         Self {
             schedule,
             n,
             sh,
             bits,
-            prefix,
+            shuffled,
             leaked: 0,
         }
     }
@@ -209,7 +212,7 @@ impl Alice {
 
     /// Answers one round, in query order (a `Blocks` query contributes one bit per block).
     pub fn answer(&mut self, queries: &[Query]) -> Result<Bits, CascadeError> {
-        let mut out = Bits::zeros(0);
+        let mut out = Packer::default();
         let limit = 4 * self.n + 64 * self.schedule.passes();
         for q in queries {
             match *q {
@@ -221,12 +224,7 @@ impl Alice {
                         out.push(first);
                         out.push(first ^ self.bits.range_parity(0, self.n));
                     } else {
-                        let mut s = 0;
-                        while s < self.n {
-                            let e = (s + k).min(self.n);
-                            out.push(self.range(p, s, e));
-                            s = e;
-                        }
+                        block_parities(self.copy(p), k, &mut out);
                     }
                 }
                 Query::Range { pass, start, end } => {
@@ -239,7 +237,7 @@ impl Alice {
                             len: self.n,
                         });
                     }
-                    out.push(self.range(p, s, e));
+                    out.push(self.copy(p).range_parity(s, e));
                 }
             }
             if out.len() > limit {
@@ -249,6 +247,7 @@ impl Alice {
                 });
             }
         }
+        let out = out.finish();
         self.leaked += out.len() as u64;
         Ok(out)
     }
@@ -264,45 +263,63 @@ impl Alice {
         Ok(p)
     }
 
+    /// Pass p's shuffled string: the frame itself for pass 0, otherwise the copy, built
+    /// when first asked for. Word-parallel range parities on it cost no more than parity
+    /// prefix sums for Cascade's ranges and need no second string per pass (the state of
+    /// a session's frames in flight is what limits its speed, not the arithmetic).
     #[inline]
-    fn range(&mut self, p: usize, s: usize, e: usize) -> bool {
-        let prefix = match &mut self.prefix[p] {
+    fn copy(&mut self, p: usize) -> &Bits {
+        if p == 0 {
+            return &self.bits;
+        }
+        match &mut self.shuffled[p] {
             Some(x) => x,
-            slot => slot.insert(if p == 0 {
-                prefix_parity(&self.bits)
-            } else {
-                prefix_parity(&self.sh.shuffled(&self.bits, p))
-            }),
-        };
-        prefix.get(s) ^ prefix.get(e)
+            slot => slot.insert(self.sh.shuffled(&self.bits, p)),
+        }
     }
 }
 
-fn prefix_parity(bits: &Bits) -> Bits {
-    let n = bits.len();
-    let mut words = vec![0u64; (n + 1).div_ceil(64)];
-    let mut carry = 0u64; // parity of all bits before the current word
-    for (k, &w) in bits.words().iter().enumerate() {
-        // Inclusive prefix XOR within the word: bit j = w₀ ⊕ … ⊕ w_j.
-        let mut x = w;
-        x ^= x << 1;
-        x ^= x << 2;
-        x ^= x << 4;
-        x ^= x << 8;
-        x ^= x << 16;
-        x ^= x << 32;
-        // prefix bit i+1 = parity of bits 0..=i.
-        let incl = if carry == 1 { !x } else { x };
-        let i0 = 64 * k + 1;
-        // Place bits i0..i0+64 of the prefix (bit j of incl → prefix bit i0 + j).
-        let (q, r) = (i0 / 64, i0 % 64);
-        words[q] |= incl << r;
-        if q + 1 < words.len() {
-            words[q + 1] |= incl >> (64 - r);
+/// Collects answer bits a word at a time.
+#[derive(Default)]
+struct Packer {
+    words: Vec<u64>,
+    cur: u64,
+    len: usize,
+}
+
+impl Packer {
+    #[inline]
+    fn push(&mut self, v: bool) {
+        self.cur |= u64::from(v) << (self.len % 64);
+        self.len += 1;
+        if self.len.is_multiple_of(64) {
+            self.words.push(self.cur);
+            self.cur = 0;
         }
-        carry = (incl >> 63) & 1;
     }
-    Bits::from_words(words, n + 1)
+
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn finish(mut self) -> Bits {
+        if !self.len.is_multiple_of(64) {
+            self.words.push(self.cur);
+        }
+        Bits::from_words(self.words, self.len)
+    }
+}
+
+/// The parities of consecutive blocks of `k` bits of `bits` (the last one shorter).
+fn block_parities(bits: &Bits, k: usize, out: &mut Packer) {
+    let n = bits.len();
+    let mut s = 0;
+    while s < n {
+        let e = (s + k).min(n);
+        out.push(bits.range_parity(s, e));
+        s = e;
+    }
 }
 
 /// A binary search in progress: the interval `start..end` of `pass` has odd parity
@@ -335,7 +352,9 @@ pub enum Step {
 /// Only the blocks that are searched get a tree, allocated from one arena when their first
 /// node below the root is learnt; the roots (the pass's disclosed block parities) are kept
 /// apart. Allocating every block's tree up front cost about 0.6 MB per 2¹⁶-bit frame, which
-/// with a session's hundred frames in flight thrashed the caches.
+/// with a session's hundred frames in flight thrashed the caches. (Sparse tables for the
+/// trees of large blocks save memory but measured 2–7 % slower: the dense trees' upper
+/// levels share words that stay in cache.)
 struct KnownParities {
     /// Words per tree for each of the two bit planes (known, value).
     words: usize,
@@ -357,7 +376,7 @@ impl KnownParities {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&self, block: usize, node: u32) -> Option<bool> {
         if node == 1 {
             return Some(self.root.get(block));
@@ -371,7 +390,7 @@ impl KnownParities {
         (self.arena[base + w] & m != 0).then(|| self.arena[base + self.words + w] & m != 0)
     }
 
-    #[inline]
+    #[inline(always)]
     fn set(&mut self, block: usize, node: u32, v: bool) {
         if node == 1 {
             self.root.set(block, v);
@@ -483,27 +502,39 @@ impl Bob {
             }
             self.parities += nb as u64;
             let k = self.schedule.block_size(p);
-            let mut d = Bits::zeros(nb);
             let mut known = KnownParities::new(nb, k);
             self.slot[p] = vec![0; nb];
-            let mine: Vec<bool> = match self.sh.halves(p, k) {
+            let mine = match self.sh.halves(p, k) {
                 Some(mask) => {
                     let first = self.bits.masked_parity(mask);
-                    vec![first, first ^ self.bits.range_parity(0, self.n)]
+                    let mut m = Packer::default();
+                    m.push(first);
+                    m.push(first ^ self.bits.range_parity(0, self.n));
+                    m.finish()
                 }
                 None => {
-                    let n = self.n;
-                    let sb = self.copy(p);
-                    (0..nb)
-                        .map(|b| sb.range_parity(b * k, ((b + 1) * k).min(n)))
-                        .collect()
+                    let mut m = Packer::default();
+                    block_parities(self.copy(p), k, &mut m);
+                    m.finish()
                 }
             };
-            for (b, &m) in mine.iter().enumerate() {
-                let a = answers.get(b);
-                known.set(b, 1, a);
-                if a != m {
-                    d.set(b, true);
+            // Alice's answers are the roots of the pass's trees; the differences are
+            // where hers and Bob's disagree, a word at a time.
+            let d = Bits::from_words(
+                answers
+                    .words()
+                    .iter()
+                    .zip(mine.words())
+                    .map(|(a, m)| a ^ m)
+                    .collect(),
+                nb,
+            );
+            known.root = answers.duplicate();
+            for (w, &word) in d.words().iter().enumerate() {
+                let mut x = word;
+                while x != 0 {
+                    let b = 64 * w + x.trailing_zeros() as usize;
+                    x &= x - 1;
                     pending.push(self.push_search(p, b));
                 }
             }
@@ -774,23 +805,6 @@ mod tests {
         let a: Vec<bool> = (0..n).map(|_| rng.gen()).collect();
         let b: Vec<bool> = a.iter().map(|&x| x ^ rng.gen_bool(q)).collect();
         (Bits::from_bools(&a), Bits::from_bools(&b))
-    }
-
-    #[test]
-    fn prefix_parity_matches_range_parity() {
-        let (a, _) = pair(1000, 0.0, 1);
-        let p = prefix_parity(&a);
-        for (s, e) in [
-            (0, 0),
-            (0, 1),
-            (3, 64),
-            (63, 65),
-            (0, 1000),
-            (500, 999),
-            (128, 192),
-        ] {
-            assert_eq!(p.get(s) ^ p.get(e), a.range_parity(s, e), "{s}..{e}");
-        }
     }
 
     #[test]
