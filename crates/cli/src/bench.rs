@@ -99,6 +99,10 @@ pub struct DistillBenchArgs {
     /// Cascade schedule: original or yanetal.
     #[arg(long, default_value = "yanetal")]
     pub variant: String,
+    /// Cascade frames Bob reconciles at once (default: all of the block's). Fewer keep
+    /// the frames' state in cache (faster rounds) at the cost of more round trips.
+    #[arg(long)]
+    pub frames_in_flight: Option<usize>,
     /// Seed of the generated strings.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -600,6 +604,11 @@ fn distill(a: &DistillBenchArgs) -> Result<(), CliError> {
         }
         (failed as f64 / frames as f64, frames)
     };
+    if a.frames_in_flight == Some(0) {
+        return Err(CliError::input(
+            "--frames-in-flight: 0 frames; give at least 1",
+        ));
+    }
     if !(1..=100).contains(&a.blocks) {
         return Err(CliError::input(format!(
             "--blocks: {} is outside 1..=100",
@@ -620,6 +629,7 @@ fn distill(a: &DistillBenchArgs) -> Result<(), CliError> {
             alice,
             bob,
             cfg.clone(),
+            a.frames_in_flight,
             (&mut ka, &mut kb),
             &mut rng,
         )?);
@@ -647,6 +657,7 @@ fn distill(a: &DistillBenchArgs) -> Result<(), CliError> {
         "variant": a.variant,
         "frame_bits": a.frame_bits,
         "frames": p.frames,
+        "frames_in_flight": a.frames_in_flight.unwrap_or(p.frames as usize),
         "sifted_mbps": mbps(compute),
         "blocks": a.blocks,
         "first_block_sifted_mbps": mbps(first.seconds),
@@ -697,6 +708,7 @@ fn distill_block(
     alice: qkdnet_core::Bits,
     bob: qkdnet_core::Bits,
     cfg: qkdnet_distill::session::Config,
+    frames_in_flight: Option<usize>,
     (ka, kb): (
         &mut qkdnet_distill::auth::AuthKeys,
         &mut qkdnet_distill::auth::AuthKeys,
@@ -707,6 +719,9 @@ fn distill_block(
     let mut stage = [0.0f64; 4];
     let t_all = Instant::now();
     let mut bob_s = BobSession::new(id, bob, kb);
+    if let Some(w) = frames_in_flight {
+        bob_s.set_frames_in_flight(w);
+    }
     let t = Instant::now();
     let (mut alice_s, mut to_bob) = AliceSession::start(id, alice, cfg, ka, rng)
         .map_err(|e| CliError::runtime(e.to_string()))?;
