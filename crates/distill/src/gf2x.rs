@@ -107,8 +107,9 @@ impl FieldMul for Portable {
 
 #[cfg(target_arch = "x86_64")]
 mod clmul {
-    //! The hardware carry-less multiply. The only `unsafe` in qkdnet (ARCHITECTURE.md,
-    //! "unsafe"): the intrinsics need the CPU feature, which the [`Hw`] token proves.
+    //! The hardware carry-less multiply. One of the two `unsafe` modules in qkdnet
+    //! (ARCHITECTURE.md, "unsafe"; the other is Cascade's vector gather): the intrinsics
+    //! need the CPU feature, which the [`Hw`] token proves.
     #![allow(unsafe_code)]
     #![deny(clippy::undocumented_unsafe_blocks)]
 
