@@ -552,6 +552,8 @@ fn stage_of(t: qkdnet_wire::MessageType, alice_side: bool) -> usize {
         M::VerifyResult if alice_side => 3,
         M::VerifyResult => 2,
         M::PaSeed | M::Done | M::Abort => 3,
+        // Sifting is not part of a distillation session.
+        M::SiftAnnounce | M::SiftReply => 0,
     }
 }
 

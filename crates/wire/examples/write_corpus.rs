@@ -69,6 +69,31 @@ fn main() {
         Message::FrameVerdict {
             failed: vec![0, 4, 9],
         },
+        Message::SiftAnnounce {
+            pad_offset: 1 << 20,
+            events: vec![
+                SiftEvent {
+                    time_ps: 1_000,
+                    kind: SiftKind::Key,
+                },
+                SiftEvent {
+                    time_ps: 1_500,
+                    kind: SiftKind::Test1,
+                },
+                SiftEvent {
+                    time_ps: 30_000,
+                    kind: SiftKind::Test0,
+                },
+            ],
+        },
+        Message::SiftReply(SiftReply {
+            key: vec![0, 3],
+            test_coincidences: 5,
+            test_errors: 1,
+            mixed: 2,
+            guarded: 0,
+            key_off_peak: 1,
+        }),
     ];
     for (i, m) in msgs.iter().enumerate() {
         let b = encode(42, i as u32, m, |_| 0x0123_4567_89ab_cdef);

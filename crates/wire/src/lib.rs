@@ -50,11 +50,22 @@
 //!   u8 tag_bits (1..=64), u32 count, count × u64 tag` (one tag per Cascade frame).
 //! - `FrameVerdict` (12), Bob → Alice: `u32 count, count × u32 frame` (the frames whose
 //!   tags differ, strictly increasing; both ends discard them).
+//! - `SiftAnnounce` (13), Bob → Alice, time–energy BBM92 sifting of one batch of windows
+//!   (the block id is the batch's number): `u64 pad_offset` (the first of the two pads the
+//!   exchange uses), `u32 count`, then `count × (i64 time_ps, u8 kind)` in non-decreasing
+//!   time order. Kind 0: a key-basis detection, its time *folded* to hide the time-bin
+//!   parity that is the key bit (`t − bin·(⌊t/bin⌋ mod 2)`); kinds 1 and 2: a test-basis
+//!   detection at analyser output 0 or 1 (test bits are public), time as measured. Times are
+//!   on Bob's clock. Since version 7.
+//! - `SiftReply` (14), Alice → Bob: `u32 count, count × u32` (the announced key-basis
+//!   detections that made key, in key-bit order, each at most once), then `u64
+//!   test_coincidences, u64 test_errors, u64 mixed, u64 guarded, u64 key_off_peak`. Since
+//!   version 7.
 
 use std::fmt;
 
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 6;
+pub const VERSION: u8 = 7;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 18;
 /// Tag length in bytes.
@@ -146,6 +157,10 @@ pub enum MessageType {
     FrameTags = 11,
     /// Frames whose tags differ.
     FrameVerdict = 12,
+    /// Bob's detections for sifting (key-basis times folded).
+    SiftAnnounce = 13,
+    /// Alice's coincidences: which announced detections made key, and the tallies.
+    SiftReply = 14,
 }
 
 impl MessageType {
@@ -163,6 +178,8 @@ impl MessageType {
             10 => Self::Done,
             11 => Self::FrameTags,
             12 => Self::FrameVerdict,
+            13 => Self::SiftAnnounce,
+            14 => Self::SiftReply,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -172,6 +189,44 @@ impl fmt::Display for MessageType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
     }
+}
+
+/// What an announced detection is (`SiftAnnounce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SiftKind {
+    /// Key basis; the time is folded (its time-bin parity removed).
+    Key = 0,
+    /// Test basis, analyser output 0.
+    Test0 = 1,
+    /// Test basis, analyser output 1.
+    Test1 = 2,
+}
+
+/// One detection Bob announces for sifting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiftEvent {
+    /// Time on Bob's clock, ps (folded for [`SiftKind::Key`]).
+    pub time_ps: i64,
+    /// Basis and, for the test basis, the output.
+    pub kind: SiftKind,
+}
+
+/// Alice's answer to a `SiftAnnounce`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SiftReply {
+    /// Indices of the announced key-basis detections that made key, in key-bit order.
+    pub key: Vec<u32>,
+    /// Test-basis coincidences.
+    pub test_coincidences: u64,
+    /// Of which the outputs disagree.
+    pub test_errors: u64,
+    /// Coincidences in different bases (discarded).
+    pub mixed: u64,
+    /// Key-basis coincidences discarded near a bin edge.
+    pub guarded: u64,
+    /// Key-basis coincidences in the off-peak window (accidentals).
+    pub key_off_peak: u64,
 }
 
 /// A bit string on the wire.
@@ -300,6 +355,15 @@ pub enum Message {
         /// Its length.
         output_bits: u64,
     },
+    /// Bob's detections of a batch of windows, for sifting.
+    SiftAnnounce {
+        /// First of the two pads the exchange uses.
+        pad_offset: u64,
+        /// The detections, in non-decreasing time order.
+        events: Vec<SiftEvent>,
+    },
+    /// Alice's coincidences with an announcement.
+    SiftReply(SiftReply),
     /// The session stops.
     Abort {
         /// Machine-readable reason.
@@ -325,6 +389,8 @@ impl Message {
             Self::Done { .. } => MessageType::Done,
             Self::FrameTags { .. } => MessageType::FrameTags,
             Self::FrameVerdict { .. } => MessageType::FrameVerdict,
+            Self::SiftAnnounce { .. } => MessageType::SiftAnnounce,
+            Self::SiftReply(_) => MessageType::SiftReply,
         }
     }
 }
@@ -435,6 +501,8 @@ pub struct Limits {
     pub max_queries: u32,
     /// Largest abort-reason text, bytes.
     pub max_reason: u32,
+    /// Largest number of detections in one sifting announcement.
+    pub max_events: u32,
 }
 
 impl Default for Limits {
@@ -444,6 +512,7 @@ impl Default for Limits {
             max_frames: 1 << 20,
             max_queries: 1 << 24,
             max_reason: 4096,
+            max_events: 1 << 26,
         }
     }
 }
@@ -561,6 +630,30 @@ fn encode_payload(msg: &Message, out: &mut Vec<u8>) {
         Message::PaSeed { output_bits, seed } => {
             out.extend_from_slice(&output_bits.to_le_bytes());
             put_bits(out, seed);
+        }
+        Message::SiftAnnounce { pad_offset, events } => {
+            out.extend_from_slice(&pad_offset.to_le_bytes());
+            out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+            out.reserve(9 * events.len());
+            for e in events {
+                out.extend_from_slice(&e.time_ps.to_le_bytes());
+                out.push(e.kind as u8);
+            }
+        }
+        Message::SiftReply(r) => {
+            out.extend_from_slice(&(r.key.len() as u32).to_le_bytes());
+            for k in &r.key {
+                out.extend_from_slice(&k.to_le_bytes());
+            }
+            for v in [
+                r.test_coincidences,
+                r.test_errors,
+                r.mixed,
+                r.guarded,
+                r.key_off_peak,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
         }
         Message::Abort { code, reason } => {
             out.extend_from_slice(&code.to_le_bytes());
@@ -884,6 +977,64 @@ fn decode_payload(t: MessageType, b: &[u8], limits: &Limits) -> Result<Message, 
             let output_bits = r.u64()?;
             r.finish()?;
             Message::Done { output_bits }
+        }
+        MessageType::SiftAnnounce => {
+            let mut r = Reader::new(b, "SiftAnnounce");
+            let pad_offset = r.u64()?;
+            let n = r.count(limits.max_events, "SiftAnnounce.count")?;
+            let mut events: Vec<SiftEvent> = Vec::with_capacity((n as usize).min(r.b.len() / 9));
+            for _ in 0..n {
+                let time_ps = i64::from_le_bytes(r.arr()?);
+                let kind = match r.u8()? {
+                    0 => SiftKind::Key,
+                    1 => SiftKind::Test0,
+                    2 => SiftKind::Test1,
+                    k => {
+                        return Err(WireError::Invalid {
+                            what: "SiftAnnounce.kind",
+                            value: k.to_string(),
+                        })
+                    }
+                };
+                if let Some(prev) = events.last() {
+                    if time_ps < prev.time_ps {
+                        return Err(WireError::Invalid {
+                            what: "SiftAnnounce.time_ps",
+                            value: format!("{time_ps} after {} (not time ordered)", prev.time_ps),
+                        });
+                    }
+                }
+                events.push(SiftEvent { time_ps, kind });
+            }
+            r.finish()?;
+            Message::SiftAnnounce { pad_offset, events }
+        }
+        MessageType::SiftReply => {
+            let mut r = Reader::new(b, "SiftReply");
+            let n = r.count(limits.max_events, "SiftReply.count")?;
+            let mut key = Vec::with_capacity((n as usize).min(r.b.len() / 4));
+            for _ in 0..n {
+                key.push(r.u32()?);
+            }
+            let reply = SiftReply {
+                key,
+                test_coincidences: r.u64()?,
+                test_errors: r.u64()?,
+                mixed: r.u64()?,
+                guarded: r.u64()?,
+                key_off_peak: r.u64()?,
+            };
+            if reply.test_errors > reply.test_coincidences {
+                return Err(WireError::Invalid {
+                    what: "SiftReply.test_errors",
+                    value: format!(
+                        "{} of {} test coincidences",
+                        reply.test_errors, reply.test_coincidences
+                    ),
+                });
+            }
+            r.finish()?;
+            Message::SiftReply(reply)
         }
         MessageType::Abort => {
             let mut r = Reader::new(b, "Abort");

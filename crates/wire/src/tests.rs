@@ -100,6 +100,35 @@ fn message_strategy() -> impl Strategy<Value = Message> {
         (any::<u64>(), bits_strategy())
             .prop_map(|(output_bits, seed)| Message::PaSeed { output_bits, seed }),
         (any::<u16>(), "[a-z ]{0,40}").prop_map(|(code, reason)| Message::Abort { code, reason }),
+        (
+            any::<u64>(),
+            proptest::collection::vec((any::<i64>(), 0u8..3), 0..20)
+        )
+            .prop_map(|(pad_offset, mut ev)| {
+                ev.sort_by_key(|e| e.0);
+                Message::SiftAnnounce {
+                    pad_offset,
+                    events: ev
+                        .into_iter()
+                        .map(|(time_ps, k)| SiftEvent {
+                            time_ps,
+                            kind: [SiftKind::Key, SiftKind::Test0, SiftKind::Test1][k as usize],
+                        })
+                        .collect(),
+                }
+            }),
+        (
+            proptest::collection::vec(any::<u32>(), 0..20),
+            any::<[u64; 5]>()
+        )
+            .prop_map(|(key, t)| Message::SiftReply(SiftReply {
+                key,
+                test_coincidences: t[0].max(t[1]),
+                test_errors: t[0].min(t[1]),
+                mixed: t[2],
+                guarded: t[3],
+                key_off_peak: t[4],
+            })),
     ]
 }
 
@@ -258,6 +287,81 @@ fn malformed_messages_give_typed_errors() {
         env.message(&Limits::default()).unwrap_err(),
         WireError::Invalid {
             what: "Hello.qber_max",
+            ..
+        }
+    ));
+    // Sifting announcements must be time ordered, of known kinds; replies cannot count
+    // more test errors than test coincidences.
+    let ev = |t: i64, kind| SiftEvent { time_ps: t, kind };
+    let b = encode(
+        9,
+        0,
+        &Message::SiftAnnounce {
+            pad_offset: 4,
+            events: vec![ev(10, SiftKind::Key), ev(5, SiftKind::Test0)],
+        },
+        |_| 0,
+    );
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "SiftAnnounce.time_ps",
+            ..
+        }
+    ));
+    let mut b = encode(
+        9,
+        0,
+        &Message::SiftAnnounce {
+            pad_offset: 4,
+            events: vec![ev(10, SiftKind::Key)],
+        },
+        |_| 0,
+    );
+    b[HEADER_LEN + 8 + 4 + 8] = 3;
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "SiftAnnounce.kind",
+            ..
+        }
+    ));
+    let b = encode(
+        9,
+        1,
+        &Message::SiftReply(SiftReply {
+            test_coincidences: 2,
+            test_errors: 3,
+            ..SiftReply::default()
+        }),
+        |_| 0,
+    );
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "SiftReply.test_errors",
+            ..
+        }
+    ));
+    // A count beyond the limit is refused before anything is allocated.
+    let mut b = encode(
+        9,
+        0,
+        &Message::SiftAnnounce {
+            pad_offset: 0,
+            events: vec![],
+        },
+        |_| 0,
+    );
+    b[HEADER_LEN + 8..HEADER_LEN + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Oversized {
+            what: "SiftAnnounce.count",
             ..
         }
     ));
