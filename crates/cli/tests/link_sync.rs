@@ -5,7 +5,7 @@
 use qkdnet_core::timetag::TimeTag;
 use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Emulator, Bbm92Link};
 use qkdnet_keyrate::bbm92::Bbm92Cw;
-use qkdnet_link::sift::{sift, SiftConfig};
+use qkdnet_link::sift::{announce, sift, sift_alice, sift_bob, SiftConfig};
 use qkdnet_link::sync::{acquire, SyncConfig, Tracker};
 
 #[test]
@@ -150,6 +150,131 @@ fn sifting_after_sync_gives_the_modelled_rates_and_errors() {
     // Key errors: bin edges between the two detections (true pairs ≈ 27 ps / 10 ns,
     // accidentals 30 ps / 10 ns) — a fraction of a percent with 10 ns bins.
     assert!(s.qber_key() < 0.01, "{s:?} QBER_Z {}", s.qber_key());
+}
+
+/// The two ends as two nodes: Bob's records never reach Alice. Bob announces his
+/// detections over TCP (key-basis times folded, so no key bit travels); Alice locks her
+/// clock model on her records against the announcement alone, and the authenticated
+/// exchange gives each end its key bits. Rates, tallies and error rates agree with sifting
+/// both records in one place.
+#[test]
+fn two_ends_sift_over_tcp_from_bobs_announcement_alone() {
+    use qkdnet_core::Bits;
+    use qkdnet_distill::auth::AuthKeys;
+    use qkdnet_link::TcpTransport;
+    use qkdnet_wire::SiftKind;
+    let hw = Bbm92Cw {
+        pump_power_mw: 0.5,
+        coincidence_fwhm_ps: 150.0,
+        ..Bbm92Cw::default()
+    };
+    let emu = Bbm92Emulation {
+        seed: 13,
+        clock_offset_ps: [0.0, 0.42e12],
+        clock_frequency_error: [0.0, -3e-7],
+        phase_drift_rad_per_sqrt_s: 0.0,
+        polarisation_drift_rad_per_sqrt_s: 0.0,
+        ..Bbm92Emulation::default()
+    };
+    let link = Bbm92Link::new(hw, 33.5, 50.0, emu, vec![]).unwrap();
+    let mut e = Bbm92Emulator::new(link, 0.01).unwrap();
+    let mut tags: [Vec<TimeTag>; 2] = [Vec::new(), Vec::new()];
+    e.run_events(800, 2, |w| {
+        for (all, new) in tags.iter_mut().zip(&w.tags) {
+            all.extend_from_slice(new);
+        }
+    });
+    let cfg = SiftConfig::default();
+    // What Alice sees of Bob: his announcement, as time tags on his channels.
+    let seen: Vec<TimeTag> = announce(&tags[1], &cfg)
+        .events
+        .iter()
+        .map(|ev| TimeTag {
+            time_ps: ev.time_ps,
+            channel: match ev.kind {
+                SiftKind::Key => cfg.z_channel,
+                SiftKind::Test0 => cfg.x_channels[0],
+                SiftKind::Test1 => cfg.x_channels[1],
+            },
+        })
+        .collect();
+    let acq = acquire(&tags[0], &seen, &SyncConfig::default()).unwrap();
+    let truth = acquire(&tags[0], &tags[1], &SyncConfig::default()).unwrap();
+    let dt =
+        acq.model.predict(acq.model.reference_ps) - truth.model.predict(acq.model.reference_ps);
+    assert!(
+        dt.abs() < 30.0,
+        "model from the announcement off by {dt} ps"
+    );
+    let (from, to) = (acq.model.reference_ps, 7_500_000_000_000i64);
+    let a0 = tags[0].partition_point(|t| t.time_ps < from);
+    let a1 = tags[0].partition_point(|t| t.time_ps < to);
+    let alice = tags[0][a0..a1].to_vec();
+    let bob = tags[1].clone();
+    let psk = Bits::from_words(
+        (0..64u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect(),
+        4096,
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let psk_b = psk.duplicate();
+    let bob_end = std::thread::spawn(move || {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let mut t = TcpTransport::new(stream, 1 << 30).unwrap();
+        let mut auth = AuthKeys::from_preshared(psk_b).unwrap();
+        let r = sift_bob(&mut t, &mut auth, 1, &bob, &cfg).unwrap();
+        (r, auth.cursor())
+    });
+    let (stream, _) = listener.accept().unwrap();
+    let mut t = TcpTransport::new(stream, 1 << 30).unwrap();
+    let mut auth = AuthKeys::from_preshared(psk).unwrap();
+    let a = sift_alice(&mut t, &mut auth, 1, &alice, &acq.model, &cfg).unwrap();
+    let (b, bob_cursor) = bob_end.join().unwrap();
+    assert_eq!(a.reply, b.reply);
+    assert_eq!(auth.cursor(), bob_cursor, "two pads, at both ends");
+    assert_eq!(a.key.len(), b.key.len());
+    let one = sift(&alice, &tags[1], &acq.model, &cfg);
+    let near = |what: &str, x: f64, y: f64| {
+        let z = (x - y) / y.max(1.0).sqrt();
+        assert!(
+            z.abs() < 3.0,
+            "{what}: exchange {x} vs one place {y} (z {z:.2})"
+        );
+    };
+    near("key bits", a.key.len() as f64, one.key_alice.len() as f64);
+    near(
+        "test coincidences",
+        a.reply.test_coincidences as f64,
+        one.test_coincidences as f64,
+    );
+    near(
+        "test errors",
+        a.reply.test_errors as f64,
+        one.test_errors as f64,
+    );
+    // Each folded key detection offers Alice two candidate times, so key-basis accidentals
+    // double; the off-peak window counts them the same way.
+    near(
+        "off-peak (twice)",
+        a.reply.key_off_peak as f64,
+        2.0 * one.key_off_peak as f64,
+    );
+    // Key errors: those of sifting in one place (bin edges between partners), plus one for
+    // every accidental through a folded time's other candidate, which lies a bin away from
+    // Bob's detection (as many as the accidentals the off-peak window counts in one place).
+    let errors = a.key.hamming_distance(&b.key) as f64;
+    let one_errors = one.key_alice.hamming_distance(&one.key_bob) as f64;
+    eprintln!(
+        "exchange: {} key bits, {errors} errors, off-peak {}; one place: {} bits, {one_errors} errors, off-peak {}",
+        a.key.len(),
+        a.reply.key_off_peak,
+        one.key_alice.len(),
+        one.key_off_peak
+    );
+    near("key errors", errors, one_errors + one.key_off_peak as f64);
+    assert!(a.key.len() > 1000, "{} key bits", a.key.len());
 }
 
 /// The Nice laboratory link at 56.6 dB (scenarios/nice-lab-56db.toml): the coarse peak

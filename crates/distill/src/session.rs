@@ -342,27 +342,42 @@ pub enum Output {
 }
 
 /// State shared by both ends.
-struct Common {
+/// One authenticated conversation between the two ends: the messages of one block id,
+/// numbered from 0 across both directions, message `seq` tagged with pad
+/// `pad_offset + seq` (Wegman–Carter, [`AuthKeys`]). A distillation session is one; so is
+/// a sifting exchange (`qkdnet_link::sift`).
+#[derive(Debug)]
+pub struct AuthChannel {
     block_id: u64,
     seq: u32,
     pad_offset: u64,
     limits: Limits,
-    /// The block's accounting, filled in as the session goes (both ends keep the same).
-    prov: Provenance,
 }
 
-impl Common {
-    fn new(block_id: u64, pad_offset: u64) -> Self {
+impl AuthChannel {
+    /// A conversation about `block_id` whose first message uses pad `pad_offset`.
+    pub fn new(block_id: u64, pad_offset: u64) -> Self {
         Self {
             block_id,
             seq: 0,
             pad_offset,
             limits: Limits::default(),
-            prov: Provenance::empty(block_id),
         }
     }
 
-    fn send(&mut self, auth: &mut AuthKeys, msg: &Message) -> Result<Vec<u8>, SessionError> {
+    /// Messages sent and received so far (the next sequence number).
+    pub fn messages(&self) -> u32 {
+        self.seq
+    }
+
+    /// Skips one sequence number and its pad: after a message from the peer failed its
+    /// tag (its pad is spent), the reply (an `Abort`) takes the next one.
+    pub fn skip(&mut self) {
+        self.seq += 1;
+    }
+
+    /// Encodes and tags the next message.
+    pub fn send(&mut self, auth: &mut AuthKeys, msg: &Message) -> Result<Vec<u8>, SessionError> {
         let pad = self.pad_offset + u64::from(self.seq);
         let mut err = None;
         let bytes = encode(self.block_id, self.seq, msg, |b| match auth.tag(pad, b) {
@@ -376,12 +391,12 @@ impl Common {
             return Err(e.into());
         }
         self.seq += 1;
-        self.prov.messages += 1;
         Ok(bytes)
     }
 
-    /// Parses, authenticates and decodes one message from the peer.
-    fn receive(&mut self, auth: &mut AuthKeys, bytes: &[u8]) -> Result<Message, SessionError> {
+    /// Parses, authenticates and decodes the next message from the peer. An `Abort` is
+    /// returned as [`SessionError::PeerAborted`].
+    pub fn receive(&mut self, auth: &mut AuthKeys, bytes: &[u8]) -> Result<Message, SessionError> {
         let env = Envelope::parse(bytes, DEFAULT_MAX_PAYLOAD)?;
         if env.header.block_id != self.block_id {
             return Err(SessionError::Protocol(format!(
@@ -398,12 +413,41 @@ impl Common {
         let pad = self.pad_offset + u64::from(self.seq);
         auth.check(pad, env.authenticated_bytes(), env.tag(), env.header.seq)?;
         self.seq += 1;
-        self.prov.messages += 1;
         let msg = env.message(&self.limits)?;
         if let Message::Abort { code, reason } = msg {
             return Err(SessionError::PeerAborted { code, reason });
         }
         Ok(msg)
+    }
+}
+
+struct Common {
+    chan: AuthChannel,
+    /// The block's accounting, filled in as the session goes (both ends keep the same).
+    prov: Provenance,
+}
+
+impl Common {
+    fn new(block_id: u64, pad_offset: u64) -> Self {
+        Self {
+            chan: AuthChannel::new(block_id, pad_offset),
+            prov: Provenance::empty(block_id),
+        }
+    }
+
+    fn send(&mut self, auth: &mut AuthKeys, msg: &Message) -> Result<Vec<u8>, SessionError> {
+        let bytes = self.chan.send(auth, msg)?;
+        self.prov.messages += 1;
+        Ok(bytes)
+    }
+
+    /// Parses, authenticates and decodes one message from the peer.
+    fn receive(&mut self, auth: &mut AuthKeys, bytes: &[u8]) -> Result<Message, SessionError> {
+        let before = self.chan.seq;
+        let r = self.chan.receive(auth, bytes);
+        // Every message that passed its tag counts (an Abort, a bad payload too).
+        self.prov.messages += u64::from(self.chan.seq - before);
+        r
     }
 }
 
@@ -1004,7 +1048,7 @@ impl BobSession {
         if matches!(self.state, BobState::ExpectHello) {
             let env = Envelope::parse(bytes, DEFAULT_MAX_PAYLOAD)?;
             if env.header.message_type == MessageType::Hello {
-                let m = env.message(&self.common.limits)?;
+                let m = env.message(&self.common.chan.limits)?;
                 if let Message::Hello(h) = m {
                     if h.pad_offset < auth.cursor() {
                         self.state = BobState::Over;
@@ -1014,7 +1058,7 @@ impl BobSession {
                             auth.cursor()
                         )));
                     }
-                    self.common.pad_offset = h.pad_offset;
+                    self.common.chan.pad_offset = h.pad_offset;
                 }
             }
         }
@@ -1032,7 +1076,7 @@ impl BobSession {
                 if failed_on_hello {
                     // Alice's first flight is Hello + Sample: skip the Sample's sequence
                     // number (and pad) so that the Abort never shares a pad with it.
-                    self.common.seq += 1;
+                    self.common.chan.skip();
                 }
                 let abort = Message::Abort {
                     code: abort_code::PROTOCOL,
