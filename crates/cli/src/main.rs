@@ -19,6 +19,7 @@ mod rate;
 mod report;
 mod run;
 mod scenario;
+mod sift;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ enum Command {
     Node(Box<node::NodeArgs>),
     /// Distil final keys from two files of sifted bits (the full authenticated session).
     Distill(Box<distill::DistillArgs>),
+    /// Sift a BBM92 link's two recordings as two processes over TCP (`alice` listens and
+    /// synchronises on Bob's announcements, `bob` connects and announces).
+    Sift(Box<sift::SiftArgs>),
     /// Run a BBM92 link unattended in virtual time (window level) with full distillation.
     Run(Box<run::RunArgs>),
     /// Emulate a scenario's link at event level and write each node's time tags.
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Bench(cmd) => bench::run(&cmd),
         Command::Distill(args) => distill::run(&args),
+        Command::Sift(args) => sift::run(&args),
         Command::Certs(args) => certs::run(&args),
     };
     match result {

@@ -5,7 +5,7 @@
 use qkdnet_core::timetag::TimeTag;
 use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Emulator, Bbm92Link};
 use qkdnet_keyrate::bbm92::Bbm92Cw;
-use qkdnet_link::sift::{announce, sift, sift_alice, sift_bob, SiftConfig};
+use qkdnet_link::sift::{announce, announced_tags, sift, sift_alice, sift_bob, SiftConfig};
 use qkdnet_link::sync::{acquire, SyncConfig, Tracker};
 
 #[test]
@@ -162,7 +162,6 @@ fn two_ends_sift_over_tcp_from_bobs_announcement_alone() {
     use qkdnet_core::Bits;
     use qkdnet_distill::auth::AuthKeys;
     use qkdnet_link::TcpTransport;
-    use qkdnet_wire::SiftKind;
     let hw = Bbm92Cw {
         pump_power_mw: 0.5,
         coincidence_fwhm_ps: 150.0,
@@ -186,18 +185,7 @@ fn two_ends_sift_over_tcp_from_bobs_announcement_alone() {
     });
     let cfg = SiftConfig::default();
     // What Alice sees of Bob: his announcement, as time tags on his channels.
-    let seen: Vec<TimeTag> = announce(&tags[1], &cfg)
-        .events
-        .iter()
-        .map(|ev| TimeTag {
-            time_ps: ev.time_ps,
-            channel: match ev.kind {
-                SiftKind::Key => cfg.z_channel,
-                SiftKind::Test0 => cfg.x_channels[0],
-                SiftKind::Test1 => cfg.x_channels[1],
-            },
-        })
-        .collect();
+    let seen = announced_tags(&announce(&tags[1], &cfg).events, &cfg);
     let acq = acquire(&tags[0], &seen, &SyncConfig::default()).unwrap();
     let truth = acquire(&tags[0], &tags[1], &SyncConfig::default()).unwrap();
     let dt =

@@ -510,26 +510,94 @@ pub fn sift_bob(
     Ok(Exchanged { key, reply })
 }
 
-/// Alice's end of the sifting exchange of batch `batch` over `t`: takes Bob's
-/// announcement, matches it against `alice` (her time-ordered records of the batch) with
-/// her clock model and replies. A failure is told to Bob with an `Abort`.
-pub fn sift_alice(
+/// Bob's announcement as Alice received it, authenticated; answer it with
+/// [`Announced::reply`].
+pub struct Announced {
+    chan: AuthChannel,
+    /// The announced detections, time ordered.
+    pub events: Vec<SiftEvent>,
+}
+
+impl std::fmt::Debug for Announced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Announced")
+            .field("events", &self.events.len())
+            .finish()
+    }
+}
+
+impl Announced {
+    /// Sends Alice's reply (the exchange's second pad).
+    pub fn reply(
+        mut self,
+        t: &mut dyn Transport,
+        auth: &mut AuthKeys,
+        reply: &SiftReply,
+    ) -> Result<(), DriveError> {
+        t.send(&self.chan.send(auth, &Message::SiftReply(reply.clone()))?)?;
+        Ok(())
+    }
+}
+
+/// What Alice receives from Bob in a stream of batches.
+#[derive(Debug)]
+pub enum FromBob {
+    /// The next batch's announcement.
+    Batch(Announced),
+    /// Bob ended the stream ([`end_stream`]) holding this many key bits.
+    End {
+        /// Bob's key bits over the whole stream.
+        key_bits: u64,
+    },
+}
+
+/// Bob ends a stream of batches after batch `batch − 1`: an authenticated `Done` naming
+/// the key bits he holds (one pad, at his cursor), so that Alice can tell a complete
+/// stream from a connection that dropped, and check she holds as many.
+pub fn end_stream(
     t: &mut dyn Transport,
     auth: &mut AuthKeys,
     batch: u64,
-    alice: &[TimeTag],
-    model: &ClockModel,
-    cfg: &SiftConfig,
-) -> Result<Exchanged, DriveError> {
+    key_bits: u64,
+) -> Result<(), DriveError> {
+    let mut chan = AuthChannel::new(batch, auth.cursor());
+    let bytes = chan.send(
+        auth,
+        &Message::Done {
+            output_bits: key_bits,
+        },
+    )?;
+    t.send(&bytes)?;
+    Ok(())
+}
+
+/// Alice's first half of the exchange of batch `batch`, in a stream: Bob's next
+/// announcement, or the end of his stream. A failure is told to Bob with an `Abort`.
+pub fn receive_from_bob(
+    t: &mut dyn Transport,
+    auth: &mut AuthKeys,
+    batch: u64,
+) -> Result<FromBob, DriveError> {
     let bytes = t.recv()?;
+    let env = qkdnet_wire::Envelope::parse(&bytes, qkdnet_wire::DEFAULT_MAX_PAYLOAD)
+        .map_err(SessionError::from)?;
+    if env.header.message_type == qkdnet_wire::MessageType::Done {
+        let mut chan = AuthChannel::new(batch, auth.cursor());
+        return match chan.receive(auth, &bytes)? {
+            Message::Done { output_bits } => Ok(FromBob::End {
+                key_bits: output_bits,
+            }),
+            other => Err(SessionError::Protocol(format!(
+                "expected Done, got {}",
+                other.message_type()
+            ))
+            .into()),
+        };
+    }
     // The announcement names its pad; it must not be one already used.
-    let pad_offset = qkdnet_wire::Envelope::parse(&bytes, qkdnet_wire::DEFAULT_MAX_PAYLOAD)
-        .ok()
-        .and_then(|env| {
-            (env.header.message_type == qkdnet_wire::MessageType::SiftAnnounce)
-                .then(|| env.message(&qkdnet_wire::Limits::default()).ok())
-                .flatten()
-        })
+    let pad_offset = (env.header.message_type == qkdnet_wire::MessageType::SiftAnnounce)
+        .then(|| env.message(&qkdnet_wire::Limits::default()).ok())
+        .flatten()
         .and_then(|m| match m {
             Message::SiftAnnounce { pad_offset, .. } => Some(pad_offset),
             _ => None,
@@ -542,15 +610,13 @@ pub fn sift_alice(
         .into());
     };
     let mut chan = AuthChannel::new(batch, pad_offset);
-    let events = match chan.receive(auth, &bytes) {
-        Ok(Message::SiftAnnounce { events, .. }) => events,
-        Ok(other) => {
-            return Err(SessionError::Protocol(format!(
-                "expected SiftAnnounce, got {}",
-                other.message_type()
-            ))
-            .into())
-        }
+    match chan.receive(auth, &bytes) {
+        Ok(Message::SiftAnnounce { events, .. }) => Ok(FromBob::Batch(Announced { chan, events })),
+        Ok(other) => Err(SessionError::Protocol(format!(
+            "expected SiftAnnounce, got {}",
+            other.message_type()
+        ))
+        .into()),
         Err(e) => {
             // The announcement's pad is spent whether or not its tag held.
             if chan.messages() == 0 {
@@ -563,12 +629,57 @@ pub fn sift_alice(
             if let Ok(b) = chan.send(auth, &abort) {
                 t.send(&b)?;
             }
-            return Err(e.into());
+            Err(e.into())
         }
-    };
-    let (key, reply) = match_announcement(alice, &events, model, cfg);
-    t.send(&chan.send(auth, &Message::SiftReply(reply.clone()))?)?;
+    }
+}
+
+/// Alice's first half of a single exchange of batch `batch`: receives and authenticates
+/// Bob's announcement. A failure is told to Bob with an `Abort`.
+pub fn receive_announcement(
+    t: &mut dyn Transport,
+    auth: &mut AuthKeys,
+    batch: u64,
+) -> Result<Announced, DriveError> {
+    match receive_from_bob(t, auth, batch)? {
+        FromBob::Batch(a) => Ok(a),
+        FromBob::End { .. } => Err(SessionError::Protocol(format!(
+            "batch {batch}: Bob ended the stream where an announcement was expected"
+        ))
+        .into()),
+    }
+}
+
+/// Alice's end of the sifting exchange of batch `batch` over `t`: takes Bob's
+/// announcement, matches it against `alice` (her time-ordered records of the batch) with
+/// her clock model and replies. A failure is told to Bob with an `Abort`.
+pub fn sift_alice(
+    t: &mut dyn Transport,
+    auth: &mut AuthKeys,
+    batch: u64,
+    alice: &[TimeTag],
+    model: &ClockModel,
+    cfg: &SiftConfig,
+) -> Result<Exchanged, DriveError> {
+    let ann = receive_announcement(t, auth, batch)?;
+    let (key, reply) = match_announcement(alice, &ann.events, model, cfg);
+    ann.reply(t, auth, &reply)?;
     Ok(Exchanged { key, reply })
+}
+
+/// The announced detections as time tags on Bob's channels (what Alice synchronises on).
+pub fn announced_tags(events: &[SiftEvent], cfg: &SiftConfig) -> Vec<TimeTag> {
+    events
+        .iter()
+        .map(|e| TimeTag {
+            time_ps: e.time_ps,
+            channel: match e.kind {
+                SiftKind::Key => cfg.z_channel,
+                SiftKind::Test0 => cfg.x_channels[0],
+                SiftKind::Test1 => cfg.x_channels[1],
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,241 @@
+//! `qkdnet sift alice|bob` as two processes on emulated Nice recordings: Alice never sees
+//! Bob's recording, locks her clock model on his announcements, and both ends write the
+//! same number of sifted key bits with the link's error rates; bad flags and files are
+//! refused with the flag or file named.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+mod common;
+use common::{qkdnet, root};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("qkdnet-sift-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Emulated recordings of the Nice 50 km link with a weak pump (the scenario's clocks:
+/// Bob 0.25 s off, 7 ps/s apart), and a pre-shared key.
+fn recordings(d: &Path, seconds: &str) {
+    let scenario = std::fs::read_to_string(root().join("scenarios/nice-50km.toml"))
+        .unwrap()
+        .replace("pump_power_mw = 5.0", "pump_power_mw = 0.3");
+    std::fs::write(d.join("s.toml"), scenario).unwrap();
+    let (code, _, err) = qkdnet(&[
+        "emulate",
+        "--scenario",
+        d.join("s.toml").to_str().unwrap(),
+        "--seconds",
+        seconds,
+        "--formats",
+        "qtt",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let psk: Vec<u8> = (0..512u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(d.join("psk.bin"), psk).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn alice_and_bob_sift_their_own_recordings_over_tcp() {
+    let d = tmp("two");
+    recordings(&d, "9");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let path = |f: &str| d.join(f).to_str().unwrap().to_string();
+    let alice = Command::new(env!("CARGO_BIN_EXE_qkdnet"))
+        .args([
+            "sift",
+            "alice",
+            "--records",
+            &path("alice.qtt"),
+            "--listen",
+            &addr,
+            "--psk",
+            &path("psk.bin"),
+            "--out",
+            &path("alice.bits"),
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, bob_out, err) = qkdnet(&[
+        "sift",
+        "bob",
+        "--records",
+        &path("bob.qtt"),
+        "--connect",
+        &addr,
+        "--psk",
+        &path("psk.bin"),
+        "--out",
+        &path("bob.bits"),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "bob: {err}");
+    let a = alice.wait_with_output().unwrap();
+    assert!(
+        a.status.success(),
+        "alice: {}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    let ja: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    let jb: serde_json::Value = serde_json::from_str(&bob_out).unwrap();
+    // The same tallies at both ends; Alice found the model from the announcements.
+    for f in [
+        "batches",
+        "key_bits",
+        "test_coincidences",
+        "test_errors",
+        "key_off_peak",
+    ] {
+        assert_eq!(ja[f], jb[f], "{f}");
+    }
+    assert!(
+        ja["locked_at_batch"].as_u64().is_some_and(|k| k <= 3),
+        "{ja}"
+    );
+    let ka = std::fs::read(d.join("alice.bits")).unwrap();
+    let kb = std::fs::read(d.join("bob.bits")).unwrap();
+    assert_eq!(ka.len(), kb.len());
+    assert_eq!(ka.len() as u64 * 8, ja["key_bits"].as_u64().unwrap());
+    assert!(ka.len() > 500, "{} key bytes", ka.len());
+    let errors: u32 = ka.iter().zip(&kb).map(|(x, y)| (x ^ y).count_ones()).sum();
+    let qber_z = f64::from(errors) / (8 * ka.len()) as f64;
+    // The emulator's closed forms at this pump: QBER_X 2.6 %; QBER_Z from bin edges and
+    // accidentals (through both fold candidates) under 1.5 %.
+    assert!(qber_z < 0.015, "QBER_Z {qber_z}");
+    let qber_x = ja["qber_x"].as_f64().unwrap();
+    assert!((0.015..0.04).contains(&qber_x), "QBER_X {qber_x}");
+
+    // A pre-shared key with pads for two batches only: Bob cannot authenticate the third
+    // announcement and stops; Alice sees the connection drop before the stream's end, and
+    // neither writes a key file.
+    std::fs::write(
+        d.join("short.bin"),
+        &std::fs::read(d.join("psk.bin")).unwrap()[..48],
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let alice = Command::new(env!("CARGO_BIN_EXE_qkdnet"))
+        .args([
+            "sift",
+            "alice",
+            "--records",
+            &path("alice.qtt"),
+            "--listen",
+            &addr,
+            "--psk",
+            &path("short.bin"),
+            "--out",
+            &path("alice2.bits"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, _, err) = qkdnet(&[
+        "sift",
+        "bob",
+        "--records",
+        &path("bob.qtt"),
+        "--connect",
+        &addr,
+        "--psk",
+        &path("short.bin"),
+        "--out",
+        &path("bob2.bits"),
+    ]);
+    assert_eq!(code, 1, "bob: {err}");
+    assert!(err.contains("authentication"), "{err}");
+    let a = alice.wait_with_output().unwrap();
+    let aerr = String::from_utf8_lossy(&a.stderr);
+    assert_eq!(a.status.code(), Some(1), "alice: {aerr}");
+    assert!(aerr.contains("nothing written"), "{aerr}");
+    assert!(!d.join("alice2.bits").exists() && !d.join("bob2.bits").exists());
+}
+
+#[test]
+fn bad_flags_and_files_are_named() {
+    let d = tmp("bad");
+    let path = |f: &str| d.join(f).to_str().unwrap().to_string();
+    std::fs::write(d.join("psk.bin"), [7u8; 512]).unwrap();
+    std::fs::write(d.join("junk.qtt"), b"not a recording at all").unwrap();
+    let run = |args: &[&str]| {
+        let mut v = vec!["sift"];
+        v.extend_from_slice(args);
+        qkdnet(&v)
+    };
+    let (code, _, err) = run(&[
+        "alice",
+        "--records",
+        &path("junk.qtt"),
+        "--listen",
+        "127.0.0.1:0",
+        "--psk",
+        &path("psk.bin"),
+        "--out",
+        &path("o.bits"),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--records") && err.contains("junk.qtt"),
+        "{err}"
+    );
+    let (code, _, err) = run(&[
+        "bob",
+        "--records",
+        &path("junk.qtt"),
+        "--psk",
+        &path("psk.bin"),
+        "--out",
+        &path("o.bits"),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--connect"), "{err}");
+    let (code, _, err) = run(&[
+        "alice",
+        "--records",
+        &path("junk.qtt"),
+        "--listen",
+        "127.0.0.1:0",
+        "--psk",
+        &path("psk.bin"),
+        "--out",
+        &path("o.bits"),
+        "--window-ps",
+        "20000",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--window-ps"), "{err}");
+    std::fs::write(d.join("short.bin"), [1u8; 4]).unwrap();
+    let (code, _, err) = run(&[
+        "alice",
+        "--records",
+        &path("junk.qtt"),
+        "--listen",
+        "127.0.0.1:0",
+        "--psk",
+        &path("short.bin"),
+        "--out",
+        &path("o.bits"),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--psk"), "{err}");
+    assert!(!d.join("o.bits").exists(), "no output after a refusal");
+}
