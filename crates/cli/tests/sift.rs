@@ -239,3 +239,76 @@ fn bad_flags_and_files_are_named() {
     assert!(err.contains("--psk"), "{err}");
     assert!(!d.join("o.bits").exists(), "no output after a refusal");
 }
+
+/// Decoy-state BB84 over TCP on an emulated link (Lim et al.'s parameters, 20 dB): Bob's
+/// clicks and Alice's log never meet; the exchange's per-intensity tallies are the
+/// emulator's own basis-matched counts.
+#[test]
+fn decoy_bb84_sifting_over_tcp_matches_the_emulators_tally() {
+    use qkdnet_distill::auth::AuthKeys;
+    use qkdnet_emulator::bb84::{tally, Bb84Emulation, Bb84Emulator, Bb84Link};
+    use qkdnet_keyrate::decoy_bb84::DecoyBb84;
+    use qkdnet_link::sift_bb84::{sift_alice, sift_bob, Detection, Emission};
+    use qkdnet_link::TcpTransport;
+    let link = Bb84Link::new(DecoyBb84::default(), 20.0, Bb84Emulation::default()).unwrap();
+    let mut emu = Bb84Emulator::new(link, 0.01).unwrap();
+    let w = emu.step_events();
+    let t = tally(&w);
+    // Split the emulator's records into what each end holds (one record per pulse).
+    let mut clicks = w.clicks.clone();
+    clicks.dedup_by_key(|c| c.pulse);
+    let bob: Vec<Detection> = clicks
+        .iter()
+        .map(|c| Detection {
+            pulse: c.pulse,
+            basis: c.bob_basis,
+            // Double clicks squashed to a bit Bob draws (here from the pulse number).
+            bit: c.bob_bit((c.pulse % 2) as u8),
+        })
+        .collect();
+    let log: Vec<Emission> = clicks
+        .iter()
+        .map(|c| Emission {
+            pulse: c.pulse,
+            basis: c.alice_basis,
+            bit: c.alice_bit,
+            intensity: c.intensity,
+        })
+        .collect();
+    let psk =
+        qkdnet_core::Bits::from_words((0..16u64).map(|i| i * 0x9e37_79b9 + 1).collect(), 1024);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let psk_b = psk.duplicate();
+    let h = std::thread::spawn(move || {
+        let mut tr =
+            TcpTransport::new(std::net::TcpStream::connect(addr).unwrap(), 1 << 30).unwrap();
+        let mut auth = AuthKeys::from_preshared(psk_b).unwrap();
+        sift_bob(&mut tr, &mut auth, 0, &bob).unwrap()
+    });
+    let mut tr = TcpTransport::new(listener.accept().unwrap().0, 1 << 30).unwrap();
+    let mut auth = AuthKeys::from_preshared(psk).unwrap();
+    let a = sift_alice(&mut tr, &mut auth, 0, &log).unwrap();
+    let b = h.join().unwrap();
+    assert_eq!(a.tally, b.tally);
+    assert_eq!(a.key.len(), b.key.len());
+    let dups = w.clicks.len() - clicks.len();
+    for k in 0..3 {
+        let (key, test) = (t.clicks[k][0], t.clicks[k][1]);
+        assert!(key.abs_diff(a.tally.key[k]) <= dups as u64, "key[{k}]");
+        assert!(test.abs_diff(a.tally.test[k]) <= dups as u64, "test[{k}]");
+        // Double clicks: half an error in the emulator's tally, a coin here.
+        let (e, got) = (t.errors[k][1], a.tally.test_errors[k] as f64);
+        assert!(
+            (got - e).abs() <= 3.0 * e.max(1.0).sqrt() + 2.0,
+            "test errors[{k}]: {got} vs {e}"
+        );
+    }
+    let errors = a.key.hamming_distance(&b.key) as f64;
+    let want: f64 = (0..3).map(|k| t.errors[k][0]).sum();
+    assert!(
+        (errors - want).abs() <= 3.0 * want.max(1.0).sqrt() + 2.0,
+        "key errors {errors} vs {want}"
+    );
+    assert!(a.key.len() > 1_000, "{} key bits", a.key.len());
+}

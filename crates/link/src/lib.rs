@@ -16,7 +16,9 @@
 //!   (qkdnet `.qtt` or PicoQuant PTU) window by window.
 //!
 //! - [`sift`]: time–energy BBM92 sifting of synchronised records (key bits from time
-//!   bins, test bits from the analyser outputs, accidentals off the peak).
+//!   bins, test bits from the analyser outputs, accidentals off the peak), in one place or
+//!   between the two ends over a [`Transport`] (folded key times);
+//! - [`sift_bb84`]: decoy-state BB84 sifting between the two ends over a [`Transport`].
 //!
 //! - [`control`]: the control loops as controllers of per-window measurements — the
 //!   analysers' phase lock (dithered minimum of QBER_X), polarisation compensation
@@ -27,15 +29,17 @@
 //!   availability.
 //!
 //! `qkdnet run` (in the CLI) ties the supervisor, the loops and distillation to the
-//! emulator at window level. What this crate does not have yet: the sifting announcements
-//! over the `Transport`, and an event-level run driving the frontends (issue 4). `TcpTransport` is the one place in the library crates that touches
-//! sockets: the session logic stays sans-IO in `qkdnet-distill`, and this crate only moves
+//! emulator at window level ([`events`] at event level); `qkdnet sift` runs the BBM92
+//! exchange between two processes. What this crate does not have yet: twin-field and MDI
+//! relay announcements over the `Transport`. `TcpTransport` is the one place in the
+//! library crates that touches sockets: the session logic stays sans-IO in `qkdnet-distill`, and this crate only moves
 //! its bytes.
 
 pub mod control;
 pub mod events;
 pub mod replay;
 pub mod sift;
+pub mod sift_bb84;
 pub mod supervisor;
 pub mod sync;
 

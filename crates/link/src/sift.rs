@@ -594,29 +594,46 @@ pub fn receive_from_bob(
             .into()),
         };
     }
-    // The announcement names its pad; it must not be one already used.
-    let pad_offset = (env.header.message_type == qkdnet_wire::MessageType::SiftAnnounce)
-        .then(|| env.message(&qkdnet_wire::Limits::default()).ok())
-        .flatten()
-        .and_then(|m| match m {
-            Message::SiftAnnounce { pad_offset, .. } => Some(pad_offset),
-            _ => None,
-        });
-    let Some(pad_offset) = pad_offset.filter(|&p| p >= auth.cursor()) else {
-        return Err(SessionError::Protocol(format!(
-            "batch {batch}: expected a SiftAnnounce naming a pad at or after {}",
-            auth.cursor()
-        ))
-        .into());
-    };
-    let mut chan = AuthChannel::new(batch, pad_offset);
-    match chan.receive(auth, &bytes) {
-        Ok(Message::SiftAnnounce { events, .. }) => Ok(FromBob::Batch(Announced { chan, events })),
-        Ok(other) => Err(SessionError::Protocol(format!(
+    let (chan, msg) = open_exchange(t, auth, batch, &bytes, &env)?;
+    match msg {
+        Message::SiftAnnounce { events, .. } => Ok(FromBob::Batch(Announced { chan, events })),
+        other => Err(SessionError::Protocol(format!(
             "expected SiftAnnounce, got {}",
             other.message_type()
         ))
         .into()),
+    }
+}
+
+/// Opens the exchange of batch `batch` that Bob's first message `bytes` (parsed as `env`)
+/// starts: the pad it names (a `SiftAnnounce` or `BasisAnnounce`; not below `auth`'s
+/// cursor), its tag checked. A failure is told to Bob with an `Abort` on the next pad.
+pub(crate) fn open_exchange(
+    t: &mut dyn Transport,
+    auth: &mut AuthKeys,
+    batch: u64,
+    bytes: &[u8],
+    env: &qkdnet_wire::Envelope<'_>,
+) -> Result<(AuthChannel, Message), DriveError> {
+    let pad_offset = env
+        .message(&qkdnet_wire::Limits::default())
+        .ok()
+        .and_then(|m| match m {
+            Message::SiftAnnounce { pad_offset, .. }
+            | Message::BasisAnnounce { pad_offset, .. } => Some(pad_offset),
+            _ => None,
+        });
+    let Some(pad_offset) = pad_offset.filter(|&p| p >= auth.cursor()) else {
+        return Err(SessionError::Protocol(format!(
+            "batch {batch}: expected an announcement naming a pad at or after {}, got {}",
+            auth.cursor(),
+            env.header.message_type
+        ))
+        .into());
+    };
+    let mut chan = AuthChannel::new(batch, pad_offset);
+    match chan.receive(auth, bytes) {
+        Ok(m) => Ok((chan, m)),
         Err(e) => {
             // The announcement's pad is spent whether or not its tag held.
             if chan.messages() == 0 {

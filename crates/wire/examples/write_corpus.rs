@@ -94,6 +94,17 @@ fn main() {
             guarded: 0,
             key_off_peak: 1,
         }),
+        Message::BasisAnnounce {
+            pad_offset: 1 << 20,
+            events: vec![
+                BasisEvent { pulse: 17, code: 0 },
+                BasisEvent { pulse: 90, code: 2 },
+            ],
+        },
+        Message::BasisReply(BasisReply {
+            choices: vec![0, 3],
+            test_errors: [0, 1, 0],
+        }),
     ];
     for (i, m) in msgs.iter().enumerate() {
         let b = encode(42, i as u32, m, |_| 0x0123_4567_89ab_cdef);

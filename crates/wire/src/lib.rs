@@ -61,6 +61,13 @@
 //!   detections that made key, in key-bit order, each at most once), then `u64
 //!   test_coincidences, u64 test_errors, u64 mixed, u64 guarded, u64 key_off_peak`. Since
 //!   version 7.
+//! - `BasisAnnounce` (15), Bob → Alice, decoy-state BB84 sifting of one batch: `u64
+//!   pad_offset, u32 count`, then `count × (u64 pulse, u8 code)`, pulses strictly
+//!   increasing; code 0: a detection in the key basis Z (its bit withheld), 1 and 2: in the
+//!   test basis X with bit 0 or 1 (test bits are public). Since version 7.
+//! - `BasisReply` (16), Alice → Bob: `u32 count, count × u8` (per announced detection, in
+//!   order: bit 0 Alice's basis, bits 1–2 her intensity index 0..=2), then `3 × u64` test-basis
+//!   errors per intensity among the detections where both chose X. Since version 7.
 
 use std::fmt;
 
@@ -161,6 +168,10 @@ pub enum MessageType {
     SiftAnnounce = 13,
     /// Alice's coincidences: which announced detections made key, and the tallies.
     SiftReply = 14,
+    /// Bob's BB84 detections: pulse numbers and bases (test-basis bits in clear).
+    BasisAnnounce = 15,
+    /// Alice's bases and intensities for those detections, and the test errors.
+    BasisReply = 16,
 }
 
 impl MessageType {
@@ -180,6 +191,8 @@ impl MessageType {
             12 => Self::FrameVerdict,
             13 => Self::SiftAnnounce,
             14 => Self::SiftReply,
+            15 => Self::BasisAnnounce,
+            16 => Self::BasisReply,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -227,6 +240,24 @@ pub struct SiftReply {
     pub guarded: u64,
     /// Key-basis coincidences in the off-peak window (accidentals).
     pub key_off_peak: u64,
+}
+
+/// One BB84 detection Bob announces (`BasisAnnounce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BasisEvent {
+    /// Pulse number.
+    pub pulse: u64,
+    /// 0: key basis Z (bit withheld); 1, 2: test basis X with bit 0, 1.
+    pub code: u8,
+}
+
+/// Alice's answer to a `BasisAnnounce`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BasisReply {
+    /// Per announced detection: bit 0 her basis (0 = Z, 1 = X), bits 1–2 her intensity.
+    pub choices: Vec<u8>,
+    /// Test-basis errors per intensity where both chose X.
+    pub test_errors: [u64; 3],
 }
 
 /// A bit string on the wire.
@@ -364,6 +395,15 @@ pub enum Message {
     },
     /// Alice's coincidences with an announcement.
     SiftReply(SiftReply),
+    /// Bob's BB84 detections of a batch.
+    BasisAnnounce {
+        /// First of the two pads the exchange uses.
+        pad_offset: u64,
+        /// The detections, pulses strictly increasing.
+        events: Vec<BasisEvent>,
+    },
+    /// Alice's bases and intensities for them.
+    BasisReply(BasisReply),
     /// The session stops.
     Abort {
         /// Machine-readable reason.
@@ -391,6 +431,8 @@ impl Message {
             Self::FrameVerdict { .. } => MessageType::FrameVerdict,
             Self::SiftAnnounce { .. } => MessageType::SiftAnnounce,
             Self::SiftReply(_) => MessageType::SiftReply,
+            Self::BasisAnnounce { .. } => MessageType::BasisAnnounce,
+            Self::BasisReply(_) => MessageType::BasisReply,
         }
     }
 }
@@ -653,6 +695,22 @@ fn encode_payload(msg: &Message, out: &mut Vec<u8>) {
                 r.key_off_peak,
             ] {
                 out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        Message::BasisAnnounce { pad_offset, events } => {
+            out.extend_from_slice(&pad_offset.to_le_bytes());
+            out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+            out.reserve(9 * events.len());
+            for e in events {
+                out.extend_from_slice(&e.pulse.to_le_bytes());
+                out.push(e.code);
+            }
+        }
+        Message::BasisReply(r) => {
+            out.extend_from_slice(&(r.choices.len() as u32).to_le_bytes());
+            out.extend_from_slice(&r.choices);
+            for e in r.test_errors {
+                out.extend_from_slice(&e.to_le_bytes());
             }
         }
         Message::Abort { code, reason } => {
@@ -1035,6 +1093,50 @@ fn decode_payload(t: MessageType, b: &[u8], limits: &Limits) -> Result<Message, 
             }
             r.finish()?;
             Message::SiftReply(reply)
+        }
+        MessageType::BasisAnnounce => {
+            let mut r = Reader::new(b, "BasisAnnounce");
+            let pad_offset = r.u64()?;
+            let n = r.count(limits.max_events, "BasisAnnounce.count")?;
+            let mut events: Vec<BasisEvent> = Vec::with_capacity((n as usize).min(r.b.len() / 9));
+            for _ in 0..n {
+                let pulse = r.u64()?;
+                let code = r.u8()?;
+                if code > 2 {
+                    return Err(WireError::Invalid {
+                        what: "BasisAnnounce.code",
+                        value: code.to_string(),
+                    });
+                }
+                if let Some(prev) = events.last() {
+                    if pulse <= prev.pulse {
+                        return Err(WireError::Invalid {
+                            what: "BasisAnnounce.pulse",
+                            value: format!("{pulse} after {} (not increasing)", prev.pulse),
+                        });
+                    }
+                }
+                events.push(BasisEvent { pulse, code });
+            }
+            r.finish()?;
+            Message::BasisAnnounce { pad_offset, events }
+        }
+        MessageType::BasisReply => {
+            let mut r = Reader::new(b, "BasisReply");
+            let n = r.count(limits.max_events, "BasisReply.count")?;
+            let choices = r.take(n as usize)?.to_vec();
+            if let Some(&c) = choices.iter().find(|&&c| c > 5) {
+                return Err(WireError::Invalid {
+                    what: "BasisReply.choice",
+                    value: c.to_string(),
+                });
+            }
+            let test_errors = [r.u64()?, r.u64()?, r.u64()?];
+            r.finish()?;
+            Message::BasisReply(BasisReply {
+                choices,
+                test_errors,
+            })
         }
         MessageType::Abort => {
             let mut r = Reader::new(b, "Abort");

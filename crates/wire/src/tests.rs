@@ -129,6 +129,23 @@ fn message_strategy() -> impl Strategy<Value = Message> {
                 guarded: t[3],
                 key_off_peak: t[4],
             })),
+        (
+            any::<u64>(),
+            proptest::collection::btree_map(any::<u64>(), 0u8..3, 0..20)
+        )
+            .prop_map(|(pad_offset, ev)| Message::BasisAnnounce {
+                pad_offset,
+                events: ev
+                    .into_iter()
+                    .map(|(pulse, code)| BasisEvent { pulse, code })
+                    .collect(),
+            }),
+        (proptest::collection::vec(0u8..6, 0..20), any::<[u64; 3]>()).prop_map(
+            |(choices, test_errors)| Message::BasisReply(BasisReply {
+                choices,
+                test_errors
+            })
+        ),
     ]
 }
 
@@ -362,6 +379,62 @@ fn malformed_messages_give_typed_errors() {
         env.message(&Limits::default()).unwrap_err(),
         WireError::Oversized {
             what: "SiftAnnounce.count",
+            ..
+        }
+    ));
+    // BB84 announcements: pulses strictly increasing, known codes; replies with known
+    // choices.
+    let b = encode(
+        9,
+        0,
+        &Message::BasisAnnounce {
+            pad_offset: 0,
+            events: vec![
+                BasisEvent { pulse: 5, code: 0 },
+                BasisEvent { pulse: 5, code: 1 },
+            ],
+        },
+        |_| 0,
+    );
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "BasisAnnounce.pulse",
+            ..
+        }
+    ));
+    let b = encode(
+        9,
+        0,
+        &Message::BasisAnnounce {
+            pad_offset: 0,
+            events: vec![BasisEvent { pulse: 5, code: 3 }],
+        },
+        |_| 0,
+    );
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "BasisAnnounce.code",
+            ..
+        }
+    ));
+    let b = encode(
+        9,
+        1,
+        &Message::BasisReply(BasisReply {
+            choices: vec![1, 6],
+            test_errors: [0; 3],
+        }),
+        |_| 0,
+    );
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "BasisReply.choice",
             ..
         }
     ));
