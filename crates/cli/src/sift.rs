@@ -91,8 +91,10 @@ struct Totals {
     mixed: u64,
     guarded: u64,
     key_off_peak: u64,
-    /// Alice only: the batch at which the clock model was found.
+    /// Alice only: the batch at which the clock model was (last) found.
     locked_at: Option<u64>,
+    /// Alice only: times the lock was lost and acquisition started again.
+    relocks: u64,
     announced: u64,
 }
 
@@ -107,6 +109,7 @@ impl Default for Totals {
             guarded: 0,
             key_off_peak: 0,
             locked_at: None,
+            relocks: 0,
             announced: 0,
         }
     }
@@ -197,6 +200,7 @@ pub fn run(a: &SiftArgs) -> Result<(), CliError> {
             "batches": totals.batches,
             "announced_detections": totals.announced,
             "locked_at_batch": totals.locked_at,
+            "lock_losses": totals.relocks,
             "key_bits": n,
             "test_coincidences": totals.test_coincidences,
             "test_errors": totals.test_errors,
@@ -287,6 +291,7 @@ fn alice(
     let mut exhausted = false;
     let mut seen: Vec<TimeTag> = Vec::new();
     let mut tracker: Option<Tracker> = None;
+    let mut relock = false;
     let mut totals = Totals::default();
     for k in 0u64.. {
         let ann = match receive_from_bob(&mut t, auth, k) {
@@ -342,15 +347,23 @@ fn alice(
                 let to = mine.partition_point(|a| model.predict(a.time_ps) < hi as f64);
                 let (key, reply) = match_announcement(&mine[from..to], &ann.events, &model, cfg);
                 totals.add(&key, &reply);
-                if to > from {
-                    let (s, e) = (mine[from].time_ps, mine[to - 1].time_ps + 1);
-                    tr.update(&mine[from..to], &bob_tags, s, e);
-                }
+                // The batch on Alice's clock; a batch without light counts as a miss.
+                let (s, e) = (inverse(&model, lo), inverse(&model, hi));
+                let lost = !tr.update(&mine[from..to], &bob_tags, s, e).locked;
                 mine.drain(..to);
+                if lost {
+                    // The peak has been missing for the tracker's allowed misses (a
+                    // detector outage, a fibre cut): acquire again from the next batch.
+                    totals.relocks += 1;
+                    relock = true;
+                }
                 reply
             }
         };
         ann.reply(&mut t, auth, &reply).map_err(runtime)?;
+        if std::mem::take(&mut relock) {
+            tracker = None;
+        }
     }
     Ok(totals)
 }
