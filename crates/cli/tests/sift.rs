@@ -401,3 +401,96 @@ fn decoy_bb84_sifting_over_tcp_matches_the_emulators_tally() {
     );
     assert!(a.key.len() > 1_000, "{} key bits", a.key.len());
 }
+
+/// MDI-QKD with the relay and the two users as three parties over TCP on an emulated
+/// window (Ma & Razavi's parameters, 10 dB): the relay announces its Bell-state
+/// measurements, the users exchange bases; the tallies are the emulator's own counts.
+#[test]
+fn mdi_sifting_among_relay_and_users_matches_the_emulators_counts() {
+    use qkdnet_distill::auth::AuthKeys;
+    use qkdnet_emulator::mdi::{counts, MdiEmulation, MdiEmulator, MdiLink, State};
+    use qkdnet_keyrate::mdi::Mdi;
+    use qkdnet_link::sift_mdi::{relay_announce, sift_alice, sift_bob, Sent};
+    use qkdnet_link::TcpTransport;
+    use qkdnet_wire::RelayEvent;
+    let link = MdiLink::new(Mdi::default(), 10.0, MdiEmulation::default()).unwrap();
+    let mut emu = MdiEmulator::new(link, 0.01).unwrap();
+    let w = emu.step_events();
+    let want = counts(&w);
+    let announced: Vec<_> = w
+        .clicks
+        .iter()
+        .filter(|c| c.psi_minus() || c.psi_plus())
+        .collect();
+    let events: Vec<RelayEvent> = announced
+        .iter()
+        .map(|c| RelayEvent {
+            pulse: c.pulse,
+            bell: u8::from(c.psi_plus()),
+        })
+        .collect();
+    let log = |u: usize| -> Vec<Sent> {
+        announced
+            .iter()
+            .map(|c| {
+                let s = State::from_index(c.states[u] as usize);
+                Sent {
+                    pulse: c.pulse,
+                    basis: s.basis,
+                    bit: s.bit,
+                    intensity: s.intensity,
+                }
+            })
+            .collect()
+    };
+    let (log_a, log_b) = (log(0), log(1));
+    let psk = |seed: u64| {
+        qkdnet_core::Bits::from_words((0..16u64).map(|i| i * 0x9e37_79b9 + seed).collect(), 1024)
+    };
+    // Links: relay–Alice, relay–Bob, Alice–Bob.
+    let pair = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (
+            TcpTransport::new(c, 1 << 30).unwrap(),
+            TcpTransport::new(s, 1 << 30).unwrap(),
+        )
+    };
+    let (mut ra, mut ar) = pair();
+    let (mut rb, mut br) = pair();
+    let (mut ab, mut ba) = pair();
+    let relay = std::thread::spawn(move || {
+        let (mut ka, mut kb) = (
+            AuthKeys::from_preshared(psk(1)).unwrap(),
+            AuthKeys::from_preshared(psk(2)).unwrap(),
+        );
+        relay_announce(&mut ra, &mut ka, &mut rb, &mut kb, 0, &events).unwrap();
+    });
+    let bob = std::thread::spawn(move || {
+        let mut kr = AuthKeys::from_preshared(psk(2)).unwrap();
+        let mut k = AuthKeys::from_preshared(psk(3)).unwrap();
+        sift_bob(&mut br, &mut kr, &mut ba, &mut k, 0, &log_b).unwrap()
+    });
+    let mut kr = AuthKeys::from_preshared(psk(1)).unwrap();
+    let mut k = AuthKeys::from_preshared(psk(3)).unwrap();
+    let a = sift_alice(&mut ar, &mut kr, &mut ab, &mut k, 0, &log_a).unwrap();
+    let b = bob.join().unwrap();
+    relay.join().unwrap();
+    assert_eq!(a.tally, b.tally);
+    assert_eq!(a.tally.z_events as f64, want.z_clicks);
+    assert_eq!(a.key.hamming_distance(&b.key) as f64, want.z_errors);
+    for i in 0..3 {
+        for j in 0..3 {
+            assert_eq!(
+                a.tally.x_events[i][j] as f64, want.x_clicks[i][j],
+                "({i}, {j})"
+            );
+            assert_eq!(
+                a.tally.x_errors[i][j] as f64, want.x_errors[i][j],
+                "({i}, {j})"
+            );
+        }
+    }
+    assert!(a.key.len() > 100, "{} key bits", a.key.len());
+}

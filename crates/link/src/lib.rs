@@ -18,7 +18,8 @@
 //! - [`sift`]: time–energy BBM92 sifting of synchronised records (key bits from time
 //!   bins, test bits from the analyser outputs, accidentals off the peak), in one place or
 //!   between the two ends over a [`Transport`] (folded key times);
-//! - [`sift_bb84`]: decoy-state BB84 sifting between the two ends over a [`Transport`].
+//! - [`sift_bb84`]: decoy-state BB84 sifting between the two ends over a [`Transport`];
+//! - [`sift_mdi`]: MDI-QKD sifting among the relay and the two users.
 //!
 //! - [`control`]: the control loops as controllers of per-window measurements — the
 //!   analysers' phase lock (dithered minimum of QBER_X), polarisation compensation
@@ -30,8 +31,8 @@
 //!
 //! `qkdnet run` (in the CLI) ties the supervisor, the loops and distillation to the
 //! emulator at window level ([`events`] at event level); `qkdnet sift` runs the BBM92
-//! exchange between two processes. What this crate does not have yet: twin-field and MDI
-//! relay announcements over the `Transport`. `TcpTransport` is the one place in the
+//! exchange between two processes. What this crate does not have yet: twin-field relay
+//! announcements over the `Transport`. `TcpTransport` is the one place in the
 //! library crates that touches sockets: the session logic stays sans-IO in `qkdnet-distill`, and this crate only moves
 //! its bytes.
 
@@ -40,6 +41,7 @@ pub mod events;
 pub mod replay;
 pub mod sift;
 pub mod sift_bb84;
+pub mod sift_mdi;
 pub mod supervisor;
 pub mod sync;
 

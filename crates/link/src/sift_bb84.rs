@@ -94,7 +94,7 @@ pub fn answer(
     let mut key = Bits::zeros(0);
     let mut reply = BasisReply {
         choices: Vec::with_capacity(events.len()),
-        test_errors: [0; 3],
+        test_errors: vec![0; 3],
     };
     let mut tally = DecoyTally::default();
     let mut j = 0;
@@ -110,14 +110,14 @@ pub fn answer(
         };
         let k = usize::from(a.intensity.min(2));
         reply.choices.push((a.basis & 1) | ((k as u8) << 1));
-        match (a.basis, e.code) {
+        match (a.basis, e.code & 3) {
             (0, 0) => {
                 tally.key[k] += 1;
                 key.push(a.bit & 1 == 1);
             }
             (1, 1 | 2) => {
                 tally.test[k] += 1;
-                let err = u64::from((a.bit & 1) != e.code - 1);
+                let err = u64::from((a.bit & 1) != (e.code & 3) - 1);
                 tally.test_errors[k] += err;
                 reply.test_errors[k] += err;
             }
@@ -137,8 +137,14 @@ pub fn apply(detections: &[Detection], reply: &BasisReply) -> Result<(Bits, Deco
         ));
     }
     let mut key = Bits::zeros(0);
+    let test_errors: [u64; 3] = reply.test_errors.as_slice().try_into().map_err(|_| {
+        format!(
+            "BasisReply: {} test-error counts, BB84 has 3",
+            reply.test_errors.len()
+        )
+    })?;
     let mut tally = DecoyTally {
-        test_errors: reply.test_errors,
+        test_errors,
         ..DecoyTally::default()
     };
     for (d, &c) in detections.iter().zip(&reply.choices) {
@@ -324,7 +330,7 @@ mod tests {
         // A reply that does not fit the announcement is refused by Bob.
         let bad = BasisReply {
             choices: vec![0],
-            test_errors: [0; 3],
+            test_errors: vec![0; 3],
         };
         assert!(apply(&[], &bad).is_err());
     }

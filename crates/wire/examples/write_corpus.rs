@@ -103,8 +103,15 @@ fn main() {
         },
         Message::BasisReply(BasisReply {
             choices: vec![0, 3],
-            test_errors: [0, 1, 0],
+            test_errors: vec![0, 1, 0],
         }),
+        Message::RelayAnnounce {
+            pad_offset: 7,
+            events: vec![
+                RelayEvent { pulse: 4, bell: 0 },
+                RelayEvent { pulse: 11, bell: 1 },
+            ],
+        },
     ];
     for (i, m) in msgs.iter().enumerate() {
         let b = encode(42, i as u32, m, |_| 0x0123_4567_89ab_cdef);

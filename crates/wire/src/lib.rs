@@ -61,13 +61,18 @@
 //!   detections that made key, in key-bit order, each at most once), then `u64
 //!   test_coincidences, u64 test_errors, u64 mixed, u64 guarded, u64 key_off_peak`. Since
 //!   version 7.
-//! - `BasisAnnounce` (15), Bob → Alice, decoy-state BB84 sifting of one batch: `u64
-//!   pad_offset, u32 count`, then `count × (u64 pulse, u8 code)`, pulses strictly
-//!   increasing; code 0: a detection in the key basis Z (its bit withheld), 1 and 2: in the
-//!   test basis X with bit 0 or 1 (test bits are public). Since version 7.
-//! - `BasisReply` (16), Alice → Bob: `u32 count, count × u8` (per announced detection, in
-//!   order: bit 0 Alice's basis, bits 1–2 her intensity index 0..=2), then `3 × u64` test-basis
-//!   errors per intensity among the detections where both chose X. Since version 7.
+//! - `BasisAnnounce` (15), Bob → Alice, sifting of one batch of decoy-state BB84 detections
+//!   or MDI relay events: `u64 pad_offset, u32 count`, then `count × (u64 pulse, u8 code)`,
+//!   pulses strictly increasing; code bits 0–1: 0 a key-basis (Z) choice, its bit withheld,
+//!   1 and 2 the test basis X with bit 0 or 1 (test bits are public); bits 2–3: Bob's
+//!   intensity index 0..=2 (MDI; 0 for BB84, where Bob sends nothing). Since version 7.
+//! - `BasisReply` (16), Alice → Bob: `u32 count, count × u8` (per announced event, in
+//!   order: bit 0 Alice's basis, bits 1–2 her intensity index 0..=2), then `u8 n` (3 or 9)
+//!   and `n × u64` test-basis errors where both chose X: per Alice's intensity (BB84), or
+//!   per intensity pair, Alice's major (MDI). Since version 7.
+//! - `RelayAnnounce` (17), relay → each user (MDI): `u64 pad_offset, u32 count,
+//!   count × (u64 pulse, u8 bell)`, pulses strictly increasing, bell 0 = ψ⁻, 1 = ψ⁺: the
+//!   pulses whose Bell-state measurement succeeded. Since version 7.
 
 use std::fmt;
 
@@ -172,6 +177,8 @@ pub enum MessageType {
     BasisAnnounce = 15,
     /// Alice's bases and intensities for those detections, and the test errors.
     BasisReply = 16,
+    /// An MDI relay's successful Bell-state measurements.
+    RelayAnnounce = 17,
 }
 
 impl MessageType {
@@ -193,6 +200,7 @@ impl MessageType {
             14 => Self::SiftReply,
             15 => Self::BasisAnnounce,
             16 => Self::BasisReply,
+            17 => Self::RelayAnnounce,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -242,22 +250,33 @@ pub struct SiftReply {
     pub key_off_peak: u64,
 }
 
-/// One BB84 detection Bob announces (`BasisAnnounce`).
+/// One BB84 detection or MDI relay event Bob announces (`BasisAnnounce`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BasisEvent {
     /// Pulse number.
     pub pulse: u64,
-    /// 0: key basis Z (bit withheld); 1, 2: test basis X with bit 0, 1.
+    /// Bits 0–1: 0 key basis Z (bit withheld); 1, 2 test basis X with bit 0, 1. Bits 2–3:
+    /// Bob's intensity index (MDI).
     pub code: u8,
 }
 
 /// Alice's answer to a `BasisAnnounce`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BasisReply {
-    /// Per announced detection: bit 0 her basis (0 = Z, 1 = X), bits 1–2 her intensity.
+    /// Per announced event: bit 0 her basis (0 = Z, 1 = X), bits 1–2 her intensity.
     pub choices: Vec<u8>,
-    /// Test-basis errors per intensity where both chose X.
-    pub test_errors: [u64; 3],
+    /// Test-basis errors where both chose X: 3 (per Alice's intensity, BB84) or 9 (per
+    /// intensity pair, Alice's major, MDI).
+    pub test_errors: Vec<u64>,
+}
+
+/// One pulse an MDI relay announces (`RelayAnnounce`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayEvent {
+    /// Pulse number.
+    pub pulse: u64,
+    /// 0 = ψ⁻, 1 = ψ⁺.
+    pub bell: u8,
 }
 
 /// A bit string on the wire.
@@ -404,6 +423,13 @@ pub enum Message {
     },
     /// Alice's bases and intensities for them.
     BasisReply(BasisReply),
+    /// An MDI relay's successful Bell-state measurements of a batch.
+    RelayAnnounce {
+        /// The pad this message uses (of the relay–user pool).
+        pad_offset: u64,
+        /// The events, pulses strictly increasing.
+        events: Vec<RelayEvent>,
+    },
     /// The session stops.
     Abort {
         /// Machine-readable reason.
@@ -433,6 +459,7 @@ impl Message {
             Self::SiftReply(_) => MessageType::SiftReply,
             Self::BasisAnnounce { .. } => MessageType::BasisAnnounce,
             Self::BasisReply(_) => MessageType::BasisReply,
+            Self::RelayAnnounce { .. } => MessageType::RelayAnnounce,
         }
     }
 }
@@ -709,8 +736,18 @@ fn encode_payload(msg: &Message, out: &mut Vec<u8>) {
         Message::BasisReply(r) => {
             out.extend_from_slice(&(r.choices.len() as u32).to_le_bytes());
             out.extend_from_slice(&r.choices);
-            for e in r.test_errors {
+            out.push(r.test_errors.len() as u8);
+            for e in &r.test_errors {
                 out.extend_from_slice(&e.to_le_bytes());
+            }
+        }
+        Message::RelayAnnounce { pad_offset, events } => {
+            out.extend_from_slice(&pad_offset.to_le_bytes());
+            out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+            out.reserve(9 * events.len());
+            for e in events {
+                out.extend_from_slice(&e.pulse.to_le_bytes());
+                out.push(e.bell);
             }
         }
         Message::Abort { code, reason } => {
@@ -1102,7 +1139,7 @@ fn decode_payload(t: MessageType, b: &[u8], limits: &Limits) -> Result<Message, 
             for _ in 0..n {
                 let pulse = r.u64()?;
                 let code = r.u8()?;
-                if code > 2 {
+                if code & 3 > 2 || code >> 2 > 2 {
                     return Err(WireError::Invalid {
                         what: "BasisAnnounce.code",
                         value: code.to_string(),
@@ -1131,12 +1168,47 @@ fn decode_payload(t: MessageType, b: &[u8], limits: &Limits) -> Result<Message, 
                     value: c.to_string(),
                 });
             }
-            let test_errors = [r.u64()?, r.u64()?, r.u64()?];
+            let n = r.u8()?;
+            if n != 3 && n != 9 {
+                return Err(WireError::Invalid {
+                    what: "BasisReply.test_errors",
+                    value: format!("{n} counts (3 or 9)"),
+                });
+            }
+            let mut test_errors = Vec::with_capacity(usize::from(n));
+            for _ in 0..n {
+                test_errors.push(r.u64()?);
+            }
             r.finish()?;
             Message::BasisReply(BasisReply {
                 choices,
                 test_errors,
             })
+        }
+        MessageType::RelayAnnounce => {
+            let mut r = Reader::new(b, "RelayAnnounce");
+            let pad_offset = r.u64()?;
+            let n = r.count(limits.max_events, "RelayAnnounce.count")?;
+            let mut events: Vec<RelayEvent> = Vec::with_capacity((n as usize).min(r.b.len() / 9));
+            for _ in 0..n {
+                let pulse = r.u64()?;
+                let bell = r.u8()?;
+                if bell > 1 {
+                    return Err(WireError::Invalid {
+                        what: "RelayAnnounce.bell",
+                        value: bell.to_string(),
+                    });
+                }
+                if events.last().is_some_and(|p| pulse <= p.pulse) {
+                    return Err(WireError::Invalid {
+                        what: "RelayAnnounce.pulse",
+                        value: format!("{pulse} not after the previous pulse"),
+                    });
+                }
+                events.push(RelayEvent { pulse, bell });
+            }
+            r.finish()?;
+            Message::RelayAnnounce { pad_offset, events }
         }
         MessageType::Abort => {
             let mut r = Reader::new(b, "Abort");

@@ -131,21 +131,40 @@ fn message_strategy() -> impl Strategy<Value = Message> {
             })),
         (
             any::<u64>(),
-            proptest::collection::btree_map(any::<u64>(), 0u8..3, 0..20)
+            proptest::collection::btree_map(any::<u64>(), (0u8..3, 0u8..3), 0..20)
         )
             .prop_map(|(pad_offset, ev)| Message::BasisAnnounce {
                 pad_offset,
                 events: ev
                     .into_iter()
-                    .map(|(pulse, code)| BasisEvent { pulse, code })
+                    .map(|(pulse, (kind, k))| BasisEvent {
+                        pulse,
+                        code: kind | k << 2
+                    })
                     .collect(),
             }),
-        (proptest::collection::vec(0u8..6, 0..20), any::<[u64; 3]>()).prop_map(
-            |(choices, test_errors)| Message::BasisReply(BasisReply {
+        (
+            proptest::collection::vec(0u8..6, 0..20),
+            prop_oneof![
+                proptest::collection::vec(any::<u64>(), 3),
+                proptest::collection::vec(any::<u64>(), 9)
+            ]
+        )
+            .prop_map(|(choices, test_errors)| Message::BasisReply(BasisReply {
                 choices,
                 test_errors
-            })
-        ),
+            })),
+        (
+            any::<u64>(),
+            proptest::collection::btree_map(any::<u64>(), 0u8..2, 0..20)
+        )
+            .prop_map(|(pad_offset, ev)| Message::RelayAnnounce {
+                pad_offset,
+                events: ev
+                    .into_iter()
+                    .map(|(pulse, bell)| RelayEvent { pulse, bell })
+                    .collect(),
+            }),
     ]
 }
 
@@ -409,7 +428,10 @@ fn malformed_messages_give_typed_errors() {
         0,
         &Message::BasisAnnounce {
             pad_offset: 0,
-            events: vec![BasisEvent { pulse: 5, code: 3 }],
+            events: vec![BasisEvent {
+                pulse: 5,
+                code: 3 << 2,
+            }],
         },
         |_| 0,
     );
@@ -426,7 +448,7 @@ fn malformed_messages_give_typed_errors() {
         1,
         &Message::BasisReply(BasisReply {
             choices: vec![1, 6],
-            test_errors: [0; 3],
+            test_errors: vec![0; 3],
         }),
         |_| 0,
     );
@@ -435,6 +457,40 @@ fn malformed_messages_give_typed_errors() {
         env.message(&Limits::default()).unwrap_err(),
         WireError::Invalid {
             what: "BasisReply.choice",
+            ..
+        }
+    ));
+    let b = encode(
+        9,
+        0,
+        &Message::RelayAnnounce {
+            pad_offset: 0,
+            events: vec![RelayEvent { pulse: 5, bell: 2 }],
+        },
+        |_| 0,
+    );
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "RelayAnnounce.bell",
+            ..
+        }
+    ));
+    let b = encode(
+        9,
+        1,
+        &Message::BasisReply(BasisReply {
+            choices: vec![],
+            test_errors: vec![0; 4],
+        }),
+        |_| 0,
+    );
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "BasisReply.test_errors",
             ..
         }
     ));
