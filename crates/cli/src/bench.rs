@@ -553,7 +553,13 @@ fn stage_of(t: qkdnet_wire::MessageType, alice_side: bool) -> usize {
         M::VerifyResult => 2,
         M::PaSeed | M::Done | M::Abort => 3,
         // Sifting is not part of a distillation session.
-        M::SiftAnnounce | M::SiftReply | M::BasisAnnounce | M::BasisReply | M::RelayAnnounce => 0,
+        M::SiftAnnounce
+        | M::SiftReply
+        | M::BasisAnnounce
+        | M::BasisReply
+        | M::RelayAnnounce
+        | M::TfAnnounce
+        | M::TfReply => 0,
     }
 }
 

@@ -494,3 +494,110 @@ fn mdi_sifting_among_relay_and_users_matches_the_emulators_counts() {
     }
     assert!(a.key.len() > 100, "{} key bits", a.key.len());
 }
+
+/// Twin-field sifting (SNS and PM) among the relay and the two users over TCP on emulated
+/// windows at 30 dB: the relay announces its single clicks, the users their windows and
+/// phase slices; the tallies are the emulator's own, and the key errors its error counts.
+#[test]
+fn twin_field_sifting_among_relay_and_users_matches_the_emulators_tally() {
+    use qkdnet_distill::auth::AuthKeys;
+    use qkdnet_emulator::tf::{TfEmulation, TfEmulator, TfLink};
+    use qkdnet_keyrate::tf::{TfVariant, TwinField};
+    use qkdnet_link::sift_mdi::relay_announce;
+    use qkdnet_link::sift_tf::{sift_alice, sift_bob, TfProtocol, TfSent};
+    use qkdnet_link::TcpTransport;
+    use qkdnet_wire::RelayEvent;
+    for variant in [TfVariant::Sns, TfVariant::Pm] {
+        let hw = TwinField {
+            variant,
+            ..TwinField::default()
+        };
+        let link = TfLink::new(hw, 30.0, TfEmulation::default()).unwrap();
+        let mut emu = TfEmulator::new(link.clone(), 0.01).unwrap();
+        let w = emu.step_events();
+        let want = link.tally(&w);
+        let singles: Vec<_> = w.clicks.iter().filter(|c| c.detector < 2).collect();
+        let events: Vec<RelayEvent> = singles
+            .iter()
+            .map(|c| RelayEvent {
+                pulse: c.pulse,
+                bell: c.detector,
+            })
+            .collect();
+        let log = |u: usize| -> Vec<TfSent> {
+            singles
+                .iter()
+                .map(|c| TfSent {
+                    pulse: c.pulse,
+                    setting: c.settings[u],
+                    slice: c.slices[u],
+                })
+                .collect()
+        };
+        let (log_a, log_b) = (log(0), log(1));
+        let p = TfProtocol {
+            pm: variant == TfVariant::Pm,
+            phase_slices: 16,
+        };
+        let psk = |seed: u64| {
+            qkdnet_core::Bits::from_words(
+                (0..16u64).map(|i| i * 0x9e37_79b9 + seed).collect(),
+                1024,
+            )
+        };
+        let pair = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (s, _) = l.accept().unwrap();
+            (
+                TcpTransport::new(c, 1 << 30).unwrap(),
+                TcpTransport::new(s, 1 << 30).unwrap(),
+            )
+        };
+        let (mut ra, mut ar) = pair();
+        let (mut rb, mut br) = pair();
+        let (mut ab, mut ba) = pair();
+        let relay = std::thread::spawn(move || {
+            let (mut ka, mut kb) = (
+                AuthKeys::from_preshared(psk(1)).unwrap(),
+                AuthKeys::from_preshared(psk(2)).unwrap(),
+            );
+            relay_announce(&mut ra, &mut ka, &mut rb, &mut kb, 0, &events).unwrap();
+        });
+        let bob = std::thread::spawn(move || {
+            let mut kr = AuthKeys::from_preshared(psk(2)).unwrap();
+            let mut k = AuthKeys::from_preshared(psk(3)).unwrap();
+            sift_bob(&mut br, &mut kr, &mut ba, &mut k, 0, &log_b, &p).unwrap()
+        });
+        let mut kr = AuthKeys::from_preshared(psk(1)).unwrap();
+        let mut k = AuthKeys::from_preshared(psk(3)).unwrap();
+        let a = sift_alice(&mut ar, &mut kr, &mut ab, &mut k, 0, &log_a, &p).unwrap();
+        let b = bob.join().unwrap();
+        relay.join().unwrap();
+        assert_eq!(a.tally, b.tally, "{variant:?}");
+        for i in 0..3 {
+            for j in 0..3 {
+                assert_eq!(
+                    a.tally.decoy[i][j],
+                    want.single[2 + i][2 + j],
+                    "{variant:?} ({i}, {j})"
+                );
+            }
+        }
+        assert_eq!(a.tally.matched, want.matched_clicks, "{variant:?}");
+        let errors = a.key.hamming_distance(&b.key) as u64;
+        if variant == TfVariant::Pm {
+            assert_eq!(a.tally.key, want.matched_clicks);
+            assert_eq!(errors, want.matched_errors);
+        } else {
+            let key: u64 = (0..2)
+                .flat_map(|x| (0..2).map(move |y| (x, y)))
+                .map(|(x, y)| want.single[x][y])
+                .sum();
+            assert_eq!(a.tally.key, key);
+            assert_eq!(errors, want.single[0][0] + want.single[1][1]);
+            assert_eq!(a.tally.matched_errors, want.matched_errors);
+        }
+        assert!(a.key.len() > 100, "{variant:?}: {} key bits", a.key.len());
+    }
+}

@@ -19,7 +19,8 @@
 //!   bins, test bits from the analyser outputs, accidentals off the peak), in one place or
 //!   between the two ends over a [`Transport`] (folded key times);
 //! - [`sift_bb84`]: decoy-state BB84 sifting between the two ends over a [`Transport`];
-//! - [`sift_mdi`]: MDI-QKD sifting among the relay and the two users.
+//! - [`sift_mdi`]: MDI-QKD sifting among the relay and the two users;
+//! - [`sift_tf`]: twin-field (SNS, PM) sifting among the relay and the two users.
 //!
 //! - [`control`]: the control loops as controllers of per-window measurements — the
 //!   analysers' phase lock (dithered minimum of QBER_X), polarisation compensation
@@ -31,10 +32,9 @@
 //!
 //! `qkdnet run` (in the CLI) ties the supervisor, the loops and distillation to the
 //! emulator at window level ([`events`] at event level); `qkdnet sift` runs the BBM92
-//! exchange between two processes. What this crate does not have yet: twin-field relay
-//! announcements over the `Transport`. `TcpTransport` is the one place in the
-//! library crates that touches sockets: the session logic stays sans-IO in `qkdnet-distill`, and this crate only moves
-//! its bytes.
+//! exchange between two processes. `TcpTransport` is the one place in the library crates
+//! that touches sockets: the session logic stays sans-IO in `qkdnet-distill`, and this
+//! crate only moves its bytes.
 
 pub mod control;
 pub mod events;
@@ -42,6 +42,7 @@ pub mod replay;
 pub mod sift;
 pub mod sift_bb84;
 pub mod sift_mdi;
+pub mod sift_tf;
 pub mod supervisor;
 pub mod sync;
 

@@ -605,8 +605,30 @@ pub fn receive_from_bob(
     }
 }
 
+/// Bob stops batch `batch` before announcing it: an `Abort` naming `reason` (on the pad
+/// his announcement would have used) so that Alice, who waits for it, stops too.
+pub(crate) fn abort_before_announcing(
+    t: &mut dyn Transport,
+    auth: &mut AuthKeys,
+    batch: u64,
+    reason: String,
+) -> DriveError {
+    let abort = Message::Abort {
+        code: qkdnet_distill::session::abort_code::PROTOCOL,
+        reason: reason.clone(),
+    };
+    let sent = AuthChannel::new(batch, auth.cursor())
+        .send(auth, &abort)
+        .map_err(DriveError::from)
+        .and_then(|b| t.send(&b).map_err(DriveError::from));
+    match sent {
+        Ok(()) => SessionError::Protocol(reason).into(),
+        Err(e) => e,
+    }
+}
+
 /// Opens the exchange of batch `batch` that Bob's first message `bytes` (parsed as `env`)
-/// starts: the pad it names (a `SiftAnnounce` or `BasisAnnounce`; not below `auth`'s
+/// starts: the pad it names (a `SiftAnnounce`, `BasisAnnounce` or `TfAnnounce`; not below `auth`'s
 /// cursor), its tag checked. A failure is told to Bob with an `Abort` on the next pad.
 pub(crate) fn open_exchange(
     t: &mut dyn Transport,
@@ -620,7 +642,8 @@ pub(crate) fn open_exchange(
         .ok()
         .and_then(|m| match m {
             Message::SiftAnnounce { pad_offset, .. }
-            | Message::BasisAnnounce { pad_offset, .. } => Some(pad_offset),
+            | Message::BasisAnnounce { pad_offset, .. }
+            | Message::TfAnnounce { pad_offset, .. } => Some(pad_offset),
             _ => None,
         });
     let Some(pad_offset) = pad_offset.filter(|&p| p >= auth.cursor()) else {

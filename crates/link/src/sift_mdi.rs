@@ -14,7 +14,7 @@
 //!    ([`MdiTally`]; the pulses sent per intensity pair follow from the batch's length and
 //!    the users' public probabilities).
 
-use crate::sift::open_exchange;
+use crate::sift::{abort_before_announcing, open_exchange};
 use crate::{DriveError, Transport};
 use qkdnet_core::bits::Bits;
 use qkdnet_distill::auth::AuthKeys;
@@ -65,7 +65,8 @@ impl std::fmt::Debug for MdiSifted {
 }
 
 /// The relay's side: announces `events` (pulses strictly increasing) of batch `batch` to
-/// both users, each message authenticated with a pad of that user's pool.
+/// both users, each message authenticated with a pad of that user's pool. The twin-field
+/// relay announces its single clicks the same way, the detector as the outcome.
 pub fn relay_announce(
     to_alice: &mut dyn Transport,
     auth_alice: &mut AuthKeys,
@@ -95,7 +96,7 @@ fn announce_to(
 }
 
 /// A user receives the relay's announcement of batch `batch`.
-fn receive_relay(
+pub(crate) fn receive_relay(
     t: &mut dyn Transport,
     auth: &mut AuthKeys,
     batch: u64,
@@ -156,7 +157,8 @@ pub fn sift_bob(
     log: &[Sent],
 ) -> Result<MdiSifted, DriveError> {
     let events = receive_relay(relay, auth_relay, batch)?;
-    let mine = states_of(log, &events).map_err(SessionError::Protocol)?;
+    let mine = states_of(log, &events)
+        .map_err(|reason| abort_before_announcing(alice, auth, batch, reason))?;
     let announced: Vec<BasisEvent> = events
         .iter()
         .zip(&mine)

@@ -112,6 +112,35 @@ fn main() {
                 RelayEvent { pulse: 11, bell: 1 },
             ],
         },
+        Message::TfAnnounce {
+            pad_offset: 9,
+            events: vec![
+                (
+                    4,
+                    TfChoice {
+                        window: 0,
+                        slice: 0,
+                    },
+                ),
+                (
+                    11,
+                    TfChoice {
+                        window: 3,
+                        slice: 7,
+                    },
+                ),
+            ],
+        },
+        Message::TfReply(vec![
+            TfChoice {
+                window: 0,
+                slice: 0,
+            },
+            TfChoice {
+                window: 3,
+                slice: 8,
+            },
+        ]),
     ];
     for (i, m) in msgs.iter().enumerate() {
         let b = encode(42, i as u32, m, |_| 0x0123_4567_89ab_cdef);

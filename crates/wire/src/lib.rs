@@ -70,9 +70,17 @@
 //!   order: bit 0 Alice's basis, bits 1–2 her intensity index 0..=2), then `u8 n` (3 or 9)
 //!   and `n × u64` test-basis errors where both chose X: per Alice's intensity (BB84), or
 //!   per intensity pair, Alice's major (MDI). Since version 7.
-//! - `RelayAnnounce` (17), relay → each user (MDI): `u64 pad_offset, u32 count,
-//!   count × (u64 pulse, u8 bell)`, pulses strictly increasing, bell 0 = ψ⁻, 1 = ψ⁺: the
-//!   pulses whose Bell-state measurement succeeded. Since version 7.
+//! - `RelayAnnounce` (17), relay → each user: `u64 pad_offset, u32 count,
+//!   count × (u64 pulse, u8 outcome)`, pulses strictly increasing. MDI: the pulses whose
+//!   Bell-state measurement succeeded, outcome 0 = ψ⁻, 1 = ψ⁺; twin-field: the single
+//!   clicks, outcome the detector (0 = bright at δ = 0). Since version 7.
+//! - `TfAnnounce` (18), Bob → Alice, twin-field sifting of one batch of relay clicks:
+//!   `u64 pad_offset, u32 count`, then `count × (u64 pulse, u8 window, u16 slice)`: window 0
+//!   a key window (whether he sent, or his key phase, withheld), 2–4 a decoy window's
+//!   setting (vacuum, weak, strong); slice the phase slice of his random phase (PM: every
+//!   pulse; SNS: decoy windows, 0 for key windows). Since version 7.
+//! - `TfReply` (19), Alice → Bob: `u32 count, count × (u8 window, u16 slice)`, hers for each
+//!   announced click, in the same code. Since version 7.
 
 use std::fmt;
 
@@ -179,6 +187,10 @@ pub enum MessageType {
     BasisReply = 16,
     /// An MDI relay's successful Bell-state measurements.
     RelayAnnounce = 17,
+    /// Bob's twin-field windows and phase slices for the relay's clicks.
+    TfAnnounce = 18,
+    /// Alice's windows and phase slices for them.
+    TfReply = 19,
 }
 
 impl MessageType {
@@ -201,6 +213,8 @@ impl MessageType {
             15 => Self::BasisAnnounce,
             16 => Self::BasisReply,
             17 => Self::RelayAnnounce,
+            18 => Self::TfAnnounce,
+            19 => Self::TfReply,
             other => return Err(WireError::UnknownType(other)),
         })
     }
@@ -270,13 +284,22 @@ pub struct BasisReply {
     pub test_errors: Vec<u64>,
 }
 
-/// One pulse an MDI relay announces (`RelayAnnounce`).
+/// One pulse a relay announces (`RelayAnnounce`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayEvent {
     /// Pulse number.
     pub pulse: u64,
-    /// 0 = ψ⁻, 1 = ψ⁺.
+    /// MDI: 0 = ψ⁻, 1 = ψ⁺. Twin-field: the detector that clicked.
     pub bell: u8,
+}
+
+/// A user's twin-field choice for one relay click (`TfAnnounce`, `TfReply`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TfChoice {
+    /// 0: key window (its content withheld); 2, 3, 4: decoy window setting.
+    pub window: u8,
+    /// Phase slice of the random phase (0 where not announced).
+    pub slice: u16,
 }
 
 /// A bit string on the wire.
@@ -423,7 +446,16 @@ pub enum Message {
     },
     /// Alice's bases and intensities for them.
     BasisReply(BasisReply),
-    /// An MDI relay's successful Bell-state measurements of a batch.
+    /// Bob's twin-field choices for a batch's relay clicks.
+    TfAnnounce {
+        /// First of the two pads the exchange uses.
+        pad_offset: u64,
+        /// Per relay click: pulse number and Bob's choice, pulses strictly increasing.
+        events: Vec<(u64, TfChoice)>,
+    },
+    /// Alice's choices for the same clicks, in order.
+    TfReply(Vec<TfChoice>),
+    /// A relay's announcement of a batch (MDI Bell states, twin-field single clicks).
     RelayAnnounce {
         /// The pad this message uses (of the relay–user pool).
         pad_offset: u64,
@@ -460,6 +492,8 @@ impl Message {
             Self::BasisAnnounce { .. } => MessageType::BasisAnnounce,
             Self::BasisReply(_) => MessageType::BasisReply,
             Self::RelayAnnounce { .. } => MessageType::RelayAnnounce,
+            Self::TfAnnounce { .. } => MessageType::TfAnnounce,
+            Self::TfReply(_) => MessageType::TfReply,
         }
     }
 }
@@ -741,6 +775,23 @@ fn encode_payload(msg: &Message, out: &mut Vec<u8>) {
                 out.extend_from_slice(&e.to_le_bytes());
             }
         }
+        Message::TfAnnounce { pad_offset, events } => {
+            out.extend_from_slice(&pad_offset.to_le_bytes());
+            out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+            out.reserve(11 * events.len());
+            for (pulse, c) in events {
+                out.extend_from_slice(&pulse.to_le_bytes());
+                out.push(c.window);
+                out.extend_from_slice(&c.slice.to_le_bytes());
+            }
+        }
+        Message::TfReply(choices) => {
+            out.extend_from_slice(&(choices.len() as u32).to_le_bytes());
+            for c in choices {
+                out.push(c.window);
+                out.extend_from_slice(&c.slice.to_le_bytes());
+            }
+        }
         Message::RelayAnnounce { pad_offset, events } => {
             out.extend_from_slice(&pad_offset.to_le_bytes());
             out.extend_from_slice(&(events.len() as u32).to_le_bytes());
@@ -886,6 +937,18 @@ fn finite(what: &'static str, v: f64, lo: f64, hi: f64) -> Result<f64, WireError
             value: v.to_string(),
         })
     }
+}
+
+fn tf_choice(r: &mut Reader<'_>, what: &'static str) -> Result<TfChoice, WireError> {
+    let window = r.u8()?;
+    if window == 1 || window > 4 {
+        return Err(WireError::Invalid {
+            what,
+            value: window.to_string(),
+        });
+    }
+    let slice = r.u16()?;
+    Ok(TfChoice { window, slice })
 }
 
 fn decode_payload(t: MessageType, b: &[u8], limits: &Limits) -> Result<Message, WireError> {
@@ -1184,6 +1247,36 @@ fn decode_payload(t: MessageType, b: &[u8], limits: &Limits) -> Result<Message, 
                 choices,
                 test_errors,
             })
+        }
+        MessageType::TfAnnounce => {
+            let mut r = Reader::new(b, "TfAnnounce");
+            let pad_offset = r.u64()?;
+            let n = r.count(limits.max_events, "TfAnnounce.count")?;
+            let mut events: Vec<(u64, TfChoice)> =
+                Vec::with_capacity((n as usize).min(r.b.len() / 11));
+            for _ in 0..n {
+                let pulse = r.u64()?;
+                let c = tf_choice(&mut r, "TfAnnounce.window")?;
+                if events.last().is_some_and(|p| pulse <= p.0) {
+                    return Err(WireError::Invalid {
+                        what: "TfAnnounce.pulse",
+                        value: format!("{pulse} not after the previous pulse"),
+                    });
+                }
+                events.push((pulse, c));
+            }
+            r.finish()?;
+            Message::TfAnnounce { pad_offset, events }
+        }
+        MessageType::TfReply => {
+            let mut r = Reader::new(b, "TfReply");
+            let n = r.count(limits.max_events, "TfReply.count")?;
+            let mut choices = Vec::with_capacity((n as usize).min(r.b.len() / 3));
+            for _ in 0..n {
+                choices.push(tf_choice(&mut r, "TfReply.window")?);
+            }
+            r.finish()?;
+            Message::TfReply(choices)
         }
         MessageType::RelayAnnounce => {
             let mut r = Reader::new(b, "RelayAnnounce");

@@ -156,6 +156,28 @@ fn message_strategy() -> impl Strategy<Value = Message> {
             })),
         (
             any::<u64>(),
+            proptest::collection::btree_map(
+                any::<u64>(),
+                (prop_oneof![Just(0u8), 2u8..5], any::<u16>()),
+                0..20
+            )
+        )
+            .prop_map(|(pad_offset, ev)| Message::TfAnnounce {
+                pad_offset,
+                events: ev
+                    .into_iter()
+                    .map(|(p, (window, slice))| (p, TfChoice { window, slice }))
+                    .collect(),
+            }),
+        proptest::collection::vec((prop_oneof![Just(0u8), 2u8..5], any::<u16>()), 0..20).prop_map(
+            |v| Message::TfReply(
+                v.into_iter()
+                    .map(|(window, slice)| TfChoice { window, slice })
+                    .collect()
+            )
+        ),
+        (
+            any::<u64>(),
             proptest::collection::btree_map(any::<u64>(), 0u8..2, 0..20)
         )
             .prop_map(|(pad_offset, ev)| Message::RelayAnnounce {
@@ -491,6 +513,23 @@ fn malformed_messages_give_typed_errors() {
         env.message(&Limits::default()).unwrap_err(),
         WireError::Invalid {
             what: "BasisReply.test_errors",
+            ..
+        }
+    ));
+    let b = encode(
+        9,
+        1,
+        &Message::TfReply(vec![TfChoice {
+            window: 1,
+            slice: 0,
+        }]),
+        |_| 0,
+    );
+    let env = Envelope::parse(&b, DEFAULT_MAX_PAYLOAD).unwrap();
+    assert!(matches!(
+        env.message(&Limits::default()).unwrap_err(),
+        WireError::Invalid {
+            what: "TfReply.window",
             ..
         }
     ));
