@@ -250,6 +250,7 @@ fn bob(
     };
     let mut t = TcpTransport::new(stream, 1 << 30).map_err(runtime)?;
     let mut totals = Totals::default();
+    let bar = spinner();
     let mut k = 0i64;
     loop {
         let until = (k + 1) * batch_ps;
@@ -261,12 +262,15 @@ fn bob(
         totals.batches += 1;
         totals.announced += tags.len() as u64;
         totals.add(&x.key, &x.reply);
+        bar.set_message(format!("batch {k}: {} key bits", totals.key.len()));
+        bar.tick();
         k += 1;
         if end_ps.is_some_and(|e| until >= e) {
             break;
         }
     }
     end_stream(&mut t, auth, k as u64, totals.key.len() as u64).map_err(runtime)?;
+    bar.finish_and_clear();
     Ok(totals)
 }
 
@@ -293,6 +297,7 @@ fn alice(
     let mut tracker: Option<Tracker> = None;
     let mut relock = false;
     let mut totals = Totals::default();
+    let bar = spinner();
     for k in 0u64.. {
         let ann = match receive_from_bob(&mut t, auth, k) {
             Ok(FromBob::Batch(a)) => a,
@@ -364,8 +369,29 @@ fn alice(
         if std::mem::take(&mut relock) {
             tracker = None;
         }
+        bar.set_message(format!(
+            "batch {k}: {}, {} key bits",
+            if tracker.is_some() {
+                "locked"
+            } else {
+                "acquiring"
+            },
+            totals.key.len()
+        ));
+        bar.tick();
     }
+    bar.finish_and_clear();
     Ok(totals)
+}
+
+/// Progress on the terminal (hidden when stderr is not one).
+fn spinner() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar
 }
 
 /// Alice's time whose partner the model puts at Bob's `t_bob`.
