@@ -42,6 +42,22 @@ fn recordings(d: &Path, seconds: &str) {
     std::fs::write(d.join("psk.bin"), psk).unwrap();
 }
 
+/// A connected pair of TCP transports on loopback.
+fn tcp_pair() -> (qkdnet_link::TcpTransport, qkdnet_link::TcpTransport) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    (
+        qkdnet_link::TcpTransport::new(c, 1 << 30).unwrap(),
+        qkdnet_link::TcpTransport::new(s, 1 << 30).unwrap(),
+    )
+}
+
+/// A pre-shared authentication key (1024 bits) for one pair of parties.
+fn psk_bits(seed: u64) -> qkdnet_core::Bits {
+    qkdnet_core::Bits::from_words((0..16u64).map(|i| i * 0x9e37_79b9 + seed).collect(), 1024)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -411,7 +427,6 @@ fn mdi_sifting_among_relay_and_users_matches_the_emulators_counts() {
     use qkdnet_emulator::mdi::{counts, MdiEmulation, MdiEmulator, MdiLink, State};
     use qkdnet_keyrate::mdi::Mdi;
     use qkdnet_link::sift_mdi::{relay_announce, sift_alice, sift_bob, Sent};
-    use qkdnet_link::TcpTransport;
     use qkdnet_wire::RelayEvent;
     let link = MdiLink::new(Mdi::default(), 10.0, MdiEmulation::default()).unwrap();
     let mut emu = MdiEmulator::new(link, 0.01).unwrap();
@@ -444,36 +459,24 @@ fn mdi_sifting_among_relay_and_users_matches_the_emulators_counts() {
             .collect()
     };
     let (log_a, log_b) = (log(0), log(1));
-    let psk = |seed: u64| {
-        qkdnet_core::Bits::from_words((0..16u64).map(|i| i * 0x9e37_79b9 + seed).collect(), 1024)
-    };
     // Links: relay–Alice, relay–Bob, Alice–Bob.
-    let pair = || {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (s, _) = l.accept().unwrap();
-        (
-            TcpTransport::new(c, 1 << 30).unwrap(),
-            TcpTransport::new(s, 1 << 30).unwrap(),
-        )
-    };
-    let (mut ra, mut ar) = pair();
-    let (mut rb, mut br) = pair();
-    let (mut ab, mut ba) = pair();
+    let (mut ra, mut ar) = tcp_pair();
+    let (mut rb, mut br) = tcp_pair();
+    let (mut ab, mut ba) = tcp_pair();
     let relay = std::thread::spawn(move || {
         let (mut ka, mut kb) = (
-            AuthKeys::from_preshared(psk(1)).unwrap(),
-            AuthKeys::from_preshared(psk(2)).unwrap(),
+            AuthKeys::from_preshared(psk_bits(1)).unwrap(),
+            AuthKeys::from_preshared(psk_bits(2)).unwrap(),
         );
         relay_announce(&mut ra, &mut ka, &mut rb, &mut kb, 0, &events).unwrap();
     });
     let bob = std::thread::spawn(move || {
-        let mut kr = AuthKeys::from_preshared(psk(2)).unwrap();
-        let mut k = AuthKeys::from_preshared(psk(3)).unwrap();
+        let mut kr = AuthKeys::from_preshared(psk_bits(2)).unwrap();
+        let mut k = AuthKeys::from_preshared(psk_bits(3)).unwrap();
         sift_bob(&mut br, &mut kr, &mut ba, &mut k, 0, &log_b).unwrap()
     });
-    let mut kr = AuthKeys::from_preshared(psk(1)).unwrap();
-    let mut k = AuthKeys::from_preshared(psk(3)).unwrap();
+    let mut kr = AuthKeys::from_preshared(psk_bits(1)).unwrap();
+    let mut k = AuthKeys::from_preshared(psk_bits(3)).unwrap();
     let a = sift_alice(&mut ar, &mut kr, &mut ab, &mut k, 0, &log_a).unwrap();
     let b = bob.join().unwrap();
     relay.join().unwrap();
@@ -505,7 +508,6 @@ fn twin_field_sifting_among_relay_and_users_matches_the_emulators_tally() {
     use qkdnet_keyrate::tf::{TfVariant, TwinField};
     use qkdnet_link::sift_mdi::relay_announce;
     use qkdnet_link::sift_tf::{sift_alice, sift_bob, TfProtocol, TfSent};
-    use qkdnet_link::TcpTransport;
     use qkdnet_wire::RelayEvent;
     for variant in [TfVariant::Sns, TfVariant::Pm] {
         let hw = TwinField {
@@ -539,38 +541,23 @@ fn twin_field_sifting_among_relay_and_users_matches_the_emulators_tally() {
             pm: variant == TfVariant::Pm,
             phase_slices: 16,
         };
-        let psk = |seed: u64| {
-            qkdnet_core::Bits::from_words(
-                (0..16u64).map(|i| i * 0x9e37_79b9 + seed).collect(),
-                1024,
-            )
-        };
-        let pair = || {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-            let (s, _) = l.accept().unwrap();
-            (
-                TcpTransport::new(c, 1 << 30).unwrap(),
-                TcpTransport::new(s, 1 << 30).unwrap(),
-            )
-        };
-        let (mut ra, mut ar) = pair();
-        let (mut rb, mut br) = pair();
-        let (mut ab, mut ba) = pair();
+        let (mut ra, mut ar) = tcp_pair();
+        let (mut rb, mut br) = tcp_pair();
+        let (mut ab, mut ba) = tcp_pair();
         let relay = std::thread::spawn(move || {
             let (mut ka, mut kb) = (
-                AuthKeys::from_preshared(psk(1)).unwrap(),
-                AuthKeys::from_preshared(psk(2)).unwrap(),
+                AuthKeys::from_preshared(psk_bits(1)).unwrap(),
+                AuthKeys::from_preshared(psk_bits(2)).unwrap(),
             );
             relay_announce(&mut ra, &mut ka, &mut rb, &mut kb, 0, &events).unwrap();
         });
         let bob = std::thread::spawn(move || {
-            let mut kr = AuthKeys::from_preshared(psk(2)).unwrap();
-            let mut k = AuthKeys::from_preshared(psk(3)).unwrap();
+            let mut kr = AuthKeys::from_preshared(psk_bits(2)).unwrap();
+            let mut k = AuthKeys::from_preshared(psk_bits(3)).unwrap();
             sift_bob(&mut br, &mut kr, &mut ba, &mut k, 0, &log_b, &p).unwrap()
         });
-        let mut kr = AuthKeys::from_preshared(psk(1)).unwrap();
-        let mut k = AuthKeys::from_preshared(psk(3)).unwrap();
+        let mut kr = AuthKeys::from_preshared(psk_bits(1)).unwrap();
+        let mut k = AuthKeys::from_preshared(psk_bits(3)).unwrap();
         let a = sift_alice(&mut ar, &mut kr, &mut ab, &mut k, 0, &log_a, &p).unwrap();
         let b = bob.join().unwrap();
         relay.join().unwrap();

@@ -605,6 +605,27 @@ pub fn receive_from_bob(
     }
 }
 
+/// The entries of a user's `log` (sorted by pulse) for `pulses` (increasing), found by one
+/// merge walk; a pulse missing from the log is an error naming it.
+pub(crate) fn log_entries<T>(
+    log: &[T],
+    pulse_of: impl Fn(&T) -> u64,
+    pulses: impl IntoIterator<Item = u64>,
+) -> Result<Vec<&T>, String> {
+    let mut j = 0;
+    pulses
+        .into_iter()
+        .map(|p| {
+            while j < log.len() && pulse_of(&log[j]) < p {
+                j += 1;
+            }
+            log.get(j)
+                .filter(|s| pulse_of(s) == p)
+                .ok_or_else(|| format!("pulse {p} is not in the user's log"))
+        })
+        .collect()
+}
+
 /// Bob stops batch `batch` before announcing it: an `Abort` naming `reason` (on the pad
 /// his announcement would have used) so that Alice, who waits for it, stops too.
 pub(crate) fn abort_before_announcing(

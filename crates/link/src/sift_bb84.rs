@@ -13,7 +13,7 @@
 //!    Bob's measured ones are the raw key, with the per-intensity counts the decoy bound
 //!    needs ([`DecoyTally`]); the key-basis errors are what reconciliation corrects.
 
-use crate::sift::open_exchange;
+use crate::sift::{log_entries, open_exchange};
 use crate::{DriveError, Transport};
 use qkdnet_core::bits::Bits;
 use qkdnet_distill::auth::AuthKeys;
@@ -97,17 +97,9 @@ pub fn answer(
         test_errors: vec![0; 3],
     };
     let mut tally = DecoyTally::default();
-    let mut j = 0;
-    for e in events {
-        while j < log.len() && log[j].pulse < e.pulse {
-            j += 1;
-        }
-        let Some(a) = log.get(j).filter(|a| a.pulse == e.pulse) else {
-            return Err(format!(
-                "BasisAnnounce: pulse {} is not in Alice's log",
-                e.pulse
-            ));
-        };
+    let found = log_entries(log, |a| a.pulse, events.iter().map(|e| e.pulse))
+        .map_err(|e| format!("BasisAnnounce: {e}"))?;
+    for (e, a) in events.iter().zip(found) {
         let k = usize::from(a.intensity.min(2));
         reply.choices.push((a.basis & 1) | ((k as u8) << 1));
         match (a.basis, e.code & 3) {

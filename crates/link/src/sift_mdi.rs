@@ -14,7 +14,7 @@
 //!    ([`MdiTally`]; the pulses sent per intensity pair follow from the batch's length and
 //!    the users' public probabilities).
 
-use crate::sift::{abort_before_announcing, open_exchange};
+use crate::sift::{abort_before_announcing, log_entries, open_exchange};
 use crate::{DriveError, Transport};
 use qkdnet_core::bits::Bits;
 use qkdnet_distill::auth::AuthKeys;
@@ -130,20 +130,10 @@ pub(crate) fn receive_relay(
     }
 }
 
-/// The users' logs of the relay's pulses, in the relay's order (`log` sorted by pulse).
+/// The user's log entries for the relay's events (`log` sorted by pulse).
 fn states_of<'a>(log: &'a [Sent], events: &[RelayEvent]) -> Result<Vec<&'a Sent>, String> {
-    let mut j = 0;
-    events
-        .iter()
-        .map(|e| {
-            while j < log.len() && log[j].pulse < e.pulse {
-                j += 1;
-            }
-            log.get(j)
-                .filter(|s| s.pulse == e.pulse)
-                .ok_or_else(|| format!("relay pulse {} is not in the user's log", e.pulse))
-        })
-        .collect()
+    log_entries(log, |s| s.pulse, events.iter().map(|e| e.pulse))
+        .map_err(|e| format!("relay event: {e}"))
 }
 
 /// Bob's side of batch `batch`: the relay's announcement, then the exchange with Alice

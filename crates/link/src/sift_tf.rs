@@ -17,7 +17,7 @@
 //!    pairs (SNS: weak decoys; PM: the key pairs) with their errors, the detector that
 //!    should have stayed dark.
 
-use crate::sift::{abort_before_announcing, open_exchange};
+use crate::sift::{abort_before_announcing, log_entries, open_exchange};
 use crate::sift_mdi::receive_relay;
 use crate::{DriveError, Transport};
 use qkdnet_core::bits::Bits;
@@ -159,20 +159,10 @@ fn sift_clicks(
     (key, t)
 }
 
-/// The user's log entries for the relay's clicks (`log` sorted by pulse).
+/// The user's log entries for the relay's events (`log` sorted by pulse).
 fn states_of<'a>(log: &'a [TfSent], events: &[RelayEvent]) -> Result<Vec<&'a TfSent>, String> {
-    let mut j = 0;
-    events
-        .iter()
-        .map(|e| {
-            while j < log.len() && log[j].pulse < e.pulse {
-                j += 1;
-            }
-            log.get(j)
-                .filter(|s| s.pulse == e.pulse)
-                .ok_or_else(|| format!("relay click {} is not in the user's log", e.pulse))
-        })
-        .collect()
+    log_entries(log, |s| s.pulse, events.iter().map(|e| e.pulse))
+        .map_err(|e| format!("relay event: {e}"))
 }
 
 /// Bob's side of batch `batch`: the relay's clicks, then the exchange with Alice (two pads
