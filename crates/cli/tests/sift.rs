@@ -58,6 +58,43 @@ fn psk_bits(seed: u64) -> qkdnet_core::Bits {
     qkdnet_core::Bits::from_words((0..16u64).map(|i| i * 0x9e37_79b9 + seed).collect(), 1024)
 }
 
+/// The relay and the two users as three parties over TCP on loopback: the relay announces
+/// `events` to both, Bob runs in a thread, Alice here. Alice's and Bob's results.
+fn three_parties<A, B: Send + 'static>(
+    events: Vec<qkdnet_wire::RelayEvent>,
+    bob: impl FnOnce(
+            &mut dyn qkdnet_link::Transport,
+            &mut qkdnet_distill::auth::AuthKeys,
+            &mut dyn qkdnet_link::Transport,
+            &mut qkdnet_distill::auth::AuthKeys,
+        ) -> B
+        + Send
+        + 'static,
+    alice: impl FnOnce(
+        &mut dyn qkdnet_link::Transport,
+        &mut qkdnet_distill::auth::AuthKeys,
+        &mut dyn qkdnet_link::Transport,
+        &mut qkdnet_distill::auth::AuthKeys,
+    ) -> A,
+) -> (A, B) {
+    use qkdnet_distill::auth::AuthKeys;
+    let pool = |seed| AuthKeys::from_preshared(psk_bits(seed)).unwrap();
+    // Links: relay–Alice, relay–Bob, Alice–Bob; pools 1 (relay–Alice), 2 (relay–Bob),
+    // 3 (Alice–Bob).
+    let (mut ra, mut ar) = tcp_pair();
+    let (mut rb, mut br) = tcp_pair();
+    let (mut ab, mut ba) = tcp_pair();
+    let relay = std::thread::spawn(move || {
+        let (mut ka, mut kb) = (pool(1), pool(2));
+        qkdnet_link::sift_mdi::relay_announce(&mut ra, &mut ka, &mut rb, &mut kb, 0, &events)
+            .unwrap();
+    });
+    let bob = std::thread::spawn(move || bob(&mut br, &mut pool(2), &mut ba, &mut pool(3)));
+    let a = alice(&mut ar, &mut pool(1), &mut ab, &mut pool(3));
+    relay.join().unwrap();
+    (a, bob.join().unwrap())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -423,10 +460,9 @@ fn decoy_bb84_sifting_over_tcp_matches_the_emulators_tally() {
 /// measurements, the users exchange bases; the tallies are the emulator's own counts.
 #[test]
 fn mdi_sifting_among_relay_and_users_matches_the_emulators_counts() {
-    use qkdnet_distill::auth::AuthKeys;
     use qkdnet_emulator::mdi::{counts, MdiEmulation, MdiEmulator, MdiLink, State};
     use qkdnet_keyrate::mdi::Mdi;
-    use qkdnet_link::sift_mdi::{relay_announce, sift_alice, sift_bob, Sent};
+    use qkdnet_link::sift_mdi::{sift_alice, sift_bob, Sent};
     use qkdnet_wire::RelayEvent;
     let link = MdiLink::new(Mdi::default(), 10.0, MdiEmulation::default()).unwrap();
     let mut emu = MdiEmulator::new(link, 0.01).unwrap();
@@ -459,27 +495,11 @@ fn mdi_sifting_among_relay_and_users_matches_the_emulators_counts() {
             .collect()
     };
     let (log_a, log_b) = (log(0), log(1));
-    // Links: relay–Alice, relay–Bob, Alice–Bob.
-    let (mut ra, mut ar) = tcp_pair();
-    let (mut rb, mut br) = tcp_pair();
-    let (mut ab, mut ba) = tcp_pair();
-    let relay = std::thread::spawn(move || {
-        let (mut ka, mut kb) = (
-            AuthKeys::from_preshared(psk_bits(1)).unwrap(),
-            AuthKeys::from_preshared(psk_bits(2)).unwrap(),
-        );
-        relay_announce(&mut ra, &mut ka, &mut rb, &mut kb, 0, &events).unwrap();
-    });
-    let bob = std::thread::spawn(move || {
-        let mut kr = AuthKeys::from_preshared(psk_bits(2)).unwrap();
-        let mut k = AuthKeys::from_preshared(psk_bits(3)).unwrap();
-        sift_bob(&mut br, &mut kr, &mut ba, &mut k, 0, &log_b).unwrap()
-    });
-    let mut kr = AuthKeys::from_preshared(psk_bits(1)).unwrap();
-    let mut k = AuthKeys::from_preshared(psk_bits(3)).unwrap();
-    let a = sift_alice(&mut ar, &mut kr, &mut ab, &mut k, 0, &log_a).unwrap();
-    let b = bob.join().unwrap();
-    relay.join().unwrap();
+    let (a, b) = three_parties(
+        events,
+        move |r, kr, a, k| sift_bob(r, kr, a, k, 0, &log_b).unwrap(),
+        |r, kr, b, k| sift_alice(r, kr, b, k, 0, &log_a).unwrap(),
+    );
     assert_eq!(a.tally, b.tally);
     assert_eq!(a.tally.z_events as f64, want.z_clicks);
     assert_eq!(a.key.hamming_distance(&b.key) as f64, want.z_errors);
@@ -503,10 +523,8 @@ fn mdi_sifting_among_relay_and_users_matches_the_emulators_counts() {
 /// phase slices; the tallies are the emulator's own, and the key errors its error counts.
 #[test]
 fn twin_field_sifting_among_relay_and_users_matches_the_emulators_tally() {
-    use qkdnet_distill::auth::AuthKeys;
     use qkdnet_emulator::tf::{TfEmulation, TfEmulator, TfLink};
     use qkdnet_keyrate::tf::{TfVariant, TwinField};
-    use qkdnet_link::sift_mdi::relay_announce;
     use qkdnet_link::sift_tf::{sift_alice, sift_bob, TfProtocol, TfSent};
     use qkdnet_wire::RelayEvent;
     for variant in [TfVariant::Sns, TfVariant::Pm] {
@@ -541,26 +559,11 @@ fn twin_field_sifting_among_relay_and_users_matches_the_emulators_tally() {
             pm: variant == TfVariant::Pm,
             phase_slices: 16,
         };
-        let (mut ra, mut ar) = tcp_pair();
-        let (mut rb, mut br) = tcp_pair();
-        let (mut ab, mut ba) = tcp_pair();
-        let relay = std::thread::spawn(move || {
-            let (mut ka, mut kb) = (
-                AuthKeys::from_preshared(psk_bits(1)).unwrap(),
-                AuthKeys::from_preshared(psk_bits(2)).unwrap(),
-            );
-            relay_announce(&mut ra, &mut ka, &mut rb, &mut kb, 0, &events).unwrap();
-        });
-        let bob = std::thread::spawn(move || {
-            let mut kr = AuthKeys::from_preshared(psk_bits(2)).unwrap();
-            let mut k = AuthKeys::from_preshared(psk_bits(3)).unwrap();
-            sift_bob(&mut br, &mut kr, &mut ba, &mut k, 0, &log_b, &p).unwrap()
-        });
-        let mut kr = AuthKeys::from_preshared(psk_bits(1)).unwrap();
-        let mut k = AuthKeys::from_preshared(psk_bits(3)).unwrap();
-        let a = sift_alice(&mut ar, &mut kr, &mut ab, &mut k, 0, &log_a, &p).unwrap();
-        let b = bob.join().unwrap();
-        relay.join().unwrap();
+        let (a, b) = three_parties(
+            events,
+            move |r, kr, a, k| sift_bob(r, kr, a, k, 0, &log_b, &p).unwrap(),
+            |r, kr, b, k| sift_alice(r, kr, b, k, 0, &log_a, &p).unwrap(),
+        );
         assert_eq!(a.tally, b.tally, "{variant:?}");
         for i in 0..3 {
             for j in 0..3 {

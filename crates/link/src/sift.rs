@@ -495,16 +495,10 @@ pub fn sift_bob(
     };
     t.send(&chan.send(auth, &msg)?)?;
     let bytes = t.recv()?;
-    let reply = match chan.receive(auth, &bytes)? {
-        Message::SiftReply(r) => r,
-        other => {
-            return Err(SessionError::Protocol(format!(
-                "expected SiftReply, got {}",
-                other.message_type()
-            ))
-            .into())
-        }
-    };
+    let reply = expect(chan.receive(auth, &bytes)?, "SiftReply", |m| match m {
+        Message::SiftReply(r) => Some(r),
+        _ => None,
+    })?;
     let key = bob_key(bob, &ann, &reply, cfg)
         .map_err(|e| DriveError::Session(SessionError::Protocol(e.to_string())))?;
     Ok(Exchanged { key, reply })
@@ -583,26 +577,18 @@ pub fn receive_from_bob(
         .map_err(SessionError::from)?;
     if env.header.message_type == qkdnet_wire::MessageType::Done {
         let mut chan = AuthChannel::new(batch, auth.cursor());
-        return match chan.receive(auth, &bytes)? {
-            Message::Done { output_bits } => Ok(FromBob::End {
-                key_bits: output_bits,
-            }),
-            other => Err(SessionError::Protocol(format!(
-                "expected Done, got {}",
-                other.message_type()
-            ))
-            .into()),
-        };
+        let key_bits = expect(chan.receive(auth, &bytes)?, "Done", |m| match m {
+            Message::Done { output_bits } => Some(output_bits),
+            _ => None,
+        })?;
+        return Ok(FromBob::End { key_bits });
     }
     let (chan, msg) = open_exchange(t, auth, batch, &bytes, &env)?;
-    match msg {
-        Message::SiftAnnounce { events, .. } => Ok(FromBob::Batch(Announced { chan, events })),
-        other => Err(SessionError::Protocol(format!(
-            "expected SiftAnnounce, got {}",
-            other.message_type()
-        ))
-        .into()),
-    }
+    let events = expect(msg, "SiftAnnounce", |m| match m {
+        Message::SiftAnnounce { events, .. } => Some(events),
+        _ => None,
+    })?;
+    Ok(FromBob::Batch(Announced { chan, events }))
 }
 
 /// The entries of a user's `log` (sorted by pulse) for `pulses` (increasing), found by one
@@ -626,6 +612,28 @@ pub(crate) fn log_entries<T>(
         .collect()
 }
 
+/// Tells the peer the exchange stops: an `Abort` naming `reason` on the channel's next
+/// pad. Returns the error to report here (the reason, or why it could not be told).
+pub(crate) fn abort_on(
+    t: &mut dyn Transport,
+    auth: &mut AuthKeys,
+    chan: &mut AuthChannel,
+    reason: String,
+) -> DriveError {
+    let abort = Message::Abort {
+        code: qkdnet_distill::session::abort_code::PROTOCOL,
+        reason: reason.clone(),
+    };
+    let sent = chan
+        .send(auth, &abort)
+        .map_err(DriveError::from)
+        .and_then(|b| t.send(&b).map_err(DriveError::from));
+    match sent {
+        Ok(()) => SessionError::Protocol(reason).into(),
+        Err(e) => e,
+    }
+}
+
 /// Bob stops batch `batch` before announcing it: an `Abort` naming `reason` (on the pad
 /// his announcement would have used) so that Alice, who waits for it, stops too.
 pub(crate) fn abort_before_announcing(
@@ -634,18 +642,31 @@ pub(crate) fn abort_before_announcing(
     batch: u64,
     reason: String,
 ) -> DriveError {
-    let abort = Message::Abort {
-        code: qkdnet_distill::session::abort_code::PROTOCOL,
-        reason: reason.clone(),
-    };
-    let sent = AuthChannel::new(batch, auth.cursor())
-        .send(auth, &abort)
-        .map_err(DriveError::from)
-        .and_then(|b| t.send(&b).map_err(DriveError::from));
-    match sent {
-        Ok(()) => SessionError::Protocol(reason).into(),
-        Err(e) => e,
-    }
+    let mut chan = AuthChannel::new(batch, auth.cursor());
+    abort_on(t, auth, &mut chan, reason)
+}
+
+/// The message's content if `pick` takes it, else a protocol error naming what was
+/// expected and what came.
+pub(crate) fn expect<T>(
+    msg: Message,
+    what: &str,
+    pick: impl FnOnce(Message) -> Option<T>,
+) -> Result<T, DriveError> {
+    let got = msg.message_type();
+    pick(msg).ok_or_else(|| SessionError::Protocol(format!("expected {what}, got {got}")).into())
+}
+
+/// Alice receives the announcement that opens batch `batch` ([`open_exchange`]).
+pub(crate) fn receive_opening(
+    t: &mut dyn Transport,
+    auth: &mut AuthKeys,
+    batch: u64,
+) -> Result<(AuthChannel, Message), DriveError> {
+    let bytes = t.recv()?;
+    let env = qkdnet_wire::Envelope::parse(&bytes, qkdnet_wire::DEFAULT_MAX_PAYLOAD)
+        .map_err(SessionError::from)?;
+    open_exchange(t, auth, batch, &bytes, &env)
 }
 
 /// Opens the exchange of batch `batch` that Bob's first message `bytes` (parsed as `env`)
@@ -683,13 +704,8 @@ pub(crate) fn open_exchange(
             if chan.messages() == 0 {
                 chan.skip();
             }
-            let abort = Message::Abort {
-                code: qkdnet_distill::session::abort_code::PROTOCOL,
-                reason: e.to_string(),
-            };
-            if let Ok(b) = chan.send(auth, &abort) {
-                t.send(&b)?;
-            }
+            // Told or not, what failed is the announcement.
+            let _ = abort_on(t, auth, &mut chan, e.to_string());
             Err(e.into())
         }
     }
@@ -741,6 +757,17 @@ pub fn announced_tags(events: &[SiftEvent], cfg: &SiftConfig) -> Vec<TimeTag> {
             },
         })
         .collect()
+}
+
+/// A pre-shared key for tests of the exchanges (4096 bits).
+#[cfg(test)]
+pub(crate) fn test_psk(seed: u64) -> Bits {
+    Bits::from_words(
+        (0..64u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9) ^ seed)
+            .collect(),
+        4096,
+    )
 }
 
 #[cfg(test)]
@@ -802,13 +829,6 @@ mod tests {
         }
     }
 
-    fn psk() -> Bits {
-        Bits::from_words(
-            (0..64u64).map(|i| i.wrapping_mul(0x9e37_79b9)).collect(),
-            64 * 64,
-        )
-    }
-
     #[test]
     fn the_announcement_does_not_depend_on_the_key_bits() {
         let cfg = SiftConfig::default();
@@ -865,10 +885,10 @@ mod tests {
             tag(1_093_000, 0),
         ];
         let (mut ta, mut tb) = crate::MemTransport::pair();
-        let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+        let mut kb = AuthKeys::from_preshared(test_psk(0)).unwrap();
         let bob2 = bob.clone();
         let h = std::thread::spawn(move || sift_bob(&mut tb, &mut kb, 7, &bob2, &cfg));
-        let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+        let mut ka = AuthKeys::from_preshared(test_psk(0)).unwrap();
         let a = sift_alice(&mut ta, &mut ka, 7, &alice, &model, &cfg).unwrap();
         let b = h.join().unwrap().unwrap();
         assert_eq!(a.reply, b.reply);
@@ -900,7 +920,7 @@ mod tests {
         };
         let (mut ta, mut tb) = crate::MemTransport::pair();
         let (mut tm, mut tx) = crate::MemTransport::pair();
-        let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+        let mut kb = AuthKeys::from_preshared(test_psk(0)).unwrap();
         let h = std::thread::spawn(move || {
             sift_bob(&mut tb, &mut kb, 1, &[tag(5_000, 0), tag(9_000, 1)], &cfg)
         });
@@ -909,7 +929,7 @@ mod tests {
         let i = qkdnet_wire::HEADER_LEN + 12;
         m[i] ^= 1;
         tm.send(&m).unwrap();
-        let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+        let mut ka = AuthKeys::from_preshared(test_psk(0)).unwrap();
         let r = sift_alice(&mut tx, &mut ka, 1, &[tag(5_000, 0)], &model, &cfg);
         assert!(
             matches!(r, Err(DriveError::Session(SessionError::Auth(_)))),

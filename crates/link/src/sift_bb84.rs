@@ -13,7 +13,7 @@
 //!    Bob's measured ones are the raw key, with the per-intensity counts the decoy bound
 //!    needs ([`DecoyTally`]); the key-basis errors are what reconciliation corrects.
 
-use crate::sift::{log_entries, open_exchange};
+use crate::sift::{abort_on, expect, log_entries, receive_opening};
 use crate::{DriveError, Transport};
 use qkdnet_core::bits::Bits;
 use qkdnet_distill::auth::AuthKeys;
@@ -184,16 +184,10 @@ pub fn sift_bob(
     };
     t.send(&chan.send(auth, &msg)?)?;
     let bytes = t.recv()?;
-    let reply = match chan.receive(auth, &bytes)? {
-        Message::BasisReply(r) => r,
-        other => {
-            return Err(SessionError::Protocol(format!(
-                "expected BasisReply, got {}",
-                other.message_type()
-            ))
-            .into())
-        }
-    };
+    let reply = expect(chan.receive(auth, &bytes)?, "BasisReply", |m| match m {
+        Message::BasisReply(r) => Some(r),
+        _ => None,
+    })?;
     let (key, tally) = apply(detections, &reply).map_err(SessionError::Protocol)?;
     Ok(Bb84Sifted { key, tally })
 }
@@ -206,43 +200,23 @@ pub fn sift_alice(
     batch: u64,
     log: &[Emission],
 ) -> Result<Bb84Sifted, DriveError> {
-    let bytes = t.recv()?;
-    let env = qkdnet_wire::Envelope::parse(&bytes, qkdnet_wire::DEFAULT_MAX_PAYLOAD)
-        .map_err(SessionError::from)?;
-    let (mut chan, msg) = open_exchange(t, auth, batch, &bytes, &env)?;
-    let Message::BasisAnnounce { events, .. } = msg else {
-        return Err(SessionError::Protocol(format!(
-            "expected BasisAnnounce, got {}",
-            msg.message_type()
-        ))
-        .into());
-    };
+    let (mut chan, msg) = receive_opening(t, auth, batch)?;
+    let events = expect(msg, "BasisAnnounce", |m| match m {
+        Message::BasisAnnounce { events, .. } => Some(events),
+        _ => None,
+    })?;
     match answer(log, &events) {
         Ok((key, reply, tally)) => {
             t.send(&chan.send(auth, &Message::BasisReply(reply))?)?;
             Ok(Bb84Sifted { key, tally })
         }
-        Err(reason) => {
-            let abort = Message::Abort {
-                code: qkdnet_distill::session::abort_code::PROTOCOL,
-                reason: reason.clone(),
-            };
-            t.send(&chan.send(auth, &abort)?)?;
-            Err(SessionError::Protocol(reason).into())
-        }
+        Err(reason) => Err(abort_on(t, auth, &mut chan, reason)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn psk() -> Bits {
-        Bits::from_words(
-            (0..64u64).map(|i| i.wrapping_mul(0x9e37_79b9)).collect(),
-            64 * 64,
-        )
-    }
 
     #[test]
     fn both_ends_keep_the_z_matches_and_count_the_test_errors() {
@@ -265,10 +239,10 @@ mod tests {
         // (error: reconciliation's business), X at Bob vs Z at Alice.
         let bob = vec![d(3, 0, 1), d(8, 1, 0), d(9, 1, 1), d(12, 1, 0), d(20, 0, 0)];
         let (mut ta, mut tb) = crate::MemTransport::pair();
-        let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+        let mut kb = AuthKeys::from_preshared(crate::sift::test_psk(0)).unwrap();
         let bob2 = bob.clone();
         let h = std::thread::spawn(move || sift_bob(&mut tb, &mut kb, 4, &bob2));
-        let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+        let mut ka = AuthKeys::from_preshared(crate::sift::test_psk(0)).unwrap();
         let a = sift_alice(&mut ta, &mut ka, 4, &log).unwrap();
         let b = h.join().unwrap().unwrap();
         assert_eq!(a.tally, b.tally);
@@ -295,7 +269,7 @@ mod tests {
     #[test]
     fn a_pulse_alice_never_sent_is_refused_and_bob_is_told() {
         let (mut ta, mut tb) = crate::MemTransport::pair();
-        let mut kb = AuthKeys::from_preshared(psk()).unwrap();
+        let mut kb = AuthKeys::from_preshared(crate::sift::test_psk(0)).unwrap();
         let h = std::thread::spawn(move || {
             sift_bob(
                 &mut tb,
@@ -308,7 +282,7 @@ mod tests {
                 }],
             )
         });
-        let mut ka = AuthKeys::from_preshared(psk()).unwrap();
+        let mut ka = AuthKeys::from_preshared(crate::sift::test_psk(0)).unwrap();
         let r = sift_alice(&mut ta, &mut ka, 1, &[]);
         assert!(format!("{r:?}").contains("pulse 77"), "{r:?}");
         let rb = h.join().unwrap();

@@ -14,7 +14,7 @@
 //!    ([`MdiTally`]; the pulses sent per intensity pair follow from the batch's length and
 //!    the users' public probabilities).
 
-use crate::sift::{abort_before_announcing, log_entries, open_exchange};
+use crate::sift::{abort_before_announcing, abort_on, expect, log_entries, receive_opening};
 use crate::{DriveError, Transport};
 use qkdnet_core::bits::Bits;
 use qkdnet_distill::auth::AuthKeys;
@@ -120,14 +120,27 @@ pub(crate) fn receive_relay(
         ))
         .into());
     }
-    match AuthChannel::new(batch, pad_offset).receive(auth, &bytes)? {
-        Message::RelayAnnounce { events, .. } => Ok(events),
-        other => Err(SessionError::Protocol(format!(
-            "expected RelayAnnounce, got {}",
-            other.message_type()
-        ))
-        .into()),
+    let msg = AuthChannel::new(batch, pad_offset).receive(auth, &bytes)?;
+    expect(msg, "RelayAnnounce", |m| match m {
+        Message::RelayAnnounce { events, .. } => Some(events),
+        _ => None,
+    })
+}
+
+/// Alice's check that the relay told Bob (`theirs`, his announcement's pulses) the same
+/// events as her.
+pub(crate) fn same_pulses(
+    events: &[RelayEvent],
+    theirs: impl ExactSizeIterator<Item = u64>,
+) -> Result<(), String> {
+    let n = theirs.len();
+    if n != events.len() || theirs.zip(events).any(|(b, r)| b != r.pulse) {
+        return Err(format!(
+            "the relay told Alice {} events and Bob {n}, or different pulses",
+            events.len()
+        ));
     }
+    Ok(())
 }
 
 /// The user's log entries for the relay's events (`log` sorted by pulse).
@@ -163,16 +176,14 @@ pub fn sift_bob(
         events: announced,
     };
     alice.send(&chan.send(auth, &msg)?)?;
-    let reply = match chan.receive(auth, &alice.recv()?)? {
-        Message::BasisReply(r) => r,
-        other => {
-            return Err(SessionError::Protocol(format!(
-                "expected BasisReply, got {}",
-                other.message_type()
-            ))
-            .into())
-        }
-    };
+    let reply = expect(
+        chan.receive(auth, &alice.recv()?)?,
+        "BasisReply",
+        |m| match m {
+            Message::BasisReply(r) => Some(r),
+            _ => None,
+        },
+    )?;
     if reply.choices.len() != events.len() || reply.test_errors.len() != 9 {
         return Err(SessionError::Protocol(format!(
             "BasisReply: {} choices and {} error counts for {} relay events",
@@ -221,39 +232,14 @@ pub fn sift_alice(
     log: &[Sent],
 ) -> Result<MdiSifted, DriveError> {
     let events = receive_relay(relay, auth_relay, batch)?;
-    let bytes = bob.recv()?;
-    let env = qkdnet_wire::Envelope::parse(&bytes, qkdnet_wire::DEFAULT_MAX_PAYLOAD)
-        .map_err(SessionError::from)?;
-    let (mut chan, msg) = open_exchange(bob, auth, batch, &bytes, &env)?;
-    let Message::BasisAnnounce { events: theirs, .. } = msg else {
-        return Err(SessionError::Protocol(format!(
-            "expected BasisAnnounce, got {}",
-            msg.message_type()
-        ))
-        .into());
-    };
-    let checked = if theirs.len() != events.len()
-        || theirs.iter().zip(&events).any(|(b, r)| b.pulse != r.pulse)
-    {
-        Err(format!(
-            "the relay told Alice {} events and Bob {}, or different pulses",
-            events.len(),
-            theirs.len()
-        ))
-    } else {
-        states_of(log, &events)
-    };
-    let mine = match checked {
-        Ok(m) => m,
-        Err(reason) => {
-            let abort = Message::Abort {
-                code: qkdnet_distill::session::abort_code::PROTOCOL,
-                reason: reason.clone(),
-            };
-            bob.send(&chan.send(auth, &abort)?)?;
-            return Err(SessionError::Protocol(reason).into());
-        }
-    };
+    let (mut chan, msg) = receive_opening(bob, auth, batch)?;
+    let theirs = expect(msg, "BasisAnnounce", |m| match m {
+        Message::BasisAnnounce { events, .. } => Some(events),
+        _ => None,
+    })?;
+    let mine = same_pulses(&events, theirs.iter().map(|b| b.pulse))
+        .and_then(|()| states_of(log, &events))
+        .map_err(|reason| abort_on(bob, auth, &mut chan, reason))?;
     let mut key = Bits::zeros(0);
     let mut tally = MdiTally::default();
     let mut choices = Vec::with_capacity(events.len());
@@ -289,15 +275,6 @@ pub fn sift_alice(
 mod tests {
     use super::*;
 
-    fn psk(seed: u64) -> Bits {
-        Bits::from_words(
-            (0..64u64)
-                .map(|i| i.wrapping_mul(0x9e37_79b9) ^ seed)
-                .collect(),
-            4096,
-        )
-    }
-
     #[test]
     fn a_relay_that_tells_the_users_different_pulses_is_caught() {
         let ev = |pulse| RelayEvent { pulse, bell: 0 };
@@ -315,19 +292,19 @@ mod tests {
         let (mut ab, mut ba) = crate::MemTransport::pair();
         // The relay tells Alice pulses 3 and 5, Bob 3 and 9.
         let (mut ka, mut kb) = (
-            AuthKeys::from_preshared(psk(1)).unwrap(),
-            AuthKeys::from_preshared(psk(2)).unwrap(),
+            AuthKeys::from_preshared(crate::sift::test_psk(1)).unwrap(),
+            AuthKeys::from_preshared(crate::sift::test_psk(2)).unwrap(),
         );
         announce_to(&mut ra, &mut ka, 0, &[ev(3), ev(5)]).unwrap();
         announce_to(&mut rb, &mut kb, 0, &[ev(3), ev(9)]).unwrap();
         let log_b = log.clone();
         let bob = std::thread::spawn(move || {
-            let mut kr = AuthKeys::from_preshared(psk(2)).unwrap();
-            let mut k = AuthKeys::from_preshared(psk(3)).unwrap();
+            let mut kr = AuthKeys::from_preshared(crate::sift::test_psk(2)).unwrap();
+            let mut k = AuthKeys::from_preshared(crate::sift::test_psk(3)).unwrap();
             sift_bob(&mut br, &mut kr, &mut ba, &mut k, 0, &log_b)
         });
-        let mut kr = AuthKeys::from_preshared(psk(1)).unwrap();
-        let mut k = AuthKeys::from_preshared(psk(3)).unwrap();
+        let mut kr = AuthKeys::from_preshared(crate::sift::test_psk(1)).unwrap();
+        let mut k = AuthKeys::from_preshared(crate::sift::test_psk(3)).unwrap();
         let a = sift_alice(&mut ar, &mut kr, &mut ab, &mut k, 0, &log);
         assert!(format!("{a:?}").contains("different pulses"), "{a:?}");
         let b = bob.join().unwrap();

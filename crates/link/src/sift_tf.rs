@@ -17,8 +17,8 @@
 //!    pairs (SNS: weak decoys; PM: the key pairs) with their errors, the detector that
 //!    should have stayed dark.
 
-use crate::sift::{abort_before_announcing, log_entries, open_exchange};
-use crate::sift_mdi::receive_relay;
+use crate::sift::{abort_before_announcing, abort_on, expect, log_entries, receive_opening};
+use crate::sift_mdi::{receive_relay, same_pulses};
 use crate::{DriveError, Transport};
 use qkdnet_core::bits::Bits;
 use qkdnet_distill::auth::AuthKeys;
@@ -189,16 +189,14 @@ pub fn sift_bob(
             .collect(),
     };
     alice.send(&chan.send(auth, &msg)?)?;
-    let theirs = match chan.receive(auth, &alice.recv()?)? {
-        Message::TfReply(r) => r,
-        other => {
-            return Err(SessionError::Protocol(format!(
-                "expected TfReply, got {}",
-                other.message_type()
-            ))
-            .into())
-        }
-    };
+    let theirs = expect(
+        chan.receive(auth, &alice.recv()?)?,
+        "TfReply",
+        |m| match m {
+            Message::TfReply(r) => Some(r),
+            _ => None,
+        },
+    )?;
     if theirs.len() != events.len() {
         return Err(SessionError::Protocol(format!(
             "TfReply: {} choices for {} relay clicks",
@@ -223,39 +221,14 @@ pub fn sift_alice(
     p: &TfProtocol,
 ) -> Result<TfSifted, DriveError> {
     let events = receive_relay(relay, auth_relay, batch)?;
-    let bytes = bob.recv()?;
-    let env = qkdnet_wire::Envelope::parse(&bytes, qkdnet_wire::DEFAULT_MAX_PAYLOAD)
-        .map_err(SessionError::from)?;
-    let (mut chan, msg) = open_exchange(bob, auth, batch, &bytes, &env)?;
-    let Message::TfAnnounce { events: theirs, .. } = msg else {
-        return Err(SessionError::Protocol(format!(
-            "expected TfAnnounce, got {}",
-            msg.message_type()
-        ))
-        .into());
-    };
-    let checked = if theirs.len() != events.len()
-        || theirs.iter().zip(&events).any(|(b, r)| b.0 != r.pulse)
-    {
-        Err(format!(
-            "the relay told Alice {} clicks and Bob {}, or different pulses",
-            events.len(),
-            theirs.len()
-        ))
-    } else {
-        states_of(log, &events)
-    };
-    let mine = match checked {
-        Ok(m) => m,
-        Err(reason) => {
-            let abort = Message::Abort {
-                code: qkdnet_distill::session::abort_code::PROTOCOL,
-                reason: reason.clone(),
-            };
-            bob.send(&chan.send(auth, &abort)?)?;
-            return Err(SessionError::Protocol(reason).into());
-        }
-    };
+    let (mut chan, msg) = receive_opening(bob, auth, batch)?;
+    let theirs = expect(msg, "TfAnnounce", |m| match m {
+        Message::TfAnnounce { events, .. } => Some(events),
+        _ => None,
+    })?;
+    let mine = same_pulses(&events, theirs.iter().map(|b| b.0))
+        .and_then(|()| states_of(log, &events))
+        .map_err(|reason| abort_on(bob, auth, &mut chan, reason))?;
     let theirs: Vec<TfChoice> = theirs.into_iter().map(|(_, c)| c).collect();
     let reply: Vec<TfChoice> = mine.iter().map(|s| disclose(s, p)).collect();
     bob.send(&chan.send(auth, &Message::TfReply(reply))?)?;
@@ -267,15 +240,6 @@ pub fn sift_alice(
 mod tests {
     use super::*;
     use crate::sift_mdi::relay_announce;
-
-    fn psk(seed: u64) -> Bits {
-        Bits::from_words(
-            (0..64u64)
-                .map(|i| i.wrapping_mul(0x9e37_79b9) ^ seed)
-                .collect(),
-            4096,
-        )
-    }
 
     #[test]
     fn sns_keys_and_a_click_missing_from_a_log() {
@@ -299,17 +263,17 @@ mod tests {
             let (mut rb, mut br) = crate::MemTransport::pair();
             let (mut ab, mut ba) = crate::MemTransport::pair();
             let (mut ka, mut kb) = (
-                AuthKeys::from_preshared(psk(1)).unwrap(),
-                AuthKeys::from_preshared(psk(2)).unwrap(),
+                AuthKeys::from_preshared(crate::sift::test_psk(1)).unwrap(),
+                AuthKeys::from_preshared(crate::sift::test_psk(2)).unwrap(),
             );
             relay_announce(&mut ra, &mut ka, &mut rb, &mut kb, 0, &events).unwrap();
             let bob = std::thread::spawn(move || {
-                let mut kr = AuthKeys::from_preshared(psk(2)).unwrap();
-                let mut k = AuthKeys::from_preshared(psk(3)).unwrap();
+                let mut kr = AuthKeys::from_preshared(crate::sift::test_psk(2)).unwrap();
+                let mut k = AuthKeys::from_preshared(crate::sift::test_psk(3)).unwrap();
                 sift_bob(&mut br, &mut kr, &mut ba, &mut k, 0, &log_b, &p)
             });
-            let mut kr = AuthKeys::from_preshared(psk(1)).unwrap();
-            let mut k = AuthKeys::from_preshared(psk(3)).unwrap();
+            let mut kr = AuthKeys::from_preshared(crate::sift::test_psk(1)).unwrap();
+            let mut k = AuthKeys::from_preshared(crate::sift::test_psk(3)).unwrap();
             let a = sift_alice(&mut ar, &mut kr, &mut ab, &mut k, 0, &log_a, &p);
             (a, bob.join().unwrap())
         };
