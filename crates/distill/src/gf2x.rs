@@ -23,6 +23,12 @@
 //! novel basis is repeated division by s_j, a few XOR passes per level and no
 //! multiplications. One transform of size 2ᴷ costs 2ᴷ⁻¹·K multiplications in GF(2⁶⁴).
 //!
+//! *Transposed product.* A Toeplitz hash wants only the middle of a product. Reading it as
+//! `Mᵀ s`, with `M` the multiplication by the reversed key, and running the circuit of `M`
+//! transposed (every basis-change XOR and butterfly transposed, in reverse order) needs a
+//! transform as long as the seed alone, half the plain product's at some sizes
+//! ([`toeplitz_words`]).
+//!
 //! *Multiplication in GF(2⁶⁴)* uses the CPU's carry-less multiply (x86-64 PCLMULQDQ)
 //! when present, detected at run time, and otherwise the portable masked-integer
 //! carry-less product of [`crate::gf128`]. Both are checked against a shift-and-add twin.
@@ -458,7 +464,11 @@ mod clmul {
     /// of chaining) and share one reduction.
     #[target_feature(enable = "pclmulqdq,sse2")]
     unsafe fn horner_hw(hw: Hw, mut acc: u128, key: u128, blocks: &[u128]) -> u128 {
-        let grouped = if blocks.len() >= 8 { blocks.len() / 4 * 4 } else { 0 };
+        let grouped = if blocks.len() >= 8 {
+            blocks.len() / 4 * 4
+        } else {
+            0
+        };
         let (head, tail) = blocks.split_at(grouped);
         if !head.is_empty() {
             let k2 = mul128(hw, key, key);
@@ -685,13 +695,21 @@ fn proper_submasks(k: usize) -> ([usize; 64], usize) {
     (v, n)
 }
 
-/// XORs `f[i]` into `f[i − shift]` for `i` in `lo..hi` (`shift ≥ hi − lo`, no overlap).
+/// XORs `f[i]` into `f[i − shift]` for `i` in `lo..hi` (`shift ≥ hi − lo`, no overlap); with
+/// `T` (the transposed pass) `f[i − shift]` into `f[i]` instead.
 #[inline(always)]
-fn xor_back(f: &mut [u64], lo: usize, hi: usize, shift: usize) {
-    let (dst, src) = f.split_at_mut(lo);
-    let dst = &mut dst[lo - shift..hi - shift];
-    for (d, s) in dst.iter_mut().zip(&src[..hi - lo]) {
-        *d ^= *s;
+fn xor_pass<const T: bool>(f: &mut [u64], lo: usize, hi: usize, shift: usize) {
+    let (below, above) = f.split_at_mut(lo);
+    let below = &mut below[lo - shift..hi - shift];
+    let above = &mut above[..hi - lo];
+    if T {
+        for (d, s) in above.iter_mut().zip(below.iter()) {
+            *d ^= *s;
+        }
+    } else {
+        for (d, s) in below.iter_mut().zip(above.iter()) {
+            *d ^= *s;
+        }
     }
 }
 
@@ -703,8 +721,12 @@ fn xor_back(f: &mut [u64], lo: usize, hi: usize, shift: usize) {
 /// quotient coefficient f[i] is XORed into f[i − 2^k + 2^j]; the smallest such distance
 /// is `stride` = 2^k − 2^{j_max}, so chunks of `stride` coefficients have no internal
 /// dependencies and each (chunk, j) pair is one vectorisable XOR pass.
+///
+/// With `T` every pass is transposed ([`xor_pass`]) and the order is kept: the transpose
+/// of the step is then `undo` = true with `T`, the transpose of its inverse `undo` = false
+/// with `T` (a transpose runs the transposed operations in reverse order).
 #[inline(always)]
-fn divide_step(f: &mut [u64], k: usize, undo: bool) {
+fn divide_step<const T: bool>(f: &mut [u64], k: usize, undo: bool) {
     if k == 0 {
         return; // s_0 = x: f_lo = f_0, f_hi = f_1 already.
     }
@@ -717,7 +739,7 @@ fn divide_step(f: &mut [u64], k: usize, undo: bool) {
         while top > h {
             let lo = top.saturating_sub(stride).max(h);
             for &j in subs {
-                xor_back(f, lo, top, h - (1usize << j));
+                xor_pass::<T>(f, lo, top, h - (1usize << j));
             }
             top = lo;
         }
@@ -728,7 +750,7 @@ fn divide_step(f: &mut [u64], k: usize, undo: bool) {
             let top = 2 * h - c * stride;
             let lo = top.saturating_sub(stride).max(h);
             for &j in subs.iter().rev() {
-                xor_back(f, lo, top, h - (1usize << j));
+                xor_pass::<T>(f, lo, top, h - (1usize << j));
             }
         }
     }
@@ -737,11 +759,11 @@ fn divide_step(f: &mut [u64], k: usize, undo: bool) {
 /// Levels 0 … 5 of a conversion on each 64-coefficient block, with the level a constant so
 /// the tiny XOR passes unroll.
 #[inline(always)]
-fn small_levels(d: &mut [u64], undo: bool) {
+fn small_levels<const T: bool>(d: &mut [u64], undo: bool) {
     #[inline(always)]
-    fn level<const K: usize>(blk: &mut [u64], undo: bool) {
+    fn level<const K: usize, const T: bool>(blk: &mut [u64], undo: bool) {
         for b in blk.chunks_exact_mut(2 << K) {
-            divide_step(b, K, undo);
+            divide_step::<T>(b, K, undo);
         }
     }
     let top = (d.len().trailing_zeros() as usize).min(6);
@@ -754,11 +776,11 @@ fn small_levels(d: &mut [u64], undo: bool) {
         for k in order.into_iter().filter(|&k| k < top) {
             match k {
                 0 => {}
-                1 => level::<1>(blk, undo),
-                2 => level::<2>(blk, undo),
-                3 => level::<3>(blk, undo),
-                4 => level::<4>(blk, undo),
-                _ => level::<5>(blk, undo),
+                1 => level::<1, T>(blk, undo),
+                2 => level::<2, T>(blk, undo),
+                3 => level::<3, T>(blk, undo),
+                4 => level::<4, T>(blk, undo),
+                _ => level::<5, T>(blk, undo),
             }
         }
     }
@@ -792,9 +814,10 @@ impl Plan {
 
 /// Monomial → novel basis, levels k−1 … c (those whose blocks exceed a cache block),
 /// breadth-first. Only the first `live` coefficients may be non-zero; returns the extent
-/// that may be non-zero afterwards.
+/// that may be non-zero afterwards. With `T`, the transpose of the inverse conversion
+/// (which keeps no zero tail: pass `live` = the whole length).
 #[inline(always)]
-fn conv_top(d: &mut [u64], plan: &Plan, live: usize) -> usize {
+fn conv_top<const T: bool>(d: &mut [u64], plan: &Plan, live: usize) -> usize {
     let mut extent = live.min(d.len());
     for level in (plan.c..plan.k).rev() {
         let span = 2usize << level;
@@ -804,7 +827,7 @@ fn conv_top(d: &mut [u64], plan: &Plan, live: usize) -> usize {
         }
         let blocks = extent.div_ceil(span);
         for blk in d[..blocks * span].chunks_exact_mut(span) {
-            divide_step(blk, level, false);
+            divide_step::<T>(blk, level, false);
         }
         extent = blocks * span;
     }
@@ -812,9 +835,10 @@ fn conv_top(d: &mut [u64], plan: &Plan, live: usize) -> usize {
 }
 
 /// Monomial → novel basis, levels c−1 … 0 inside one cache block whose first `live`
-/// coefficients may be non-zero. Returns the non-zero extent afterwards.
+/// coefficients may be non-zero. Returns the non-zero extent afterwards. `T` as in
+/// [`conv_top`].
 #[inline(always)]
-fn conv_low(d: &mut [u64], live: usize) -> usize {
+fn conv_low<const T: bool>(d: &mut [u64], live: usize) -> usize {
     let c = d.len().trailing_zeros() as usize;
     let mut extent = live.min(d.len());
     for level in (6..c).rev() {
@@ -824,33 +848,34 @@ fn conv_low(d: &mut [u64], live: usize) -> usize {
         }
         let blocks = extent.div_ceil(span);
         for blk in d[..blocks * span].chunks_exact_mut(span) {
-            divide_step(blk, level, false);
+            divide_step::<T>(blk, level, false);
         }
         extent = blocks * span;
     }
     let small = extent.next_multiple_of(64).min(d.len());
-    small_levels(&mut d[..small], false);
+    small_levels::<T>(&mut d[..small], false);
     small
 }
 
-/// Novel → monomial basis, levels 0 … c−1 inside one cache block.
+/// Novel → monomial basis, levels 0 … c−1 inside one cache block. With `T`, the
+/// transpose of the forward conversion.
 #[inline(always)]
-fn conv_low_undo(d: &mut [u64]) {
+fn conv_low_undo<const T: bool>(d: &mut [u64]) {
     let c = d.len().trailing_zeros() as usize;
-    small_levels(d, true);
+    small_levels::<T>(d, true);
     for level in 6..c {
         for blk in d.chunks_exact_mut(2usize << level) {
-            divide_step(blk, level, true);
+            divide_step::<T>(blk, level, true);
         }
     }
 }
 
-/// Novel → monomial basis, levels c … k−1, breadth-first.
+/// Novel → monomial basis, levels c … k−1, breadth-first. `T` as in [`conv_low_undo`].
 #[inline(always)]
-fn conv_top_undo(d: &mut [u64], plan: &Plan) {
+fn conv_top_undo<const T: bool>(d: &mut [u64], plan: &Plan) {
     for level in plan.c..plan.k {
         for blk in d.chunks_exact_mut(2usize << level) {
-            divide_step(blk, level, true);
+            divide_step::<T>(blk, level, true);
         }
     }
 }
@@ -1062,68 +1087,6 @@ pub fn middle_words(
     start: usize,
     end: usize,
 ) -> Vec<u64> {
-    middle(ws, a, na, b, nb, start..end, false)
-}
-
-/// As [`middle_words`] with `a` given by its coefficients in the novel basis: bits
-/// `a[32i .. 32i + 32]` are the coefficient of `X_i`, and the polynomial multiplied is
-/// [`novel_to_monomial`]`(a, na)`. The product then skips `a`'s basis conversion (a third
-/// of the work of a Toeplitz hash; [`crate::toeplitz::Hasher::hash_expanded`]).
-pub fn middle_words_novel(
-    ws: &mut Workspace,
-    a: &[u64],
-    na: usize,
-    b: &[u64],
-    nb: usize,
-    start: usize,
-    end: usize,
-) -> Vec<u64> {
-    middle(ws, a, na, b, nb, start..end, true)
-}
-
-/// The binary polynomial (LSB-first words, `nbits` bits) whose novel-basis coefficients
-/// are the 32-bit pieces of `novel`: `Σ_i piece_i(z) · X_i(z^32)`, evaluated piece-wise.
-///
-/// The basis change acts on every bit position of the pieces alike (it only adds
-/// coefficients) and is triangular with a unit diagonal (`X_i` has degree `i`), so it is a
-/// bijection of the bit strings of each length: a uniformly random `novel` gives a uniformly
-/// random result. It does not depend on the transform size.
-pub fn novel_to_monomial(novel: &[u64], nbits: usize) -> Vec<u64> {
-    let pieces = nbits.div_ceil(32);
-    if pieces == 0 {
-        return Vec::new();
-    }
-    let mut d = vec![0u64; pieces.next_power_of_two().max(2)];
-    unpack32(novel, nbits, &mut d);
-    conv_low_undo(&mut d);
-    let mut out: Vec<u64> = (0..nbits.div_ceil(64))
-        .map(|w| d[2 * w] | (d.get(2 * w + 1).copied().unwrap_or(0) << 32))
-        .collect();
-    // Triangularity: nothing reaches past the input's top piece, so no bit is cut here.
-    debug_assert!(d[pieces..].iter().all(|&p| p == 0));
-    {
-        use zeroize::Zeroize;
-        d.zeroize();
-    }
-    if !nbits.is_multiple_of(64) {
-        if let Some(last) = out.last_mut() {
-            debug_assert_eq!(*last >> (nbits % 64), 0);
-            *last &= (1u64 << (nbits % 64)) - 1;
-        }
-    }
-    out
-}
-
-fn middle(
-    ws: &mut Workspace,
-    a: &[u64],
-    na: usize,
-    b: &[u64],
-    nb: usize,
-    range: std::ops::Range<usize>,
-    a_novel: bool,
-) -> Vec<u64> {
-    let (start, end) = (range.start, range.end);
     if na == 0 || nb == 0 || start >= end {
         return Vec::new();
     }
@@ -1133,24 +1096,129 @@ fn middle(
     let (first_word, last_word) = (start / 64, (end - 1) / 64);
     let w0 = (2 * first_word).saturating_sub(1);
     let w1 = 2 * last_word + 2;
-    let k = transform_log(pa, pb, w0, w1);
-    let len = 1usize << k;
-    if ws.a.len() != len || ws.plan.as_ref().map(|p| p.c) != Some(k.min(ws.cache_log)) {
-        ws.wipe();
-        ws.a = vec![0; len];
-        ws.b = vec![0; len];
-        ws.lambda = vec![0; (len / 2).max(1)];
-        ws.plan = Some(Plan::new(k, ws.cache_log));
-    }
+    ws.prepare(transform_log(pa, pb, w0, w1));
     unpack32(a, na, &mut ws.a);
     unpack32(b, nb, &mut ws.b);
-    product(ws, Operands { pa, pb, a_novel });
+    product(
+        ws,
+        Operands {
+            pa,
+            pb,
+            kind: Kind::Product,
+        },
+    );
     let c = &ws.a;
-    let piece = |i: usize| c.get(i).copied().unwrap_or(0);
+    product_bits(|i| c.get(i).copied().unwrap_or(0), start, end)
+}
+
+/// The Toeplitz hash `T x` (m × n, `T[i][j] = s[i − j + n − 1]`), which is bits
+/// `n − 1 .. n − 1 + m` of the product `s·x`, by the *transposed* product.
+///
+/// In 32-bit pieces (module documentation) the wanted coefficients `C_K = Σ_j S_{K−j} X_j`
+/// form a middle product. With `X'` the pieces of `x` in reverse order, `C_{pb−1+i} =
+/// Σ_j X'_j S_{i+j}`, which is `Mᵀ S` for the map `M: Z ↦ Z·X'`; the transposition
+/// principle (Bostan, Lecerf and Schost, ISSAC 2003; for the middle product Hanrot,
+/// Quercia and Zimmermann, AAECC 14, 415 (2004)) turns the evaluate–multiply–interpolate
+/// circuit of `M` into one for `Mᵀ` of the same cost: the conversions and butterflies run
+/// transposed and in reverse order. `M` needs a transform only as long as `s` (no
+/// reduction happens for the outputs read), where the plain product needs room for
+/// `s` and `x` together: at n = 9·10⁶, m = 6.1·10⁶ that is 2¹⁹ points instead of 2²⁰.
+///
+/// `x` is shifted up to a multiple of 32 bits first, so that the first wanted bit lies in
+/// the first coefficient the middle product yields. With `drawn` the seed's pieces are the
+/// coefficients `Conv⁻ᵀ s` (see [`expand_transposed`]) and the first conversion is skipped.
+pub fn toeplitz_words(
+    ws: &mut Workspace,
+    seed: &[u64],
+    x: &[u64],
+    n: usize,
+    m: usize,
+    drawn: bool,
+) -> Vec<u64> {
+    if n == 0 || m == 0 {
+        return Vec::new();
+    }
+    let ns = n + m - 1;
+    let r = (32 - n % 32) % 32;
+    let nx = n + r;
+    let pb = nx / 32;
+    // Bits nx − 1 .. nx − 1 + m of s·(z^r x); the top one lies in piece `top`.
+    let (start, end) = (nx - 1, nx - 1 + m);
+    let top = (end - 1) / 32;
+    let len = (top + 1).max(pb).next_power_of_two().max(2);
+    ws.prepare(len.trailing_zeros() as usize);
+    unpack32(seed, ns, &mut ws.a);
+    // x' = the pieces of z^r x, last first.
+    ws.b.fill(0);
+    let word = |w: usize| {
+        let cur = x.get(w).copied().unwrap_or(0);
+        if r == 0 {
+            cur
+        } else {
+            let below = if w == 0 { 0 } else { x[w - 1] >> (64 - r) };
+            (cur << r) | below
+        }
+    };
+    for (t, slot) in ws.b[..pb].iter_mut().rev().enumerate() {
+        let w = word(t / 2);
+        *slot = if t % 2 == 0 { w & 0xffff_ffff } else { w >> 32 };
+    }
+    // Bits of x past n would sit past piece pb − 1 of z^r x: never read.
+    product(
+        ws,
+        Operands {
+            pa: ns.div_ceil(32),
+            pb,
+            kind: Kind::Transposed { drawn },
+        },
+    );
+    // C_K = output K − (pb − 1); coefficients below pb − 1 touch only bits below `start`,
+    // those above `top` only bits at or past `end`.
+    let c = &ws.a;
+    product_bits(
+        |k| {
+            k.checked_sub(pb - 1)
+                .and_then(|i| c.get(i).copied())
+                .unwrap_or(0)
+        },
+        start,
+        end,
+    )
+}
+
+/// The Toeplitz seed a shared random `draw` (`nbits` bits) stands for in
+/// [`toeplitz_words`] with `drawn`: `s = Convᵀ(draw)` in 32-bit pieces, `Conv` the
+/// monomial-to-novel basis conversion of the additive FFT (Lin, Chung and Han 2014).
+///
+/// `Conv` is triangular with a unit diagonal (`X_i` has degree `i`), so `Convᵀ` is too,
+/// with the other orientation: piece `i` of `s` depends on pieces `0..=i` of the draw, the
+/// map does not depend on how far the input is padded, and it acts on every bit position
+/// of the pieces alike (it only adds coefficients). It is therefore a bijection of the bit
+/// strings of each length, and a uniformly random draw gives a uniformly random seed.
+pub fn expand_transposed(draw: &[u64], nbits: usize) -> Vec<u64> {
+    let pieces = nbits.div_ceil(32);
+    if pieces == 0 {
+        return Vec::new();
+    }
+    let mut d = vec![0u64; pieces.next_power_of_two().max(2)];
+    unpack32(draw, nbits, &mut d);
+    conv_low_undo::<true>(&mut d);
+    let out = product_bits(|i| d.get(i).copied().unwrap_or(0) & 0xffff_ffff, 0, nbits);
+    {
+        use zeroize::Zeroize;
+        d.zeroize();
+    }
+    out
+}
+
+/// Bits `start..end` of the binary polynomial `Σ_i piece(i)·z^{32i}` (pieces of up to 64
+/// bits overlap their neighbours: XOR), as LSB-first words.
+fn product_bits(piece: impl Fn(usize) -> u64, start: usize, end: usize) -> Vec<u64> {
     let word = |w: usize| {
         let lo = if w == 0 { 0 } else { piece(2 * w - 1) >> 32 };
         piece(2 * w) ^ (piece(2 * w + 1) << 32) ^ lo
     };
+    let (first_word, last_word) = (start / 64, (end - 1) / 64);
     // Shift the product words down by start % 64 bits.
     let nbits = end - start;
     let shift = start % 64;
@@ -1173,13 +1241,35 @@ fn middle(
     out
 }
 
-/// The operands of one product: their lengths in 32-bit pieces, and whether `a`'s pieces
-/// are already coefficients in the novel basis (see [`middle_words_novel`]).
+impl Workspace {
+    /// Buffers and constants for transforms of 2ᴷ points (kept when they already fit).
+    fn prepare(&mut self, k: usize) {
+        let len = 1usize << k;
+        if self.a.len() != len || self.plan.as_ref().map(|p| p.c) != Some(k.min(self.cache_log)) {
+            self.wipe();
+            self.a = vec![0; len];
+            self.b = vec![0; len];
+            self.lambda = vec![0; (len / 2).max(1)];
+            self.plan = Some(Plan::new(k, self.cache_log));
+        }
+    }
+}
+
+/// What one run of the transform circuit computes.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// `a·b` (both operands in `ws.a`, `ws.b`; the product left in `ws.a`).
+    Product,
+    /// `Mᵀ a` for `M: z ↦ z·b` ([`toeplitz_words`]); `drawn`: `a` already holds `Conv⁻ᵀ a`.
+    Transposed { drawn: bool },
+}
+
+/// The operands of one product: their lengths in 32-bit pieces, and what to compute.
 #[derive(Clone, Copy)]
 struct Operands {
     pa: usize,
     pb: usize,
-    a_novel: bool,
+    kind: Kind,
 }
 
 fn product(ws: &mut Workspace, ops: Operands) {
@@ -1205,32 +1295,126 @@ fn product(ws: &mut Workspace, ops: Operands) {
 /// block carried from monomial coefficients to its product's coefficients while it is in
 /// cache; only the top levels and layers sweep the whole arrays.
 ///
-/// An operand whose pieces already are novel-basis coefficients skips the conversion. One
-/// that fits a single cache block (all top layers then copy block 0 outwards) is converted
-/// once, before the copies, instead of once per block.
+/// One operand that fits a single cache block (all top layers then copy block 0 outwards)
+/// is converted once, before the copies, instead of once per block.
+///
+/// For [`Kind::Transposed`], `ws.a` goes through the transpose of that circuit for
+/// multiplication by `b`: `Conv⁻ᵀ`, the inverse FFT transposed (layers top-down), the
+/// pointwise product, the forward FFT transposed (layers bottom-up), `Convᵀ`. A transposed
+/// butterfly is the other kind of butterfly with its halves swapped: (a ← a + l·b;
+/// b ← b + a)ᵀ is (a ← a + b; b ← b + l·a).
 #[inline(always)]
 fn transform_product<M: FieldMul>(m: M, ws: &mut Workspace, ops: Operands) {
     let Some(plan) = ws.plan.as_ref() else {
         return;
     };
     let span = 1usize << plan.c;
-    let (la, conv_a) = operand_top(m, &mut ws.a, plan, &mut ws.lambda, ops.pa, ops.a_novel);
-    let (lb, conv_b) = operand_top(m, &mut ws.b, plan, &mut ws.lambda, ops.pb, false);
+    let (la, conv_a) = match ops.kind {
+        Kind::Product => operand_top(m, &mut ws.a, plan, &mut ws.lambda, ops.pa),
+        Kind::Transposed { drawn } => {
+            if !drawn {
+                let len = ws.a.len();
+                conv_top::<true>(&mut ws.a, plan, len);
+            }
+            transposed_layers_top(m, &mut ws.a, plan, &mut ws.lambda, false);
+            (span, !drawn)
+        }
+    };
+    let transposed = matches!(ops.kind, Kind::Transposed { .. });
+    let (lb, conv_b) = operand_top(m, &mut ws.b, plan, &mut ws.lambda, ops.pb);
     for (bi, (ba, bb)) in
         ws.a.chunks_exact_mut(span)
             .zip(ws.b.chunks_exact_mut(span))
             .enumerate()
     {
-        let la = if conv_a { conv_low(ba, la) } else { la };
-        fft_low(m, ba, bi, plan, la);
-        let lb = if conv_b { conv_low(bb, lb) } else { lb };
+        if transposed {
+            if conv_a {
+                conv_low::<true>(ba, span);
+            }
+            transposed_layers_low(m, ba, bi, plan, false);
+        } else {
+            let la = if conv_a {
+                conv_low::<false>(ba, la)
+            } else {
+                la
+            };
+            fft_low(m, ba, bi, plan, la);
+        }
+        let lb = if conv_b {
+            conv_low::<false>(bb, lb)
+        } else {
+            lb
+        };
         fft_low(m, bb, bi, plan, lb);
         m.mul_pointwise(ba, bb);
-        ifft_low(m, ba, bi, plan);
-        conv_low_undo(ba);
+        if transposed {
+            transposed_layers_low(m, ba, bi, plan, true);
+            conv_low_undo::<true>(ba);
+        } else {
+            ifft_low(m, ba, bi, plan);
+            conv_low_undo::<false>(ba);
+        }
     }
-    ifft_top(m, &mut ws.a, plan, &mut ws.lambda);
-    conv_top_undo(&mut ws.a, plan);
+    if transposed {
+        transposed_layers_top(m, &mut ws.a, plan, &mut ws.lambda, true);
+        conv_top_undo::<true>(&mut ws.a, plan);
+    } else {
+        ifft_top(m, &mut ws.a, plan, &mut ws.lambda);
+        conv_top_undo::<false>(&mut ws.a, plan);
+    }
+}
+
+/// Transposed FFT layers above the cache block: the inverse FFT's (`forward` false: layers
+/// k−1 … c, each butterfly b ← b + l·a; a ← a + b) or the forward FFT's (`forward`
+/// true: layers c … k−1, a ← a + b; b ← b + l·a). (No closures here or below: a closure
+/// would not inherit the caller's target features, and the intrinsics would not inline.)
+#[inline(always)]
+fn transposed_layers_top<M: FieldMul>(
+    m: M,
+    d: &mut [u64],
+    plan: &Plan,
+    lambda: &mut [u64],
+    forward: bool,
+) {
+    let layers = plan.k - plan.c;
+    for step in 0..layers {
+        let r = if forward {
+            plan.c + step
+        } else {
+            plan.k - 1 - step
+        };
+        let h = 1usize << r;
+        let blocks = d.len() >> (r + 1);
+        layer_twiddles(r, blocks, lambda);
+        for (blk, l) in d.chunks_exact_mut(2 * h).zip(lambda.iter()) {
+            let (lo, hi) = blk.split_at_mut(h);
+            if forward {
+                butterfly_inv(m, hi, lo, *l);
+            } else {
+                butterfly_fwd(m, hi, lo, *l);
+            }
+        }
+    }
+}
+
+/// Transposed FFT layers c−1 … 0 (`forward` false) or 0 … c−1 (`forward` true) of cache
+/// block `bi`, as in [`transposed_layers_top`].
+#[inline(always)]
+fn transposed_layers_low<M: FieldMul>(m: M, d: &mut [u64], bi: usize, plan: &Plan, forward: bool) {
+    let tables = &tables().s;
+    for step in 0..plan.c {
+        let r = if forward { step } else { plan.c - 1 - step };
+        let h = 1usize << r;
+        let base = twiddle_at(&tables[r], r, bi << plan.c);
+        for (blk, l) in d.chunks_exact_mut(2 * h).zip(plan.local[r].iter()) {
+            let (lo, hi) = blk.split_at_mut(h);
+            if forward {
+                butterfly_inv(m, hi, lo, *l ^ base);
+            } else {
+                butterfly_fwd(m, hi, lo, *l ^ base);
+            }
+        }
+    }
 }
 
 /// One operand through the levels and layers above the cache block. Returns the live
@@ -1244,16 +1428,13 @@ fn operand_top<M: FieldMul>(
     plan: &Plan,
     lambda: &mut [u64],
     live: usize,
-    novel: bool,
 ) -> (usize, bool) {
     let span = 1usize << plan.c;
-    if novel {
-        (fft_top(m, d, plan, lambda, live), false)
-    } else if live <= span {
-        let e = conv_low(&mut d[..span], live);
+    if live <= span {
+        let e = conv_low::<false>(&mut d[..span], live);
         (fft_top(m, d, plan, lambda, e), false)
     } else {
-        let e = conv_top(d, plan, live);
+        let e = conv_top::<false>(d, plan, live);
         (fft_top(m, d, plan, lambda, e), true)
     }
 }
@@ -1306,13 +1487,13 @@ mod tests {
 
     fn to_novel(d: &mut [u64], live: usize, cache_log: usize) -> usize {
         let plan = Plan::new(d.len().trailing_zeros() as usize, cache_log);
-        let e = conv_top(d, &plan, live);
+        let e = conv_top::<false>(d, &plan, live);
         let span = 1usize << plan.c;
         let mut extent = 0;
         for (bi, blk) in d.chunks_exact_mut(span).enumerate() {
             let l = e.saturating_sub(bi * span).min(span);
             if l > 0 {
-                extent = bi * span + conv_low(blk, l);
+                extent = bi * span + conv_low::<false>(blk, l);
             }
         }
         extent
@@ -1321,9 +1502,9 @@ mod tests {
     fn from_novel(d: &mut [u64], cache_log: usize) {
         let plan = Plan::new(d.len().trailing_zeros() as usize, cache_log);
         for blk in d.chunks_exact_mut(1 << plan.c) {
-            conv_low_undo(blk);
+            conv_low_undo::<false>(blk);
         }
-        conv_top_undo(d, &plan);
+        conv_top_undo::<false>(d, &plan);
     }
 
     #[test]
@@ -1530,47 +1711,89 @@ mod tests {
         }
     }
 
+    /// Bits n−1 .. n−1+m of s·x, by the schoolbook product.
+    fn toeplitz_naive(s: &[u64], x: &[u64], n: usize, m: usize) -> Bits {
+        let na = n + m - 1;
+        let full = Bits::from_words(mul_words_naive(s, na, x, n), na + n - 1);
+        full.slice(n - 1, n - 1 + m)
+    }
+
+    fn random_words(rng: &mut impl Rng, nbits: usize) -> Vec<u64> {
+        let mut v: Vec<u64> = (0..nbits.div_ceil(64)).map(|_| rng.gen()).collect();
+        if !nbits.is_multiple_of(64) {
+            let last = v.len() - 1;
+            v[last] &= (1u64 << (nbits % 64)) - 1;
+        }
+        v
+    }
+
     #[test]
-    fn novel_basis_operands_match_their_monomial_form() {
-        // The seed-in-novel-basis path of the Toeplitz hash: one conversion skipped, same
-        // product as converting first. Shapes cover one cache block, several, the
-        // single-block copy path of a short `b`, and every multiplier width.
+    fn transposed_toeplitz_product_matches_the_schoolbook_product() {
+        // Every n mod 32 shift, one and several cache blocks, m above and below n, every
+        // multiplier width, with a literal seed and with a drawn one.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
-        for &(n, m) in &[
+        let shapes = [
             (1usize, 1usize),
+            (2, 1),
+            (31, 33),
             (64, 64),
+            (65, 200),
             (1000, 500),
+            (1001, 999),
+            (4097, 3),
             (70_000, 3_000),
-            (1_000_000, 500_000),
-            (1_000_000, 20_000),
-        ] {
-            let na = n + m - 1;
-            let mut a: Vec<u64> = (0..na.div_ceil(64)).map(|_| rng.gen()).collect();
-            if na % 64 != 0 {
-                let last = a.len() - 1;
-                a[last] &= (1u64 << (na % 64)) - 1;
-            }
-            let mut b: Vec<u64> = (0..n.div_ceil(64)).map(|_| rng.gen()).collect();
-            if n % 64 != 0 {
-                let last = b.len() - 1;
-                b[last] &= (1u64 << (n % 64)) - 1;
-            }
-            let mono = novel_to_monomial(&a, na);
+            (300_017, 200_003),
+        ];
+        for &(n, m) in &shapes {
+            let ns = n + m - 1;
+            let s = random_words(&mut rng, ns);
+            let x = random_words(&mut rng, n);
+            let want = toeplitz_naive(&s, &x, n, m);
+            let draw = random_words(&mut rng, ns);
+            let seed = expand_transposed(&draw, ns);
+            let want_drawn = toeplitz_naive(&seed, &x, n, m);
             for (lanes, cache_log) in [(4, CACHE_LOG), (2, CACHE_LOG), (1, CACHE_LOG), (4, 3)] {
                 let mut ws = Workspace {
                     lanes,
                     cache_log,
                     ..Workspace::default()
                 };
-                let want = middle_words(&mut ws, &mono, na, &b, n, n - 1, n - 1 + m);
-                let got = middle_words_novel(&mut ws, &a, na, &b, n, n - 1, n - 1 + m);
-                assert_eq!(got, want, "n={n} m={m} lanes {lanes} cache_log {cache_log}");
+                let got = Bits::from_words(toeplitz_words(&mut ws, &s, &x, n, m, false), m);
+                assert!(
+                    got == want,
+                    "n={n} m={m} lanes {lanes} cache_log {cache_log}"
+                );
+                let got = Bits::from_words(toeplitz_words(&mut ws, &draw, &x, n, m, true), m);
+                assert!(
+                    got == want_drawn,
+                    "drawn: n={n} m={m} lanes {lanes} cache_log {cache_log}"
+                );
             }
         }
     }
 
     #[test]
-    fn novel_to_monomial_is_a_bijection_of_each_length() {
+    fn transposed_toeplitz_transform_holds_only_the_seed() {
+        // n = 9·10⁶, m = 6.13·10⁶: the plain product needs 2²⁰ points, the transposed 2¹⁹.
+        let (n, m) = (9_000_000usize, 6_130_000usize);
+        let (pa, pb) = ((n + m - 1).div_ceil(32), n.div_ceil(32));
+        assert_eq!(transform_log(pa, pb, pb - 2, pa + 1), 20);
+        let mut ws = Workspace::default();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(10);
+        let s = random_words(&mut rng, n + m - 1);
+        // A sparse x keeps the schoolbook twin fast.
+        let mut x = vec![0u64; n.div_ceil(64)];
+        for _ in 0..20 {
+            let j = rng.gen_range(0..n);
+            x[j / 64] |= 1 << (j % 64);
+        }
+        let got = Bits::from_words(toeplitz_words(&mut ws, &s, &x, n, m, false), m);
+        assert_eq!(ws.a.len(), 1 << 19);
+        assert!(got == toeplitz_naive(&s, &x, n, m));
+    }
+
+    #[test]
+    fn expand_transposed_is_a_bijection_of_each_length() {
         // The images of the unit vectors have full rank, and the map does not depend on
         // how far the input is padded.
         for nbits in [1usize, 31, 32, 33, 100, 257] {
@@ -1578,7 +1801,7 @@ mod tests {
                 .map(|i| {
                     let mut e = vec![0u64; nbits.div_ceil(64)];
                     e[i / 64] = 1 << (i % 64);
-                    novel_to_monomial(&e, nbits)
+                    expand_transposed(&e, nbits)
                 })
                 .collect();
             let mut rank = 0;
@@ -1600,9 +1823,12 @@ mod tests {
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         let v: Vec<u64> = (0..4).map(|_| rng.gen()).collect();
-        let short = novel_to_monomial(&v[..2], 128);
+        let short = expand_transposed(&v[..2], 128);
         let mut padded = v[..2].to_vec();
         padded.extend([0, 0]);
-        assert_eq!(novel_to_monomial(&padded, 256)[..2], short[..]);
+        assert_eq!(expand_transposed(&padded, 256)[..2], short[..]);
+        // Prefixes: the first bits of the expansion depend only on the first bits drawn.
+        let long = expand_transposed(&v, 200);
+        assert_eq!(long[..2], short[..]);
     }
 }

@@ -9,7 +9,9 @@
 //!
 //! * **Additive FFT over GF(2⁶⁴)** ([`crate::gf2x`]), the default where the CPU has a
 //!   carry-less multiply: bit-packed (32 bits of key per field element), exact by
-//!   construction, no rounding argument needed.
+//!   construction, no rounding argument needed. It computes the middle product by the
+//!   transposed multiplication ([`crate::gf2x::toeplitz_words`]), so its transform only
+//!   needs to be as long as the seed.
 //! * **Complex FFT in f64**, the portable fallback, described below.
 //!
 //! A cyclic convolution of any length `N ≥ n + m − 1` gives
@@ -195,8 +197,8 @@ impl Hasher {
     /// privacy amplification uses. `draw` is the uniformly random string both ends share;
     /// the seed it expands to is uniformly random too (a fixed bijection), so the family is
     /// the Toeplitz family, 2-universal as before. The additive backend then skips one of
-    /// its three basis conversions; the float backend expands the seed first. Both give
-    /// the same bits.
+    /// its three basis conversions (the draw is what that conversion would produce); the
+    /// float backend expands the seed first. Both give the same bits.
     pub fn hash_expanded(
         &mut self,
         draw: &Bits,
@@ -230,19 +232,13 @@ impl Hasher {
             });
         }
         if self.backend == Backend::Additive {
-            let product = if expanded {
-                crate::gf2x::middle_words_novel
-            } else {
-                crate::gf2x::middle_words
-            };
-            let y = product(
+            let y = crate::gf2x::toeplitz_words(
                 &mut self.gf2x,
                 seed.words(),
-                need,
                 x.words(),
                 n,
-                n - 1,
-                n - 1 + m,
+                m,
+                expanded,
             );
             return Ok(Bits::from_words(y, m));
         }
@@ -317,13 +313,13 @@ pub fn hash(seed: &Bits, x: &Bits, m: usize) -> Result<Bits, ToeplitzError> {
 }
 
 /// The Toeplitz seed a shared random `draw` stands for in [`Hasher::hash_expanded`]: its
-/// 32-bit pieces read as coefficients in the novel polynomial basis of the additive FFT
-/// (Lin, Chung and Han 2014; [`crate::gf2x::novel_to_monomial`]), converted to ordinary
-/// coefficients. A bijection on bit strings of each length, so a uniform `draw` gives a
+/// 32-bit pieces read as the coefficients the additive FFT's transposed product starts
+/// from ([`crate::gf2x::expand_transposed`], a triangular change of basis after Lin, Chung
+/// and Han 2014). A bijection on bit strings of each length, so a uniform `draw` gives a
 /// uniform seed. Like the draw, the seed is public.
 pub fn expand_seed(draw: &Bits) -> Bits {
     Bits::from_words(
-        crate::gf2x::novel_to_monomial(draw.words(), draw.len()),
+        crate::gf2x::expand_transposed(draw.words(), draw.len()),
         draw.len(),
     )
 }

@@ -34,7 +34,9 @@
 //!   bounds secrecy itself). Version 3 added `test_bits`, `test_errors`. Version 4 changed
 //!   how Cascade's shuffles follow from `shuffle_seed` (qkdnet_distill::random::permutation:
 //!   xoshiro256++ in place of ChaCha8), so the two ends must run the same version. Version
-//!   5 added the secrecy fields.
+//!   5 added the secrecy fields. Version 8 changed how the sample positions follow from
+//!   `sample_seed` (qkdnet_distill::estimate::Sample::draw: one `Uniform` over the
+//!   positions in place of a fresh range per draw).
 //! - `Sample` (2), Alice → Bob: her sample bits (bit string).
 //! - `SampleVerdict` (3), Bob → Alice: `u32 errors, u8 proceed (0/1)`.
 //! - `ParityQueries` (4), Bob → Alice: `u32 count`, then per frame `u32 frame, u32 n`, then
@@ -85,7 +87,7 @@
 use std::fmt;
 
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 7;
+pub const VERSION: u8 = 8;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 18;
 /// Tag length in bytes.
@@ -405,7 +407,8 @@ pub enum Message {
         /// Final key length.
         output_bits: u64,
         /// The shared random draw the Toeplitz seed expands from
-        /// (`qkdnet_distill::toeplitz::expand_seed`; since version 6).
+        /// (`qkdnet_distill::toeplitz::expand_seed`; since version 6, by the transposed
+        /// basis change since version 8).
         seed: BitString,
     },
     /// One tag per Cascade frame, sent when the whole-key verification failed, so the
