@@ -219,6 +219,44 @@ impl Bits {
         self.words.iter().map(|w| w.count_ones() as usize).sum()
     }
 
+    /// The running parities: bit `i` of the result is the parity of bits `0..=i` of
+    /// `self`. Then the parity of any range `s..e` is two look-ups
+    /// ([`Bits::parity_from_prefix`]). Six shift–XOR steps per word and a carry.
+    pub fn prefix_parities(&self) -> Bits {
+        let mut carry = 0u64;
+        let words = self
+            .words
+            .iter()
+            .map(|&w| {
+                let mut x = w;
+                x ^= x << 1;
+                x ^= x << 2;
+                x ^= x << 4;
+                x ^= x << 8;
+                x ^= x << 16;
+                x ^= x << 32;
+                x ^= carry;
+                carry = 0u64.wrapping_sub(x >> 63);
+                x
+            })
+            .collect();
+        Bits::from_words(words, self.len)
+    }
+
+    /// Parity of bits `start..end` of the string whose [`Bits::prefix_parities`] `self` is.
+    ///
+    /// # Panics
+    /// If the range is not within `0..=len`.
+    #[inline]
+    pub fn parity_from_prefix(&self, start: usize, end: usize) -> bool {
+        assert!(start <= end && end <= self.len, "range {start}..{end}");
+        if start == end {
+            return false;
+        }
+        let before = start > 0 && self.get(start - 1);
+        self.get(end - 1) ^ before
+    }
+
     /// Parity of bits `start..end`, a word at a time.
     ///
     /// # Panics
@@ -364,6 +402,18 @@ mod tests {
             let (s, e) = (a.min(b).min(v.len()), a.max(b).min(v.len()));
             let naive = v[s..e].iter().fold(false, |p, &x| p ^ x);
             prop_assert_eq!(bits.range_parity(s, e), naive);
+        }
+
+        #[test]
+        fn prefix_parities_give_every_range_parity(v in proptest::collection::vec(any::<bool>(), 0..300), a in 0usize..300, b in 0usize..300) {
+            let bits = Bits::from_bools(&v);
+            let prefix = bits.prefix_parities();
+            prop_assert_eq!(prefix.len(), v.len());
+            let (s, e) = (a.min(b).min(v.len()), a.max(b).min(v.len()));
+            prop_assert_eq!(prefix.parity_from_prefix(s, e), bits.range_parity(s, e));
+            for i in 0..v.len() {
+                prop_assert_eq!(prefix.get(i), v[..=i].iter().fold(false, |p, &x| p ^ x));
+            }
         }
 
         #[test]

@@ -179,9 +179,11 @@ pub struct Alice {
     n: usize,
     sh: Arc<Shuffles>,
     bits: Bits,
-    /// Pass p's shuffled copy of `bits` (p ≥ 1), built when the pass is first asked for
-    /// a parity other than its two halves.
-    shuffled: Vec<Option<Bits>>,
+    /// The running parities ([`Bits::prefix_parities`]) of pass p's shuffled copy of
+    /// `bits` (p ≥ 1), built when the pass is first asked for a parity other than its two
+    /// halves. Every range parity is then two bit look-ups instead of a scan of the
+    /// range's words.
+    prefix: Vec<Option<Bits>>,
     leaked: u64,
 }
 
@@ -194,13 +196,13 @@ impl Alice {
             sh.passes() >= schedule.passes() && (n == sh.frame_bits() || sh.passes() <= 1),
             "shuffles do not fit the frame"
         );
-        let shuffled = (0..schedule.passes()).map(|_| None).collect();
+        let prefix = (0..schedule.passes()).map(|_| None).collect();
         Self {
             schedule,
             n,
             sh,
             bits,
-            shuffled,
+            prefix,
             leaked: 0,
         }
     }
@@ -223,8 +225,17 @@ impl Alice {
                         let first = self.bits.masked_parity(mask);
                         out.push(first);
                         out.push(first ^ self.bits.range_parity(0, self.n));
+                    } else if p == 0 {
+                        block_parities(&self.bits, k, &mut out);
                     } else {
-                        block_parities(self.copy(p), k, &mut out);
+                        let n = self.n;
+                        let prefix = self.prefix(p);
+                        let mut s = 0;
+                        while s < n {
+                            let e = (s + k).min(n);
+                            out.push(prefix.parity_from_prefix(s, e));
+                            s = e;
+                        }
                     }
                 }
                 Query::Range { pass, start, end } => {
@@ -237,7 +248,11 @@ impl Alice {
                             len: self.n,
                         });
                     }
-                    out.push(self.copy(p).range_parity(s, e));
+                    out.push(if p == 0 {
+                        self.bits.range_parity(s, e)
+                    } else {
+                        self.prefix(p).parity_from_prefix(s, e)
+                    });
                 }
             }
             if out.len() > limit {
@@ -263,18 +278,12 @@ impl Alice {
         Ok(p)
     }
 
-    /// Pass p's shuffled string: the frame itself for pass 0, otherwise the copy, built
-    /// when first asked for. Word-parallel range parities on it cost no more than parity
-    /// prefix sums for Cascade's ranges and need no second string per pass (the state of
-    /// a session's frames in flight is what limits its speed, not the arithmetic).
+    /// Pass p's (p ≥ 1) running parities, built when first asked for.
     #[inline]
-    fn copy(&mut self, p: usize) -> &Bits {
-        if p == 0 {
-            return &self.bits;
-        }
-        match &mut self.shuffled[p] {
+    fn prefix(&mut self, p: usize) -> &Bits {
+        match &mut self.prefix[p] {
             Some(x) => x,
-            slot => slot.insert(self.sh.shuffled(&self.bits, p)),
+            slot => slot.insert(self.sh.shuffled(&self.bits, p).prefix_parities()),
         }
     }
 }
@@ -346,68 +355,69 @@ pub enum Step {
     Done,
 }
 
-/// Alice's parities known to Bob for one pass: per block, the nodes of its halving tree
-/// (heap-indexed, `2k` slots per block), disclosed or derived as parent ⊕ sibling. A later
-/// search through the same block reuses them instead of asking again.
+/// Alice's parities known to Bob for one pass: per block, the left child of every node of
+/// its halving tree that has been asked about (heap-indexed: node `i` has children `2i` and
+/// `2i + 1`). A later search through the same block reuses them instead of asking again.
+///
+/// Only left children are kept. A search at node `i` needs Alice's parity of `2i` alone
+/// (it compares it with Bob's and goes left or right), and that parity is only ever
+/// learnt by asking; the right child's, derivable as parent ⊕ left, is never read. So a
+/// tree is two bits per internal node (known, value), interleaved a word each, so that a
+/// look-up touches one cache line.
 ///
 /// Only the blocks that are searched get a tree, allocated from one arena when their first
-/// node below the root is learnt; the roots (the pass's disclosed block parities) are kept
-/// apart. Allocating every block's tree up front cost about 0.6 MB per 2¹⁶-bit frame, which
-/// with a session's hundred frames in flight thrashed the caches. (Sparse tables for the
-/// trees of large blocks save memory but measured 2–7 % slower: the dense trees' upper
-/// levels share words that stay in cache.)
+/// node is learnt. Allocating every block's tree up front cost about 0.6 MB per 2¹⁶-bit
+/// frame, which with a session's hundred frames in flight thrashed the caches; keeping
+/// both children and the two bit planes apart doubled the trees (22 MB per 10⁷-bit block
+/// at 2 %) and their cache misses. (Sparse tables for the trees of large blocks save memory
+/// but measured 2–7 % slower: the dense trees' upper levels share words that stay in
+/// cache.)
 struct KnownParities {
-    /// Words per tree for each of the two bit planes (known, value).
+    /// Words per tree for each of the two bit planes (internal nodes < k rounded up to a
+    /// power of two).
     words: usize,
-    /// Alice's block parities (node 1 of every tree).
-    root: Bits,
     /// Per block: 0 for no tree, else 1 + the tree's index in `arena`.
     tree: Vec<u32>,
-    /// Trees: `words` words of known flags, then `words` words of values.
+    /// Trees of `2·words` words: word `2j` holds the known flags of nodes `64j..64j + 64`,
+    /// word `2j + 1` their left children's parities.
     arena: Vec<u64>,
 }
 
 impl KnownParities {
     fn new(blocks: usize, k: usize) -> Self {
         Self {
-            words: (2 * k.next_power_of_two()).div_ceil(64),
-            root: Bits::zeros(blocks),
+            words: k.next_power_of_two().div_ceil(64),
             tree: vec![0; blocks],
             arena: Vec::new(),
         }
     }
 
+    /// Alice's parity of node `2·node` of `block`'s tree, if known.
     #[inline(always)]
-    fn get(&self, block: usize, node: u32) -> Option<bool> {
-        if node == 1 {
-            return Some(self.root.get(block));
-        }
+    fn left(&self, block: usize, node: u32) -> Option<bool> {
         let t = self.tree[block] as usize;
         if t == 0 {
             return None;
         }
-        let base = (t - 1) * 2 * self.words;
-        let (w, m) = (node as usize / 64, 1u64 << (node % 64));
-        (self.arena[base + w] & m != 0).then(|| self.arena[base + self.words + w] & m != 0)
+        let at = (t - 1) * 2 * self.words + 2 * (node as usize / 64);
+        let m = 1u64 << (node % 64);
+        (self.arena[at] & m != 0).then(|| self.arena[at + 1] & m != 0)
     }
 
+    /// Records Alice's parity `v` of node `2·node` of `block`'s tree.
     #[inline(always)]
-    fn set(&mut self, block: usize, node: u32, v: bool) {
-        if node == 1 {
-            self.root.set(block, v);
-            return;
-        }
+    fn set_left(&mut self, block: usize, node: u32, v: bool) {
         if self.tree[block] == 0 {
             self.arena.resize(self.arena.len() + 2 * self.words, 0);
             self.tree[block] = (self.arena.len() / (2 * self.words)) as u32;
         }
-        let base = (self.tree[block] as usize - 1) * 2 * self.words;
-        let (w, m) = (node as usize / 64, 1u64 << (node % 64));
-        self.arena[base + w] |= m;
+        let at = (self.tree[block] as usize - 1) * 2 * self.words + 2 * (node as usize / 64);
+        let m = 1u64 << (node % 64);
+        self.arena[at] |= m;
         if v {
-            self.arena[base + self.words + w] |= m;
+            self.arena[at + 1] |= m;
         } else {
-            self.arena[base + self.words + w] &= !m;
+            self.arena[at + 1] &= !m;
         }
     }
 }
@@ -503,7 +513,7 @@ impl Bob {
             }
             self.parities += nb as u64;
             let k = self.schedule.block_size(p);
-            let mut known = KnownParities::new(nb, k);
+            let known = KnownParities::new(nb, k);
             self.slot[p] = vec![0; nb];
             let mine = match self.sh.halves(p, k) {
                 Some(mask) => {
@@ -530,7 +540,6 @@ impl Bob {
                     .collect(),
                 nb,
             );
-            known.root = answers.duplicate();
             for (w, &word) in d.words().iter().enumerate() {
                 let mut x = word;
                 while x != 0 {
@@ -557,11 +566,7 @@ impl Bob {
                 let b = s.block as usize;
                 let a = answers.get(i);
                 if let Some(kn) = self.known[p].as_mut() {
-                    let parent = kn.get(b, s.node);
-                    kn.set(b, 2 * s.node, a);
-                    if let Some(pa) = parent {
-                        kn.set(b, 2 * s.node + 1, pa ^ a);
-                    }
+                    kn.set_left(b, s.node, a);
                 }
                 self.slot[p][b] = i as u32 + 1;
                 pending.push(i as u32);
@@ -639,7 +644,7 @@ impl Bob {
             let b = s.block as usize;
             while s.end - s.start > 1 {
                 let m = mid(s.start, s.end);
-                let Some(a) = self.known[p].as_ref().and_then(|kn| kn.get(b, 2 * s.node)) else {
+                let Some(a) = self.known[p].as_ref().and_then(|kn| kn.left(b, s.node)) else {
                     break;
                 };
                 let bob_left = self
