@@ -559,9 +559,11 @@ impl Bob {
                 });
             }
             self.parities += answers.len() as u64;
-            let asked = std::mem::take(&mut self.outstanding);
             debug_assert!(self.active.is_empty());
-            for (i, s) in asked.iter().enumerate() {
+            // The searches asked about become the active ones where they are (one buffer
+            // goes back and forth between `outstanding` and `active`).
+            self.active = std::mem::take(&mut self.outstanding);
+            for (i, s) in self.active.iter().enumerate() {
                 let p = usize::from(s.pass);
                 let b = s.block as usize;
                 let a = answers.get(i);
@@ -570,7 +572,6 @@ impl Bob {
                 }
                 self.slot[p][b] = i as u32 + 1;
                 pending.push(i as u32);
-                self.active.push(*s);
             }
         }
         self.process(pending);
