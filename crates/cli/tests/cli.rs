@@ -402,6 +402,17 @@ fn bench_distill_prints_stage_throughput() {
     }
     assert!(v["final_bits"].as_u64().unwrap() > 0);
     assert!(v["sifted_mbps_with_rtt"].as_f64().unwrap() < v["sifted_mbps"].as_f64().unwrap());
+    // --rtt-ms runs the link's pipeline over a delayed in-process channel, with and
+    // without the delay.
+    let p = &v["pipelined"];
+    assert_eq!(
+        (p["depth"].as_u64(), p["blocks"].as_u64()),
+        (Some(4), Some(8)),
+        "{v}"
+    );
+    assert_eq!(p["sifted_mbps_with_rtt"], v["sifted_mbps_with_rtt"]);
+    assert!(p["sifted_mbps_no_rtt"].as_f64().unwrap() > 0.0);
+    assert!(v["sifted_mbps_with_rtt_one_block"].as_f64().unwrap() > 0.0);
     assert_eq!(v["blocks"], 3);
     assert!(v["first_block_sifted_mbps"].as_f64().unwrap() > 0.0);
     let (code, _, err) = qkdnet(&["bench", "distill", "--bits", "lots"]);
@@ -410,6 +421,11 @@ fn bench_distill_prints_stage_throughput() {
     let (code, _, err) = qkdnet(&["bench", "distill", "--blocks", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("--blocks"), "{err}");
+    let (code, _, err) = qkdnet(&[
+        "bench", "distill", "--bits", "2e4", "--rtt-ms", "1", "--depth", "0",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--depth"), "{err}");
 }
 
 #[test]

@@ -55,6 +55,7 @@ use qkdnet_distill::session::{
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// Transport failures.
 #[derive(Debug, thiserror::Error)]
@@ -84,29 +85,48 @@ pub trait Transport {
     fn recv(&mut self) -> Result<Vec<u8>, TransportError>;
 }
 
-/// One end of an in-process channel pair.
+/// One end of an in-process channel pair, optionally with a fixed one-way latency (a
+/// message sent at `t` is received no earlier than `t + latency`; messages keep their
+/// order).
 pub struct MemTransport {
-    tx: mpsc::Sender<Vec<u8>>,
-    rx: mpsc::Receiver<Vec<u8>>,
+    tx: mpsc::Sender<(Instant, Vec<u8>)>,
+    rx: mpsc::Receiver<(Instant, Vec<u8>)>,
+    latency: Duration,
 }
 
 impl MemTransport {
     /// A connected pair.
     pub fn pair() -> (Self, Self) {
+        Self::pair_with_latency(Duration::ZERO)
+    }
+
+    /// A connected pair whose messages each take `one_way` to arrive (a round trip takes
+    /// twice that): a link's network delay, in process.
+    pub fn pair_with_latency(one_way: Duration) -> (Self, Self) {
         let (ta, rb) = mpsc::channel();
         let (tb, ra) = mpsc::channel();
-        (Self { tx: ta, rx: ra }, Self { tx: tb, rx: rb })
+        let end = |tx, rx| Self {
+            tx,
+            rx,
+            latency: one_way,
+        };
+        (end(ta, ra), end(tb, rb))
     }
 }
 
 impl Transport for MemTransport {
     fn send(&mut self, msg: &[u8]) -> Result<(), TransportError> {
         self.tx
-            .send(msg.to_vec())
+            .send((Instant::now() + self.latency, msg.to_vec()))
             .map_err(|_| TransportError::Closed)
     }
     fn recv(&mut self) -> Result<Vec<u8>, TransportError> {
-        self.rx.recv().map_err(|_| TransportError::Closed)
+        let (due, msg) = self.rx.recv().map_err(|_| TransportError::Closed)?;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        Ok(msg)
     }
 }
 

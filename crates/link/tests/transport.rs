@@ -61,6 +61,28 @@ fn session_over_in_process_channels() {
 }
 
 #[test]
+fn in_process_channels_with_latency_delay_each_message_and_keep_order() {
+    let one_way = std::time::Duration::from_millis(20);
+    let (mut a, mut b) = MemTransport::pair_with_latency(one_way);
+    let t = std::time::Instant::now();
+    a.send(b"first").unwrap();
+    a.send(b"second").unwrap();
+    assert_eq!(b.recv().unwrap(), b"first");
+    assert!(t.elapsed() >= one_way);
+    assert_eq!(b.recv().unwrap(), b"second");
+    // A reply takes its own one-way delay.
+    let t = std::time::Instant::now();
+    b.send(b"reply").unwrap();
+    assert_eq!(a.recv().unwrap(), b"reply");
+    assert!(t.elapsed() >= one_way);
+    drop(b);
+    assert!(matches!(a.recv(), Err(TransportError::Closed)));
+    // A whole session runs over a delayed pair.
+    let (a, b) = MemTransport::pair_with_latency(std::time::Duration::from_micros(200));
+    run_over(a, b);
+}
+
+#[test]
 fn tcp_refuses_oversized_frames_and_reports_close() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
