@@ -1105,6 +1105,7 @@ pub fn middle_words(
             pa,
             pb,
             kind: Kind::Product,
+            want: usize::MAX,
         },
     );
     let c = &ws.a;
@@ -1170,6 +1171,8 @@ pub fn toeplitz_words(
             pa: ns.div_ceil(32),
             pb,
             kind: Kind::Transposed { drawn },
+            // Outputs 0 ..= top − (pb − 1) are C_{pb−1} … C_top.
+            want: top + 2 - pb,
         },
     );
     // C_K = output K − (pb − 1); coefficients below pb − 1 touch only bits below `start`,
@@ -1264,12 +1267,15 @@ enum Kind {
     Transposed { drawn: bool },
 }
 
-/// The operands of one product: their lengths in 32-bit pieces, and what to compute.
+/// The operands of one product: their lengths in 32-bit pieces, what to compute, and how
+/// many of the result's first coefficients are read (the transposed product skips work
+/// on the others).
 #[derive(Clone, Copy)]
 struct Operands {
     pa: usize,
     pb: usize,
     kind: Kind,
+    want: usize,
 }
 
 fn product(ws: &mut Workspace, ops: Operands) {
@@ -1316,7 +1322,7 @@ fn transform_product<M: FieldMul>(m: M, ws: &mut Workspace, ops: Operands) {
                 let len = ws.a.len();
                 conv_top::<true>(&mut ws.a, plan, len);
             }
-            transposed_layers_top(m, &mut ws.a, plan, &mut ws.lambda, false);
+            transposed_layers_top(m, &mut ws.a, plan, &mut ws.lambda, false, usize::MAX);
             (span, !drawn)
         }
     };
@@ -1349,15 +1355,29 @@ fn transform_product<M: FieldMul>(m: M, ws: &mut Workspace, ops: Operands) {
         m.mul_pointwise(ba, bb);
         if transposed {
             transposed_layers_low(m, ba, bi, plan, true);
-            conv_low_undo::<true>(ba);
         } else {
             ifft_low(m, ba, bi, plan);
             conv_low_undo::<false>(ba);
         }
     }
     if transposed {
-        transposed_layers_top(m, &mut ws.a, plan, &mut ws.lambda, true);
-        conv_top_undo::<true>(&mut ws.a, plan);
+        // Only outputs below `want` are read. `Convᵀ` moves values upwards only (each
+        // transposed pass adds lower entries into higher ones), so it runs on the blocks
+        // that reach below `want`; its low levels commute with the top FFT layers and run
+        // after them, on those blocks alone.
+        let want = ops.want.min(ws.a.len());
+        transposed_layers_top(m, &mut ws.a, plan, &mut ws.lambda, true, want);
+        for ba in ws.a.chunks_exact_mut(span).take(want.div_ceil(span)) {
+            conv_low_undo::<true>(ba);
+        }
+        for level in plan.c..plan.k {
+            let size = 2usize << level;
+            // A block's passes write its upper half only.
+            let blocks = (want + size / 2 - 1) / size;
+            for blk in ws.a.chunks_exact_mut(size).take(blocks) {
+                divide_step::<true>(blk, level, true);
+            }
+        }
     } else {
         ifft_top(m, &mut ws.a, plan, &mut ws.lambda);
         conv_top_undo::<false>(&mut ws.a, plan);
@@ -1375,6 +1395,7 @@ fn transposed_layers_top<M: FieldMul>(
     plan: &Plan,
     lambda: &mut [u64],
     forward: bool,
+    want: usize,
 ) {
     let layers = plan.k - plan.c;
     for step in 0..layers {
@@ -1385,6 +1406,14 @@ fn transposed_layers_top<M: FieldMul>(
         };
         let h = 1usize << r;
         let blocks = d.len() >> (r + 1);
+        if forward && r + 1 == plan.k && want <= h {
+            // The last layer, and only its lower half is read: a ← a + b alone.
+            let (lo, hi) = d.split_at_mut(h);
+            for (a, b) in lo.iter_mut().zip(hi.iter()) {
+                *a ^= *b;
+            }
+            continue;
+        }
         layer_twiddles(r, blocks, lambda);
         for (blk, l) in d.chunks_exact_mut(2 * h).zip(lambda.iter()) {
             let (lo, hi) = blk.split_at_mut(h);
@@ -1729,8 +1758,9 @@ mod tests {
 
     #[test]
     fn transposed_toeplitz_product_matches_the_schoolbook_product() {
-        // Every n mod 32 shift, one and several cache blocks, m above and below n, every
-        // multiplier width, with a literal seed and with a drawn one.
+        // Every n mod 32 shift, one and several cache blocks, m above and below n (the
+        // outputs read within the transform's lower half or beyond it), every multiplier
+        // width, with a literal seed and with a drawn one.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
         let shapes = [
             (1usize, 1usize),
@@ -1741,6 +1771,7 @@ mod tests {
             (1000, 500),
             (1001, 999),
             (4097, 3),
+            (3000, 9000),
             (70_000, 3_000),
             (300_017, 200_003),
         ];
