@@ -930,17 +930,55 @@ fn fft_low<M: FieldMul>(m: M, d: &mut [u64], bi: usize, plan: &Plan, live: usize
     }
 }
 
+/// How a layer's butterflies act on each pair of halves (a, b) with twiddle l.
+#[derive(Clone, Copy)]
+enum Pass {
+    /// The inverse FFT's: b ← b + a; a ← a + l·b.
+    Inverse,
+    /// The forward FFT's, transposed: a ← a + b; b ← b + l·a (the inverse butterfly with
+    /// the halves swapped).
+    ForwardT,
+    /// The inverse FFT's, transposed: b ← b + l·a; a ← a + b (the forward butterfly with
+    /// the halves swapped).
+    InverseT,
+}
+
+#[inline(always)]
+fn pass_pair<M: FieldMul>(m: M, lo: &mut [u64], hi: &mut [u64], l: u64, pass: Pass) {
+    match pass {
+        Pass::Inverse => butterfly_inv(m, lo, hi, l),
+        Pass::ForwardT => butterfly_inv(m, hi, lo, l),
+        Pass::InverseT => butterfly_fwd(m, hi, lo, l),
+    }
+}
+
+/// Layer `r` (≥ c) over the whole array, breadth-first.
+#[inline(always)]
+fn layer_top<M: FieldMul>(m: M, d: &mut [u64], r: usize, lambda: &mut [u64], pass: Pass) {
+    let h = 1usize << r;
+    layer_twiddles(r, d.len() >> (r + 1), lambda);
+    for (blk, l) in d.chunks_exact_mut(2 * h).zip(lambda.iter()) {
+        let (lo, hi) = blk.split_at_mut(h);
+        pass_pair(m, lo, hi, *l, pass);
+    }
+}
+
+/// Layer `r` (< c) of cache block `bi`.
+#[inline(always)]
+fn layer_low<M: FieldMul>(m: M, d: &mut [u64], r: usize, bi: usize, plan: &Plan, pass: Pass) {
+    let h = 1usize << r;
+    let base = twiddle_at(&tables().s[r], r, bi << plan.c);
+    for (blk, l) in d.chunks_exact_mut(2 * h).zip(plan.local[r].iter()) {
+        let (lo, hi) = blk.split_at_mut(h);
+        pass_pair(m, lo, hi, *l ^ base, pass);
+    }
+}
+
 /// Inverse FFT layers 0 … c−1 of cache block `bi`.
 #[inline(always)]
 fn ifft_low<M: FieldMul>(m: M, d: &mut [u64], bi: usize, plan: &Plan) {
-    let tables = &tables().s;
-    for (r, (s, local)) in tables.iter().zip(&plan.local).enumerate() {
-        let h = 1usize << r;
-        let base = twiddle_at(s, r, bi << plan.c);
-        for (blk, l) in d.chunks_exact_mut(2 * h).zip(local.iter()) {
-            let (lo, hi) = blk.split_at_mut(h);
-            butterfly_inv(m, lo, hi, *l ^ base);
-        }
+    for r in 0..plan.c {
+        layer_low(m, d, r, bi, plan, Pass::Inverse);
     }
 }
 
@@ -948,13 +986,7 @@ fn ifft_low<M: FieldMul>(m: M, d: &mut [u64], bi: usize, plan: &Plan) {
 #[inline(always)]
 fn ifft_top<M: FieldMul>(m: M, d: &mut [u64], plan: &Plan, lambda: &mut [u64]) {
     for r in plan.c..plan.k {
-        let h = 1usize << r;
-        let blocks = d.len() >> (r + 1);
-        layer_twiddles(r, blocks, lambda);
-        for (blk, l) in d.chunks_exact_mut(2 * h).zip(lambda.iter()) {
-            let (lo, hi) = blk.split_at_mut(h);
-            butterfly_inv(m, lo, hi, *l);
-        }
+        layer_top(m, d, r, lambda, Pass::Inverse);
     }
 }
 
@@ -1385,9 +1417,10 @@ fn transform_product<M: FieldMul>(m: M, ws: &mut Workspace, ops: Operands) {
 }
 
 /// Transposed FFT layers above the cache block: the inverse FFT's (`forward` false: layers
-/// k−1 … c, each butterfly b ← b + l·a; a ← a + b) or the forward FFT's (`forward`
-/// true: layers c … k−1, a ← a + b; b ← b + l·a). (No closures here or below: a closure
-/// would not inherit the caller's target features, and the intrinsics would not inline.)
+/// k−1 … c, [`Pass::InverseT`]) or the forward FFT's (`forward` true: layers c … k−1,
+/// [`Pass::ForwardT`]; where only coefficients below `want` ≤ 2ᵏ⁻¹ are read, the last layer
+/// updates the lower half alone). (No closures here or in the helpers: a closure would not
+/// inherit the caller's target features, and the intrinsics would not inline.)
 #[inline(always)]
 fn transposed_layers_top<M: FieldMul>(
     m: M,
@@ -1397,31 +1430,22 @@ fn transposed_layers_top<M: FieldMul>(
     forward: bool,
     want: usize,
 ) {
-    let layers = plan.k - plan.c;
-    for step in 0..layers {
-        let r = if forward {
-            plan.c + step
-        } else {
-            plan.k - 1 - step
-        };
+    if !forward {
+        for r in (plan.c..plan.k).rev() {
+            layer_top(m, d, r, lambda, Pass::InverseT);
+        }
+        return;
+    }
+    for r in plan.c..plan.k {
         let h = 1usize << r;
-        let blocks = d.len() >> (r + 1);
-        if forward && r + 1 == plan.k && want <= h {
-            // The last layer, and only its lower half is read: a ← a + b alone.
+        if r + 1 == plan.k && want <= h {
+            // a ← a + b alone: b is not read again.
             let (lo, hi) = d.split_at_mut(h);
             for (a, b) in lo.iter_mut().zip(hi.iter()) {
                 *a ^= *b;
             }
-            continue;
-        }
-        layer_twiddles(r, blocks, lambda);
-        for (blk, l) in d.chunks_exact_mut(2 * h).zip(lambda.iter()) {
-            let (lo, hi) = blk.split_at_mut(h);
-            if forward {
-                butterfly_inv(m, hi, lo, *l);
-            } else {
-                butterfly_fwd(m, hi, lo, *l);
-            }
+        } else {
+            layer_top(m, d, r, lambda, Pass::ForwardT);
         }
     }
 }
@@ -1430,18 +1454,13 @@ fn transposed_layers_top<M: FieldMul>(
 /// block `bi`, as in [`transposed_layers_top`].
 #[inline(always)]
 fn transposed_layers_low<M: FieldMul>(m: M, d: &mut [u64], bi: usize, plan: &Plan, forward: bool) {
-    let tables = &tables().s;
-    for step in 0..plan.c {
-        let r = if forward { step } else { plan.c - 1 - step };
-        let h = 1usize << r;
-        let base = twiddle_at(&tables[r], r, bi << plan.c);
-        for (blk, l) in d.chunks_exact_mut(2 * h).zip(plan.local[r].iter()) {
-            let (lo, hi) = blk.split_at_mut(h);
-            if forward {
-                butterfly_inv(m, hi, lo, *l ^ base);
-            } else {
-                butterfly_fwd(m, hi, lo, *l ^ base);
-            }
+    if forward {
+        for r in 0..plan.c {
+            layer_low(m, d, r, bi, plan, Pass::ForwardT);
+        }
+    } else {
+        for r in (0..plan.c).rev() {
+            layer_low(m, d, r, bi, plan, Pass::InverseT);
         }
     }
 }
