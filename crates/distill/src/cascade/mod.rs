@@ -226,16 +226,12 @@ impl Alice {
                         out.push(first);
                         out.push(first ^ self.bits.range_parity(0, self.n));
                     } else if p == 0 {
-                        block_parities(&self.bits, k, &mut out);
+                        let bits = &self.bits;
+                        block_parities(self.n, k, |s, e| bits.range_parity(s, e), &mut out);
                     } else {
                         let n = self.n;
                         let prefix = self.prefix(p);
-                        let mut s = 0;
-                        while s < n {
-                            let e = (s + k).min(n);
-                            out.push(prefix.parity_from_prefix(s, e));
-                            s = e;
-                        }
+                        block_parities(n, k, |s, e| prefix.parity_from_prefix(s, e), &mut out);
                     }
                 }
                 Query::Range { pass, start, end } => {
@@ -321,13 +317,14 @@ impl Packer {
     }
 }
 
-/// The parities of consecutive blocks of `k` bits of `bits` (the last one shorter).
-fn block_parities(bits: &Bits, k: usize, out: &mut Packer) {
-    let n = bits.len();
+/// The parities of consecutive blocks of `k` of `n` bits (the last one shorter), each
+/// from `parity(start, end)`.
+#[inline(always)]
+fn block_parities(n: usize, k: usize, parity: impl Fn(usize, usize) -> bool, out: &mut Packer) {
     let mut s = 0;
     while s < n {
         let e = (s + k).min(n);
-        out.push(bits.range_parity(s, e));
+        out.push(parity(s, e));
         s = e;
     }
 }
@@ -525,7 +522,8 @@ impl Bob {
                 }
                 None => {
                     let mut m = Packer::default();
-                    block_parities(self.copy(p), k, &mut m);
+                    let bits = self.copy(p);
+                    block_parities(bits.len(), k, |s, e| bits.range_parity(s, e), &mut m);
                     m.finish()
                 }
             };
