@@ -39,7 +39,7 @@ impl SqlStore {
         conn.set_prepared_statement_cache_capacity(64);
         let mut lite = Lite(conn);
         crate::sql::check_version(&mut lite, what)?;
-        Ok(SqlStore::combining(lite, "sqlite"))
+        SqlStore::shared(lite, "sqlite")
     }
 }
 
