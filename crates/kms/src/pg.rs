@@ -136,7 +136,7 @@ impl SqlStore {
             pending: Vec::new(),
         };
         crate::sql::check_version(&mut pg, "PostgreSQL store")?;
-        SqlStore::start(pg, "postgres")
+        SqlStore::start(pg, "postgres", false)
     }
 }
 

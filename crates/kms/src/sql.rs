@@ -180,90 +180,66 @@ type Work = Box<dyn FnOnce(&mut dyn Db) -> (bool, Reply) + Send>;
 type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// A key store over SQL: SQLite ([`crate::sqlite`]) or PostgreSQL ([`crate::pg`]).
+///
+/// A writer thread runs everything queued as one batch and answers each caller alone.
+/// Where the backend allows it (SQLite), a caller alone in the store (no other operation in
+/// progress) runs its own operation at once, as a batch of one, on its own thread: no
+/// hand-off, and on this machine a futex wake-up costs tens of microseconds, more than the
+/// operation. Under load every operation goes through the writer and the batches
+/// group-commit. (Flat combining, where the waiting callers ran the batches themselves and
+/// were all woken after each one, measured a median 4.8k key pairs/s at 32 clients against
+/// 6.4k with the writer; the writer alone was slower uncontended, 0.82k against 0.97k at
+/// one client. Letting any caller that found the connection idle run its own operation
+/// broke the batches up under load: 5.0k.) PostgreSQL's operations always go through the
+/// writer: its client runs its own runtime, which must not run on a caller's thread.
 pub struct SqlStore {
-    mode: Mode,
+    conn: SharedConn,
+    jobs: Option<mpsc::Sender<Job>>,
+    /// Operations in progress (callers inside the store).
+    callers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Whether a caller alone may run its operation itself.
+    inline: bool,
+    writer: Option<std::thread::JoinHandle<()>>,
     backend: &'static str,
 }
 
-/// How operations reach the connection.
-enum Mode {
-    /// A writer thread owns the connection (PostgreSQL: its client runs its own runtime,
-    /// which must not run on a caller's thread).
-    Writer {
-        jobs: Option<mpsc::Sender<Job>>,
-        writer: Option<std::thread::JoinHandle<()>>,
-    },
-    /// SQLite: a caller alone in the store (no other operation in progress) runs its own
-    /// operation at once, as a batch of one, on its own thread (no hand-off: on this
-    /// machine a futex wake-up costs tens of microseconds, more than the operation);
-    /// otherwise it queues the operation for the writer thread, which runs everything
-    /// queued as one batch, and waits for its own answer alone. Under load every
-    /// operation goes through the writer and the batches group-commit. (Flat combining,
-    /// where the waiting callers ran the batches themselves and were all woken after
-    /// each one, measured a median 4.8k key pairs/s at 32 clients against 6.4k with the
-    /// writer; the writer alone was slower uncontended, 0.82k against 0.97k at one
-    /// client. Letting any caller that found the connection idle run its own operation
-    /// broke the batches up under load: 5.0k.)
-    Shared {
-        conn: SharedConn,
-        jobs: Option<mpsc::Sender<Job>>,
-        /// Operations in progress (callers inside the store).
-        callers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-        writer: Option<std::thread::JoinHandle<()>>,
-    },
-}
-
 /// A connection and the latest time for which expired material is gone in its committed
-/// state, shared by the writer thread and uncontended callers.
+/// state, shared by the writer thread and (where allowed) uncontended callers.
 type SharedConn = std::sync::Arc<std::sync::Mutex<(Box<dyn Conn>, Option<u64>)>>;
 
 impl Drop for SqlStore {
     fn drop(&mut self) {
-        let (Mode::Writer { jobs, writer } | Mode::Shared { jobs, writer, .. }) = &mut self.mode;
         // Closing the channel ends the writer after its last batch.
-        *jobs = None;
-        if let Some(w) = writer.take() {
+        self.jobs = None;
+        if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
     }
 }
 
 impl SqlStore {
-    /// Starts the writer thread over `conn`, whose schema is in place.
-    pub(crate) fn start<C: Conn>(conn: C, backend: &'static str) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let writer = std::thread::Builder::new()
-            .name(format!("kms-{backend}-writer"))
-            .spawn(move || writer_loop(conn, rx))
-            .map_err(|e| StoreError::Backend(format!("cannot start the store's writer: {e}")))?;
-        Ok(Self {
-            mode: Mode::Writer {
-                jobs: Some(tx),
-                writer: Some(writer),
-            },
-            backend,
-        })
-    }
-
-    /// A store whose uncontended callers run their operations themselves and whose
-    /// writer thread batches the rest ([`Mode::Shared`]).
-    pub(crate) fn shared<C: Conn>(conn: C, backend: &'static str) -> Result<Self, StoreError> {
+    /// A store over `conn` (whose schema is in place) and its writer thread; `inline`: a
+    /// caller alone in the store runs its operation itself.
+    pub(crate) fn start<C: Conn>(
+        conn: C,
+        backend: &'static str,
+        inline: bool,
+    ) -> Result<Self, StoreError> {
         let conn: SharedConn = std::sync::Arc::new(std::sync::Mutex::new((Box::new(conn), None)));
         let (tx, rx) = mpsc::channel::<Job>();
         let writer = {
             let conn = conn.clone();
             std::thread::Builder::new()
                 .name(format!("kms-{backend}-writer"))
-                .spawn(move || shared_writer_loop(&conn, rx))
+                .spawn(move || writer_loop(&conn, rx))
                 .map_err(|e| StoreError::Backend(format!("cannot start the store's writer: {e}")))?
         };
         Ok(Self {
-            mode: Mode::Shared {
-                conn,
-                jobs: Some(tx),
-                callers: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-                writer: Some(writer),
-            },
+            conn,
+            jobs: Some(tx),
+            callers: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            inline,
+            writer: Some(writer),
             backend,
         })
     }
@@ -310,72 +286,41 @@ impl SqlStore {
         });
         let job = Job { now, run };
         let gone = || StoreError::Backend("the store's writer has stopped".into());
-        match &self.mode {
-            Mode::Writer { jobs, .. } => {
-                jobs.as_ref()
-                    .ok_or_else(gone)?
-                    .send(job)
-                    .map_err(|_| gone())?;
+        use std::sync::atomic::Ordering;
+        use std::sync::TryLockError;
+        // Counts this caller until it returns, whichever way.
+        struct Inside<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Inside<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
             }
-            Mode::Shared {
-                conn,
-                jobs,
-                callers,
-                ..
-            } => {
-                use std::sync::atomic::Ordering;
-                use std::sync::TryLockError;
-                // Counts this caller until it returns, whichever way.
-                struct Inside<'a>(&'a std::sync::atomic::AtomicUsize);
-                impl Drop for Inside<'_> {
-                    fn drop(&mut self) {
-                        self.0.fetch_sub(1, Ordering::AcqRel);
-                    }
-                }
-                let alone = callers.fetch_add(1, Ordering::AcqRel) == 0;
-                let _inside = Inside(callers);
-                if alone {
-                    let held = match conn.try_lock() {
-                        Ok(g) => Some(g),
-                        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                        Err(TryLockError::WouldBlock) => None,
-                    };
-                    if let Some(mut held) = held {
-                        let (c, expired_at) = &mut *held;
-                        run_batch(&mut **c, vec![job], expired_at);
-                        drop(held);
-                        return reply_rx.recv().map_err(|_| gone())?;
-                    }
-                }
-                jobs.as_ref()
-                    .ok_or_else(gone)?
-                    .send(job)
-                    .map_err(|_| gone())?;
+        }
+        let alone = self.callers.fetch_add(1, Ordering::AcqRel) == 0;
+        let _inside = Inside(&self.callers);
+        if alone && self.inline {
+            let held = match self.conn.try_lock() {
+                Ok(g) => Some(g),
+                Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut held) = held {
+                let (c, expired_at) = &mut *held;
+                run_batch(&mut **c, vec![job], expired_at);
+                drop(held);
                 return reply_rx.recv().map_err(|_| gone())?;
             }
         }
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
         reply_rx.recv().map_err(|_| gone())?
     }
 }
 
-fn writer_loop<C: Conn>(mut conn: C, rx: mpsc::Receiver<Job>) {
-    // The latest time for which expired material is gone in the committed state.
-    let mut expired_at: Option<u64> = None;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        run_batch(&mut conn, batch, &mut expired_at);
-    }
-}
-
-/// The writer of a [`Mode::Shared`] store: takes everything queued (up to [`MAX_BATCH`])
-/// and runs it as one batch on the shared connection.
-fn shared_writer_loop(conn: &SharedConn, rx: mpsc::Receiver<Job>) {
+/// The writer: takes everything queued (up to [`MAX_BATCH`]) and runs it as one batch.
+fn writer_loop(conn: &SharedConn, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {

@@ -39,7 +39,7 @@ impl SqlStore {
         conn.set_prepared_statement_cache_capacity(64);
         let mut lite = Lite(conn);
         crate::sql::check_version(&mut lite, what)?;
-        SqlStore::shared(lite, "sqlite")
+        SqlStore::start(lite, "sqlite", true)
     }
 }
 
