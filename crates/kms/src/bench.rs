@@ -85,6 +85,15 @@ impl PeerLink for ToStore {
     fn send_assignments(&self, _peer: &str, a: &[Assignment]) -> Result<(), String> {
         self.0.assign_many(&self.1, a, 0).map_err(|e| e.to_string())
     }
+
+    fn send_assignments_async<'a>(
+        &'a self,
+        _peer: &'a str,
+        run: Vec<Assignment>,
+    ) -> etsi::PeerFuture<'a> {
+        let stored = self.0.assign_many_async(&self.1, &run, 0);
+        Box::pin(async move { stored.await.map_err(|e| e.to_string()) })
+    }
 }
 
 /// Runs the load test.

@@ -83,6 +83,17 @@ pub trait PeerLink: Send + Sync {
     /// `peer_kme`, returning once the peer has stored them all.
     fn send_assignments(&self, peer_kme: &str, run: &[Assignment]) -> Result<(), String>;
 
+    /// [`PeerLink::send_assignments`] as a future, for the KME's async request path. The
+    /// default runs the blocking call before returning a ready future: right for links
+    /// that answer at once, wrong for one that waits on the network (override it).
+    fn send_assignments_async<'a>(
+        &'a self,
+        peer_kme: &'a str,
+        run: Vec<Assignment>,
+    ) -> PeerFuture<'a> {
+        Box::pin(std::future::ready(self.send_assignments(peer_kme, &run)))
+    }
+
     /// Carries one hop of a relayed key to `peer_kme` ([`crate::hops`]), returning once
     /// the key is held at its destination.
     fn send_relay(&self, peer_kme: &str, hop: &crate::hops::RelayHop) -> Result<(), String> {
@@ -100,6 +111,10 @@ pub trait PeerLink: Send + Sync {
         Err(format!("this link to {peer_kme} carries no routes"))
     }
 }
+
+/// The answer of a [`PeerLink`] call, as a future.
+pub type PeerFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 
 /// Why [`Kme::cut_and_deliver`] produced no keys.
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +157,27 @@ pub trait Relayer: Send + Sync {
     ) -> Result<Vec<crate::Key>, String>;
 }
 
-type Ack = std::sync::mpsc::SyncSender<Result<(), String>>;
+/// How a waiting cut learns whether its assignment reached the peer.
+type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// A run of consecutive assignments taken from a lane by its sender.
+struct Run {
+    lane: u8,
+    items: Vec<(Assignment, Ack)>,
+    /// Whether the unacknowledged assignments before it go first.
+    resync: bool,
+    /// The serial after the run.
+    next: u64,
+    /// Serials below this are recorded as acknowledged in the store.
+    acked: u64,
+}
+
+impl Run {
+    /// Whether, once the run has arrived, the store should record the acknowledgement.
+    fn ack_due(&self) -> bool {
+        self.next - self.acked >= ACK_EVERY
+    }
+}
 
 /// Orders a lane's assignments: concurrent requests commit their cuts in some order
 /// (their serials), and the peer must apply them in that order. Whoever holds the next
@@ -274,7 +309,29 @@ impl Kme {
     /// KME `peer`, entitling `slave_saes` there, and delivers the assignment in order.
     /// On a failed delivery the cut is accounted as discarded. (The building block of
     /// `enc_keys` and of each relay hop.)
+    ///
+    /// Blocks the calling thread, which must not be one of an async runtime's workers
+    /// ([`Kme::cut_and_deliver_async`] there).
     pub fn cut_and_deliver(
+        &self,
+        peer: &str,
+        master_sae: &str,
+        slave_saes: &[String],
+        number: u32,
+        size_bytes: u32,
+    ) -> Result<Vec<crate::Key>, CutError> {
+        futures_executor::block_on(
+            self.cut_and_deliver_async(peer, master_sae, slave_saes, number, size_bytes),
+        )
+    }
+
+    /// [`Kme::cut_and_deliver`] as a future, what the request path runs: the store and the
+    /// peer answer through futures, so the request holds no thread while it waits.
+    ///
+    /// Not cancel-safe: once the cut is committed, its assignment must reach the lane's
+    /// queue, or the lane stalls at the missing serial. [`Kme::handle_async`] runs it in
+    /// a task of its own, which a client that hangs up does not cancel.
+    pub async fn cut_and_deliver_async(
         &self,
         peer: &str,
         master_sae: &str,
@@ -291,14 +348,30 @@ impl Kme {
         };
         let (keys, asg) = self
             .store
-            .allocate(peer, &req, (self.clock)())
+            .allocate_async(peer, &req, (self.clock)())
+            .await
             .map_err(CutError::Store)?;
-        if let Err(e) = self.deliver(peer, asg) {
-            let ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
-            let _ = self.store.void(peer, &ids);
-            return Err(CutError::Deliver(e));
+        let r = self.deliver_async(peer, asg).await;
+        self.keep_or_void(peer, keys, r)
+    }
+
+    /// The keys of a cut whose delivery ended with `delivered`; after a failed delivery
+    /// they are voided (accounted as discarded, never handed out). A failure is rare, so
+    /// this blocking store call is made on the async path too.
+    fn keep_or_void(
+        &self,
+        peer: &str,
+        keys: Vec<crate::Key>,
+        delivered: Result<(), String>,
+    ) -> Result<Vec<crate::Key>, CutError> {
+        match delivered {
+            Ok(()) => Ok(keys),
+            Err(e) => {
+                let ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
+                let _ = self.store.void(peer, &ids);
+                Err(CutError::Deliver(e))
+            }
         }
-        Ok(keys)
     }
 
     /// Sets the relay used for slaves whose KME is not a neighbour (once; held weakly,
@@ -312,78 +385,98 @@ impl Kme {
         (self.clock)()
     }
 
-    /// Sends `asg` to the peer in serial order (see [`LaneQueue`]).
-    fn deliver(&self, peer: &str, asg: Assignment) -> Result<(), String> {
-        let key = (peer.to_string(), asg.lane);
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(q) = lanes.get_mut(&key) else {
-            return Err(format!("no lane to peer KME {peer}"));
-        };
-        q.pending.insert(asg.serial, (asg, tx));
-        if !q.sending {
-            q.sending = true;
-            while let Some(q) = lanes.get_mut(&key) {
-                let mut run = Vec::new();
-                while let Some(e) = q.pending.remove(&q.next) {
-                    run.push(e);
-                    q.next += 1;
-                }
-                if run.is_empty() {
-                    q.sending = false;
-                    break;
-                }
-                let (resync, next, acked) = (q.resync, q.next, q.acked);
-                drop(lanes);
-                let r = self.send_run(peer, key.1, &run, resync);
+    /// Sends `asg` to the peer in serial order (see [`LaneQueue`]). Whoever finds the
+    /// lane idle takes the sender's turn, in its own task.
+    async fn deliver_async(&self, peer: &str, asg: Assignment) -> Result<(), String> {
+        let lane = asg.lane;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.enqueue(peer, asg, tx)? {
+            while let Some(run) = self.next_run(peer, lane) {
+                let r = match self.run_with_backlog(peer, &run) {
+                    Ok(asgs) => self.peers.send_assignments_async(peer, asgs).await,
+                    Err(e) => Err(e),
+                };
                 let acked = match &r {
-                    Ok(()) if next - acked >= ACK_EVERY => {
-                        match self.store.acknowledged(peer, key.1, next) {
-                            Ok(()) => next,
-                            Err(_) => acked,
+                    Ok(()) if run.ack_due() => {
+                        match self.store.acknowledged_async(peer, lane, run.next).await {
+                            Ok(()) => run.next,
+                            Err(_) => run.acked,
                         }
                     }
-                    _ => acked,
+                    _ => run.acked,
                 };
-                lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-                for (_, ack) in run {
-                    let _ = ack.send(r.clone());
-                }
-                if let Some(q) = lanes.get_mut(&key) {
-                    q.acked = acked;
-                    // After a failure the peer may or may not have the run: re-send
-                    // everything unacknowledged before the next one.
-                    q.resync = r.is_err();
-                }
+                self.settle(peer, run, r, acked);
             }
         }
-        drop(lanes);
-        rx.recv()
+        rx.await
             .map_err(|_| "internal: delivery abandoned".to_string())?
     }
 
-    /// Sends one run to the peer, preceded by every unacknowledged assignment of the
-    /// lane when the two ends may be out of step.
-    fn send_run(
-        &self,
-        peer: &str,
-        lane: u8,
-        run: &[(Assignment, Ack)],
-        resync: bool,
-    ) -> Result<(), String> {
+    /// Queues `asg` on its lane; true when the caller takes the sender's turn (no one
+    /// else is sending), and must then send runs until [`Kme::next_run`] has none.
+    fn enqueue(&self, peer: &str, asg: Assignment, ack: Ack) -> Result<bool, String> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(q) = lanes.get_mut(&(peer.to_string(), asg.lane)) else {
+            return Err(format!("no lane to peer KME {peer}"));
+        };
+        q.pending.insert(asg.serial, (asg, ack));
+        Ok(!std::mem::replace(&mut q.sending, true))
+    }
+
+    /// The sender's next run: every consecutive assignment waiting. None ends the turn.
+    fn next_run(&self, peer: &str, lane: u8) -> Option<Run> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let q = lanes.get_mut(&(peer.to_string(), lane))?;
+        let mut items = Vec::new();
+        while let Some(e) = q.pending.remove(&q.next) {
+            items.push(e);
+            q.next += 1;
+        }
+        if items.is_empty() {
+            q.sending = false;
+            return None;
+        }
+        Some(Run {
+            lane,
+            items,
+            resync: q.resync,
+            next: q.next,
+            acked: q.acked,
+        })
+    }
+
+    /// Answers everyone waiting on `run` with its outcome `r`; `acked` is the lane's
+    /// acknowledged serial afterwards.
+    fn settle(&self, peer: &str, run: Run, r: Result<(), String>, acked: u64) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, ack) in run.items {
+            let _ = ack.send(r.clone());
+        }
+        if let Some(q) = lanes.get_mut(&(peer.to_string(), run.lane)) {
+            q.acked = acked;
+            // After a failure the peer may or may not have the run: re-send everything
+            // unacknowledged before the next one.
+            q.resync = r.is_err();
+        }
+    }
+
+    /// The assignments to send for `run`: when the two ends may be out of step, every
+    /// unacknowledged assignment of the lane before it, then the run. (Reading the
+    /// outbox blocks; it happens only after a failure or a restart.)
+    fn run_with_backlog(&self, peer: &str, run: &Run) -> Result<Vec<Assignment>, String> {
         let mut asgs: Vec<Assignment> = Vec::new();
-        if resync {
-            let first = run.first().map_or(u64::MAX, |(a, _)| a.serial);
+        if run.resync {
+            let first = run.items.first().map_or(u64::MAX, |(a, _)| a.serial);
             asgs = self
                 .store
-                .unacknowledged(peer, lane)
+                .unacknowledged(peer, run.lane)
                 .map_err(|e| format!("cannot read the lane's outbox: {e}"))?
                 .into_iter()
                 .filter(|a| a.serial < first)
                 .collect();
         }
-        asgs.extend(run.iter().map(|(a, _)| a.clone()));
-        self.peers.send_assignments(peer, &asgs)
+        asgs.extend(run.items.iter().map(|(a, _)| a.clone()));
+        Ok(asgs)
     }
 
     /// The configuration.
@@ -409,6 +502,12 @@ impl Kme {
     ) -> Response {
         let t = std::time::Instant::now();
         let r = self.route(sae, method, path, query, content_type, body);
+        self.observe(path, r.status, t);
+        r
+    }
+
+    /// Records a request to `path` answered with `status`, begun at `t`.
+    fn observe(&self, path: &str, status: u16, t: std::time::Instant) {
         const KNOWN: [&str; 7] = [
             "status",
             "enc_keys",
@@ -421,8 +520,7 @@ impl Kme {
         let last = path.rsplit('/').next().unwrap_or("");
         let endpoint = if KNOWN.contains(&last) { last } else { "other" };
         self.metrics
-            .observe(endpoint, r.status, t.elapsed().as_secs_f64());
-        r
+            .observe(endpoint, status, t.elapsed().as_secs_f64());
     }
 
     /// The Prometheus exposition: request metrics and every peer's key accounting.
@@ -442,12 +540,163 @@ impl Kme {
         self.metrics.render(&acc)
     }
 
+    /// What a request asks for: answered already (an error), one of the request path's
+    /// store operations, or [`Op::Other`] for everything else.
+    fn op(
+        &self,
+        sae: &str,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Op {
+        if path == KME_ASSIGNMENTS {
+            return match self.neighbour_body(sae, method, content_type, body) {
+                Ok(run) => Op::Assign {
+                    from: sae.to_string(),
+                    run,
+                },
+                Err(e) => Op::Done(e),
+            };
+        }
+        let Some((id, op)) = path
+            .strip_prefix("/api/v1/keys/")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(id, _)| !id.is_empty())
+        else {
+            return Op::Other;
+        };
+        let done = Op::Done;
+        match (op, method) {
+            ("enc_keys", "GET") => parse_query_enc(query)
+                .and_then(|r| self.enc_plan(sae, id, r))
+                .map_or_else(done, Op::Cut),
+            ("enc_keys", "POST") => parse_json::<EncRequest>(content_type, body)
+                .and_then(|r| self.enc_plan(sae, id, r))
+                .map_or_else(done, Op::Cut),
+            ("dec_keys", "GET") => parse_query_dec(query)
+                .and_then(|ids| self.dec_plan(sae, id, ids))
+                .unwrap_or_else(done),
+            ("dec_keys", "POST") => parse_json::<DecRequest>(content_type, body)
+                .and_then(|r| {
+                    self.dec_plan(sae, id, r.key_ids.into_iter().map(|k| k.key_id).collect())
+                })
+                .unwrap_or_else(done),
+            _ => Op::Other,
+        }
+    }
+
     fn route(
         &self,
         sae: &str,
         method: &str,
         path: &str,
         query: Option<&str>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Response {
+        match self.op(sae, method, path, query, content_type, body) {
+            Op::Done(r) => r,
+            Op::Cut(p) if p.relay => self.relay_enc(&p),
+            Op::Cut(p) => cut_response(
+                &p.peer,
+                self.cut_and_deliver(&p.peer, &p.master, &p.slaves, p.number, p.size_bytes),
+            ),
+            Op::Fetch { master, slave, ids } => {
+                fetch_response(self.store.fetch(&master, &slave, &ids))
+            }
+            Op::Assign { from, run } => {
+                let n = run.len();
+                assign_response(n, self.store.assign_many(&from, &run, self.now()))
+            }
+            Op::Other => self.route_other(sae, method, path, content_type, body),
+        }
+    }
+
+    /// Serves one request like [`Kme::handle`], on the async workers: `enc_keys` over a
+    /// link, `dec_keys` and assignments from the peer wait on the store (and the peer)
+    /// through futures, holding no thread; the rest (relays, `status`, metrics) runs on
+    /// tokio's blocking pool.
+    pub async fn handle_async(
+        self: Arc<Self>,
+        sae: String,
+        method: String,
+        path: String,
+        query: Option<String>,
+        content_type: Option<String>,
+        body: bytes::Bytes,
+    ) -> Response {
+        let t = std::time::Instant::now();
+        let blocking = |kme: Arc<Self>, f: Box<dyn FnOnce(&Self) -> Response + Send>| async move {
+            tokio::task::spawn_blocking(move || f(&kme))
+                .await
+                .unwrap_or_else(|_| error(503, "internal error", None))
+        };
+        let op = self.op(
+            &sae,
+            &method,
+            &path,
+            query.as_deref(),
+            content_type.as_deref(),
+            &body,
+        );
+        let r = match op {
+            Op::Done(r) => r,
+            Op::Cut(p) if p.relay => {
+                blocking(Arc::clone(&self), Box::new(move |k| k.relay_enc(&p))).await
+            }
+            Op::Cut(p) => {
+                // In a task of its own: a client that hangs up must not cancel a cut
+                // between its commit and its delivery.
+                let kme = Arc::clone(&self);
+                tokio::spawn(async move {
+                    let r = kme
+                        .cut_and_deliver_async(
+                            &p.peer,
+                            &p.master,
+                            &p.slaves,
+                            p.number,
+                            p.size_bytes,
+                        )
+                        .await;
+                    cut_response(&p.peer, r)
+                })
+                .await
+                .unwrap_or_else(|_| error(503, "internal error", None))
+            }
+            Op::Fetch { master, slave, ids } => {
+                fetch_response(self.store.fetch_async(&master, &slave, &ids).await)
+            }
+            Op::Assign { from, run } => {
+                let n = run.len();
+                assign_response(
+                    n,
+                    self.store.assign_many_async(&from, &run, self.now()).await,
+                )
+            }
+            Op::Other => {
+                let p = path.clone();
+                blocking(
+                    Arc::clone(&self),
+                    Box::new(move |k| {
+                        k.route_other(&sae, &method, &p, content_type.as_deref(), &body)
+                    }),
+                )
+                .await
+            }
+        };
+        self.observe(&path, r.status, t);
+        r
+    }
+
+    /// Everything but the request path's store operations: metrics, the OpenAPI
+    /// document, relay hops, route adverts and `status`.
+    fn route_other(
+        &self,
+        sae: &str,
+        method: &str,
+        path: &str,
         content_type: Option<&str>,
         body: &[u8],
     ) -> Response {
@@ -463,14 +712,15 @@ impl Kme {
         }
         // KME-to-KME endpoints: a POST from a neighbour KME with a JSON body.
         let (ct, from) = (content_type, sae);
-        if path == KME_ASSIGNMENTS {
-            return self.neighbour_post(from, method, ct, body, |r| self.peer_assignments(from, r));
-        }
         if path == crate::hops::KME_RELAY {
-            return self.neighbour_post(from, method, ct, body, |h| self.peer_relay(from, h));
+            return self
+                .neighbour_body(from, method, ct, body)
+                .map_or_else(|e| e, |h| self.peer_relay(from, h));
         }
         if path == crate::routing::KME_ROUTES {
-            return self.neighbour_post(from, method, ct, body, |a| self.peer_routes(from, a));
+            return self
+                .neighbour_body(from, method, ct, body)
+                .map_or_else(|e| e, |a| self.peer_routes(from, a));
         }
         if path == "/api/v1/openapi.json" {
             return match (method, serde_json::from_str::<Value>(OPENAPI)) {
@@ -498,22 +748,6 @@ impl Kme {
         }
         match (op, method) {
             ("status", "GET") => self.status(sae, id),
-            ("enc_keys", "GET") => match parse_query_enc(query) {
-                Ok(r) => self.enc_keys(sae, id, r),
-                Err(e) => e,
-            },
-            ("enc_keys", "POST") => match parse_json::<EncRequest>(content_type, body) {
-                Ok(r) => self.enc_keys(sae, id, r),
-                Err(e) => e,
-            },
-            ("dec_keys", "GET") => match parse_query_dec(query) {
-                Ok(ids) => self.dec_keys(sae, id, ids),
-                Err(e) => e,
-            },
-            ("dec_keys", "POST") => match parse_json::<DecRequest>(content_type, body) {
-                Ok(r) => self.dec_keys(sae, id, r.key_ids.into_iter().map(|k| k.key_id).collect()),
-                Err(e) => e,
-            },
             ("status" | "enc_keys" | "dec_keys", m) => {
                 error(405, "method not allowed", Some(json!([{ "method": m }])))
             }
@@ -521,7 +755,6 @@ impl Kme {
         }
     }
 
-    /// The peer KME serving `slave` for keys mastered by `master`, or the error response.
     /// The link to the peer KMEs.
     pub(crate) fn peers(&self) -> &Arc<dyn PeerLink> {
         &self.peers
@@ -537,48 +770,26 @@ impl Kme {
             }
     }
 
-    /// `POST /api/v1/kme/assignments` from a neighbour KME (its certificate names it):
-    /// the cuts it made for its masters, in serial order, applied to this end's copy of
-    /// the lane ([`KeyStore::assign_many`]). 409 when the run does not follow what this
-    /// end has (the sender then re-sends its unacknowledged cuts first).
-    fn peer_assignments(&self, from: &str, run: Vec<Assignment>) -> Response {
-        match self.store.assign_many(from, &run, self.now()) {
-            Ok(()) => Response {
-                status: 200,
-                body: Some(json!({ "applied": run.len() })),
-                text: None,
-            },
-            Err(e @ (StoreError::OutOfStep { .. } | StoreError::Invalid(_))) => {
-                error(409, "assignments out of step", Some(json!([e.to_string()])))
-            }
-            Err(e) => error(503, "key store unavailable", Some(json!([e.to_string()]))),
-        }
-    }
-
-    /// Admits a KME-to-KME request, a POST from a neighbour KME (never an SAE), reads its
-    /// JSON body and hands it to `then`.
-    fn neighbour_post<T: serde::de::DeserializeOwned>(
+    /// Admits a KME-to-KME request, a POST from a neighbour KME (never an SAE), and reads
+    /// its JSON body.
+    fn neighbour_body<T: serde::de::DeserializeOwned>(
         &self,
         from: &str,
         method: &str,
         content_type: Option<&str>,
         body: &[u8],
-        then: impl FnOnce(T) -> Response,
-    ) -> Response {
+    ) -> Result<T, Response> {
         if !self.is_neighbour(from) || self.cfg.sae_kme.contains_key(from) {
-            return unauthorized();
+            return Err(unauthorized());
         }
         if method != "POST" {
-            return error(
+            return Err(error(
                 405,
                 "method not allowed",
                 Some(json!([{ "method": method }])),
-            );
+            ));
         }
-        match parse_json(content_type, body) {
-            Ok(v) => then(v),
-            Err(e) => e,
-        }
+        parse_json(content_type, body)
     }
 
     fn peer_for(&self, master: &str, slave: &str) -> Result<String, Response> {
@@ -637,40 +848,39 @@ impl Kme {
         }
     }
 
-    fn enc_keys(&self, master: &str, slave: &str, r: EncRequest) -> Response {
-        let peer = match self.peer_for(master, slave) {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
+    /// Checks an `enc_keys` request of `master` for keys shared with `slave` against the
+    /// specification and this KME's limits; the cut to make, or the error response.
+    fn enc_plan(&self, master: &str, slave: &str, r: EncRequest) -> Result<EncPlan, Response> {
+        let peer = self.peer_for(master, slave)?;
         let number = r.number.unwrap_or(1);
         let size = r.size.unwrap_or(self.cfg.default_key_size);
         if number == 0 || number > self.cfg.max_key_per_request {
-            return bad(
+            return Err(bad(
                 RULES,
                 format!(
                     "number {number} outside 1..={}",
                     self.cfg.max_key_per_request
                 ),
-            );
+            ));
         }
         if !size.is_multiple_of(8) || size < self.cfg.min_key_size || size > self.cfg.max_key_size {
-            return bad(
+            return Err(bad(
                 RULES,
                 format!(
                     "size {size} is not a multiple of 8 in {}..={}",
                     self.cfg.min_key_size, self.cfg.max_key_size
                 ),
-            );
+            ));
         }
         if let Some(m) = r.extension_mandatory.as_ref().filter(|m| !m.is_empty()) {
-            return error(
+            return Err(error(
                 400,
                 "not all extension_mandatory parameters are supported",
                 Some(json!(m
                     .iter()
                     .map(|e| json!({ "extension_mandatory_unsupported": e }))
                     .collect::<Vec<_>>())),
-            );
+            ));
         }
         let mut slaves = vec![slave.to_string()];
         for s in r.additional_slave_sae_ids.unwrap_or_default() {
@@ -681,91 +891,167 @@ impl Kme {
                     }
                 }
                 _ => {
-                    return bad(
+                    return Err(bad(
                         RULES,
                         format!("additional_slave_SAE_ID {s} is not attached to KME {peer}"),
-                    )
+                    ))
                 }
             }
         }
         if slaves.len() as u32 > self.cfg.max_sae_id_count {
-            return bad(
+            return Err(bad(
                 RULES,
                 format!(
                     "{} SAE IDs exceed max_SAE_ID_count {}",
                     slaves.len(),
                     self.cfg.max_sae_id_count
                 ),
-            );
+            ));
         }
-        if !self.cfg.links.is_empty() && !self.cfg.links.contains(&peer) {
-            // No link to the slave's KME: relay through trusted nodes.
-            let Some(relayer) = self.relayer.get().and_then(std::sync::Weak::upgrade) else {
-                if self.has_route(&peer) {
-                    // Between KME processes, hop by hop over the peer links.
-                    return match self.relay_originate(&peer, master, &slaves, number, size / 8) {
-                        Ok(keys) => key_container(&keys),
-                        Err(e) => error(
-                            503,
-                            "key relay failed",
-                            Some(json!([{ "target_KME_ID": peer, "error": e }])),
-                        ),
-                    };
-                }
-                return error(
-                    503,
-                    "no link to the slave's KME and no relay",
-                    Some(json!([{ "target_KME_ID": peer }])),
-                );
-            };
-            return match relayer.relay(&self.cfg.kme_id, &peer, master, &slaves, number, size / 8) {
-                Ok(keys) => key_container(&keys),
-                Err(e) => error(
-                    503,
-                    "key relay failed",
-                    Some(json!([{ "target_KME_ID": peer, "error": e }])),
-                ),
-            };
-        }
-        match self.cut_and_deliver(&peer, master, &slaves, number, size / 8) {
-            Ok(keys) => key_container(&keys),
-            Err(CutError::Store(StoreError::Insufficient { want, have, .. })) => error(
-                503,
-                "not enough key material",
-                Some(json!([{ "requested_bytes": want, "available_bytes": have }])),
-            ),
-            Err(CutError::Store(e)) => {
-                error(503, "key store unavailable", Some(json!([e.to_string()])))
+        let relay = !self.cfg.links.is_empty() && !self.cfg.links.contains(&peer);
+        Ok(EncPlan {
+            peer,
+            master: master.to_string(),
+            slaves,
+            number,
+            size_bytes: size / 8,
+            relay,
+        })
+    }
+
+    /// `enc_keys` for a slave whose KME shares no link with this one: relay through
+    /// trusted nodes (blocking).
+    fn relay_enc(&self, p: &EncPlan) -> Response {
+        let (peer, master, slaves, number) = (&p.peer, p.master.as_str(), &p.slaves, p.number);
+        let Some(relayer) = self.relayer.get().and_then(std::sync::Weak::upgrade) else {
+            if self.has_route(peer) {
+                // Between KME processes, hop by hop over the peer links.
+                return match self.relay_originate(peer, master, slaves, number, p.size_bytes) {
+                    Ok(keys) => key_container(&keys),
+                    Err(e) => error(
+                        503,
+                        "key relay failed",
+                        Some(json!([{ "target_KME_ID": peer, "error": e }])),
+                    ),
+                };
             }
-            // The cut bits are accounted as discarded, never handed out.
-            Err(CutError::Deliver(e)) => error(
+            return error(
                 503,
-                "peer KME unreachable",
-                Some(json!([{ "peer": peer, "error": e }])),
+                "no link to the slave's KME and no relay",
+                Some(json!([{ "target_KME_ID": peer }])),
+            );
+        };
+        match relayer.relay(&self.cfg.kme_id, peer, master, slaves, number, p.size_bytes) {
+            Ok(keys) => key_container(&keys),
+            Err(e) => error(
+                503,
+                "key relay failed",
+                Some(json!([{ "target_KME_ID": peer, "error": e }])),
             ),
         }
     }
 
-    fn dec_keys(&self, slave: &str, master: &str, ids: Vec<String>) -> Response {
+    /// Checks a `dec_keys` request of `slave` for keys of `master`; the fetch to make, or
+    /// the error response.
+    fn dec_plan(&self, slave: &str, master: &str, ids: Vec<String>) -> Result<Op, Response> {
         if ids.is_empty() {
-            return bad(RULES, "no key_ID given".into());
+            return Err(bad(RULES, "no key_ID given".into()));
         }
         if ids.len() as u32 > self.cfg.max_key_per_request {
-            return bad(
+            return Err(bad(
                 RULES,
                 format!(
                     "{} key IDs exceed max_key_per_request {}",
                     ids.len(),
                     self.cfg.max_key_per_request
                 ),
-            );
+            ));
         }
-        match self.store.fetch(master, slave, &ids) {
-            Ok(keys) => key_container(&keys),
-            Err(StoreError::NotEntitled { .. }) => unauthorized(),
-            Err(StoreError::NotFound(id)) => error(400, NOT_FOUND, Some(json!([{ "key_ID": id }]))),
-            Err(e) => error(503, "key store unavailable", Some(json!([e.to_string()]))),
+        Ok(Op::Fetch {
+            master: master.to_string(),
+            slave: slave.to_string(),
+            ids,
+        })
+    }
+}
+
+/// What a request asks of the KME ([`Kme::op`]).
+enum Op {
+    /// Answered already (an error found while checking it).
+    Done(Response),
+    /// `enc_keys`: a cut on a link, or a relay.
+    Cut(EncPlan),
+    /// `dec_keys`.
+    Fetch {
+        master: String,
+        slave: String,
+        ids: Vec<String>,
+    },
+    /// A run of assignments from the neighbour KME `from`.
+    Assign { from: String, run: Vec<Assignment> },
+    /// Anything else ([`Kme::route_other`]).
+    Other,
+}
+
+/// A checked `enc_keys` request.
+struct EncPlan {
+    /// The slaves' KME.
+    peer: String,
+    master: String,
+    /// The slave and the additional slaves.
+    slaves: Vec<String>,
+    number: u32,
+    size_bytes: u32,
+    /// No link to `peer`: the keys go by relay.
+    relay: bool,
+}
+
+/// The answer to `enc_keys` from the outcome of its cut on the link to `peer`.
+fn cut_response(peer: &str, r: Result<Vec<crate::Key>, CutError>) -> Response {
+    match r {
+        Ok(keys) => key_container(&keys),
+        Err(CutError::Store(StoreError::Insufficient { want, have, .. })) => error(
+            503,
+            "not enough key material",
+            Some(json!([{ "requested_bytes": want, "available_bytes": have }])),
+        ),
+        Err(CutError::Store(e)) => {
+            error(503, "key store unavailable", Some(json!([e.to_string()])))
         }
+        // The cut bits are accounted as discarded, never handed out.
+        Err(CutError::Deliver(e)) => error(
+            503,
+            "peer KME unreachable",
+            Some(json!([{ "peer": peer, "error": e }])),
+        ),
+    }
+}
+
+/// The answer to `dec_keys` from the outcome of its fetch.
+fn fetch_response(r: Result<Vec<crate::Key>, StoreError>) -> Response {
+    match r {
+        Ok(keys) => key_container(&keys),
+        Err(StoreError::NotEntitled { .. }) => unauthorized(),
+        Err(StoreError::NotFound(id)) => error(400, NOT_FOUND, Some(json!([{ "key_ID": id }]))),
+        Err(e) => error(503, "key store unavailable", Some(json!([e.to_string()]))),
+    }
+}
+
+/// The answer to `POST /api/v1/kme/assignments` (a run of `n` assignments from a
+/// neighbour KME, applied to this end's copy of the lane with
+/// [`KeyStore::assign_many`]): 409 when the run does not follow what this end has (the
+/// sender then re-sends its unacknowledged cuts first).
+fn assign_response(n: usize, r: Result<(), StoreError>) -> Response {
+    match r {
+        Ok(()) => Response {
+            status: 200,
+            body: Some(json!({ "applied": n })),
+            text: None,
+        },
+        Err(e @ (StoreError::OutOfStep { .. } | StoreError::Invalid(_))) => {
+            error(409, "assignments out of step", Some(json!([e.to_string()])))
+        }
+        Err(e) => error(503, "key store unavailable", Some(json!([e.to_string()]))),
     }
 }
 
@@ -1069,19 +1355,7 @@ async fn respond(
             let method = parts.method.as_str().to_string();
             let path = parts.uri.path().to_string();
             let query = parts.uri.query().map(str::to_string);
-            // The store blocks on its writer thread: keep it off the async workers.
-            tokio::task::spawn_blocking(move || {
-                kme.handle(
-                    &sae,
-                    &method,
-                    &path,
-                    query.as_deref(),
-                    ct.as_deref(),
-                    &bytes,
-                )
-            })
-            .await
-            .unwrap_or_else(|_| error(503, "internal error", None))
+            kme.handle_async(sae, method, path, query, ct, bytes).await
         }
     };
     let mut builder = hyper::Response::builder().status(out.status);
@@ -1504,6 +1778,63 @@ mod tests {
         }
         assert!(doc["paths"]["/api/v1/keys/{slave_SAE_ID}/enc_keys"]["post"].is_object());
         assert!(doc["paths"]["/api/v1/keys/{master_SAE_ID}/dec_keys"]["get"].is_object());
+    }
+
+    /// The async request path: a request dropped at any point (a client that hangs up)
+    /// neither stalls its lane nor breaks the books, and every key it cut reached the
+    /// peer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_abandoned_midway_neither_stall_the_lane_nor_break_the_books() {
+        let p = pair(true);
+        let (a, b) = (Arc::new(p.a), Arc::new(p.b));
+        let enc = |a: &Arc<Kme>| {
+            Arc::clone(a).handle_async(
+                "a1".into(),
+                "GET".into(),
+                "/api/v1/keys/b1/enc_keys".into(),
+                None,
+                None,
+                bytes::Bytes::new(),
+            )
+        };
+        let mut abandoned = 0;
+        for i in 0..120u64 {
+            // Zero: dropped after its first poll; otherwise after up to 2 ms.
+            let wait = Duration::from_micros((i % 3) * 1000);
+            if tokio::time::timeout(wait, enc(&a)).await.is_err() {
+                abandoned += 1;
+            }
+        }
+        assert!(
+            abandoned > 0,
+            "no request was abandoned: the test tests nothing"
+        );
+        let r = tokio::time::timeout(Duration::from_secs(10), enc(&a))
+            .await
+            .expect("the lane stalled after abandoned requests");
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let (id, key) = keys_of(&r).remove(0);
+        let got = b.handle(
+            "b1",
+            "GET",
+            "/api/v1/keys/a1/dec_keys",
+            Some(&format!("key_ID={id}")),
+            None,
+            b"",
+        );
+        assert_eq!(keys_of(&got), vec![(id, key)]);
+        // Every cut was delivered: the two ends have cut the same bits.
+        let (at_a, at_b) = (
+            a.store().accounting("B").unwrap(),
+            b.store().accounting("A").unwrap(),
+        );
+        assert!(at_a.balances() && at_b.balances());
+        assert_eq!(at_a.discarded_bits, at_b.discarded_bits);
+        assert_eq!(at_a.available_bits, at_b.available_bits);
+        assert_eq!(
+            a.store().lane_serial("B", lane_for("A", "B")).unwrap(),
+            b.store().lane_serial("A", lane_for("A", "B")).unwrap()
+        );
     }
 
     #[test]

@@ -282,4 +282,45 @@ pub trait KeyStore: Send + Sync {
 
     /// The accounting of `peer`'s material.
     fn accounting(&self, peer: &str) -> Result<Accounting, StoreError>;
+
+    // The request path's operations, answered through a future so that a request waiting
+    // for its durable commit holds no thread (the KME serves them on its async workers).
+    // A store whose calls return at once may keep these defaults, which run the call
+    // before returning a ready future; a store that waits on a writer must override them.
+
+    /// [`KeyStore::allocate`], answered through a future.
+    fn allocate_async(
+        &self,
+        peer: &str,
+        req: &KeyRequest<'_>,
+        now: u64,
+    ) -> StoreFuture<(Vec<Key>, Assignment)> {
+        Box::pin(std::future::ready(self.allocate(peer, req, now)))
+    }
+
+    /// [`KeyStore::assign_many`], answered through a future.
+    fn assign_many_async(&self, peer: &str, run: &[Assignment], now: u64) -> StoreFuture<()> {
+        Box::pin(std::future::ready(self.assign_many(peer, run, now)))
+    }
+
+    /// [`KeyStore::acknowledged`], answered through a future.
+    fn acknowledged_async(&self, peer: &str, lane: u8, below: u64) -> StoreFuture<()> {
+        Box::pin(std::future::ready(self.acknowledged(peer, lane, below)))
+    }
+
+    /// [`KeyStore::fetch`], answered through a future.
+    fn fetch_async(
+        &self,
+        master_sae: &str,
+        requester: &str,
+        key_ids: &[String],
+    ) -> StoreFuture<Vec<Key>> {
+        Box::pin(std::future::ready(
+            self.fetch(master_sae, requester, key_ids),
+        ))
+    }
 }
+
+/// The answer of a store operation, as a future that borrows nothing.
+pub type StoreFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, StoreError>> + Send>>;

@@ -2,9 +2,10 @@
 //! posts assignments to the peer's [`KME_ASSIGNMENTS`] endpoint over HTTPS with mutual
 //! TLS, the KME authenticating with a client certificate that names its KME ID.
 //!
-//! The call blocks its thread (the KME calls [`PeerLink`] from blocking threads) and runs
-//! on the runtime it was built with. Connections are kept alive and reused, one per
-//! concurrent sender; a failed call drops its connection. Every call has a deadline.
+//! The blocking calls run on the runtime the link was built with (the KME makes them from
+//! blocking threads); `send_assignments_async` runs in the caller's task, on the KME's
+//! request path. Connections are kept alive and reused, one per concurrent sender; a
+//! failed call drops its connection. Every call has a deadline.
 
 use crate::client::{ClientError, SaeClient};
 use crate::etsi::{PeerLink, KME_ASSIGNMENTS};
@@ -27,10 +28,15 @@ pub struct PeerAddr {
 /// Assignments over HTTPS to the peer KMEs.
 pub struct HttpPeerLink {
     runtime: tokio::runtime::Handle,
+    conns: Arc<Conns>,
+    timeout: Duration,
+}
+
+/// The peers and the kept-alive connections to them.
+struct Conns {
     tls: Arc<rustls::ClientConfig>,
     peers: HashMap<String, PeerAddr>,
     idle: Mutex<HashMap<String, Vec<SaeClient>>>,
-    timeout: Duration,
 }
 
 impl HttpPeerLink {
@@ -43,9 +49,11 @@ impl HttpPeerLink {
     ) -> Self {
         Self {
             runtime,
-            tls,
-            peers,
-            idle: Mutex::new(HashMap::new()),
+            conns: Arc::new(Conns {
+                tls,
+                peers,
+                idle: Mutex::new(HashMap::new()),
+            }),
             timeout: Duration::from_secs(5),
         }
     }
@@ -62,6 +70,25 @@ impl PeerLink for HttpPeerLink {
         let body =
             serde_json::to_string(run).map_err(|e| format!("assignments to {peer_kme}: {e}"))?;
         self.post(peer_kme, KME_ASSIGNMENTS, body, self.timeout)
+    }
+
+    fn send_assignments_async<'a>(
+        &'a self,
+        peer_kme: &'a str,
+        run: Vec<Assignment>,
+    ) -> crate::etsi::PeerFuture<'a> {
+        // On the link's runtime, whatever executor polls the answer (the KME's blocking
+        // callers poll it from plain threads).
+        let (conns, peer, timeout) = (Arc::clone(&self.conns), peer_kme.to_string(), self.timeout);
+        let sent = self.runtime.spawn(async move {
+            let body =
+                serde_json::to_string(&run).map_err(|e| format!("assignments to {peer}: {e}"))?;
+            conns.post(&peer, KME_ASSIGNMENTS, body, timeout).await
+        });
+        Box::pin(async move {
+            sent.await
+                .map_err(|e| format!("assignments to {peer_kme}: {e}"))?
+        })
     }
 
     fn send_routes(
@@ -83,9 +110,23 @@ impl PeerLink for HttpPeerLink {
 }
 
 impl HttpPeerLink {
+    /// Posts `body` to `path` at `peer_kme` and waits for a 200 (blocking the thread).
+    fn post(
+        &self,
+        peer_kme: &str,
+        path: &'static str,
+        body: String,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        self.runtime
+            .block_on(self.conns.post(peer_kme, path, body, timeout))
+    }
+}
+
+impl Conns {
     /// Posts `body` to `path` at `peer_kme` and waits for a 200, on a kept-alive
     /// connection when one is idle.
-    fn post(
+    async fn post(
         &self,
         peer_kme: &str,
         path: &'static str,
@@ -102,23 +143,21 @@ impl HttpPeerLink {
             .get_mut(peer_kme)
             .and_then(Vec::pop);
         let tls = Arc::clone(&self.tls);
-        let result = self.runtime.block_on(async {
-            tokio::time::timeout(timeout, async move {
-                // A kept-alive connection may have died with a restarted peer: one retry
-                // on a fresh connection (the peer ignores what it has already applied).
-                if let Some(mut conn) = reuse {
-                    match conn.post_json(path, body.clone()).await {
-                        Ok(_) => return Ok(conn),
-                        Err(ClientError::Connection(_)) => {}
-                        Err(e) => return Err(e),
-                    }
+        let result = tokio::time::timeout(timeout, async move {
+            // A kept-alive connection may have died with a restarted peer: one retry on a
+            // fresh connection (the peer ignores what it has already applied).
+            if let Some(mut conn) = reuse {
+                match conn.post_json(path, body.clone()).await {
+                    Ok(_) => return Ok(conn),
+                    Err(ClientError::Connection(_)) => {}
+                    Err(e) => return Err(e),
                 }
-                let mut conn = SaeClient::connect(to.addr, tls, &to.server_name).await?;
-                conn.post_json(path, body).await?;
-                Ok::<_, ClientError>(conn)
-            })
-            .await
-        });
+            }
+            let mut conn = SaeClient::connect(to.addr, tls, &to.server_name).await?;
+            conn.post_json(path, body).await?;
+            Ok::<_, ClientError>(conn)
+        })
+        .await;
         match result {
             Ok(Ok(conn)) => {
                 self.idle

@@ -16,7 +16,8 @@
 
 use crate::{Accounting, Assignment, Key, KeyRequest, KeyStore, StoreError};
 use qkdnet_core::Bits;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, TryLockError};
 use zeroize::Zeroizing;
 
 /// Bytes per stored chunk of lane material.
@@ -196,7 +197,7 @@ pub struct SqlStore {
     conn: SharedConn,
     jobs: Option<mpsc::Sender<Job>>,
     /// Operations in progress (callers inside the store).
-    callers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    callers: std::sync::Arc<AtomicUsize>,
     /// Whether a caller alone may run its operation itself.
     inline: bool,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -237,7 +238,7 @@ impl SqlStore {
         Ok(Self {
             conn,
             jobs: Some(tx),
-            callers: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            callers: std::sync::Arc::new(AtomicUsize::new(0)),
             inline,
             writer: Some(writer),
             backend,
@@ -265,39 +266,11 @@ impl SqlStore {
         f: impl FnOnce(&mut dyn Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply_tx, reply_rx) = mpsc::sync_channel::<Result<T, StoreError>>(1);
-        let run = Box::new(move |db: &mut dyn Db| {
-            // Queued statements belong to this operation: their failure is its failure.
-            let r = match f(db) {
-                Ok(v) => db.flush().map(|()| v),
-                Err(e) => {
-                    let _ = db.flush();
-                    Err(e)
-                }
-            };
-            let ok = r.is_ok();
-            let reply: Reply = Box::new(move |commit_error: Option<&StoreError>| {
-                let r = match (commit_error, r) {
-                    (Some(e), _) => Err(StoreError::Backend(format!("commit failed: {e}"))),
-                    (None, r) => r,
-                };
-                let _ = reply_tx.send(r);
-            });
-            (ok, reply)
+        let job = job(now, f, move |r| {
+            let _ = reply_tx.send(r);
         });
-        let job = Job { now, run };
-        let gone = || StoreError::Backend("the store's writer has stopped".into());
-        use std::sync::atomic::Ordering;
-        use std::sync::TryLockError;
-        // Counts this caller until it returns, whichever way.
-        struct Inside<'a>(&'a std::sync::atomic::AtomicUsize);
-        impl Drop for Inside<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        let alone = self.callers.fetch_add(1, Ordering::AcqRel) == 0;
-        let _inside = Inside(&self.callers);
-        if alone && self.inline {
+        let inside = Inside::enter(&self.callers);
+        if self.inline && inside.alone {
             let held = match self.conn.try_lock() {
                 Ok(g) => Some(g),
                 Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
@@ -310,13 +283,98 @@ impl SqlStore {
                 return reply_rx.recv().map_err(|_| gone())?;
             }
         }
+        self.queue(job)?;
+        reply_rx.recv().map_err(|_| gone())?
+    }
+
+    /// [`SqlStore::with_tx_at`] answered through a future: the operation always goes
+    /// through the writer thread (the caller is an async task, which must not wait on
+    /// the connection or the disk), and the writer wakes the task when the batch is
+    /// durable.
+    fn submit<T: Send + 'static>(
+        &self,
+        now: Option<u64>,
+        f: impl FnOnce(&mut dyn Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> crate::StoreFuture<T> {
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
+        let job = job(now, f, move |r| {
+            let _ = reply_tx.send(r);
+        });
+        // Counted as inside the store until answered, so that no caller runs inline
+        // meanwhile (it would only wait for the connection behind the writer).
+        let inside = Inside::enter(&self.callers);
+        let queued = self.queue(job);
+        Box::pin(async move {
+            let _inside = inside;
+            queued?;
+            reply_rx.await.map_err(|_| gone())?
+        })
+    }
+
+    /// Hands `job` to the writer thread.
+    fn queue(&self, job: Job) -> Result<(), StoreError> {
         self.jobs
             .as_ref()
             .ok_or_else(gone)?
             .send(job)
-            .map_err(|_| gone())?;
-        reply_rx.recv().map_err(|_| gone())?
+            .map_err(|_| gone())
     }
+}
+
+fn gone() -> StoreError {
+    StoreError::Backend("the store's writer has stopped".into())
+}
+
+/// Counts a caller inside the store (an operation in progress) until dropped.
+struct Inside {
+    callers: std::sync::Arc<AtomicUsize>,
+    /// Whether no other operation was in progress when this one entered.
+    alone: bool,
+}
+
+impl Inside {
+    fn enter(callers: &std::sync::Arc<AtomicUsize>) -> Self {
+        let alone = callers.fetch_add(1, Ordering::AcqRel) == 0;
+        Self {
+            callers: std::sync::Arc::clone(callers),
+            alone,
+        }
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        self.callers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The job that runs `f` at time `now` inside a batch and passes its result, once the
+/// batch's fate is known (a failed commit fails every operation of the batch), to
+/// `answer`.
+fn job<T: Send + 'static>(
+    now: Option<u64>,
+    f: impl FnOnce(&mut dyn Db) -> Result<T, StoreError> + Send + 'static,
+    answer: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+) -> Job {
+    let run = Box::new(move |db: &mut dyn Db| {
+        // Queued statements belong to this operation: their failure is its failure.
+        let r = match f(db) {
+            Ok(v) => db.flush().map(|()| v),
+            Err(e) => {
+                let _ = db.flush();
+                Err(e)
+            }
+        };
+        let ok = r.is_ok();
+        let reply: Reply = Box::new(move |commit_error: Option<&StoreError>| {
+            answer(match (commit_error, r) {
+                (Some(e), _) => Err(StoreError::Backend(format!("commit failed: {e}"))),
+                (None, r) => r,
+            });
+        });
+        (ok, reply)
+    });
+    Job { now, run }
 }
 
 /// The writer: takes everything queued (up to [`MAX_BATCH`]) and runs it as one batch.
@@ -688,6 +746,181 @@ fn encode_assignment(a: &Assignment) -> Result<String, StoreError> {
     serde_json::to_string(a).map_err(|e| StoreError::Backend(format!("assignment: {e}")))
 }
 
+/// [`KeyStore::allocate`]'s transaction (the sizes already checked).
+fn allocate_tx(
+    peer: &str,
+    req: &KeyRequest<'_>,
+    now: u64,
+) -> impl FnOnce(&mut dyn Db) -> Result<(Vec<Key>, Assignment), StoreError> + Send + 'static {
+    let KeyRequest {
+        lane,
+        master_sae,
+        slave_saes,
+        number,
+        size_bytes,
+    } = *req;
+    let (peer, master_sae, slave_saes) = (
+        peer.to_string(),
+        master_sae.to_string(),
+        slave_saes.to_vec(),
+    );
+    move |db: &mut dyn Db| {
+        let peer = peer.as_str();
+        let mut st = Lane::load(db, peer, lane)?;
+        let (start_seq, start_offset, serial) = (st.seq, st.off, st.serial);
+        let sizes = vec![size_bytes; number as usize];
+        let pieces = cut(db, peer, lane, &mut st, &sizes)?;
+        st.serial += 1;
+        st.save(db, peer, lane)?;
+        let mut keys = Vec::with_capacity(pieces.len());
+        let mut ids = Vec::with_capacity(pieces.len());
+        for (mut bytes, _) in pieces {
+            let bytes = std::mem::take(&mut *bytes);
+            let id = uuid::Uuid::now_v7().to_string();
+            db.exec(
+                "INSERT INTO issued(key_id, peer, master_sae, nbits, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                &[
+                    Arg::T(&id),
+                    Arg::T(peer),
+                    Arg::T(&master_sae),
+                    Arg::I(8 * i64::from(size_bytes)),
+                    int(now),
+                ],
+            )?;
+            ids.push((id.clone(), size_bytes));
+            keys.push(Key { id, bytes });
+        }
+        bump(
+            db,
+            peer,
+            Counter::Delivered,
+            8 * i64::from(size_bytes) * i64::from(number),
+        )?;
+        let asg = Assignment {
+            lane,
+            serial,
+            start_seq,
+            start_offset,
+            master_sae,
+            slave_saes,
+            keys: ids,
+        };
+        // Kept until the peer acknowledges it (see `KeyStore::unacknowledged`).
+        db.exec(
+            "INSERT INTO outbox(peer, lane, serial, body) VALUES (?1, ?2, ?3, ?4)",
+            &[
+                Arg::T(peer),
+                Arg::I(lane.into()),
+                int(serial),
+                Arg::T(&encode_assignment(&asg)?),
+            ],
+        )?;
+        Ok((keys, asg))
+    }
+}
+
+/// [`KeyStore::assign_many`]'s transaction.
+fn assign_many_tx(
+    peer: &str,
+    run: &[Assignment],
+) -> Result<impl FnOnce(&mut dyn Db) -> Result<(), StoreError> + Send + 'static, StoreError> {
+    for a in run {
+        check_assignment(a)?;
+    }
+    let (peer, run) = (peer.to_string(), run.to_vec());
+    Ok(move |db: &mut dyn Db| {
+        for a in &run {
+            assign_tx(db, &peer, a)?;
+        }
+        Ok(())
+    })
+}
+
+/// [`KeyStore::acknowledged`]'s transaction.
+fn acknowledged_tx(
+    peer: &str,
+    lane: u8,
+    below: u64,
+) -> impl FnOnce(&mut dyn Db) -> Result<(), StoreError> + Send + 'static {
+    let peer = peer.to_string();
+    move |db: &mut dyn Db| {
+        db.exec(
+            "DELETE FROM outbox WHERE peer = ?1 AND lane = ?2 AND serial < ?3",
+            &[Arg::T(&peer), Arg::I(lane.into()), int(below)],
+        )?;
+        Ok(())
+    }
+}
+
+/// [`KeyStore::fetch`]'s transaction.
+fn fetch_tx(
+    master_sae: &str,
+    requester: &str,
+    key_ids: &[String],
+) -> impl FnOnce(&mut dyn Db) -> Result<Vec<Key>, StoreError> + Send + 'static {
+    let (master_sae, requester, key_ids) = (
+        master_sae.to_string(),
+        requester.to_string(),
+        key_ids.to_vec(),
+    );
+    move |db: &mut dyn Db| {
+        let requester = requester.as_str();
+        let mut out = Vec::with_capacity(key_ids.len());
+        for id in &key_ids {
+            let Some(mut r) = db.row(
+                "SELECT peer, master_sae, data FROM held WHERE key_id = ?1",
+                &[Arg::T(id)],
+            )?
+            else {
+                return Err(StoreError::NotFound(id.clone()));
+            };
+            let (peer, master) = (r[0].text()?, r[1].text()?);
+            let key = Key {
+                id: id.clone(),
+                bytes: std::mem::take(&mut *r[2].bytes()?),
+            };
+            if master != master_sae {
+                return Err(StoreError::NotFound(id.clone()));
+            }
+            let fetched = db.row(
+                "SELECT fetched FROM held_slaves WHERE key_id = ?1 AND sae = ?2",
+                &[Arg::T(id), Arg::T(requester)],
+            )?;
+            match fetched.map(|r| r[0].int()).transpose()? {
+                None => {
+                    return Err(StoreError::NotEntitled {
+                        requester: requester.to_string(),
+                        key_id: id.clone(),
+                    })
+                }
+                Some(1) => return Err(StoreError::NotFound(id.clone())),
+                Some(_) => {}
+            }
+            db.exec(
+                "UPDATE held_slaves SET fetched = 1 WHERE key_id = ?1 AND sae = ?2",
+                &[Arg::T(id), Arg::T(requester)],
+            )?;
+            let waiting = db
+                .row(
+                    "SELECT COUNT(*) FROM held_slaves WHERE key_id = ?1 AND fetched = 0",
+                    &[Arg::T(id)],
+                )?
+                .map(|r| r[0].int())
+                .transpose()?
+                .unwrap_or(0);
+            if waiting == 0 {
+                let bits = 8 * key.bytes.len() as i64;
+                db.exec("DELETE FROM held WHERE key_id = ?1", &[Arg::T(id)])?;
+                db.exec("DELETE FROM held_slaves WHERE key_id = ?1", &[Arg::T(id)])?;
+                bump(db, &peer, Counter::Held, -bits)?;
+                bump(db, &peer, Counter::Delivered, bits)?;
+            }
+            out.push(key);
+        }
+        Ok(out)
+    }
+}
+
 impl KeyStore for SqlStore {
     fn add_block(
         &self,
@@ -763,72 +996,20 @@ impl KeyStore for SqlStore {
         req: &KeyRequest<'_>,
         now: u64,
     ) -> Result<(Vec<Key>, Assignment), StoreError> {
-        let KeyRequest {
-            lane,
-            master_sae,
-            slave_saes,
-            number,
-            size_bytes,
-        } = *req;
-        validate_sizes(number, size_bytes)?;
-        let (peer, master_sae, slave_saes) = (
-            peer.to_string(),
-            master_sae.to_string(),
-            slave_saes.to_vec(),
-        );
-        self.with_tx_at(Some(now), move |db| {
-            let peer = peer.as_str();
-            let mut st = Lane::load(db, peer, lane)?;
-            let (start_seq, start_offset, serial) = (st.seq, st.off, st.serial);
-            let sizes = vec![size_bytes; number as usize];
-            let pieces = cut(db, peer, lane, &mut st, &sizes)?;
-            st.serial += 1;
-            st.save(db, peer, lane)?;
-            let mut keys = Vec::with_capacity(pieces.len());
-            let mut ids = Vec::with_capacity(pieces.len());
-            for (mut bytes, _) in pieces {
-                let bytes = std::mem::take(&mut *bytes);
-                let id = uuid::Uuid::now_v7().to_string();
-                db.exec(
-                    "INSERT INTO issued(key_id, peer, master_sae, nbits, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    &[
-                        Arg::T(&id),
-                        Arg::T(peer),
-                        Arg::T(&master_sae),
-                        Arg::I(8 * i64::from(size_bytes)),
-                        int(now),
-                    ],
-                )?;
-                ids.push((id.clone(), size_bytes));
-                keys.push(Key { id, bytes });
-            }
-            bump(
-                db,
-                peer,
-                Counter::Delivered,
-                8 * i64::from(size_bytes) * i64::from(number),
-            )?;
-            let asg = Assignment {
-                lane,
-                serial,
-                start_seq,
-                start_offset,
-                master_sae,
-                slave_saes,
-                keys: ids,
-            };
-            // Kept until the peer acknowledges it (see `KeyStore::unacknowledged`).
-            db.exec(
-                "INSERT INTO outbox(peer, lane, serial, body) VALUES (?1, ?2, ?3, ?4)",
-                &[
-                    Arg::T(peer),
-                    Arg::I(lane.into()),
-                    int(serial),
-                    Arg::T(&encode_assignment(&asg)?),
-                ],
-            )?;
-            Ok((keys, asg))
-        })
+        validate_sizes(req.number, req.size_bytes)?;
+        self.with_tx_at(Some(now), allocate_tx(peer, req, now))
+    }
+
+    fn allocate_async(
+        &self,
+        peer: &str,
+        req: &KeyRequest<'_>,
+        now: u64,
+    ) -> crate::StoreFuture<(Vec<Key>, Assignment)> {
+        match validate_sizes(req.number, req.size_bytes) {
+            Ok(()) => self.submit(Some(now), allocate_tx(peer, req, now)),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
     }
 
     fn void(&self, peer: &str, key_ids: &[String]) -> Result<(), StoreError> {
@@ -857,16 +1038,19 @@ impl KeyStore for SqlStore {
     }
 
     fn assign_many(&self, peer: &str, run: &[Assignment], now: u64) -> Result<(), StoreError> {
-        for a in run {
-            check_assignment(a)?;
+        self.with_tx_at(Some(now), assign_many_tx(peer, run)?)
+    }
+
+    fn assign_many_async(
+        &self,
+        peer: &str,
+        run: &[Assignment],
+        now: u64,
+    ) -> crate::StoreFuture<()> {
+        match assign_many_tx(peer, run) {
+            Ok(f) => self.submit(Some(now), f),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
         }
-        let (peer, run) = (peer.to_string(), run.to_vec());
-        self.with_tx_at(Some(now), move |db| {
-            for a in &run {
-                assign_tx(db, &peer, a)?;
-            }
-            Ok(())
-        })
     }
 
     fn unacknowledged(&self, peer: &str, lane: u8) -> Result<Vec<Assignment>, StoreError> {
@@ -888,14 +1072,11 @@ impl KeyStore for SqlStore {
     }
 
     fn acknowledged(&self, peer: &str, lane: u8, below: u64) -> Result<(), StoreError> {
-        let peer = peer.to_string();
-        self.with_tx(move |db| {
-            db.exec(
-                "DELETE FROM outbox WHERE peer = ?1 AND lane = ?2 AND serial < ?3",
-                &[Arg::T(&peer), Arg::I(lane.into()), int(below)],
-            )?;
-            Ok(())
-        })
+        self.with_tx(acknowledged_tx(peer, lane, below))
+    }
+
+    fn acknowledged_async(&self, peer: &str, lane: u8, below: u64) -> crate::StoreFuture<()> {
+        self.submit(None, acknowledged_tx(peer, lane, below))
     }
 
     fn fetch(
@@ -904,67 +1085,16 @@ impl KeyStore for SqlStore {
         requester: &str,
         key_ids: &[String],
     ) -> Result<Vec<Key>, StoreError> {
-        let (master_sae, requester, key_ids) = (
-            master_sae.to_string(),
-            requester.to_string(),
-            key_ids.to_vec(),
-        );
-        self.with_tx(move |db| {
-            let requester = requester.as_str();
-            let mut out = Vec::with_capacity(key_ids.len());
-            for id in &key_ids {
-                let Some(mut r) = db.row(
-                    "SELECT peer, master_sae, data FROM held WHERE key_id = ?1",
-                    &[Arg::T(id)],
-                )?
-                else {
-                    return Err(StoreError::NotFound(id.clone()));
-                };
-                let (peer, master) = (r[0].text()?, r[1].text()?);
-                let key = Key {
-                    id: id.clone(),
-                    bytes: std::mem::take(&mut *r[2].bytes()?),
-                };
-                if master != master_sae {
-                    return Err(StoreError::NotFound(id.clone()));
-                }
-                let fetched = db.row(
-                    "SELECT fetched FROM held_slaves WHERE key_id = ?1 AND sae = ?2",
-                    &[Arg::T(id), Arg::T(requester)],
-                )?;
-                match fetched.map(|r| r[0].int()).transpose()? {
-                    None => {
-                        return Err(StoreError::NotEntitled {
-                            requester: requester.to_string(),
-                            key_id: id.clone(),
-                        })
-                    }
-                    Some(1) => return Err(StoreError::NotFound(id.clone())),
-                    Some(_) => {}
-                }
-                db.exec(
-                    "UPDATE held_slaves SET fetched = 1 WHERE key_id = ?1 AND sae = ?2",
-                    &[Arg::T(id), Arg::T(requester)],
-                )?;
-                let waiting = db
-                    .row(
-                        "SELECT COUNT(*) FROM held_slaves WHERE key_id = ?1 AND fetched = 0",
-                        &[Arg::T(id)],
-                    )?
-                    .map(|r| r[0].int())
-                    .transpose()?
-                    .unwrap_or(0);
-                if waiting == 0 {
-                    let bits = 8 * key.bytes.len() as i64;
-                    db.exec("DELETE FROM held WHERE key_id = ?1", &[Arg::T(id)])?;
-                    db.exec("DELETE FROM held_slaves WHERE key_id = ?1", &[Arg::T(id)])?;
-                    bump(db, &peer, Counter::Held, -bits)?;
-                    bump(db, &peer, Counter::Delivered, bits)?;
-                }
-                out.push(key);
-            }
-            Ok(out)
-        })
+        self.with_tx(fetch_tx(master_sae, requester, key_ids))
+    }
+
+    fn fetch_async(
+        &self,
+        master_sae: &str,
+        requester: &str,
+        key_ids: &[String],
+    ) -> crate::StoreFuture<Vec<Key>> {
+        self.submit(None, fetch_tx(master_sae, requester, key_ids))
     }
 
     fn hold_relayed(
