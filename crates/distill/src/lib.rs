@@ -15,6 +15,7 @@
 //! What it deliberately does not do: I/O, clocks or sockets (the link runtime and the CLI
 //! carry messages), sifting (the link runtime), or storing keys (`qkdnet-kms`).
 
+pub mod aopp;
 pub mod auth;
 pub mod cascade;
 pub mod estimate;

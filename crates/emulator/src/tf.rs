@@ -130,6 +130,10 @@ pub struct TfStats {
     pub sent: [[u64; SETTINGS]; SETTINGS],
     /// Single clicks per setting pair.
     pub single: [[u64; SETTINGS]; SETTINGS],
+    /// Pairs whose phase slices matched (same or opposite; SNS: weak decoys, PM: key
+    /// pulses), clicked or not. Window-level stats only ([`TfEmulator::step_stats`]): an
+    /// event-level window lists clicks alone, so [`TfLink::tally`] leaves it 0.
+    pub matched_sent: u64,
     /// Weak-decoy pairs with matched phase slices (same or opposite) that gave a single
     /// click.
     pub matched_clicks: u64,
@@ -160,6 +164,7 @@ impl std::ops::AddAssign<&TfStats> for TfStats {
                 self.single[a][b] += s.single[a][b];
             }
         }
+        self.matched_sent += s.matched_sent;
         self.matched_clicks += s.matched_clicks;
         self.matched_errors += s.matched_errors;
     }
@@ -587,6 +592,7 @@ impl TfEmulator {
             index,
             sent,
             single,
+            matched_sent: matched,
             matched_clicks: clicks,
             matched_errors: errors,
         }

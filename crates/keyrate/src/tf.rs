@@ -450,38 +450,37 @@ impl TwinFieldModel {
                 qber_test: 0.5,
             };
         }
-        // Phase error of untagged single-photon bits (Jiang et al. 2019 Eq. (5)).
-        let e1_exp = ((t_delta - (-mu_pair).exp() * s00_l / 2.0)
-            / (mu_pair * (-mu_pair).exp() * s1))
-            .clamp(0.0, 0.5);
-        // Untagged bits (one party sends a single photon, the other nothing).
-        let n1 = lower(nz * (w_a + w_b) * s1, eps);
-        let e1 = match eps {
-            None => e1_exp,
-            Some(e) => (crate::math::chernoff_upper(n1 * e1_exp, e) / n1).min(0.5),
-        };
+        let n_ns = c00 + cz0;
+        let n_s = c0z + czz;
+        let aopp = self.hw.variant == TfVariant::SnsAopp;
+        let (secrecy, e1) = sns_secrecy(
+            &SnsTerms {
+                s1,
+                s00_l,
+                t_delta,
+                mu_pair,
+                untagged_weight: nz * (w_a + w_b),
+                share_a: w_a / (w_a + w_b),
+                not_sent: n_ns,
+                sent: n_s,
+                pairs: aopp.then(|| n_ns.min(n_s)),
+            },
+            eps,
+        );
         let overhead = composable_overhead(sec, 12.0);
-        let ell = match self.hw.variant {
-            TfVariant::SnsAopp => {
-                // Bob's bits grouped by his own choice: not-sent (c00 errors, cz0 correct) and
-                // sent (c0z correct, czz errors). Pairs take one bit from each group; Alice keeps
-                // pairs whose parity is odd for her too (Xu et al. 2020, §II–III).
-                let n_ns = c00 + cz0;
-                let n_s = c0z + czz;
-                let (e_ns, e_s) = (c00 / n_ns, czz / n_s);
-                let pairs = n_ns.min(n_s);
-                let kept = (1.0 - e_ns) * (1.0 - e_s) + e_ns * e_s;
-                let n_kept = pairs * kept;
-                let e_after = e_ns * e_s / kept;
-                // Untagged pairs: both bits untagged (untagged bits carry no bit error). Alice's
-                // single photons are in Bob's not-sent group, Bob's in his sent group.
-                let (share_a, share_b) = (w_a / (w_a + w_b), w_b / (w_a + w_b));
-                let n1p = pairs * (share_a * n1 / n_ns).min(1.0) * (share_b * n1 / n_s).min(1.0);
-                let e1p = 2.0 * e1 * (1.0 - e1); // Xu et al. 2020, Eq. (7)
-                n1p * (1.0 - h2_sat(e1p)) - self.hw.ec_efficiency * n_kept * h2(e_after) - overhead
-            }
-            _ => n1 * (1.0 - h2_sat(e1)) - self.hw.ec_efficiency * n_t * h2(e_z) - overhead,
+        let leak = if aopp {
+            // Bob's bits grouped by his own choice: not-sent (c00 errors, cz0 correct) and
+            // sent (c0z correct, czz errors). Pairs take one bit from each group; Alice keeps
+            // pairs whose parity is odd for her too (Xu et al. 2020, §II–III).
+            let (e_ns, e_s) = (c00 / n_ns, czz / n_s);
+            let kept = (1.0 - e_ns) * (1.0 - e_s) + e_ns * e_s;
+            let n_kept = n_ns.min(n_s) * kept;
+            let e_after = e_ns * e_s / kept;
+            n_kept * h2(e_after)
+        } else {
+            n_t * h2(e_z)
         };
+        let ell = secrecy - self.hw.ec_efficiency * leak - overhead;
         Evaluation {
             raw_key_per_signal: ell / n,
             qber_key: e_z,
@@ -614,6 +613,200 @@ impl KeyRateModel for TwinFieldModel {
     }
 }
 
+impl TwinField {
+    /// The hardware with the free parameters `x` of symmetric SNS (signal intensity, send
+    /// probability, weak decoy, strong/weak ratio, Z-window probability: the order of
+    /// [`KeyRateModel::free_params`]) set, as an optimiser chose them; other variants and
+    /// short vectors leave it as it is.
+    pub fn with_sns_parameters(&self, x: &[f64]) -> TwinField {
+        if self.variant == TfVariant::Pm || self.asymmetric || x.len() < 5 {
+            return *self;
+        }
+        TwinField {
+            mu_signal: x[0],
+            send_probability: x[1],
+            mu_decoy1: x[2],
+            mu_decoy2: x[2] * x[3],
+            p_z: x[4],
+            ..*self
+        }
+    }
+}
+
+/// What the SNS bound's last step takes, from the forward model or from observed counts.
+struct SnsTerms {
+    /// Lower bound on the single-photon yield `s₁`.
+    s1: f64,
+    /// Lower bound on the vacuum yield `s₀₀`.
+    s00_l: f64,
+    /// Upper bound on the matched weak-decoy pairs' error gain `T_Δ`.
+    t_delta: f64,
+    /// Total intensity of the matched pairs, `μ_A1 + μ_B1`.
+    mu_pair: f64,
+    /// Z-window pulse pairs weighted by the untagged probability, `N_Z (w_A + w_B)`.
+    untagged_weight: f64,
+    /// Alice's share of the untagged bits, `w_A / (w_A + w_B)`.
+    share_a: f64,
+    /// Raw bits in Bob's not-sent group and in his sent group.
+    not_sent: f64,
+    sent: f64,
+    /// AOPP: the pairs Bob formed (`None`: no pairing).
+    pairs: Option<f64>,
+}
+
+/// The secrecy (before error correction and the composable overhead) and the untagged
+/// bits' phase-error bound `e₁` of SNS: `e₁` from the matched pairs (Jiang et al., PR
+/// Applied 12, 024061 (2019), Eq. (5)), the untagged count `n₁` (Chernoff lower), then
+/// `n₁(1 − h(e₁))`; with AOPP (Xu et al., PRA 101, 042330 (2020)), the untagged pairs
+/// `n₁′` (both bits untagged: Alice's single photons sit in Bob's not-sent group, Bob's
+/// in his sent group) and their phase error `e₁′ = 2e₁(1 − e₁)` (Eq. (7)), `n₁′(1 − h(e₁′))`.
+fn sns_secrecy(t: &SnsTerms, eps: Option<f64>) -> (f64, f64) {
+    let e1_exp = ((t.t_delta - (-t.mu_pair).exp() * t.s00_l / 2.0)
+        / (t.mu_pair * (-t.mu_pair).exp() * t.s1))
+        .clamp(0.0, 0.5);
+    let n1 = lower(t.untagged_weight * t.s1, eps);
+    let e1 = match eps {
+        None => e1_exp,
+        Some(e) => (crate::math::chernoff_upper(n1 * e1_exp, e) / n1).min(0.5),
+    };
+    let secrecy = match t.pairs {
+        Some(pairs) => {
+            let n1p = pairs
+                * (t.share_a * n1 / t.not_sent).min(1.0)
+                * ((1.0 - t.share_a) * n1 / t.sent).min(1.0);
+            let e1p = 2.0 * e1 * (1.0 - e1);
+            n1p * (1.0 - h2_sat(e1p))
+        }
+        None => n1 * (1.0 - h2_sat(e1)),
+    };
+    (secrecy, e1)
+}
+
+/// A block of SNS counts as the two users know them after sifting: pulses sent and
+/// single clicks per setting pair (settings as in the emulator: 0 key window not sending,
+/// 1 sending, 2–4 decoy windows vacuum, weak, strong), the weak-decoy pairs whose phase
+/// slices matched, with their errors, and the pairs AOPP formed.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TfCounts {
+    /// Pulses sent per setting pair `[alice][bob]`.
+    pub sent: [[f64; 5]; 5],
+    /// Single clicks per setting pair.
+    pub single: [[f64; 5]; 5],
+    /// Weak-decoy pulse pairs with matched phase slices (same or opposite).
+    pub matched_sent: f64,
+    /// Their single clicks on the detector that should have stayed dark.
+    pub matched_errors: f64,
+    /// Pairs Bob formed for AOPP (each of one not-sent and one sent bit).
+    pub aopp_pairs: f64,
+}
+
+impl TfCounts {
+    /// Adds another window's counts (a block is the sum of its windows').
+    pub fn add(&mut self, c: &TfCounts) {
+        for a in 0..5 {
+            for b in 0..5 {
+                self.sent[a][b] += c.sent[a][b];
+                self.single[a][b] += c.single[a][b];
+            }
+        }
+        self.matched_sent += c.matched_sent;
+        self.matched_errors += c.matched_errors;
+        self.aopp_pairs += c.aopp_pairs;
+    }
+}
+
+/// What [`sns_bound`] grants a block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TfBound {
+    /// Secrecy before error correction, bits (0 or less: none).
+    pub secrecy_bits: f64,
+    /// Composable overhead (12 bounds), bits.
+    pub overhead_bits: f64,
+    /// Lower bound on the single-photon yield.
+    pub s1: f64,
+    /// Upper bound on the untagged bits' phase error (before AOPP's pairing).
+    pub e1: f64,
+}
+
+/// The SNS(-AOPP) bound on a block's observed counts, symmetric sources (what the
+/// emulator runs): the same estimates as the forward model ([`TwinFieldModel`], after
+/// Jiang et al. 2019 and Xu et al. 2020), with every count bounded by Chernoff: `s₀₀` from
+/// the (vacuum, vacuum) pairs, `s₁` from the one-sided weak and strong decoys pooled,
+/// `T_Δ` from the matched weak pairs' errors, the untagged weight from the Z-window pairs
+/// where exactly one user sent. The caller subtracts the error-correction leakage (of the
+/// AOPP-kept key with AOPP).
+pub fn sns_bound(c: &TfCounts, hw: &TwinField, sec: &Security) -> Result<TfBound, String> {
+    if hw.asymmetric || hw.variant == TfVariant::Pm {
+        return Err("the count bound covers symmetric SNS and SNS-AOPP only".into());
+    }
+    let eps = sec.per_bound_eps(12.0);
+    let (mz, mu1, mu2) = (hw.mu_signal, hw.mu_decoy1, hw.mu_decoy2);
+    let rate = |n: f64, of: f64, name: &str| {
+        if of > 0.0 {
+            Ok(n / of)
+        } else {
+            Err(format!("no {name} pulses in the block"))
+        }
+    };
+    let n00 = c.single[2][2];
+    let s00_u = rate(upper(n00, eps), c.sent[2][2], "vacuum-decoy pair")?;
+    let s00_l = rate(lower(n00, eps), c.sent[2][2], "vacuum-decoy pair")?;
+    let n10 = c.single[3][2] + c.single[2][3];
+    let n20 = c.single[4][2] + c.single[2][4];
+    let s1 = s1_lower(
+        rate(
+            lower(n10, eps),
+            c.sent[3][2] + c.sent[2][3],
+            "one-sided weak-decoy",
+        )?,
+        rate(
+            upper(n20, eps),
+            c.sent[4][2] + c.sent[2][4],
+            "one-sided strong-decoy",
+        )?,
+        s00_u,
+        mu1,
+        mu2,
+    );
+    let overhead_bits = composable_overhead(sec, 12.0);
+    if s1 <= 0.0 {
+        return Ok(TfBound {
+            secrecy_bits: 0.0,
+            overhead_bits,
+            s1,
+            e1: 0.5,
+        });
+    }
+    let t_delta = rate(
+        upper(c.matched_errors, eps),
+        c.matched_sent,
+        "matched weak-decoy",
+    )?;
+    let not_sent = c.single[0][0] + c.single[1][0];
+    let sent = c.single[0][1] + c.single[1][1];
+    let aopp = hw.variant == TfVariant::SnsAopp;
+    let (secrecy_bits, e1) = sns_secrecy(
+        &SnsTerms {
+            s1,
+            s00_l,
+            t_delta,
+            mu_pair: 2.0 * mu1,
+            untagged_weight: (c.sent[1][0] + c.sent[0][1]) * mz * (-mz).exp(),
+            share_a: 0.5,
+            not_sent,
+            sent,
+            pairs: aopp.then_some(c.aopp_pairs),
+        },
+        eps,
+    );
+    Ok(TfBound {
+        secrecy_bits,
+        overhead_bits,
+        s1,
+        e1,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,6 +824,70 @@ mod tests {
         )
         .eval
         .key_per_signal()
+    }
+
+    /// The count bound at the forward model's expected counts is the model: same
+    /// secrecy, so a block that matches the model gets the model's key.
+    #[test]
+    fn sns_bound_at_the_expected_counts_is_the_forward_model() {
+        for variant in [TfVariant::Sns, TfVariant::SnsAopp] {
+            let (loss, n) = (40.0, 1e13);
+            let sec = Security::Finite(crate::FiniteKey {
+                block_size: n,
+                ..crate::FiniteKey::default()
+            });
+            let m0 = TwinField {
+                variant,
+                ..TwinField::default()
+            }
+            .prepare();
+            let free = vec![true; m0.free_params().len()];
+            let opts = OptimiseOptions::default();
+            let x = optimise(&m0, loss, &m0.initial(), &free, &sec, &opts).x;
+            let m = m0.hw.with_sns_parameters(&x).prepare();
+            let hw = m.hw;
+            let model = m.evaluate(loss, &x, &sec).raw_key_per_signal * n;
+            let (ea, eb) = m.arms(loss);
+            let (pz, px, eps) = (hw.p_z, 1.0 - hw.p_z, hw.send_probability);
+            let p = [pz * (1.0 - eps), pz * eps, px * 0.2, px * 0.6, px * 0.2];
+            let mu = [0.0, hw.mu_signal, 0.0, hw.mu_decoy1, hw.mu_decoy2];
+            let pd = hw.dark_count_probability;
+            let mut c = TfCounts::default();
+            for a in 0..5 {
+                for b in 0..5 {
+                    c.sent[a][b] = n * p[a] * p[b];
+                    let (x, y) = (ea * mu[a], eb * mu[b]);
+                    let g = match (x > 0.0, y > 0.0) {
+                        (false, false) => 2.0 * pd * (1.0 - pd),
+                        (true, false) => m.gain_one(x),
+                        (false, true) => m.gain_one(y),
+                        (true, true) => m.gain_both_random(x, y),
+                    };
+                    c.single[a][b] = c.sent[a][b] * g;
+                }
+            }
+            c.matched_sent = c.sent[3][3] * 2.0 / hw.phase_slices as f64;
+            c.matched_errors = c.matched_sent * m.gain_both_matched(ea * mu[3], eb * mu[3]).1;
+            let (n_ns, n_s) = (
+                c.single[0][0] + c.single[1][0],
+                c.single[0][1] + c.single[1][1],
+            );
+            c.aopp_pairs = n_ns.min(n_s);
+            let b = sns_bound(&c, &hw, &sec).unwrap();
+            let leak = if variant == TfVariant::SnsAopp {
+                let (e_ns, e_s) = (c.single[0][0] / n_ns, c.single[1][1] / n_s);
+                let kept = (1.0 - e_ns) * (1.0 - e_s) + e_ns * e_s;
+                c.aopp_pairs * kept * h2(e_ns * e_s / kept)
+            } else {
+                (n_ns + n_s) * h2((c.single[0][0] + c.single[1][1]) / (n_ns + n_s))
+            };
+            let from_counts = b.secrecy_bits - hw.ec_efficiency * leak - b.overhead_bits;
+            assert!(model > 0.0, "{variant:?}: no key at {loss} dB");
+            assert!(
+                ((from_counts - model) / model).abs() < 1e-9,
+                "{variant:?}: counts {from_counts} against model {model}"
+            );
+        }
     }
 
     /// Structural: at long distance the twin-field key scales as √η (Lucamarini et al.,
