@@ -42,7 +42,7 @@ use clap::Args;
 use qkdnet_core::bits::Bits;
 use qkdnet_distill::auth::AuthKeys;
 use qkdnet_distill::random::OsRandom;
-use qkdnet_distill::session::{ExternalBound, TestTally};
+use qkdnet_distill::session::{Config, ExternalBound, TestTally};
 use qkdnet_kms::KeyStore;
 use qkdnet_link::{drive_alice_with_bound, drive_bob, TcpTransport, Transport};
 use qkdnet_network::plan::{plan, PlanOptions};
@@ -280,6 +280,7 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
             let stored = Arc::new(AtomicU64::new(0));
             counters.insert(l.id.clone(), Arc::clone(&stored));
             let (tx, rx) = mpsc::channel::<AliceBlock>();
+            let sample_fraction = runner.sample_fraction();
             let base = (l.index as u64) << 40;
             let link = &net.links[l.index];
             let block_s = link
@@ -317,11 +318,22 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
                     l.peer.clone(),
                 );
                 let (seed, wait) = (l.seed, Duration::from_secs_f64(block_s / clock.scale));
+                let cfg = Config {
+                    sample_fraction,
+                    ..session_config()
+                };
                 std::thread::Builder::new()
                     .name(format!("distil {}", l.id))
                     .spawn(move || {
                         for (block, bits, test, bound) in rx {
-                            let r = alice_block(&addr, &id2, block, bits, test, bound, seed, wait);
+                            let r = alice_block(
+                                &addr,
+                                &id2,
+                                (block, bits, test, bound),
+                                cfg.clone(),
+                                seed,
+                                wait,
+                            );
                             let at = Done {
                                 store: &*store,
                                 site: &site2,
@@ -426,15 +438,7 @@ fn run_link(
                 feed.point(d, id, 0, ctx.stored.load(Ordering::Relaxed));
             }
         }
-        if let Some((ka, kb)) = &out.keys {
-            buffer.push(ka, kb, out.x.coincidences, out.x.errors);
-            if let Some(d) = &out.decoy {
-                buffer.push_decoy(d);
-            }
-            if let Some(m) = &out.mdi {
-                buffer.push_mdi(m);
-            }
-        }
+        buffer.push_window(&out);
         if out.t_s - block_start < block_s {
             continue;
         }
@@ -478,15 +482,12 @@ fn block_auth(seed: u64, block: u64) -> Result<AuthKeys, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Alice's end of one block: connect, say which block, run the session.
-#[allow(clippy::too_many_arguments)]
+/// Alice's end of one block: connect, say which block, run the session with `cfg`.
 fn alice_block(
     addr: &str,
     link: &str,
-    block: u64,
-    bits: Bits,
-    test: TestTally,
-    bound: Option<ExternalBound>,
+    (block, bits, test, bound): AliceBlock,
+    cfg: Config,
     seed: u64,
     wait: Duration,
 ) -> Result<qkdnet_distill::session::FinalKey, String> {
@@ -513,7 +514,7 @@ fn alice_block(
         &mut t,
         block,
         bits,
-        session_config(),
+        cfg,
         Some(test),
         bound,
         &mut auth,

@@ -23,7 +23,8 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Scenario file (a `bbm92-cw` link with `[emulator]` and `[[fault]]` sections), or a
-    /// network file (every BBM92 link of the network together, see docs/NETWORK.md).
+    /// network file (every link of the network with a runtime together: BBM92 CW, decoy
+    /// BB84, MDI and SNS-AOPP twin-field; see docs/NETWORK.md).
     pub scenario: PathBuf,
     /// Serve the live dashboard (key rate, QBERs, sync offset, key buffers, events) at this
     /// address, e.g. 127.0.0.1:8080, during the run and after it until interrupted.

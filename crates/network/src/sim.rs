@@ -15,7 +15,7 @@
 use crate::plan::Plan;
 use crate::runner::{
     Bb84Runner, BlockBuffer, Distilled, LinkRunner, LocalDistiller, MdiRunner, PumpObjective,
-    Runner, RunnerConfig, WindowOutput, WINDOW_S,
+    Runner, RunnerConfig, TfRunner, WindowOutput, WINDOW_S,
 };
 use crate::scenario::emulator_settings;
 use crate::spec::{Network, NodeKind};
@@ -23,6 +23,7 @@ use crate::InputError;
 use qkdnet_emulator::bb84::{Bb84Emulation, Bb84Link};
 use qkdnet_emulator::bbm92::{Bbm92Emulation, Bbm92Link};
 use qkdnet_emulator::mdi::{MdiEmulation, MdiLink};
+use qkdnet_emulator::tf::{TfEmulation, TfLink};
 use qkdnet_keyrate::Protocol;
 
 /// How a network run runs.
@@ -213,8 +214,30 @@ pub fn build_runner(
                 .map(|r| Ok(Runner::Mdi(Box::new(r))))
                 .map_err(|e| InputError::new(format!("{item}: {e}")))
         }
+        (Protocol::TwinField(_), Protocol::TwinField(m))
+            if m.hw.variant == qkdnet_keyrate::tf::TfVariant::SnsAopp =>
+        {
+            // The planner's configured hardware (loss split, route noise as dark counts) at
+            // the intensities and probabilities its optimiser chose, as an operator would
+            // set them.
+            let x: Vec<f64> = lp
+                .row
+                .iter()
+                .flat_map(|r| r.parameters.iter().map(|p| p.1))
+                .collect();
+            let hw = m.hw.with_sns_parameters(&x);
+            let mut emu: TfEmulation = emulator_settings(&l.emulator, &item)?;
+            emu.seed = link_seed(seed, &l.id);
+            let link = TfLink::new(hw, lp.loss_db, emu)
+                .and_then(|k| k.with_faults(faults))
+                .map_err(bad)?;
+            TfRunner::new(link, emu.seed)
+                .map(|r| Ok(Runner::Tf(Box::new(r))))
+                .map_err(|e| InputError::new(format!("{item}: {e}")))
+        }
         _ => Ok(Err(format!(
-            "{}: no link runtime for this family yet (BBM92 CW, decoy BB84 and MDI run)",
+            "{}: no link runtime for this family yet (BBM92 CW, decoy BB84, MDI and \
+             SNS-AOPP twin-field run)",
             l.protocol_name
         ))),
     }
@@ -293,12 +316,15 @@ impl NetworkSim {
                 .ends
                 .iter()
                 .all(|&e| net.nodes[e].kind == NodeKind::Trusted));
+            let distiller = LocalDistiller::new(seed)
+                .map_err(InputError::new)?
+                .with_sample_fraction(runner.sample_fraction());
             links.push(SimLink {
                 index: i,
                 ends,
                 runner,
                 buffer: BlockBuffer::default(),
-                distiller: LocalDistiller::new(seed).map_err(InputError::new)?,
+                distiller,
                 block_start_s: 0.0,
                 block_s: l.block_seconds(cfg.block_s),
                 block_base: (i as u64) << 40,
@@ -370,14 +396,7 @@ impl NetworkSim {
                     },
                 });
             }
-            if let Some((ka, kb)) = &out.keys {
-                l.buffer.push(ka, kb, out.x.coincidences, out.x.errors);
-                if let Some(d) = &out.decoy {
-                    l.buffer.push_decoy(d);
-                }
-                if let Some(m) = &out.mdi {
-                    l.buffer.push_mdi(m);
-                }
+            if l.buffer.push_window(&out) {
                 l.totals.producing_windows += 1;
                 l.totals.z.0 += out.z.coincidences;
                 l.totals.z.1 += out.z.errors;
