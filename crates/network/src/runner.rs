@@ -492,7 +492,8 @@ pub struct Distilled {
     pub alice: FinalKey,
     /// Bob's final key.
     pub bob: FinalKey,
-    /// Bits of each final key given back to the authentication pads (taken from the front).
+    /// Bits of each final key given back to the authentication pads (taken from the front):
+    /// the pads the block used, and more while the pool runs low.
     pub replenished_bits: usize,
 }
 
@@ -566,9 +567,15 @@ impl LocalDistiller {
         if fa.key.words() != fb.key.words() {
             return Err(format!("block {}: the two ends' keys differ", block.id));
         }
-        // Twice the pads the block used (and 4096 bits) replenish the pads.
+        // Each block gives back the pads it used, so the key counted is net of its
+        // authentication; and more while the pool holds less than two blocks' use and
+        // 4096 bits, so a block that needs more than the last still finds them. (Twice
+        // the use every block, as before, grew the pool without bound: Frankfurt–Kehl
+        // counted 89 bit/s where 100 remain net of authentication.)
         let used = (auth_a.consumed_bits() - consumed) as usize;
-        let take = fa.key.len().min(2 * used + 4096);
+        let held = auth_a.available_pads() as usize * qkdnet_distill::auth::TAG_BITS as usize;
+        let floor = 2 * used + 4096;
+        let take = fa.key.len().min(used + floor.saturating_sub(held + used));
         auth_a.replenish(&fa.key.slice(0, take));
         auth_b.replenish(&fb.key.slice(0, take));
         Ok(Some(Distilled {
