@@ -101,5 +101,32 @@ fn hashing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cascade, hashing);
+/// AOPP on 10⁶ raw SNS bits (Frankfurt–Kehl-like error rates: 8 % in Bob's not-sent group,
+/// 50 % in his sent group): Bob's pairing, Alice's parities, both ends' kept keys.
+fn aopp(c: &mut Criterion) {
+    use qkdnet_distill::aopp;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let n = 1_000_000;
+    let bob = random_bits(&mut rng, n);
+    let mut alice = bob.duplicate();
+    for i in 0..n {
+        if rng.gen_bool(if bob.get(i) { 0.08 } else { 0.5 }) {
+            alice.flip(i);
+        }
+    }
+    let mut g = c.benchmark_group("aopp");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("pair_and_keep_1e6", |b| {
+        b.iter(|| {
+            let pairs = aopp::bob_pairs(&bob, &mut rng);
+            let odd = aopp::alice_odd(&alice, &pairs).unwrap();
+            let ka = aopp::kept(&alice, &pairs, &odd).unwrap();
+            let kb = aopp::kept(&bob, &pairs, &odd).unwrap();
+            black_box((ka.len(), kb.len()))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, cascade, hashing, aopp);
 criterion_main!(benches);
