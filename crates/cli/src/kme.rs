@@ -237,6 +237,11 @@ impl Loaded {
         std::fs::read(&full).map_err(|e| self.field(field, format!("{}: {e}", full.display())))
     }
 
+    /// The SQLite store's file, when the store is SQLite.
+    pub(crate) fn sqlite_path(&self) -> Option<PathBuf> {
+        self.file.store.sqlite.as_ref().map(|p| self.resolve(p))
+    }
+
     fn open_store(&self) -> Result<SqlStore, CliError> {
         let s = &self.file.store;
         let r = match (&s.sqlite, &s.postgres) {

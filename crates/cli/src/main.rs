@@ -13,6 +13,7 @@ mod emulate;
 mod kme;
 mod netrun;
 mod node;
+mod pads;
 mod plan;
 mod plot;
 mod rate;

@@ -29,18 +29,24 @@
 //! everything from the sifted key on runs between the two processes as in a deployment.
 //! The virtual clock is `(wall − epoch) × time_scale` at every site, so a restarted node
 //! replays its links up to now (window level is cheap), skips the blocks it missed, and
-//! meets its neighbours at the next block. Each block's session is authenticated with
-//! pads from the emulation's pre-shared stream for that block (so a restart needs no pad
-//! resynchronisation); `qkdnet run` instead replenishes pads from produced keys. Sampling
-//! and privacy-amplification seeds come from the operating system, so the final keys differ
-//! from run to run even though the emulated photons do not.
+//! meets its neighbours at the next block. Each link's authentication pads live on disk
+//! ([`crate::pads`]): provisioned once from a pre-shared key (in the emulation derived from
+//! the run's seed), then replenished from the link's own final keys, each block giving
+//! back the pads its session used and 4096 bits. Before each session the two ends agree
+//! on the pads to use from what both hold, so a restart or a lost chunk never leads to
+//! reuse. Sampling and privacy-amplification seeds come from the operating system, so the
+//! final keys differ from run to run even though the emulated photons do not.
+//!
+//! `[node] pads = "FILE"` names the pads' file (default: the SQLite store's path with
+//! `.pads` appended).
 
 use crate::dashboard::Dashboard;
 use crate::kme::{serve_with, Loaded};
+use crate::pads::{agree, Holding, PadStore};
 use crate::CliError;
 use clap::Args;
 use qkdnet_core::bits::Bits;
-use qkdnet_distill::auth::AuthKeys;
+use qkdnet_distill::auth::TAG_BITS;
 use qkdnet_distill::random::OsRandom;
 use qkdnet_distill::session::{Config, ExternalBound, TestTally};
 use qkdnet_kms::KeyStore;
@@ -87,6 +93,9 @@ struct NodeSection {
     distill_peers: BTreeMap<String, String>,
     /// Serve the live dashboard (plain HTTP, statistics only) at this address.
     dashboard: Option<String>,
+    /// The authentication pads' file (default: the SQLite store's path with `.pads`
+    /// appended; required with a PostgreSQL store).
+    pads: Option<PathBuf>,
 }
 
 fn default_scale() -> f64 {
@@ -101,8 +110,11 @@ fn default_objective() -> String {
     "key-rate".into()
 }
 
-/// Hello frame before each block's session: which link, which block.
-const HELLO: &str = "qkdnet-distill 1";
+/// Hello frame before each block's session: which link, which block, the pads Alice asks
+/// for and the pads she holds ([`crate::pads`]).
+const HELLO: &str = "qkdnet-distill 2";
+/// Bob's answer to a hello: the pads he holds.
+const PADS: &str = "pads ";
 /// Largest distillation frame accepted, bytes.
 const MAX_FRAME: u32 = 64 << 20;
 
@@ -226,6 +238,37 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
             seed: link_seed(node.seed, &l.id),
         });
     }
+    // The links' authentication pads: provisioned once from the pre-shared key, then
+    // replenished from each block's key.
+    let pads_path = match (&node.pads, cfg.sqlite_path()) {
+        (Some(p), _) => cfg.resolve(p),
+        (None, Some(db)) => {
+            let mut p = db.into_os_string();
+            p.push(".pads");
+            PathBuf::from(p)
+        }
+        (None, None) => {
+            return Err(cfg.field(
+                "node.pads",
+                "give the pads' file: the store is not SQLite, so it has no default",
+            ))
+        }
+    };
+    let pads = Arc::new(PadStore::open(&pads_path).map_err(CliError::runtime)?);
+    for l in &mine {
+        // Emulation: both ends derive the link's pre-shared key from the run's seed (a
+        // deployment provisions it out of band).
+        if pads
+            .provision(&l.id, &provisioned_key(l.seed))
+            .map_err(CliError::runtime)?
+        {
+            log(
+                &me,
+                &clock,
+                &format!("link {}: authentication pads provisioned", l.id),
+            );
+        }
+    }
     let ttl = cfg.kme_config().key_ttl_s;
     let site = me.clone();
     let dash = match &node.dashboard {
@@ -311,13 +354,14 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
                 .map_err(|e| CliError::runtime(e.to_string()))?;
             if l.alice {
                 let addr = node.distill_peers[&l.peer].clone();
-                let (store, site2, id2, peer) = (
+                let (store, site2, id2, peer, pads) = (
                     Arc::clone(&store),
                     site.clone(),
                     l.id.clone(),
                     l.peer.clone(),
+                    Arc::clone(&pads),
                 );
-                let (seed, wait) = (l.seed, Duration::from_secs_f64(block_s / clock.scale));
+                let wait = Duration::from_secs_f64(block_s / clock.scale);
                 let cfg = Config {
                     sample_fraction,
                     ..session_config()
@@ -331,11 +375,12 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
                                 &id2,
                                 (block, bits, test, bound),
                                 cfg.clone(),
-                                seed,
+                                &pads,
                                 wait,
                             );
                             let at = Done {
                                 store: &*store,
+                                pads: &pads,
                                 site: &site2,
                                 clock: &clock,
                                 link: &id2,
@@ -349,17 +394,17 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
                     .map_err(|e| CliError::runtime(e.to_string()))?;
             }
         }
-        let links: HashMap<String, (String, u64, Arc<AtomicU64>)> = mine
+        let links: HashMap<String, (String, Arc<AtomicU64>)> = mine
             .iter()
             .filter_map(|l| {
                 let c = counters.get(&l.id)?;
-                Some((l.id.clone(), (l.peer.clone(), l.seed, Arc::clone(c))))
+                Some((l.id.clone(), (l.peer.clone(), Arc::clone(c))))
             })
             .collect();
         let (store, site2) = (Arc::clone(&store), site.clone());
         std::thread::Builder::new()
             .name("distill listener".into())
-            .spawn(move || accept_loop(listener, links, pending, store, &site2, clock, ttl))
+            .spawn(move || accept_loop(listener, links, pending, (store, pads), &site2, clock, ttl))
             .map_err(|e| CliError::runtime(e.to_string()))?;
         log(
             &site,
@@ -477,20 +522,28 @@ fn runner_time(r: &qkdnet_network::runner::Runner) -> f64 {
     r.time_s()
 }
 
-fn block_auth(seed: u64, block: u64) -> Result<AuthKeys, String> {
-    AuthKeys::from_preshared(emulated_preshared_key(seed ^ block.rotate_left(17)))
-        .map_err(|e| e.to_string())
+/// A link's pre-shared authentication key in the emulation: 128 hash-key bits and 16 384
+/// pads (1 Mbit), from the link's seed, the same at both ends.
+fn provisioned_key(seed: u64) -> Bits {
+    let mut k = Bits::zeros(0);
+    for i in 0..4 {
+        let part = emulated_preshared_key(seed ^ (0x7061_6473 + i));
+        k.append_range(&part, 0, part.len());
+    }
+    k
 }
 
-/// Alice's end of one block: connect, say which block, run the session with `cfg`.
+/// Alice's end of one block: connect, say which block and which pads she has, agree on
+/// the session's pads with Bob, run the session with `cfg`. The final key and the pads
+/// the session used.
 fn alice_block(
     addr: &str,
     link: &str,
     (block, bits, test, bound): AliceBlock,
     cfg: Config,
-    seed: u64,
+    pads: &PadStore,
     wait: Duration,
-) -> Result<qkdnet_distill::session::FinalKey, String> {
+) -> Result<(qkdnet_distill::session::FinalKey, u64), String> {
     let deadline = Instant::now() + wait.max(Duration::from_secs(5));
     let stream = loop {
         match TcpStream::connect(addr) {
@@ -504,13 +557,23 @@ fn alice_block(
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
     let mut t = TcpTransport::new(stream, MAX_FRAME).map_err(|e| e.to_string())?;
-    t.send(format!("{HELLO} {link} {block}").as_bytes())
+    let (mine, want) = (pads.holding(link)?, pads.want(link)?);
+    t.send(format!("{HELLO} {link} {block} {want} {}", mine.to_wire()).as_bytes())
         .map_err(|e| e.to_string())?;
-    let mut auth = block_auth(seed, block)?;
+    let reply = t.recv().map_err(|e| e.to_string())?;
+    let reply = String::from_utf8_lossy(&reply);
+    let theirs = reply
+        .strip_prefix(PADS)
+        .and_then(Holding::from_wire)
+        .ok_or_else(|| format!("neighbour's pads answer unreadable: {reply:.80}"))?;
+    let ranges = agree(&mine, &theirs, want).ok_or_else(|| {
+        format!("fewer than {want} authentication pads in common with the neighbour")
+    })?;
+    let mut auth = pads.reserve(link, &ranges)?;
     // Sampling positions and privacy-amplification seeds are Alice's choice, sent to Bob:
     // they come from the operating system, as in a deployment.
     let mut rng = OsRandom;
-    drive_alice_with_bound(
+    let k = drive_alice_with_bound(
         &mut t,
         block,
         bits,
@@ -520,12 +583,15 @@ fn alice_block(
         &mut auth,
         &mut rng,
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    let used = pads.settle(link, &ranges, auth.cursor())?;
+    Ok((k, used))
 }
 
 /// Where a finished block's key goes.
 struct Done<'a> {
     store: &'a dyn KeyStore,
+    pads: &'a PadStore,
     site: &'a str,
     clock: &'a Clock,
     link: &'a str,
@@ -535,33 +601,43 @@ struct Done<'a> {
 }
 
 impl Done<'_> {
-    /// Stores a block's key (or logs why there is none).
-    fn finish(&self, block: u64, r: Result<qkdnet_distill::session::FinalKey, String>) {
+    /// Stores a block's key (or logs why there is none), after giving the pads back what
+    /// the session used and 4096 bits: the same cut at both ends, since both used the same
+    /// pads.
+    fn finish(&self, block: u64, r: Result<(qkdnet_distill::session::FinalKey, u64), String>) {
         let (site, clock, link, peer) = (self.site, self.clock, self.link, self.peer);
         let b = block & ((1 << 40) - 1);
-        match r {
-            Ok(k) => {
-                let expires = now_s().saturating_add(self.ttl);
-                match self.store.add_block(peer, block, &k.key, expires) {
-                    Ok(()) => {
-                        self.stored.fetch_add(k.key.len() as u64, Ordering::Relaxed);
-                        log(
-                            site,
-                            clock,
-                            &format!(
-                                "link {link} block {b}: {} bits of key stored, shared with {peer}",
-                                k.key.len()
-                            ),
-                        )
-                    }
-                    Err(e) => log(
-                        site,
-                        clock,
-                        &format!("link {link} block {b}: not stored: {e}"),
+        let (k, used) = match r {
+            Ok(r) => r,
+            Err(e) => return log(site, clock, &format!("link {link} block {b}: no key: {e}")),
+        };
+        let take = (used as usize * TAG_BITS as usize + 4096).min(k.key.len());
+        if let Err(e) = self.pads.add_block(link, b, &k.key.slice(0, take)) {
+            return log(
+                site,
+                clock,
+                &format!("link {link} block {b}: not stored: {e}"),
+            );
+        }
+        let key = k.key.slice(take, k.key.len());
+        let expires = now_s().saturating_add(self.ttl);
+        match self.store.add_block(peer, block, &key, expires) {
+            Ok(()) => {
+                self.stored.fetch_add(key.len() as u64, Ordering::Relaxed);
+                log(
+                    site,
+                    clock,
+                    &format!(
+                        "link {link} block {b}: {} bits of key stored, shared with {peer} ({take} bits to the authentication pads)",
+                        key.len()
                     ),
-                }
+                )
             }
-            Err(e) => log(site, clock, &format!("link {link} block {b}: no key: {e}")),
+            Err(e) => log(
+                site,
+                clock,
+                &format!("link {link} block {b}: not stored: {e}"),
+            ),
         }
     }
 }
@@ -569,9 +645,9 @@ impl Done<'_> {
 /// Bob's side: each connection names a link and block; its session runs on its own thread.
 fn accept_loop(
     listener: TcpListener,
-    links: HashMap<String, (String, u64, Arc<AtomicU64>)>,
+    links: HashMap<String, (String, Arc<AtomicU64>)>,
     pending: HashMap<String, Pending>,
-    store: Arc<dyn KeyStore>,
+    (store, pads): (Arc<dyn KeyStore>, Arc<PadStore>),
     site: &str,
     clock: Clock,
     ttl: u64,
@@ -593,10 +669,11 @@ fn accept_loop(
             continue;
         }
         active.fetch_add(1, Ordering::Relaxed);
-        let (links, pending, store, site, held) = (
+        let (links, pending, store, pads, site, held) = (
             Arc::clone(&links),
             Arc::clone(&pending),
             Arc::clone(&store),
+            Arc::clone(&pads),
             site.to_string(),
             Arc::clone(&active),
         );
@@ -620,7 +697,7 @@ fn accept_loop(
                     Err(_) => return,
                 };
                 let hello = String::from_utf8_lossy(&hello).into_owned();
-                let Some((link, block)) = parse_hello(&hello) else {
+                let Some((link, block, want, theirs)) = parse_hello(&hello) else {
                     log(
                         &site,
                         &clock,
@@ -628,7 +705,7 @@ fn accept_loop(
                     );
                     return;
                 };
-                let (Some((peer, seed, stored)), Some(slot)) = (links.get(link), pending.get(link))
+                let (Some((peer, stored)), Some(slot)) = (links.get(link), pending.get(link))
                 else {
                     log(
                         &site,
@@ -656,11 +733,24 @@ fn accept_loop(
                     );
                     return;
                 };
-                let r = block_auth(*seed, block).and_then(|mut auth| {
-                    drive_bob(&mut t, block, bits, &mut auth).map_err(|e| e.to_string())
+                // The session's pads: what both hold, from the larger `next` on.
+                let ranges = pads.holding(link).and_then(|mine| {
+                    t.send(format!("{PADS}{}", mine.to_wire()).as_bytes())
+                        .map_err(|e| e.to_string())?;
+                    agree(&theirs, &mine, want).ok_or_else(|| {
+                        format!(
+                            "fewer than {want} authentication pads in common with the neighbour"
+                        )
+                    })
+                });
+                let r = ranges.and_then(|ranges| {
+                    let mut auth = pads.reserve(link, &ranges)?;
+                    let k = drive_bob(&mut t, block, bits, &mut auth).map_err(|e| e.to_string())?;
+                    Ok((k, pads.settle(link, &ranges, auth.cursor())?))
                 });
                 let at = Done {
                     store: &*store,
+                    pads: &pads,
                     site: &site,
                     clock: &clock,
                     link,
@@ -677,42 +767,66 @@ fn accept_loop(
     }
 }
 
-fn parse_hello(h: &str) -> Option<(&str, u64)> {
+/// A hello: `qkdnet-distill 2 LINK BLOCK WANT NEXT CHUNKS` (the link ID may hold spaces):
+/// the link, the block, the pads Alice asks for (at most a chunk) and what she holds.
+fn parse_hello(h: &str) -> Option<(&str, u64, u64, Holding)> {
     let rest = h.strip_prefix(HELLO)?.strip_prefix(' ')?;
-    let (link, block) = rest.rsplit_once(' ')?;
+    let mut it = rest.rsplitn(5, ' ');
+    let (chunks, next, want, block, link) =
+        (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
     if link.is_empty() || link.len() > 200 {
         return None;
     }
-    Some((link, block.parse().ok()?))
+    let want: u64 = want.parse().ok()?;
+    if want == 0 || want > crate::pads::CHUNK_PADS {
+        return None;
+    }
+    let holding = Holding::from_wire(&format!("{next} {chunks}"))?;
+    Some((link, block.parse().ok()?, want, holding))
 }
 
 #[cfg(test)]
 mod tests {
     use super::parse_hello;
+    use crate::pads::Holding;
 
     #[test]
-    fn hellos_name_a_link_and_a_block_or_are_refused() {
+    fn hellos_name_a_link_a_block_and_pads_or_are_refused() {
+        let h = |next, chunks: &[(u64, u64)]| Holding {
+            next,
+            chunks: chunks.to_vec(),
+        };
         assert_eq!(
-            parse_hello("qkdnet-distill 1 nice-inria 5"),
-            Some(("nice-inria", 5))
+            parse_hello("qkdnet-distill 2 nice-inria 5 1024 7 0:4096,1048576:1049000"),
+            Some((
+                "nice-inria",
+                5,
+                1024,
+                h(7, &[(0, 4096), (1 << 20, 1_049_000)])
+            ))
         );
         assert_eq!(
-            parse_hello("qkdnet-distill 1 a link id 1099511627776"),
-            Some(("a link id", 1 << 40))
+            parse_hello("qkdnet-distill 2 a link id 1099511627776 2048 0 -"),
+            Some(("a link id", 1 << 40, 2048, h(0, &[])))
         );
         for bad in [
             "",
-            "qkdnet-distill 1",
-            "qkdnet-distill 1 ",
-            "qkdnet-distill 1  7",
-            "qkdnet-distill 2 l 7",
-            "qkdnet-distill 1 l -7",
-            "qkdnet-distill 1 l 7x",
+            "qkdnet-distill 2",
+            "qkdnet-distill 2 ",
+            "qkdnet-distill 2  7 1024 0 -",
+            "qkdnet-distill 1 l 7",
+            "qkdnet-distill 1 l 7 1024 0 -",
+            "qkdnet-distill 2 l -7 1024 0 -",
+            "qkdnet-distill 2 l 7x 1024 0 -",
+            "qkdnet-distill 2 l 7 0 0 -",
+            "qkdnet-distill 2 l 7 99999999 0 -",
+            "qkdnet-distill 2 l 7 1024 0 5:5",
+            "qkdnet-distill 2 l 7 1024 x -",
             "GET / HTTP/1.1",
         ] {
             assert_eq!(parse_hello(bad), None, "{bad:?}");
         }
-        let long = format!("qkdnet-distill 1 {} 1", "x".repeat(201));
+        let long = format!("qkdnet-distill 2 {} 1 1024 0 -", "x".repeat(201));
         assert_eq!(parse_hello(&long), None);
     }
 }

@@ -101,6 +101,28 @@ impl AuthKeys {
         })
     }
 
+    /// From stored parts: the 128-bit hash key, and pads whose first is pad `first` (a
+    /// pool kept on disk between sessions; whole 64-bit pads, a remainder is dropped).
+    pub fn from_parts(hash_key: &Bits, first: u64, pads: &Bits) -> Result<Self, AuthError> {
+        if hash_key.len() != 128 {
+            return Err(AuthError::ShortPsk {
+                got: hash_key.len(),
+                need: 128,
+            });
+        }
+        let w = hash_key.words();
+        let usable = pads.len() / TAG_BITS as usize;
+        Ok(Self {
+            hash_key: u128::from(w[0]) | (u128::from(w[1]) << 64),
+            pads: pads.words()[..usable].to_vec(),
+            pos: 0,
+            first,
+            consumed_bits: 0,
+            replenished_bits: 0,
+            forgery_bound: 0.0,
+        })
+    }
+
     /// Index one past the last pad held.
     pub fn end(&self) -> u64 {
         self.first + (self.pads.len() - self.pos) as u64
