@@ -18,7 +18,8 @@
 //!
 //! Durability. Before a session, `next` moves durably past every reserved pad (so a crash
 //! mid-session never leads to reuse); after a session that finished at this end, it moves
-//! back to just past the pads the session used ([`PadStore::settle`]). Both ends of a
+//! back to just past the pads the session used ([`PadStore::settle`]), unless another
+//! session has reserved pads since. Both ends of a
 //! finished session used exactly the same pads, and an end whose session failed keeps its
 //! reservation, which the next agreement's maximum respects. The negotiation itself is not
 //! authenticated: a forger can only push `next` forward (burning pads), never backward.
@@ -304,8 +305,9 @@ impl PadStore {
     }
 
     /// After a session on `ranges` that finished at this end having used pads up to the
-    /// pool index `cursor` (exclusive): `next` moves back to just past the last pad used,
-    /// dead pads are wiped from disk, and the use is remembered for the next [`want`].
+    /// pool index `cursor` (exclusive): `next` moves back to just past the last pad used
+    /// (unless another session reserved pads since), dead pads are wiped from disk, and the
+    /// use is remembered for the next [`want`]. Returns the pads used.
     ///
     /// [`want`]: PadStore::want
     pub fn settle(&self, link: &str, ranges: &[(u64, u64)], cursor: u64) -> Result<u64, String> {
@@ -321,14 +323,27 @@ impl PadStore {
             }
             left -= t - s;
         }
+        let reserved_end = ranges.last().map_or(0, |r| r.1);
         let mut c = self.conn();
         let tx = c.transaction().map_err(&e)?;
+        // Back to just past the pads used only if nothing was reserved after this session
+        // (a concurrent session's pads stay reserved).
         tx.execute(
-            "UPDATE links SET next = ?2, last_used = ?3 WHERE link = ?1",
-            params![link, real as i64, used as i64],
+            "UPDATE links SET next = ?2 WHERE link = ?1 AND next = ?3",
+            params![link, real as i64, reserved_end as i64],
         )
         .map_err(&e)?;
-        trim(&tx, link, real).map_err(&e)?;
+        tx.execute(
+            "UPDATE links SET last_used = ?2 WHERE link = ?1",
+            params![link, used as i64],
+        )
+        .map_err(&e)?;
+        let next: i64 = tx
+            .query_row("SELECT next FROM links WHERE link = ?1", [link], |r| {
+                r.get(0)
+            })
+            .map_err(&e)?;
+        trim(&tx, link, next as u64).map_err(&e)?;
         tx.commit().map_err(&e)?;
         Ok(used)
     }
@@ -488,6 +503,15 @@ mod tests {
         assert_eq!(b.holding("l").unwrap(), h);
         // A reservation below next is refused.
         assert!(a.reserve("l", &[(5, 10)]).is_err());
+        // Two sessions at once: the first to finish does not hand back pads the second
+        // reserved after it.
+        let n0 = h.next;
+        let x = vec![(n0, n0 + 100)];
+        let y = vec![(n0 + 100, n0 + 200)];
+        let kx = a.reserve("l", &x).unwrap();
+        let _ky = a.reserve("l", &y).unwrap();
+        a.settle("l", &x, kx.cursor() + 3).unwrap();
+        assert_eq!(a.holding("l").unwrap().next, n0 + 200);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
