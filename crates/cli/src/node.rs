@@ -53,8 +53,8 @@ use qkdnet_kms::KeyStore;
 use qkdnet_link::{drive_alice_with_bound, drive_bob, TcpTransport, Transport};
 use qkdnet_network::plan::{plan, PlanOptions};
 use qkdnet_network::runner::{
-    emulated_preshared_key, session_config, BlockBuffer, PumpObjective, RunnerConfig,
-    MIN_BLOCK_BITS, WINDOW_S,
+    block_config, emulated_preshared_key, BlockBuffer, PumpObjective, RunnerConfig, MIN_BLOCK_BITS,
+    WINDOW_S,
 };
 use qkdnet_network::sim::{build_runner, link_seed};
 use std::collections::{BTreeMap, HashMap};
@@ -323,7 +323,6 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
             let stored = Arc::new(AtomicU64::new(0));
             counters.insert(l.id.clone(), Arc::clone(&stored));
             let (tx, rx) = mpsc::channel::<AliceBlock>();
-            let sample_fraction = runner.sample_fraction();
             let base = (l.index as u64) << 40;
             let link = &net.links[l.index];
             let block_s = link
@@ -362,19 +361,16 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
                     Arc::clone(&pads),
                 );
                 let wait = Duration::from_secs_f64(block_s / clock.scale);
-                let cfg = Config {
-                    sample_fraction,
-                    ..session_config()
-                };
                 std::thread::Builder::new()
                     .name(format!("distil {}", l.id))
                     .spawn(move || {
                         for (block, bits, test, bound) in rx {
+                            let cfg = block_config(bits.len(), bound.is_some());
                             let r = alice_block(
                                 &addr,
                                 &id2,
                                 (block, bits, test, bound),
-                                cfg.clone(),
+                                cfg,
                                 &pads,
                                 wait,
                             );

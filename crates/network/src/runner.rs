@@ -513,6 +513,21 @@ pub fn session_config() -> Config {
     }
 }
 
+/// The session settings for a block of `n` sifted bits, finished under an external
+/// secrecy bound or not. Under an external bound (decoy BB84, MDI, twin-field) the
+/// disclosed QBER sample costs its length in key (`secrecy − sample − leak`), so it is
+/// kept to what Cascade's first block size needs: 2000 bits (the QBER to ±0.4 % absolute
+/// at 3 %), between 0.2 % and 5 % of the block. At Frankfurt–Kehl a 5 % sample took 97 %
+/// of the key; on the 2 × 25 km MDI link, 45 %. Under the session's own bound the sample
+/// only leaves the key, and 5 % stays.
+pub fn block_config(n: usize, external: bool) -> Config {
+    let mut cfg = session_config();
+    if external {
+        cfg.sample_fraction = (2000.0 / n.max(1) as f64).clamp(0.002, 0.05);
+    }
+    cfg
+}
+
 impl LocalDistiller {
     /// A distiller whose pre-shared authentication key and privacy-amplification seeds come
     /// from `seed` (insecure, deterministic: emulation only).
@@ -525,13 +540,6 @@ impl LocalDistiller {
             auth: [auth_a, auth_b],
             rng: InsecureDeterministic::new(seed, "qkdnet run: emulation only"),
         })
-    }
-
-    /// The distiller with `fraction` of each block sampled for the QBER (see
-    /// [`Runner::sample_fraction`]).
-    pub fn with_sample_fraction(mut self, fraction: f64) -> Self {
-        self.cfg.sample_fraction = fraction;
-        self
     }
 
     /// Distils a block: `Ok(None)` when it is too short to try, `Err` when the session
@@ -552,11 +560,15 @@ impl LocalDistiller {
         }
         let [auth_a, auth_b] = &mut self.auth;
         let consumed = auth_a.consumed_bits();
+        let cfg = Config {
+            sample_fraction: block_config(block.alice.len(), bound.is_some()).sample_fraction,
+            ..self.cfg.clone()
+        };
         let (fa, fb) = run_local_with_bound(
             block.id,
             block.alice,
             block.bob,
-            self.cfg.clone(),
+            cfg,
             Some(block.test),
             bound,
             auth_a,
@@ -1001,19 +1013,6 @@ impl Runner {
             Self::Bb84(r) => &r.run.sup,
             Self::Mdi(r) => &r.run.sup,
             Self::Tf(r) => &r.run.sup,
-        }
-    }
-
-    /// The share of each block the session samples for the QBER (the sample is disclosed,
-    /// and under an external bound it costs its length in key). Twin-field: 0.2 %, because
-    /// SNS-AOPP keeps a small margin between the bound's secrecy and the reconciliation
-    /// leak (at Frankfurt–Kehl 5 % took nearly all of it) and its blocks are millions of
-    /// bits, so 0.2 % still estimates the QBER for Cascade to ±0.2 % absolute. The other
-    /// families: [`session_config`]'s 5 %.
-    pub fn sample_fraction(&self) -> f64 {
-        match self {
-            Self::Tf(_) => 0.002,
-            _ => session_config().sample_fraction,
         }
     }
 

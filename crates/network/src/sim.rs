@@ -316,9 +316,7 @@ impl NetworkSim {
                 .ends
                 .iter()
                 .all(|&e| net.nodes[e].kind == NodeKind::Trusted));
-            let distiller = LocalDistiller::new(seed)
-                .map_err(InputError::new)?
-                .with_sample_fraction(runner.sample_fraction());
+            let distiller = LocalDistiller::new(seed).map_err(InputError::new)?;
             links.push(SimLink {
                 index: i,
                 ends,
