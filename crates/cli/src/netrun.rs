@@ -41,6 +41,18 @@ impl KeySink for StoreSink {
 /// Runs a network file.
 pub fn run(a: &RunArgs, seconds: f64, runner: RunnerConfig, block_s: f64) -> Result<(), CliError> {
     let net = qkdnet_network::spec::load(&a.scenario)?;
+    run_network(a, &net, seconds, runner, block_s)
+}
+
+/// Runs `net` (a network file, or one link scenario wrapped as a network).
+pub fn run_network(
+    a: &RunArgs,
+    net: &qkdnet_network::spec::Network,
+    seconds: f64,
+    runner: RunnerConfig,
+    block_s: f64,
+) -> Result<(), CliError> {
+    let net = net.clone();
     let p = plan(&net, &PlanOptions::PLACEMENT);
     let cfg = SimConfig {
         runner,

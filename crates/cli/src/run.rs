@@ -22,9 +22,10 @@ use std::path::PathBuf;
 /// Flags of `qkdnet run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Scenario file (a `bbm92-cw` link with `[emulator]` and `[[fault]]` sections), or a
-    /// network file (every link of the network with a runtime together: BBM92 CW, decoy
-    /// BB84, MDI and SNS-AOPP twin-field; see docs/NETWORK.md).
+    /// Scenario file (a `bbm92-cw` link with `[emulator]` and `[[fault]]` sections; a
+    /// `decoy-bb84`, `mdi` or `sns-aopp` link runs as a network of its two ends and its
+    /// relay), or a network file (every link of the network with a runtime together: BBM92
+    /// CW, decoy BB84, MDI and SNS-AOPP twin-field; see docs/NETWORK.md).
     pub scenario: PathBuf,
     /// Serve the live dashboard (key rate, QBERs, sync offset, key buffers, events) at this
     /// address, e.g. 127.0.0.1:8080, during the run and after it until interrupted.
@@ -164,6 +165,58 @@ fn is_network(path: &std::path::Path) -> bool {
         .is_some_and(|t| t.contains_key("node"))
 }
 
+/// A link scenario of a family whose runtime lives in network runs (decoy BB84, MDI,
+/// SNS-AOPP twin-field) as a network: its two ends, its relay for relay protocols, fibres
+/// of the scenario's length (split evenly at the relay) and the scenario's total loss.
+fn one_link_network(
+    path: &std::path::Path,
+    file: &qkdnet_network::scenario::ScenarioFile,
+) -> Result<qkdnet_network::spec::Network, CliError> {
+    let relay = match file.protocol.as_str() {
+        "decoy-bb84" => false,
+        "mdi" | "sns-aopp" => true,
+        other => {
+            return Err(CliError::input(format!(
+                "{}: protocol: qkdnet run has no link runtime for \"{other}\" yet \
+                 (bbm92-cw, decoy-bb84, mdi and sns-aopp run)",
+                path.display()
+            )))
+        }
+    };
+    let c = &file.channel;
+    let per_km = c.fibre_loss_db_per_km;
+    let (km, loss) = match (c.distance_km, c.loss_db) {
+        (_, Some(l)) => (c.distance_km.unwrap_or(l / per_km), l),
+        (Some(d), None) => (d, d * per_km),
+        (None, None) => {
+            return Err(CliError::input(format!(
+                "{}: channel: give loss_db or distance_km for qkdnet run",
+                path.display()
+            )))
+        }
+    };
+    let scenario = std::fs::canonicalize(path)
+        .map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
+    let scenario = toml::Value::String(scenario.display().to_string());
+    let name = toml::Value::String(file.name.clone());
+    let mut text = format!("name = {name}\n[[node]]\nid = \"alice\"\n[[node]]\nid = \"bob\"\n");
+    if relay {
+        text += &format!(
+            "[[node]]\nid = \"relay\"\nkind = \"relay\"\n\
+             [[fibre]]\nid = \"alice-relay\"\nends = [\"alice\", \"relay\"]\nlength_km = {h}\nloss_db_per_km = {per_km}\n\
+             [[fibre]]\nid = \"bob-relay\"\nends = [\"bob\", \"relay\"]\nlength_km = {h}\nloss_db_per_km = {per_km}\n\
+             [[link]]\nid = {name}\nscenario = {scenario}\nends = [\"alice\", \"bob\"]\nvia = \"relay\"\nloss_db = {loss}\n",
+            h = km / 2.0
+        );
+    } else {
+        text += &format!(
+            "[[fibre]]\nid = \"alice-bob\"\nends = [\"alice\", \"bob\"]\nlength_km = {km}\nloss_db_per_km = {per_km}\n\
+             [[link]]\nid = {name}\nscenario = {scenario}\nends = [\"alice\", \"bob\"]\nloss_db = {loss}\n"
+        );
+    }
+    Ok(qkdnet_network::spec::parse(&text, path)?)
+}
+
 /// The runtime settings the flags ask for.
 fn runner_config(a: &RunArgs, set: &RunSettings) -> Result<RunnerConfig, CliError> {
     if !(set.qber_target > 0.0 && set.qber_target < 0.11) {
@@ -214,12 +267,19 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
             "--store-dir: keys are stored per node in network runs; give a network file",
         ));
     }
-    let file_run = qkdnet_network::scenario::load(&a.scenario)?.run;
+    let file = qkdnet_network::scenario::load(&a.scenario)?;
+    let file_run = file.run.clone();
     file_run
         .check()
         .map_err(|e| CliError::input(format!("{}: {e}", a.scenario.display())))?;
     let set = RunSettings::resolve(a, &file_run);
     let cfg = runner_config(a, &set)?;
+    if file.protocol != "bbm92-cw" {
+        // The other families' runtimes run in networks: the link alone, as a network of
+        // its two ends (and its relay).
+        let net = one_link_network(&a.scenario, &file)?;
+        return crate::netrun::run_network(a, &net, seconds, cfg, set.block_s);
+    }
     let EmulatedLink::Bbm92(link) = link_from_scenario(&a.scenario, a.seed)? else {
         return Err(CliError::input(format!(
             "{}: protocol: qkdnet run drives bbm92-cw links so far",

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 mod common;
-use common::root;
+use common::{qkdnet, root};
 
 #[test]
 fn a_twenty_minute_run_with_two_faults_restarts_twice_and_produces_key() {
@@ -222,4 +222,28 @@ fn a_scenario_run_table_sets_defaults_and_bad_values_are_named() {
         );
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A link scenario of a family whose runtime lives in network runs runs alone as a network
+/// of its two ends and its relay: the Frankfurt–Kehl twin-field scenario for one block of
+/// its `[run] block_s` (4000 s, the finite-key block) within 15 % of the plan. A family
+/// without a runtime is refused, naming it.
+#[test]
+fn a_twin_field_scenario_runs_alone_and_a_cv_scenario_is_refused() {
+    let (code, out, err) = qkdnet(&[
+        "run",
+        "scenarios/frankfurt-kehl-tf.toml",
+        "--duration",
+        "4000s",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let l = &v["links"][0];
+    assert_eq!(l["blocks_distilled"], 1, "{l}");
+    let ratio = l["measured_over_planned"].as_f64().unwrap();
+    assert!((0.85..1.15).contains(&ratio), "{l}");
+    let (code, _, err) = qkdnet(&["run", "scenarios/cv-120km-coexistence.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no link runtime for \"cv-gg02\""), "{err}");
 }
