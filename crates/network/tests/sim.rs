@@ -345,7 +345,7 @@ fn an_mdi_link_runs_under_its_bound() {
     // Two users 25 km from an untrusted relay (Ma & Razavi's detection parameters): the
     // relay's Bell-state announcements at window level, each 1000 s block (1e12 pulse
     // pairs) finished under the MDI bound on its own counts, identical at both ends. (At
-    // 500 s the finite-key bound leaves nothing.)
+    // 500 s blocks the finite-key bound leaves much less: 1.4 kbit/s.)
     let text = r#"
 name = "mdi"
 [[node]]
@@ -385,7 +385,8 @@ via = "r"
 }
 
 /// Twin-field: the Frankfurt–Kehl link (Pittaluga et al., Nature 640, 911 (2025); 56 dB,
-/// SNS with AOPP) for one 1 h block at the planner's optimised intensities. The relay's
+/// SNS with AOPP) for one block of its scenario's `[run] block_s` (4000 s, 1e12 pulses) at
+/// the planner's optimised intensities. The relay's
 /// clicks at window level, the raw key drawn per setting pair, AOPP run on it, the block
 /// finished under the SNS-AOPP bound on its own counts: identical keys at both ends, the
 /// kept key's error rate the closed form's (Xu et al., PRA 101, 042330 (2020): a kept bit
@@ -403,7 +404,7 @@ fn the_frankfurt_kehl_twin_field_link_runs_under_the_sns_aopp_bound() {
         rate,
         planned,
         z,
-    } = run_one_link(&net, 3600.0, 11, 7201);
+    } = run_one_link(&net, 3600.0, 11, 8001);
     assert_eq!(blocks.len(), 1, "{blocks:?}");
     assert!(blocks[0].what.starts_with("block"), "{blocks:?}");
     let p = plan(&net, &PlanOptions::PLACEMENT);
