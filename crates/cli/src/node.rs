@@ -553,7 +553,7 @@ fn alice_block(
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
     let mut t = TcpTransport::new(stream, MAX_FRAME).map_err(|e| e.to_string())?;
-    let (mine, want) = (pads.holding(link)?, pads.want(link)?);
+    let (mine, want) = (pads.holding(link)?.named(), pads.want(link)?);
     t.send(format!("{HELLO} {link} {block} {want} {}", mine.to_wire()).as_bytes())
         .map_err(|e| e.to_string())?;
     let reply = t.recv().map_err(|e| e.to_string())?;
@@ -731,6 +731,7 @@ fn accept_loop(
                 };
                 // The session's pads: what both hold, from the larger `next` on.
                 let ranges = pads.holding(link).and_then(|mine| {
+                    let mine = mine.named();
                     t.send(format!("{PADS}{}", mine.to_wire()).as_bytes())
                         .map_err(|e| e.to_string())?;
                     agree(&theirs, &mine, want).ok_or_else(|| {

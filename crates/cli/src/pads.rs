@@ -45,12 +45,29 @@ pub struct Holding {
     pub chunks: Vec<(u64, u64)>,
 }
 
+/// Chunks a hello or its answer names at most: the lowest ones, which hold far more than a
+/// session asks for (a node's surplus of 64 pads per block adds a chunk every ten blocks or
+/// so, and a long run must not outgrow the hello).
+pub const WIRE_CHUNKS: usize = 64;
+
 impl Holding {
-    /// The wire form: `next origin:end,origin:end,…` (`-` for no chunk).
+    /// What the wire form names: `next` and the lowest [`WIRE_CHUNKS`] chunks. Both ends
+    /// agree on what each named ([`agree`] of the two named holdings), never on what one
+    /// end holds beyond.
+    pub fn named(&self) -> Holding {
+        Holding {
+            next: self.next,
+            chunks: self.chunks.iter().take(WIRE_CHUNKS).copied().collect(),
+        }
+    }
+
+    /// The wire form: `next origin:end,origin:end,…` (`-` for no chunk), naming the lowest
+    /// [`WIRE_CHUNKS`] chunks.
     pub fn to_wire(&self) -> String {
         let list: Vec<String> = self
             .chunks
             .iter()
+            .take(WIRE_CHUNKS)
             .map(|(o, e)| format!("{o}:{e}"))
             .collect();
         let list = if list.is_empty() {
@@ -435,8 +452,18 @@ mod tests {
         // A chunk both name with different extents is not common.
         let c = holding(0, &[(0, 90)]);
         assert_eq!(agree(&a, &c, 1), None);
-        // The wire form round-trips and refuses nonsense.
+        // The wire form round-trips and refuses nonsense; it names the lowest chunks only.
         assert_eq!(Holding::from_wire(&a.to_wire()), Some(a));
+        let many = holding(
+            0,
+            &(0..300u64)
+                .map(|k| (k << 20, (k << 20) + 600))
+                .collect::<Vec<_>>(),
+        );
+        let sent = Holding::from_wire(&many.to_wire()).unwrap();
+        assert_eq!(sent, many.named());
+        assert_eq!(sent.chunks, many.chunks[..WIRE_CHUNKS]);
+        assert!(agree(&sent, &many.named(), 2000).is_some());
         assert_eq!(Holding::from_wire("5 -"), Some(holding(5, &[])));
         for bad in ["", "5", "x -", "5 3:3", "5 4:3", "5 1:2,", "5 a:b"] {
             assert_eq!(Holding::from_wire(bad), None, "{bad:?}");
