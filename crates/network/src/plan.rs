@@ -104,6 +104,15 @@ pub struct LinkPlan {
 }
 
 impl LinkPlan {
+    /// The free parameters the optimiser chose for this link, in the model's order (empty
+    /// when unassigned).
+    pub fn parameters(&self) -> Vec<f64> {
+        self.row
+            .iter()
+            .flat_map(|r| r.parameters.iter().map(|p| p.1))
+            .collect()
+    }
+
     /// Predicted secret key rate, bit/s (0 when unassigned or no key).
     pub fn key_rate_bps(&self) -> f64 {
         self.row.as_ref().map_or(0.0, |r| r.key_rate_bps.max(0.0))

@@ -683,6 +683,11 @@ impl PulsedLoop {
     }
 }
 
+/// An emulator's refusal of its settings, naming the field.
+fn emulator_error(e: qkdnet_optics::ParamError) -> InputError {
+    InputError::new(format!("{}: {}", e.field, e.reason))
+}
+
 /// A bound's secrecy as the session takes it, if it grants any (at most the block's `n`
 /// sifted bits).
 fn granted(secrecy_bits: f64, overhead_bits: f64, n: f64) -> Option<ExternalBound> {
@@ -706,8 +711,8 @@ impl Bb84Runner {
     /// A runner for `link`; `seed` drives the sifted bits' correlated draws.
     pub fn new(link: qkdnet_emulator::bb84::Bb84Link, seed: u64) -> Result<Self, InputError> {
         let hw = *link.hardware();
-        let emu = qkdnet_emulator::bb84::Bb84Emulator::new(link, WINDOW_S)
-            .map_err(|e| InputError::new(format!("{}: {}", e.field, e.reason)))?;
+        let emu =
+            qkdnet_emulator::bb84::Bb84Emulator::new(link, WINDOW_S).map_err(emulator_error)?;
         Ok(Self {
             emu,
             hw,
@@ -788,8 +793,7 @@ impl MdiRunner {
     /// A runner for `link`; `seed` drives the sifted bits' correlated draws.
     pub fn new(link: qkdnet_emulator::mdi::MdiLink, seed: u64) -> Result<Self, InputError> {
         let hw = *link.hardware();
-        let emu = qkdnet_emulator::mdi::MdiEmulator::new(link, WINDOW_S)
-            .map_err(|e| InputError::new(format!("{}: {}", e.field, e.reason)))?;
+        let emu = qkdnet_emulator::mdi::MdiEmulator::new(link, WINDOW_S).map_err(emulator_error)?;
         Ok(Self {
             emu,
             hw,
@@ -862,8 +866,7 @@ impl TfRunner {
                 hw.variant
             )));
         }
-        let emu = qkdnet_emulator::tf::TfEmulator::new(link, WINDOW_S)
-            .map_err(|e| InputError::new(format!("{}: {}", e.field, e.reason)))?;
+        let emu = qkdnet_emulator::tf::TfEmulator::new(link, WINDOW_S).map_err(emulator_error)?;
         Ok(Self {
             emu,
             hw,

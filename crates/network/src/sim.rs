@@ -220,12 +220,7 @@ pub fn build_runner(
             // The planner's configured hardware (loss split, route noise as dark counts) at
             // the intensities and probabilities its optimiser chose, as an operator would
             // set them.
-            let x: Vec<f64> = lp
-                .row
-                .iter()
-                .flat_map(|r| r.parameters.iter().map(|p| p.1))
-                .collect();
-            let hw = m.hw.with_sns_parameters(&x);
+            let hw = m.hw.with_sns_parameters(&lp.parameters());
             let mut emu: TfEmulation = emulator_settings(&l.emulator, &item)?;
             emu.seed = link_seed(seed, &l.id);
             let link = TfLink::new(hw, lp.loss_db, emu)

@@ -412,11 +412,7 @@ fn the_frankfurt_kehl_twin_field_link_runs_under_the_sns_aopp_bound() {
     let Protocol::TwinField(m) = &p.links[0].configured else {
         panic!("not twin-field")
     };
-    let x: Vec<f64> = p.links[0]
-        .row
-        .iter()
-        .flat_map(|r| r.parameters.iter().map(|q| q.1))
-        .collect();
+    let x = p.links[0].parameters();
     let link = TfLink::new(
         m.hw.with_sns_parameters(&x),
         p.links[0].loss_db,
