@@ -69,10 +69,17 @@ fn step(n: u32, t0: Instant, msg: &str) {
     println!("[{:>5.1} s] {n}. {msg}", t0.elapsed().as_secs_f64());
 }
 
-fn free_port() -> Result<u16, CliError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
+/// `n` distinct free ports on loopback: each is held open until all are picked, so the OS
+/// cannot hand the same one out twice (it did: a node's ETSI port once equalled another's
+/// dashboard port).
+fn free_ports(n: usize) -> Result<Vec<u16>, CliError> {
+    let held = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::runtime(format!("finding a free port: {e}")))?;
+    held.iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CliError::runtime(format!("finding a free port: {e}")))
 }
 
@@ -217,14 +224,9 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
         "test PKI: a CA, a server and a client certificate per KME, one per SAE",
     );
     // 3. Site files and node processes.
-    let mut etsi = Vec::new();
-    let mut distill = Vec::new();
-    let mut dash = Vec::new();
-    for _ in &sites {
-        etsi.push(free_port()?);
-        distill.push(free_port()?);
-        dash.push(free_port()?);
-    }
+    let ports = free_ports(3 * sites.len())?;
+    let (etsi, rest) = ports.split_at(sites.len());
+    let (distill, dash) = rest.split_at(sites.len());
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -263,7 +265,7 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
             .map(|n| {
                 format!(
                     "[[peer]]\nkme_id = \"{n}\"\naddress = \"127.0.0.1:{}\"\n",
-                    port_of(n, &etsi)
+                    port_of(n, etsi)
                 )
             })
             .collect();
@@ -285,7 +287,7 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
             .collect();
         let distill_peers: String = neighbours
             .iter()
-            .map(|n| format!("{n} = \"127.0.0.1:{}\"\n", port_of(n, &distill)))
+            .map(|n| format!("{n} = \"127.0.0.1:{}\"\n", port_of(n, distill)))
             .collect();
         let text = format!(
             "kme_id = \"{id}\"\nlisten = \"127.0.0.1:{}\"\n{peers}\n[store]\nsqlite = \"{id}.sqlite\"\n\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/kme-{id}.pem\"\nkey = \"pki/kme-{id}.key\"\nclient_cert = \"pki/kme-{id}-client.pem\"\nclient_key = \"pki/kme-{id}-client.key\"\n\n[saes]\n{saes}\n[routes]\n{routes}\n[node]\nnetwork = \"{}\"\ndistill_listen = \"127.0.0.1:{}\"\ntime_scale = {}\nblock_s = {}\nseed = 1\nepoch_unix_ms = {epoch}\ndashboard = \"127.0.0.1:{}\"\n\n[node.distill_peers]\n{distill_peers}",
@@ -410,8 +412,7 @@ distilled from emulated entangled photons of the Nice network, delivered over ET
             &format!("waiting for key between {master_kme} and {slave_kme} ({what})…"),
         );
         let (k_enc, k_dec) = rt.block_on(async {
-            let addr =
-                |kme: &str| std::net::SocketAddr::from(([127, 0, 0, 1], port_of(kme, &etsi)));
+            let addr = |kme: &str| std::net::SocketAddr::from(([127, 0, 0, 1], port_of(kme, etsi)));
             loop {
                 if Instant::now() > deadline {
                     return Err(CliError::runtime(format!(
