@@ -18,6 +18,7 @@
 pub mod aopp;
 pub mod auth;
 pub mod cascade;
+pub mod cv;
 pub mod estimate;
 pub mod gf128;
 pub mod gf2x;
