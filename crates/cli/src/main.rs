@@ -6,6 +6,7 @@
 
 mod bench;
 mod certs;
+mod cvrun;
 mod dashboard;
 mod demo;
 mod distill;

@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Virtual duration: a number with a unit, `s`, `min` or `h` (e.g. `325h`).
     #[arg(long, default_value = "1h")]
     pub duration: String,
+    /// CV-QKD runs: symbols per block [default: the scenario's `[finite_key] block_size`];
+    /// every symbol is reconciled, so 1e5 to 1e8.
+    #[arg(long)]
+    pub block_symbols: Option<f64>,
     /// Distillation block, seconds of sifted key [default: the scenario's `[run]
     /// block_s`, else 600].
     #[arg(long)]
@@ -268,6 +272,16 @@ pub fn run(a: &RunArgs) -> Result<(), CliError> {
         ));
     }
     let file = qkdnet_network::scenario::load(&a.scenario)?;
+    if file.protocol == "cv-gg02" {
+        let EmulatedLink::Cv(link) = link_from_scenario(&a.scenario, a.seed)? else {
+            return Err(CliError::input(format!(
+                "{}: protocol: not a CV-QKD link",
+                a.scenario.display()
+            )));
+        };
+        let fk = file.finite_key.unwrap_or_default();
+        return crate::cvrun::run(a, *link, fk);
+    }
     let file_run = file.run.clone();
     file_run
         .check()

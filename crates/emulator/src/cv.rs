@@ -216,6 +216,27 @@ impl CvLink {
         &self.hw
     }
 
+    /// The link with modulation variance `va` (what an operator sets from the planner's
+    /// optimum), faults and settings kept.
+    pub fn with_modulation_variance(&self, va: f64) -> Result<Self, ParamError> {
+        let mut hw = self.hw.clone();
+        hw.modulation_variance_snu = va;
+        hw.validate()?;
+        let mut l = self.clone();
+        l.hw = hw;
+        Ok(l)
+    }
+
+    /// Channel loss, dB.
+    pub fn loss_db(&self) -> f64 {
+        self.loss_db
+    }
+
+    /// Emulation settings.
+    pub fn emulation(&self) -> &CvEmulation {
+        &self.emu
+    }
+
     /// Expected second moments of a quadrature pair.
     pub fn moments(&self) -> CvMoments {
         let t = 10f64.powf(-self.loss_db / 10.0) * self.fault_t;

@@ -191,6 +191,155 @@ impl CvGg02 {
     }
 }
 
+/// Leverrier et al. PRA 81, 062343 (2010), Eq. (23) with `dim H_X = 2`: the finite-size
+/// correction `Δ(n) = 7 √(log₂(2/ε̄)/n) + (2/n) log₂(1/ε_PA)`, with `ε̄ = ε_PA = ε`.
+pub fn finite_delta(n: f64, eps: f64) -> f64 {
+    7.0 * ((2.0 / eps).log2() / n).sqrt() + 2.0 / n * (1.0 / eps).log2()
+}
+
+/// Parameter-estimation sums over a block's disclosed quadrature pairs (Alice's `a`,
+/// Bob's `b`, shot-noise units).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CvEstimate {
+    /// Pairs disclosed.
+    pub pairs: f64,
+    /// `Σ a²`.
+    pub sum_aa: f64,
+    /// `Σ a b`.
+    pub sum_ab: f64,
+    /// `Σ b²`.
+    pub sum_bb: f64,
+}
+
+impl CvEstimate {
+    /// Maximum-likelihood gain `ĝ = Σab/Σa²` and noise variance
+    /// `N̂ = (Σb² − ĝ Σab)/m` (Leverrier et al. 2010, Eqs. (17)–(18)).
+    pub fn gain_noise(&self) -> (f64, f64) {
+        let g = self.sum_ab / self.sum_aa;
+        (g, (self.sum_bb - g * self.sum_ab) / self.pairs)
+    }
+
+    /// Adds another set of sums.
+    pub fn add(&mut self, o: &CvEstimate) {
+        self.pairs += o.pairs;
+        self.sum_aa += o.sum_aa;
+        self.sum_ab += o.sum_ab;
+        self.sum_bb += o.sum_bb;
+    }
+}
+
+/// What a block's observed statistics allow ([`CvGg02::block_bound`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CvBlockBound {
+    /// Estimated transmittance and excess noise (at the channel input, SNU).
+    pub transmittance: f64,
+    /// Estimated excess noise.
+    pub excess_noise_snu: f64,
+    /// Worst-case transmittance and excess noise the bound uses.
+    pub worst_transmittance: f64,
+    /// Worst-case excess noise.
+    pub worst_excess_noise_snu: f64,
+    /// Holevo bound per symbol at the worst case.
+    pub chi_be: f64,
+    /// Finite-size correction per symbol.
+    pub delta: f64,
+    /// Secret bits (0 when none).
+    pub secret_bits: u64,
+}
+
+impl CvGg02 {
+    /// Quadrature pairs per symbol: 1 (homodyne) or 2 (heterodyne).
+    pub fn pairs_per_symbol(&self) -> f64 {
+        match self.detection {
+            CoherentDetection::Homodyne => 1.0,
+            CoherentDetection::Heterodyne => 2.0,
+        }
+    }
+
+    /// The gain `g` and noise `N` of a quadrature pair (`b = g a + n`) for channel
+    /// transmittance `t` and excess noise `xi` (Laudenbach et al. 2018, Eqs. (41)/(43)).
+    pub fn expected_gain_noise(&self, t: f64, xi: f64) -> (f64, f64) {
+        let (eta, vel) = (self.detector_efficiency, self.electronic_noise_snu);
+        let s = self.pairs_per_symbol();
+        ((eta * t / s).sqrt(), 1.0 + eta * t * xi / s + vel)
+    }
+
+    /// Transmittance and excess noise from a pair's gain and noise (the inverse of
+    /// [`CvGg02::expected_gain_noise`]; trusted η and v_el).
+    pub fn channel_from(&self, g: f64, noise: f64) -> (f64, f64) {
+        let (eta, vel) = (self.detector_efficiency, self.electronic_noise_snu);
+        let s = self.pairs_per_symbol();
+        let t = s * g * g / eta;
+        (t, s * (noise - 1.0 - vel) / (eta * t))
+    }
+
+    /// Leverrier et al. 2010 §IV: the worst-case transmittance and excess noise,
+    /// except with probability `eps`, given gain `g` and noise `noise` estimated from
+    /// `pairs` pairs of modulation variance `va`: `g − z √(N/(m V_A))` and
+    /// `N + z √2 N/√m`, `z` the upper `eps/2` normal quantile. `None` when the gain's
+    /// lower bound is not positive.
+    pub fn worst_case(
+        &self,
+        g: f64,
+        noise: f64,
+        pairs: f64,
+        va: f64,
+        eps: f64,
+    ) -> Option<(f64, f64)> {
+        let z = normal_quantile_upper(eps / 2.0);
+        let g_min = g - z * (noise / (pairs * va)).sqrt();
+        let n_max = noise + z * std::f64::consts::SQRT_2 * noise / pairs.sqrt();
+        (g_min > 0.0).then(|| self.channel_from(g_min, n_max))
+    }
+
+    /// The secret bits of a block from what it observed: `est` over the disclosed pairs,
+    /// `key_symbols` symbols reconciled into `net_bits` bits beyond every bit disclosed in
+    /// reconciliation and verification, modulation variance `va`. The key is
+    /// `net_bits − n (χ_BE(worst) + Δ(n))` (Leverrier et al. 2010, Eq. (22), with the
+    /// reconciliation term `β I_AB` replaced by what reconciliation actually kept).
+    pub fn block_bound(
+        &self,
+        est: &CvEstimate,
+        va: f64,
+        key_symbols: f64,
+        net_bits: f64,
+        eps_sec: f64,
+    ) -> CvBlockBound {
+        let eps = eps_sec / 4.0;
+        let (g, noise) = est.gain_noise();
+        let (t, xi) = self.channel_from(g, noise);
+        let (eta, vel, beta, det) = (
+            self.detector_efficiency,
+            self.electronic_noise_snu,
+            self.reconciliation_efficiency,
+            self.detection,
+        );
+        let delta = finite_delta(key_symbols, eps);
+        let mut out = CvBlockBound {
+            transmittance: t,
+            excess_noise_snu: xi,
+            worst_transmittance: 0.0,
+            worst_excess_noise_snu: f64::INFINITY,
+            chi_be: f64::INFINITY,
+            delta,
+            secret_bits: 0,
+        };
+        if let Some((tw, xw)) = self.worst_case(g, noise, est.pairs, va, eps) {
+            let (_, _, chi) = gg02_key(tw, xw, va, eta, vel, beta, det);
+            let bits = net_bits - key_symbols * (chi + delta);
+            out.worst_transmittance = tw;
+            out.worst_excess_noise_snu = xw;
+            out.chi_be = chi;
+            out.secret_bits = if bits.is_finite() && bits > 0.0 {
+                bits.floor() as u64
+            } else {
+                0
+            };
+        }
+        out
+    }
+}
+
 impl KeyRateModel for CvGg02 {
     fn free_params(&self) -> &'static [FreeParam] {
         &FREE
@@ -213,30 +362,23 @@ impl KeyRateModel for CvGg02 {
         let raw = match sec {
             Security::Asymptotic => gg02_key(t, xi, va, eta, vel, beta, det).0,
             Security::Finite(f) => {
-                // Leverrier et al. 2010 §IV: m = r N symbols estimate t = √(ηT) and σ² = 1 + ηTξ + v_el;
+                // Leverrier et al. 2010 §IV: m = r N symbols estimate the gain and noise,
                 // worst cases at z = z(ε_PE/2); key from n = N − m symbols.
                 let big_n = f.block_size;
                 let m = self.estimation_fraction * big_n;
                 let n = big_n - m;
                 let eps = f.eps_sec / 4.0;
-                let z = normal_quantile_upper(eps / 2.0);
-                let tt = (eta * t).sqrt();
-                let sigma2 = 1.0 + eta * t * xi + vel;
-                let t_min = (tt - z * (sigma2 / (m * va)).sqrt()).max(0.0);
-                let s_max = sigma2 + z * std::f64::consts::SQRT_2 * sigma2 / m.sqrt();
-                let t_worst = t_min * t_min / eta;
-                if t_worst <= 0.0 {
+                let (g, noise) = self.expected_gain_noise(t, xi);
+                let pairs = m * self.pairs_per_symbol();
+                let Some((t_worst, xi_worst)) = self.worst_case(g, noise, pairs, va, eps) else {
                     return Evaluation {
                         raw_key_per_signal: -1.0,
                         ..Default::default()
                     };
-                }
-                let xi_worst = (s_max - 1.0 - vel) / (eta * t_worst);
+                };
                 let (_, i_ab, _) = gg02_key(t, xi, va, eta, vel, beta, det);
                 let (_, _, chi_worst) = gg02_key(t_worst, xi_worst, va, eta, vel, beta, det);
-                // Δ(n) = (2 dim H_X + 3) √(log₂(2/ε̄)/n) + (2/n) log₂(1/ε_PA), dim H_X = 2.
-                let delta = 7.0 * ((2.0 / eps).log2() / n).sqrt() + 2.0 / n * (1.0 / eps).log2();
-                n / big_n * (beta * i_ab - chi_worst - delta)
+                n / big_n * (beta * i_ab - chi_worst - finite_delta(n, eps))
             }
         };
         Evaluation {

@@ -381,22 +381,14 @@ pub fn random_bits(n: usize, rng: &mut impl Rng) -> Bits {
 mod tests {
     use super::super::{design, mdr};
     use super::*;
-    use rand_distr::StandardNormal;
 
     /// One frame through a Gaussian channel of signal-to-noise ratio `snr` and 8-D MDR:
     /// Bob's bits, Alice's LLRs.
     fn frame(n: usize, snr: f64, rng: &mut ChaCha20Rng) -> (Bits, Vec<f32>) {
-        let g = snr.sqrt();
-        let x: Vec<f64> = (0..n)
-            .map(|_| rng.sample::<f64, _>(StandardNormal))
-            .collect();
-        let y: Vec<f64> = x
-            .iter()
-            .map(|&v| g * v + rng.sample::<f64, _>(StandardNormal))
-            .collect();
+        let (x, y) = super::super::gaussian_channel(n, snr, rng);
         let bits = random_bits(n, rng);
         let ann = mdr::bob_announce(&y, &bits, 8);
-        (bits.duplicate(), mdr::alice_llr(&x, &ann, g, 1.0))
+        (bits.duplicate(), mdr::alice_llr(&x, &ann, snr.sqrt(), 1.0))
     }
 
     #[test]
