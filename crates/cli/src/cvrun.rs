@@ -102,6 +102,7 @@ pub fn run(a: &RunArgs, link: CvLink, fk: FiniteKey) -> Result<(), CliError> {
         .map_err(|e| CliError::input(format!("{origin}: {}: {}", e.field, e.reason)))?;
     let het = emu.moments().pairs_per_symbol == 2;
     let cfg = ReconcileConfig::default();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut code_cache: Option<(CodeChoice, MetCode)> = None;
     let mut pe_rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0de);
     let mut bob_rng = InsecureDeterministic::new(seed, "cv bob");
@@ -160,7 +161,8 @@ pub fn run(a: &RunArgs, link: CvLink, fk: FiniteKey) -> Result<(), CliError> {
         let fail = |e: block::BlockError| CliError::input(format!("{origin}: block {b}: {e}"));
         let (bob, msg) =
             block::bob_reconcile(&y, code, choice, &cfg, &mut bob_rng).map_err(fail)?;
-        let alice = block::alice_reconcile(&x, &msg, code, g, noise, &cfg).map_err(fail)?;
+        let alice =
+            block::alice_reconcile(&x, &msg, code, g, noise, &cfg, threads).map_err(fail)?;
         let (kept, tag_bits) = block::verify(&alice, &bob, &cfg, &mut shared_rng).map_err(fail)?;
         let ka = block::concat(&alice, &kept);
         let kb = block::concat(&bob, &kept);

@@ -214,7 +214,7 @@ impl MetCode {
     /// Decodes the word whose channel LLRs are `llr` (`n` values, `log P(0)/P(1)`) and whose
     /// syndrome is `syndrome`, in at most `max_iter` layered iterations. Returns the word
     /// and the iterations used, or `None` when the decoder did not settle (the precode
-    /// unsatisfied or the decisions still changing). A returned word satisfies the
+    /// unsatisfied, the decisions still changing, or a core bit's posterior LLR below 8). A returned word satisfies the
     /// syndrome; whether it is the right one is for the verification hash to say.
     pub fn decode(&self, llr: &[f32], syndrome: &Bits, max_iter: usize) -> Option<(Bits, usize)> {
         assert_eq!(llr.len(), self.len(), "LLRs for a word of the wrong length");
@@ -224,6 +224,9 @@ impl MetCode {
             "syndrome of the wrong length"
         );
         const CLAMP: f32 = 1.0 - 1e-6;
+        // Every core bit must be this sure before the decoder stops: a stable word that
+        // satisfies the precode but still has weak bits is, at low SNR, often a wrong one.
+        const SETTLED: f32 = 8.0;
         let k = self.k;
         let mut total: Vec<f32> = llr[..k].to_vec();
         let mut msg = vec![0f32; self.idx.len()];
@@ -281,15 +284,17 @@ impl MetCode {
             }
             // Decisions and the precode.
             let mut changed = false;
+            let mut weakest = f32::INFINITY;
             for (b, &l) in total.iter().enumerate() {
                 let bit = l < 0.0;
+                weakest = weakest.min(l.abs());
                 if hard.get(b) != bit {
                     hard.set(b, bit);
                     changed = true;
                 }
             }
             stable = if changed { 0 } else { stable + 1 };
-            if stable >= 2 && self.precode_holds(&hard, syndrome) {
+            if stable >= 2 && weakest >= SETTLED && self.precode_holds(&hard, syndrome) {
                 return Some((self.complete(&hard, syndrome), it));
             }
         }
