@@ -260,6 +260,7 @@ fn cv(a: &CvBenchArgs) -> Result<(), CliError> {
         .max(1);
     let cfg = ReconcileConfig {
         frame_bits: a.frame_bits,
+        threads,
         ..ReconcileConfig::default()
     };
     let t0 = Instant::now();
@@ -278,7 +279,7 @@ fn cv(a: &CvBenchArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::runtime(e.to_string()))?;
     let bob_s = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
-    let alice = block::alice_reconcile(&x, &msg, &code, g, 1.0, &cfg, threads)
+    let alice = block::alice_reconcile(&x, &msg, &code, g, 1.0, &cfg, &|| ())
         .map_err(|e| CliError::runtime(e.to_string()))?;
     let alice_s = t2.elapsed().as_secs_f64();
     let decoded = alice.0.iter().filter(|f| f.is_some()).count();

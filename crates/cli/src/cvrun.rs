@@ -101,14 +101,21 @@ pub fn run(a: &RunArgs, link: CvLink, fk: FiniteKey) -> Result<(), CliError> {
     let mut emu = CvEmulator::new(link.clone(), window_symbols / rate_hz)
         .map_err(|e| CliError::input(format!("{origin}: {}: {}", e.field, e.reason)))?;
     let het = emu.moments().pairs_per_symbol == 2;
-    let cfg = ReconcileConfig::default();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cfg = ReconcileConfig {
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        ..ReconcileConfig::default()
+    };
     let mut code_cache: Option<(CodeChoice, MetCode)> = None;
     let mut pe_rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0de);
     let mut bob_rng = InsecureDeterministic::new(seed, "cv bob");
     let mut shared_rng = InsecureDeterministic::new(seed, "cv shared");
     let mut reports = Vec::new();
-    let bar = indicatif::ProgressBar::new(blocks);
+    // Progress in decoded frames (a 1e8-symbol block is minutes of decoding).
+    let frames_per_block = (symbols * (1.0 - hw0.estimation_fraction) * if het { 2.0 } else { 1.0 }
+        / cfg.frame_bits as f64)
+        .floor()
+        .max(1.0) as u64;
+    let bar = indicatif::ProgressBar::new(blocks * frames_per_block);
     let started = std::time::Instant::now();
     for b in 0..blocks {
         let t0 = std::time::Instant::now();
@@ -162,7 +169,7 @@ pub fn run(a: &RunArgs, link: CvLink, fk: FiniteKey) -> Result<(), CliError> {
         let (bob, msg) =
             block::bob_reconcile(&y, code, choice, &cfg, &mut bob_rng).map_err(fail)?;
         let alice =
-            block::alice_reconcile(&x, &msg, code, g, noise, &cfg, threads).map_err(fail)?;
+            block::alice_reconcile(&x, &msg, code, g, noise, &cfg, &|| bar.inc(1)).map_err(fail)?;
         let (kept, tag_bits) = block::verify(&alice, &bob, &cfg, &mut shared_rng).map_err(fail)?;
         let ka = block::concat(&alice, &kept);
         let kb = block::concat(&bob, &kept);
@@ -214,7 +221,6 @@ pub fn run(a: &RunArgs, link: CvLink, fk: FiniteKey) -> Result<(), CliError> {
             keys_equal,
             wall_s: t0.elapsed().as_secs_f64(),
         });
-        bar.inc(1);
     }
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();

@@ -36,6 +36,8 @@ pub struct ReconcileConfig {
     pub gap_slope: f64,
     /// Probability that a wrong frame passes verification.
     pub eps_cor: f64,
+    /// Threads Alice decodes frames on.
+    pub threads: usize,
 }
 
 impl Default for ReconcileConfig {
@@ -47,6 +49,7 @@ impl Default for ReconcileConfig {
             design_gap: 1.07,
             gap_slope: 0.13,
             eps_cor: 1e-15,
+            threads: 1,
         }
     }
 }
@@ -146,8 +149,8 @@ pub fn bob_reconcile(
 }
 
 /// Alice: decodes every frame of Bob's message from her `x`, the estimated gain `g` and
-/// noise `noise`, frames spread over `threads` threads. A frame the decoder gives up on
-/// is `None`.
+/// noise `noise`, frames spread over `cfg.threads` threads; `on_frame` is called after each
+/// frame (progress). A frame the decoder gives up on is `None`.
 pub fn alice_reconcile(
     x: &[f64],
     msg: &BobMessage,
@@ -155,7 +158,7 @@ pub fn alice_reconcile(
     g: f64,
     noise: f64,
     cfg: &ReconcileConfig,
-    threads: usize,
+    on_frame: &(dyn Fn() + Sync),
 ) -> Result<Frames, BlockError> {
     let n = code.len();
     if x.len() / n != msg.frames.len() {
@@ -178,10 +181,12 @@ pub fn alice_reconcile(
     let decode = |i: usize| {
         let (ann, syn) = &msg.frames[i];
         let llr = mdr::alice_llr(&x[i * n..(i + 1) * n], ann, g, noise);
-        code.decode(&llr, syn, cfg.max_iter).map(|(w, _)| w)
+        let w = code.decode(&llr, syn, cfg.max_iter).map(|(w, _)| w);
+        on_frame();
+        w
     };
     let frames = msg.frames.len();
-    let threads = threads.clamp(1, frames.max(1));
+    let threads = cfg.threads.clamp(1, frames.max(1));
     let mut out: Vec<Option<Bits>> = Vec::with_capacity(frames);
     if threads == 1 {
         out.extend((0..frames).map(decode));
@@ -281,7 +286,16 @@ mod tests {
         let mut r = InsecureDeterministic::new(1, "cv-test");
         let (bob, msg) = bob_reconcile(&y, &code, choice, &cfg, &mut r).expect("bob");
         assert_eq!(msg.frames.len(), 2);
-        let mut alice = alice_reconcile(&x, &msg, &code, g, 1.0, &cfg, 2).expect("alice");
+        let mut alice = alice_reconcile(
+            &x,
+            &msg,
+            &code,
+            g,
+            1.0,
+            &ReconcileConfig { threads: 2, ..cfg },
+            &|| (),
+        )
+        .expect("alice");
         // A frame Alice got wrong must not pass verification.
         if let Some(f) = alice.0[1].as_mut() {
             f.flip(17);
@@ -293,7 +307,7 @@ mod tests {
         // A message that does not fit is refused by name.
         let short = &x[..cfg.frame_bits];
         assert!(matches!(
-            alice_reconcile(short, &msg, &code, g, 1.0, &cfg, 1),
+            alice_reconcile(short, &msg, &code, g, 1.0, &cfg, &|| ()),
             Err(BlockError::Message(_))
         ));
     }
