@@ -213,13 +213,15 @@ pub struct DesignTarget {
 }
 
 impl DesignTarget {
-    /// Defaults for `snr`: LT target 0.97, margin 1 %, precode (3, 100).
+    /// Defaults for `snr`: LT target 0.97, margin 1 %, precode (3, 200) (measured against
+    /// (3, 100) and (3, 400): β 0.916 against 0.902 and 0.915 at SNR 0.011–0.03, same
+    /// frame error rate).
     pub fn at(snr: f64) -> Self {
         Self {
             snr,
             lt_target: 0.97,
             margin: 0.01,
-            precode: (3, 100),
+            precode: (3, 200),
         }
     }
 }
