@@ -226,10 +226,9 @@ fn a_scenario_run_table_sets_defaults_and_bad_values_are_named() {
 
 /// A link scenario of a family whose runtime lives in network runs runs alone as a network
 /// of its two ends and its relay: the Frankfurt–Kehl twin-field scenario for one block of
-/// its `[run] block_s` (4000 s, the finite-key block) within 15 % of the plan. A family
-/// without a runtime is refused, naming it.
+/// its `[run] block_s` (4000 s, the finite-key block) within 15 % of the plan.
 #[test]
-fn a_twin_field_scenario_runs_alone_and_a_cv_scenario_is_refused() {
+fn a_twin_field_scenario_runs_alone() {
     let (code, out, err) = qkdnet(&[
         "run",
         "scenarios/frankfurt-kehl-tf.toml",
@@ -278,6 +277,33 @@ fn cv_blocks_reconcile_through_the_real_stack() {
     assert!((t / 10f64.powf(-1.92) - 1.0).abs() < 0.1, "{b}");
     assert_eq!(b["secret_bits"], 0, "{b}");
     assert_eq!(v["planned_key_per_symbol"], 0.0, "{v}");
+    // Same scenario and seed, same block (frames decode on several threads).
+    let (_, again, _) = qkdnet(&[
+        "run",
+        "scenarios/cv-120km-coexistence.toml",
+        "--block-symbols",
+        "6e5",
+        "--duration",
+        "0.006s",
+        "--json",
+    ]);
+    let mut w: serde_json::Value = serde_json::from_str(&again).unwrap();
+    let mut first = b.clone();
+    first["wall_s"] = 0.into();
+    w["blocks"][0]["wall_s"] = 0.into();
+    assert_eq!(first, w["blocks"][0]);
+    let (code, _, err) = qkdnet(&[
+        "run",
+        "scenarios/cv-120km-coexistence.toml",
+        "--block-symbols",
+        "5e9",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("5.00e9 symbols"), "{err}");
+    // A family without a runtime is refused, naming it.
+    let (code, _, err) = qkdnet(&["run", "scenarios/ion-memory-10km.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no link runtime for \"di-memory\""), "{err}");
 }
 
 /// Slow (about 6 min on 2 cores): a 30 km CV link's block of 1e8 symbols yields the key
