@@ -256,17 +256,20 @@ fn cv_blocks_reconcile_through_the_real_stack() {
         err.contains("--block-symbols") && err.contains("8.829e-5"),
         "{err}"
     );
-    let (code, out, err) = qkdnet(&[
-        "run",
-        "scenarios/cv-120km-coexistence.toml",
-        "--block-symbols",
-        "6e5",
-        "--duration",
-        "0.006s",
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let block = || {
+        let (code, out, err) = qkdnet(&[
+            "run",
+            "scenarios/cv-120km-coexistence.toml",
+            "--block-symbols",
+            "6e5",
+            "--duration",
+            "0.006s",
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let v = block();
     let b = &v["blocks"][0];
     assert_eq!(b["frames"], 1, "{b}");
     assert_eq!(b["frames_kept"], 1, "{b}");
@@ -278,16 +281,7 @@ fn cv_blocks_reconcile_through_the_real_stack() {
     assert_eq!(b["secret_bits"], 0, "{b}");
     assert_eq!(v["planned_key_per_symbol"], 0.0, "{v}");
     // Same scenario and seed, same block (frames decode on several threads).
-    let (_, again, _) = qkdnet(&[
-        "run",
-        "scenarios/cv-120km-coexistence.toml",
-        "--block-symbols",
-        "6e5",
-        "--duration",
-        "0.006s",
-        "--json",
-    ]);
-    let mut w: serde_json::Value = serde_json::from_str(&again).unwrap();
+    let mut w = block();
     let mut first = b.clone();
     first["wall_s"] = 0.into();
     w["blocks"][0]["wall_s"] = 0.into();
