@@ -157,12 +157,30 @@ pub fn run(a: &RunArgs, link: CvLink, fk: FiniteKey) -> Result<(), CliError> {
             .as_ref()
             .is_none_or(|(c, _)| c.design_snr != choice.design_snr)
         {
-            let (_, code) = choice
-                .build()
-                .map_err(|e| CliError::input(format!("{origin}: block {b}: {e}")))?;
-            code_cache = Some((choice, code));
+            code_cache = choice.build().ok().map(|(_, code)| (choice, code));
         }
+        let (t_hat, xi_hat) = hw.channel_from(g, noise);
         let Some((_, code)) = code_cache.as_ref() else {
+            // No code for this SNR (a cut fibre, a dead source): the block gives no key.
+            eprintln!("{origin}: block {b}: no reconciliation code for SNR {snr:.3e}; no key");
+            reports.push(BlockReport {
+                block: b,
+                symbols: done as u64,
+                estimation_pairs: est.pairs as u64,
+                transmittance: t_hat,
+                excess_noise_snu: xi_hat,
+                snr,
+                design_snr: choice.design_snr,
+                code_rate: 0.0,
+                beta: 0.0,
+                frames: 0,
+                frames_kept: 0,
+                leaked_bits: 0,
+                chi_be_worst: f64::NAN,
+                secret_bits: 0,
+                keys_equal: true,
+                wall_s: t0.elapsed().as_secs_f64(),
+            });
             continue;
         };
         let fail = |e: block::BlockError| CliError::input(format!("{origin}: block {b}: {e}"));
@@ -202,7 +220,6 @@ pub fn run(a: &RunArgs, link: CvLink, fk: FiniteKey) -> Result<(), CliError> {
         } else {
             ka.words() == kb.words()
         };
-        let (t_hat, xi_hat) = hw.channel_from(g, noise);
         reports.push(BlockReport {
             block: b,
             symbols: done as u64,
