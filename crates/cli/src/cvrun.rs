@@ -111,7 +111,7 @@ pub fn run(a: &RunArgs, link: CvLink, fk: FiniteKey) -> Result<(), CliError> {
     let mut shared_rng = InsecureDeterministic::new(seed, "cv shared");
     let mut reports = Vec::new();
     // Progress in decoded frames (a 1e8-symbol block is minutes of decoding).
-    let frames_per_block = (symbols * (1.0 - hw0.estimation_fraction) * if het { 2.0 } else { 1.0 }
+    let frames_per_block = (symbols * (1.0 - hw0.estimation_fraction) * hw0.pairs_per_symbol()
         / cfg.frame_bits as f64)
         .floor()
         .max(1.0) as u64;
@@ -160,39 +160,42 @@ pub fn run(a: &RunArgs, link: CvLink, fk: FiniteKey) -> Result<(), CliError> {
             code_cache = choice.build().ok().map(|(_, code)| (choice, code));
         }
         let (t_hat, xi_hat) = hw.channel_from(g, noise);
+        // The block's report as it stands with no key; reconciliation fills in the rest.
+        let mut report = BlockReport {
+            block: b,
+            symbols: done as u64,
+            estimation_pairs: est.pairs as u64,
+            transmittance: t_hat,
+            excess_noise_snu: xi_hat,
+            snr,
+            design_snr: choice.design_snr,
+            code_rate: 0.0,
+            beta: 0.0,
+            frames: 0,
+            frames_kept: 0,
+            leaked_bits: 0,
+            chi_be_worst: f64::NAN,
+            secret_bits: 0,
+            keys_equal: true,
+            wall_s: 0.0,
+        };
         let Some((_, code)) = code_cache.as_ref() else {
             // No code for this SNR (a cut fibre, a dead source): the block gives no key.
             eprintln!("{origin}: block {b}: no reconciliation code for SNR {snr:.3e}; no key");
-            reports.push(BlockReport {
-                block: b,
-                symbols: done as u64,
-                estimation_pairs: est.pairs as u64,
-                transmittance: t_hat,
-                excess_noise_snu: xi_hat,
-                snr,
-                design_snr: choice.design_snr,
-                code_rate: 0.0,
-                beta: 0.0,
-                frames: 0,
-                frames_kept: 0,
-                leaked_bits: 0,
-                chi_be_worst: f64::NAN,
-                secret_bits: 0,
-                keys_equal: true,
-                wall_s: t0.elapsed().as_secs_f64(),
-            });
+            report.wall_s = t0.elapsed().as_secs_f64();
+            reports.push(report);
             continue;
         };
-        let fail = |e: block::BlockError| CliError::input(format!("{origin}: block {b}: {e}"));
+        let fail = |e: &dyn std::fmt::Display| CliError::input(format!("{origin}: block {b}: {e}"));
         let (bob, msg) =
-            block::bob_reconcile(&y, code, choice, &cfg, &mut bob_rng).map_err(fail)?;
-        let alice =
-            block::alice_reconcile(&x, &msg, code, g, noise, &cfg, &|| bar.inc(1)).map_err(fail)?;
-        let (kept, tag_bits) = block::verify(&alice, &bob, &cfg, &mut shared_rng).map_err(fail)?;
+            block::bob_reconcile(&y, code, choice, &cfg, &mut bob_rng).map_err(|e| fail(&e))?;
+        let alice = block::alice_reconcile(&x, &msg, code, g, noise, &cfg, &|| bar.inc(1))
+            .map_err(|e| fail(&e))?;
+        let (kept, tag_bits) =
+            block::verify(&alice, &bob, &cfg, &mut shared_rng).map_err(|e| fail(&e))?;
         let ka = block::concat(&alice, &kept);
         let kb = block::concat(&bob, &kept);
-        let per_symbol = if het { 2.0 } else { 1.0 };
-        let key_symbols = ka.len() as f64 / per_symbol;
+        let key_symbols = ka.len() as f64 / hw.pairs_per_symbol();
         let leaked = (kept.len() * code.syndrome_len()) as u64 + tag_bits;
         let net = ka.len() as f64 - leaked as f64;
         let bound = if kept.is_empty() {
@@ -203,9 +206,7 @@ pub fn run(a: &RunArgs, link: CvLink, fk: FiniteKey) -> Result<(), CliError> {
         let secret = bound.map_or(0, |bd| bd.secret_bits) as usize;
         let keys_equal = if secret > 0 {
             let mut draw = vec![0u8; (ka.len() + secret - 1).div_ceil(8)];
-            shared_rng
-                .fill(&mut draw)
-                .map_err(|e| CliError::input(format!("{origin}: block {b}: {e}")))?;
+            shared_rng.fill(&mut draw).map_err(|e| fail(&e))?;
             let draw = Bits::from_msb_bytes(&draw, ka.len() + secret - 1)
                 .ok_or_else(|| CliError::input("privacy-amplification seed"))?;
             let mut h = toeplitz::Hasher::new();
@@ -213,31 +214,21 @@ pub fn run(a: &RunArgs, link: CvLink, fk: FiniteKey) -> Result<(), CliError> {
             let fb = h.hash_expanded(&draw, &kb, secret);
             match (fa, fb) {
                 (Ok(fa), Ok(fb)) => fa.words() == fb.words(),
-                (Err(e), _) | (_, Err(e)) => {
-                    return Err(CliError::input(format!("{origin}: block {b}: {e}")))
-                }
+                (Err(e), _) | (_, Err(e)) => return Err(fail(&e)),
             }
         } else {
             ka.words() == kb.words()
         };
-        reports.push(BlockReport {
-            block: b,
-            symbols: done as u64,
-            estimation_pairs: est.pairs as u64,
-            transmittance: t_hat,
-            excess_noise_snu: xi_hat,
-            snr,
-            design_snr: choice.design_snr,
-            code_rate: code.rate(),
-            beta: code.rate() / awgn_capacity(snr),
-            frames: msg.frames.len(),
-            frames_kept: kept.len(),
-            leaked_bits: leaked,
-            chi_be_worst: bound.map_or(f64::NAN, |bd| bd.chi_be),
-            secret_bits: secret as u64,
-            keys_equal,
-            wall_s: t0.elapsed().as_secs_f64(),
-        });
+        report.code_rate = code.rate();
+        report.beta = code.rate() / awgn_capacity(snr);
+        report.frames = msg.frames.len();
+        report.frames_kept = kept.len();
+        report.leaked_bits = leaked;
+        report.chi_be_worst = bound.map_or(f64::NAN, |bd| bd.chi_be);
+        report.secret_bits = secret as u64;
+        report.keys_equal = keys_equal;
+        report.wall_s = t0.elapsed().as_secs_f64();
+        reports.push(report);
     }
     bar.finish_and_clear();
     let wall = started.elapsed().as_secs_f64();
