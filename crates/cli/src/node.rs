@@ -53,8 +53,8 @@ use qkdnet_kms::KeyStore;
 use qkdnet_link::{drive_alice_with_bound, drive_bob, TcpTransport, Transport};
 use qkdnet_network::plan::{plan, PlanOptions};
 use qkdnet_network::runner::{
-    block_config, emulated_preshared_key, BlockBuffer, PumpObjective, RunnerConfig, MIN_BLOCK_BITS,
-    WINDOW_S,
+    block_config, emulated_preshared_key, BlockBuffer, PumpObjective, Runner, RunnerConfig,
+    MIN_BLOCK_BITS, WINDOW_S,
 };
 use qkdnet_network::sim::{build_runner, link_seed};
 use std::collections::{BTreeMap, HashMap};
@@ -311,7 +311,23 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
         let mut pending: HashMap<String, Pending> = HashMap::new();
         let mut counters: HashMap<String, Arc<AtomicU64>> = HashMap::new();
         for l in &mine {
-            let runner = match build_runner(&net, &p, l.index, &runner_cfg, node.seed)? {
+            let link = &net.links[l.index];
+            let block_s = link
+                .block_s
+                .or(node.block_s)
+                .unwrap_or_else(|| link.block_seconds(DEFAULT_BLOCK_S));
+            let runner = match build_runner(&net, &p, l.index, &runner_cfg, node.seed, block_s)? {
+                Ok(Runner::Cv(_)) => {
+                    log(
+                        &site,
+                        &clock,
+                        &format!(
+                            "link {} not run: node daemons carry no CV-QKD post-processing over TCP yet (`qkdnet run` of the network runs it)",
+                            l.id
+                        ),
+                    );
+                    continue;
+                }
                 Ok(r) => r,
                 Err(why) => {
                     log(&site, &clock, &format!("link {} not run: {why}", l.id));
@@ -324,11 +340,6 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
             counters.insert(l.id.clone(), Arc::clone(&stored));
             let (tx, rx) = mpsc::channel::<AliceBlock>();
             let base = (l.index as u64) << 40;
-            let link = &net.links[l.index];
-            let block_s = link
-                .block_s
-                .or(node.block_s)
-                .unwrap_or_else(|| link.block_seconds(DEFAULT_BLOCK_S));
             let alice = l.alice;
             let (site2, id2) = (site.clone(), l.id.clone());
             let d2 = dash.clone();

@@ -337,12 +337,19 @@ impl CvEmulator {
 
     /// The next window's symbols and Bob's outcomes.
     pub fn step_symbols(&mut self) -> CvWindow {
+        self.step_sample(self.symbols_per_window as usize)
+    }
+
+    /// The first `n` symbols of the next window and Bob's outcomes, the rest of the window
+    /// left undrawn: what a link whose post-processing keeps up with only part of the
+    /// stream samples (the window's faults and drift are those of its whole span). With
+    /// `n` = [`CvEmulator::symbols_per_window`] this is [`CvEmulator::step_symbols`].
+    pub fn step_sample(&mut self, n: usize) -> CvWindow {
         let index = self.next_index;
         self.next_index += 1;
         self.refresh(index);
         let mut rng = window_rng(self.keys[0], index);
         let m = self.moments;
-        let n = self.symbols_per_window as usize;
         let sa = m.var_a.sqrt();
         let sn = m.noise.sqrt();
         let sphi = self.link.emu.phase_noise_rad;

@@ -19,6 +19,7 @@
 //! What it deliberately does not do: draw (the `qkdnet` binary renders plans as SVG), store
 //! or deliver keys (`qkdnet-kms`), or run links (`qkdnet-link`, `qkdnet-emulator`).
 
+pub mod cv;
 pub mod grid;
 pub mod noise;
 pub mod plan;

@@ -104,6 +104,8 @@ pub struct WindowOutput {
     pub mdi: Option<MdiCounts>,
     /// Pulses, relay clicks per setting pair and AOPP pairs (twin-field, when produced).
     pub tf: Option<TfCounts>,
+    /// Estimation sums of the symbols disclosed in the window (CV-QKD, when produced).
+    pub cv: Option<qkdnet_keyrate::cv::CvEstimate>,
     /// Singles per side.
     pub singles: [u64; 2],
     /// Key-basis tally.
@@ -131,10 +133,10 @@ fn tally(b: &BasisCounts) -> Tally {
 }
 
 /// Transitions as (from, to, fault) strings.
-type Transitions = Vec<(String, String, Option<String>)>;
+pub(crate) type Transitions = Vec<(String, String, Option<String>)>;
 
 /// The supervisor's verdict on a window, with the transitions it made.
-fn observe(sup: &mut Supervisor, obs: &Observation) -> (bool, Action, Transitions) {
+pub(crate) fn observe(sup: &mut Supervisor, obs: &Observation) -> (bool, Action, Transitions) {
     let before = sup.events.len();
     let (produced, action) = sup.observe(obs);
     let transitions = sup.events[before..]
@@ -364,6 +366,7 @@ impl LinkRunner {
             decoy: None,
             mdi: None,
             tf: None,
+            cv: None,
             singles,
             z,
             x,
@@ -586,8 +589,7 @@ impl LocalDistiller {
         // counted 89 bit/s where 100 remain net of authentication.)
         let used = (auth_a.consumed_bits() - consumed) as usize;
         let held = auth_a.available_pads() as usize * qkdnet_distill::auth::TAG_BITS as usize;
-        let floor = 2 * used + 4096;
-        let take = fa.key.len().min(used + floor.saturating_sub(held + used));
+        let take = replenish_share(used, held, fa.key.len());
         auth_a.replenish(&fa.key.slice(0, take));
         auth_b.replenish(&fb.key.slice(0, take));
         Ok(Some(Distilled {
@@ -597,6 +599,15 @@ impl LocalDistiller {
             replenished_bits: take,
         }))
     }
+}
+
+/// The bits of a block's final key (of `key_len`) given back to its link's
+/// authentication pads, from the front: the `used` bits its messages took, and more while
+/// the pool (`held` bits after the block) holds less than two blocks' use and 4096 bits,
+/// so a block that needs more than the last still finds them.
+pub fn replenish_share(used: usize, held: usize, key_len: usize) -> usize {
+    let floor = 2 * used + 4096;
+    key_len.min(used + floor.saturating_sub(held + used))
 }
 
 /// What the pulsed families' runners share: the supervisor on the key basis, Bob's
@@ -766,6 +777,7 @@ impl Bb84Runner {
             decoy,
             mdi: None,
             tf: None,
+            cv: None,
             singles: [clicks, clicks],
             z,
             x,
@@ -831,6 +843,7 @@ impl MdiRunner {
             decoy: None,
             mdi,
             tf: None,
+            cv: None,
             singles: [events, events],
             z,
             x: BasisCounts::default(),
@@ -912,6 +925,7 @@ impl TfRunner {
             decoy: None,
             mdi: None,
             tf,
+            cv: None,
             singles: [events, events],
             z,
             x: BasisCounts::default(),
@@ -986,6 +1000,8 @@ pub enum Runner {
     Mdi(Box<MdiRunner>),
     /// Twin-field (SNS with AOPP).
     Tf(Box<TfRunner>),
+    /// CV-QKD (GG02), its blocks distilled by its own post-processing.
+    Cv(Box<crate::cv::CvRunner>),
 }
 
 impl Runner {
@@ -996,6 +1012,7 @@ impl Runner {
             Self::Bb84(r) => r.step(),
             Self::Mdi(r) => r.step(),
             Self::Tf(r) => r.step(),
+            Self::Cv(r) => r.step(),
         }
     }
 
@@ -1006,6 +1023,7 @@ impl Runner {
             Self::Bb84(r) => r.run.time_s(),
             Self::Mdi(r) => r.run.time_s(),
             Self::Tf(r) => r.run.time_s(),
+            Self::Cv(r) => r.time_s(),
         }
     }
 
@@ -1016,6 +1034,7 @@ impl Runner {
             Self::Bb84(r) => &r.run.sup,
             Self::Mdi(r) => &r.run.sup,
             Self::Tf(r) => &r.run.sup,
+            Self::Cv(r) => r.supervisor(),
         }
     }
 
@@ -1023,7 +1042,7 @@ impl Runner {
     pub fn pump_mw(&self) -> Option<f64> {
         match self {
             Self::Bbm92(r) => Some(r.emulator().actuators.pump_mw),
-            Self::Bb84(_) | Self::Mdi(_) | Self::Tf(_) => None,
+            Self::Bb84(_) | Self::Mdi(_) | Self::Tf(_) | Self::Cv(_) => None,
         }
     }
 
@@ -1062,6 +1081,10 @@ impl Runner {
                     )
                 })
             }
+            Self::Cv(_) => Err(format!(
+                "block {}: a CV-QKD link distils its symbols itself, not sifted bits",
+                block.id
+            )),
             Self::Tf(r) => {
                 let c = block
                     .tf

@@ -125,6 +125,9 @@ pub struct RunSection {
     pub pump_objective: Option<String>,
     /// QBER_Z the `qber-z` objective steers to (default 0.043).
     pub qber_target: Option<f64>,
+    /// CV-QKD: symbols the link's post-processing reconciles per block, spread over the
+    /// block (default 1.2e6; 1e5 to 1e8). The finite-size bound is that of these symbols.
+    pub block_symbols: Option<f64>,
 }
 
 impl RunSection {
@@ -136,6 +139,10 @@ impl RunSection {
                     "[run] block_s: must be in 1..=1e7 s, got {b}"
                 )));
             }
+        }
+        if let Some(n) = self.block_symbols {
+            crate::cv::check_block_symbols(n)
+                .map_err(|e| InputError::new(format!("[run] block_symbols: {e}")))?;
         }
         if let Some(o) = &self.pump_objective {
             if o != "qber-z" && o != "key-rate" {

@@ -8,9 +8,10 @@
 //! come from (network seed, link ID), so links are independent and a run is reproducible.
 //!
 //! Runnable so far: BBM92 CW links, decoy-state BB84 (its blocks finished under Lim et al.
-//! 2014's bound on the block's decoy tallies) and MDI-QKD (window level, the MDI bound on
-//! the block's Bell-state announcements). Other links are listed as not run, with
-//! the reason, and do not stop the rest.
+//! 2014's bound on the block's decoy tallies), MDI-QKD (window level, the MDI bound on
+//! the block's Bell-state announcements), SNS-AOPP twin-field, and CV-QKD (a processed
+//! share of the symbols through the CV stack, [`crate::cv`]). Other links are listed as
+//! not run, with the reason, and do not stop the rest.
 
 use crate::plan::Plan;
 use crate::runner::{
@@ -96,6 +97,8 @@ pub struct LinkTotals {
     pub x: (u64, u64),
     /// Windows that produced key.
     pub producing_windows: u64,
+    /// CV-QKD: estimation sums of the symbols disclosed in producing windows.
+    pub cv: qkdnet_keyrate::cv::CvEstimate,
 }
 
 struct SimLink {
@@ -149,14 +152,16 @@ pub fn link_runner_config(l: &crate::spec::Link, base: &RunnerConfig) -> RunnerC
     RunnerConfig { pump, ..*base }
 }
 
-/// The runtime of link `i` as `plan` places it: `Ok(Err(reason))` when the link cannot run
-/// (no runtime for its family, no channel), `Err` on bad emulator settings.
+/// The runtime of link `i` as `plan` places it, distilling in blocks of `block_s` (the
+/// run's; the link's own first): `Ok(Err(reason))` when the link cannot run (no runtime
+/// for its family, no channel), `Err` on bad emulator settings.
 pub fn build_runner(
     net: &Network,
     plan: &Plan,
     i: usize,
     runner: &RunnerConfig,
     seed: u64,
+    block_s: f64,
 ) -> Result<Result<Runner, String>, InputError> {
     let l = &net.links[i];
     let runner = &link_runner_config(l, runner);
@@ -230,9 +235,27 @@ pub fn build_runner(
                 .map(|r| Ok(Runner::Tf(Box::new(r))))
                 .map_err(|e| InputError::new(format!("{item}: {e}")))
         }
+        (Protocol::Cv(_), Protocol::Cv(hw)) => {
+            // The planner's configured hardware (route Raman noise in the excess noise),
+            // at the modulation variance the optimiser chooses for the processed block.
+            let mut emu: qkdnet_emulator::cv::CvEmulation = emulator_settings(&l.emulator, &item)?;
+            emu.seed = link_seed(seed, &l.id);
+            let link = qkdnet_emulator::cv::CvLink::new(hw, lp.loss_db, emu)
+                .and_then(|k| k.with_faults(faults))
+                .map_err(bad)?;
+            let block_s = l.block_seconds(block_s);
+            let symbols = l
+                .run
+                .block_symbols
+                .unwrap_or(crate::cv::DEFAULT_BLOCK_SYMBOLS);
+            let psk = crate::runner::emulated_preshared_key(emu.seed);
+            crate::cv::CvRunner::new(link, block_s, symbols, l.finite_key, &psk)
+                .map(|r| Ok(Runner::Cv(Box::new(r))))
+                .map_err(|e| InputError::new(format!("{item}: {e}")))
+        }
         _ => Ok(Err(format!(
-            "{}: no link runtime for this family yet (BBM92 CW, decoy BB84, MDI and \
-             SNS-AOPP twin-field run)",
+            "{}: no link runtime for this family yet (BBM92 CW, decoy BB84, MDI, \
+             SNS-AOPP twin-field and CV-QKD run)",
             l.protocol_name
         ))),
     }
@@ -298,7 +321,7 @@ impl NetworkSim {
         let mut links = Vec::new();
         let mut skipped = Vec::new();
         for (i, l) in net.links.iter().enumerate() {
-            let runner = match build_runner(net, plan, i, &cfg.runner, cfg.seed)? {
+            let runner = match build_runner(net, plan, i, &cfg.runner, cfg.seed, cfg.block_s)? {
                 Ok(r) => r,
                 Err(why) => {
                     skipped.push((l.id.clone(), why));
@@ -389,6 +412,10 @@ impl NetworkSim {
                     },
                 });
             }
+            if let Some(c) = &out.cv {
+                l.totals.cv.add(c);
+                l.totals.producing_windows += 1;
+            }
             if l.buffer.push_window(&out) {
                 l.totals.producing_windows += 1;
                 l.totals.z.0 += out.z.coincidences;
@@ -428,6 +455,49 @@ fn flush(
     sink: &mut dyn KeySink,
     log: &mut dyn FnMut(NetEvent),
 ) -> Result<(), String> {
+    if let Runner::Cv(r) = &mut l.runner {
+        if r.gathered_symbols() == 0 {
+            return Ok(());
+        }
+        let (report, keys) = r.distil(l.finite_key, &|| ())?;
+        let b = report.block;
+        match keys {
+            Some(k) => {
+                let block_id = l.block_base | b;
+                sink.store(&l.ends[0], &l.ends[1], block_id, &k.alice)?;
+                sink.store(&l.ends[1], &l.ends[0], block_id, &k.bob)?;
+                l.totals.final_bits += k.alice.len() as u64;
+                l.totals.blocks += 1;
+                log(NetEvent {
+                    t_s,
+                    link: id.to_string(),
+                    what: format!(
+                        "block {b}: {} symbols (T̂ {:.3e}, ξ̂ {:.2e} SNU, β {:.3}, {}/{} frames) → {} bits of key at both ends",
+                        report.symbols,
+                        report.transmittance,
+                        report.excess_noise_snu,
+                        report.beta,
+                        report.frames_kept,
+                        report.frames,
+                        k.alice.len()
+                    ),
+                });
+            }
+            None => {
+                l.totals.blocks_without_key += 1;
+                log(NetEvent {
+                    t_s,
+                    link: id.to_string(),
+                    what: format!(
+                        "no key: block {b}: {} symbols: {}",
+                        report.symbols,
+                        report.no_key.as_deref().unwrap_or("no key")
+                    ),
+                });
+            }
+        }
+        return Ok(());
+    }
     let block = l.buffer.take();
     let sifted = block.alice.len();
     let result = if sifted < crate::runner::MIN_BLOCK_BITS {

@@ -201,6 +201,8 @@ pub struct LinkSpec {
     /// Distillation block of this link in runs, virtual seconds (default: the run's);
     /// long, lossy links need longer blocks for the finite-key bound to leave key.
     pub block_s: Option<f64>,
+    /// CV-QKD: symbols reconciled per block in runs (over the scenario's `[run]`).
+    pub block_symbols: Option<f64>,
 }
 
 /// A fault on a fibre, as written: every link whose route uses the fibre sees it on the arm
@@ -985,6 +987,17 @@ fn check_link(
     let finite_key = scenario_fk.or(file.finite_key).unwrap_or_default();
     if let Some(b) = l.block_s {
         finite_num(item, "block_s", b, 1.0, 1e7)?;
+    }
+    let mut run = run;
+    if let Some(n) = l.block_symbols {
+        if !matches!(protocol, Protocol::Cv(_)) {
+            return Err(InputError::new(format!(
+                "{item}: block_symbols: only CV-QKD links reconcile symbols (this link is {name})"
+            )));
+        }
+        crate::cv::check_block_symbols(n)
+            .map_err(|e| InputError::new(format!("{item}: block_symbols: {e}")))?;
+        run.block_symbols = Some(n);
     }
     Ok(Link {
         id: l.id.clone(),

@@ -114,6 +114,33 @@ pub struct BobMessage {
     pub frames: Vec<(Announcement, Bits)>,
 }
 
+impl BobMessage {
+    /// The message as bytes (what its authentication tag covers): the code choice, then
+    /// per frame the MDR dimension, `α` and `|y|` (little-endian `f32`) and the syndrome.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let size: usize = self
+            .frames
+            .iter()
+            .map(|(a, s)| 8 + 4 * (a.alpha.len() + a.norms.len()) + 8 * s.words().len())
+            .sum();
+        let mut out = Vec::with_capacity(24 + size);
+        out.extend_from_slice(&self.code.design_snr.to_le_bytes());
+        out.extend_from_slice(&self.code.seed.to_le_bytes());
+        out.extend_from_slice(&(self.code.frame_bits as u64).to_le_bytes());
+        for (a, syn) in &self.frames {
+            out.extend_from_slice(&(a.dim as u32).to_le_bytes());
+            out.extend_from_slice(&(syn.len() as u32).to_le_bytes());
+            for v in a.alpha.iter().chain(&a.norms) {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            for w in syn.words() {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        out
+    }
+}
+
 /// One end's reconciled frames (key material: `Bits` zeroize on drop and have no `Debug`).
 pub struct Frames(pub Vec<Option<Bits>>);
 
@@ -219,37 +246,108 @@ pub fn alice_reconcile(
     Ok(Frames(out))
 }
 
-/// Verification of the decoded frames: a polynomial hash of each under a fresh key;
-/// frames whose tags differ, or that Alice could not decode, are dropped at both ends.
-/// Returns the frames kept and the tag bits disclosed.
+/// Bob's verification message: a fresh polynomial-hash key per frame and the tag of his
+/// frame under it (`None` for a frame he has not got). Everything in it is disclosed.
+pub struct VerifyMessage {
+    /// Hash key per frame.
+    pub keys: Vec<u128>,
+    /// Bob's tag per frame, `tag_bits` long.
+    pub tags: Vec<Option<u128>>,
+    /// Tag length, bits (from the frame length and `eps_cor`).
+    pub tag_bits: u32,
+}
+
+impl VerifyMessage {
+    /// The message as bytes (what its authentication tag covers).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + self.keys.len() * 33);
+        out.extend_from_slice(&self.tag_bits.to_le_bytes());
+        for (k, t) in self.keys.iter().zip(&self.tags) {
+            out.extend_from_slice(&k.to_le_bytes());
+            match t {
+                Some(t) => {
+                    out.push(1);
+                    out.extend_from_slice(&t.to_le_bytes());
+                }
+                None => out.push(0),
+            }
+        }
+        out
+    }
+}
+
+/// The tag of a frame under `key`, `tag_bits` long.
+fn frame_tag(key: u128, frame: &Bits, tag_bits: u32) -> u128 {
+    let mut h = polyhash::PolyHash::new(key);
+    h.update_words(frame.words());
+    polyhash::truncate(h.finish(), tag_bits)
+}
+
+/// Bob's side of verification: a fresh hash key per frame and his tags.
+pub fn verify_message(
+    bob: &Frames,
+    cfg: &ReconcileConfig,
+    rng: &mut dyn SecureRandom,
+) -> Result<VerifyMessage, BlockError> {
+    let bits = bob.0.iter().flatten().map(Bits::len).max().unwrap_or(0);
+    let tag_bits = polyhash::tag_bits_for(bits as u64, cfg.eps_cor);
+    let mut keys = Vec::with_capacity(bob.0.len());
+    let mut tags = Vec::with_capacity(bob.0.len());
+    for f in &bob.0 {
+        let mut k = [0u8; 16];
+        rng.fill(&mut k)?;
+        let key = u128::from_le_bytes(k);
+        k.zeroize();
+        keys.push(key);
+        tags.push(f.as_ref().map(|f| frame_tag(key, f, tag_bits)));
+    }
+    Ok(VerifyMessage {
+        keys,
+        tags,
+        tag_bits,
+    })
+}
+
+/// Alice's side of verification: the frames she decoded whose tag matches Bob's are kept
+/// (the list she sends back); the rest are dropped at both ends. Returns the frames kept
+/// and the tag bits disclosed on frames both ends hold.
+pub fn verify_check(alice: &Frames, msg: &VerifyMessage) -> Result<(Vec<usize>, u64), BlockError> {
+    if msg.keys.len() != alice.0.len() || msg.tags.len() != alice.0.len() {
+        return Err(BlockError::Message(format!(
+            "verification: {} tags for {} frames",
+            msg.tags.len(),
+            alice.0.len()
+        )));
+    }
+    let mut kept = Vec::new();
+    let mut disclosed = 0u64;
+    for (i, (a, (k, t))) in alice
+        .0
+        .iter()
+        .zip(msg.keys.iter().zip(&msg.tags))
+        .enumerate()
+    {
+        let (Some(a), Some(t)) = (a, t) else {
+            continue;
+        };
+        disclosed += msg.tag_bits as u64;
+        if frame_tag(*k, a, msg.tag_bits) == *t {
+            kept.push(i);
+        }
+    }
+    Ok((kept, disclosed))
+}
+
+/// Verification of the decoded frames at both ends ([`verify_message`] then
+/// [`verify_check`]): frames whose tags differ, or that Alice could not decode, are
+/// dropped at both ends. Returns the frames kept and the tag bits disclosed.
 pub fn verify(
     alice: &Frames,
     bob: &Frames,
     cfg: &ReconcileConfig,
     rng: &mut dyn SecureRandom,
 ) -> Result<(Vec<usize>, u64), BlockError> {
-    let mut kept = Vec::new();
-    let mut disclosed = 0u64;
-    for (i, (a, b)) in alice.0.iter().zip(&bob.0).enumerate() {
-        let (Some(a), Some(b)) = (a, b) else {
-            continue;
-        };
-        let tag_bits = polyhash::tag_bits_for(a.len() as u64, cfg.eps_cor);
-        let mut k = [0u8; 16];
-        rng.fill(&mut k)?;
-        let key = u128::from_le_bytes(k);
-        k.zeroize();
-        let tag = |w: &Bits| {
-            let mut h = polyhash::PolyHash::new(key);
-            h.update_words(w.words());
-            polyhash::truncate(h.finish(), tag_bits)
-        };
-        disclosed += tag_bits as u64;
-        if tag(a) == tag(b) {
-            kept.push(i);
-        }
-    }
-    Ok((kept, disclosed))
+    verify_check(alice, &verify_message(bob, cfg, rng)?)
 }
 
 /// The kept frames of one end, concatenated.
