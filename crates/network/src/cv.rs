@@ -35,7 +35,9 @@ use qkdnet_keyrate::finite::{FiniteKey, Security};
 use qkdnet_keyrate::model::KeyRateModel;
 use qkdnet_keyrate::optimise::{optimise, OptimiseOptions};
 use qkdnet_link::supervisor::{Observation, Supervisor, SupervisorConfig, Tally};
+use qkdnet_link::{MemTransport, Transport};
 use rand::{Rng, SeedableRng};
+use std::sync::{Arc, Mutex};
 use zeroize::Zeroize;
 
 /// Fewest symbols a CV block may process.
@@ -98,6 +100,8 @@ pub struct CvSymbols {
     pub bob: Quadratures,
     /// Alice's values of the disclosed pairs (public once disclosed).
     pub disclosed: Vec<f64>,
+    /// Bob's values of the disclosed pairs.
+    pub disclosed_bob: Vec<f64>,
     /// The disclosed pairs' sums.
     pub estimate: CvEstimate,
     /// Symbols gathered (key and disclosed).
@@ -130,6 +134,7 @@ impl CvSymbols {
                     self.estimate.sum_ab += p * q;
                     self.estimate.sum_bb += q * q;
                     self.disclosed.push(p);
+                    self.disclosed_bob.push(q);
                 }
             } else {
                 for &(p, q) in pairs {
@@ -140,6 +145,43 @@ impl CvSymbols {
             self.symbols += 1;
         }
     }
+}
+
+impl CvSymbols {
+    /// The two ends' halves: what Alice holds and what Bob holds.
+    pub fn split(mut self) -> (CvAliceHalf, CvBobHalf) {
+        let alice = CvAliceHalf {
+            key: std::mem::take(&mut self.alice),
+            disclosed: std::mem::take(&mut self.disclosed),
+            symbols: self.symbols,
+        };
+        let bob = CvBobHalf {
+            key: std::mem::take(&mut self.bob),
+            disclosed: std::mem::take(&mut self.disclosed_bob),
+            symbols: self.symbols,
+        };
+        (alice, bob)
+    }
+}
+
+/// Alice's half of a block: her quadratures of the key symbols and of the disclosed ones.
+pub struct CvAliceHalf {
+    /// Key symbols' quadratures.
+    pub key: Quadratures,
+    /// Disclosed symbols' quadratures (sent to Bob).
+    pub disclosed: Vec<f64>,
+    /// Symbols in the block.
+    pub symbols: u64,
+}
+
+/// Bob's half of a block: his outcomes on the key symbols and on the disclosed ones.
+pub struct CvBobHalf {
+    /// Key symbols' outcomes.
+    pub key: Quadratures,
+    /// Disclosed symbols' outcomes (paired with Alice's values when she sends them).
+    pub disclosed: Vec<f64>,
+    /// Symbols in the block.
+    pub symbols: u64,
 }
 
 /// One CV block's outcome.
@@ -192,34 +234,392 @@ pub struct CvDistilled {
     pub bob: Bits,
 }
 
-/// Both ends of a CV link's post-processing in one process (an emulation: the messages
-/// are built, authenticated with the link's pads at the sender and checked at the
-/// receiver, in memory). Randomness is insecure and deterministic from the seed, so a run
-/// is reproducible: emulation only.
+/// The code held: its choice and graph.
+type HeldCode = Option<(CodeChoice, Arc<MetCode>)>;
+
+/// The reconciliation code in use, shared by the blocks of a link (and, in one process,
+/// by its two ends: both draw the same graph from the announced choice).
+#[derive(Clone, Default)]
+pub struct CodeCache(Arc<Mutex<HeldCode>>);
+
+impl CodeCache {
+    /// The code of `choice`, drawn when it is not the one held.
+    pub fn get(&self, choice: CodeChoice) -> Result<Arc<MetCode>, String> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((c, code)) = held.as_ref() {
+            if *c == choice {
+                return Ok(Arc::clone(code));
+            }
+        }
+        let (_, code) = choice.build().map_err(|e| e.to_string())?;
+        let code = Arc::new(code);
+        *held = Some((choice, Arc::clone(&code)));
+        Ok(code)
+    }
+}
+
+/// What one end of a CV session brings: the hardware at its operating point, the
+/// reconciliation settings, the code cache, and the link's authentication pads (a pool
+/// whose cursor is where both ends start).
+pub struct CvEnd<'a> {
+    /// Hardware at the operating point.
+    pub hw: &'a CvGg02,
+    /// Reconciliation settings (Alice's `threads` decode her frames).
+    pub cfg: &'a ReconcileConfig,
+    /// The code in use.
+    pub codes: &'a CodeCache,
+    /// Authentication pads.
+    pub auth: &'a mut AuthKeys,
+}
+
+/// Message numbers of a CV session (each message is `[number][payload][tag]`).
+mod msg {
+    pub const DISCLOSED: u8 = 1;
+    pub const RECONCILE: u8 = 2;
+    pub const FRAME: u8 = 3;
+    pub const VERIFY: u8 = 4;
+    pub const KEPT: u8 = 5;
+    pub const AMPLIFY: u8 = 6;
+}
+
+/// Sends `payload` as message `n`, tagged with the next pad.
+fn send(t: &mut dyn Transport, auth: &mut AuthKeys, n: u8, payload: &[u8]) -> Result<(), String> {
+    let mut m = Vec::with_capacity(payload.len() + 9);
+    m.push(n);
+    m.extend_from_slice(payload);
+    let tag = auth
+        .tag(auth.cursor(), &m)
+        .map_err(|e| format!("CV message {n}: {e}"))?;
+    m.extend_from_slice(&tag.to_le_bytes());
+    t.send(&m).map_err(|e| format!("CV message {n}: {e}"))
+}
+
+/// Receives message `n`, checking its tag with the next pad.
+fn recv(t: &mut dyn Transport, auth: &mut AuthKeys, n: u8) -> Result<Vec<u8>, String> {
+    let mut m = t.recv().map_err(|e| format!("CV message {n}: {e}"))?;
+    if m.len() < 9 || m[0] != n {
+        return Err(format!(
+            "CV message {n}: got {} bytes starting {:?}",
+            m.len(),
+            m.first()
+        ));
+    }
+    let at = m.len() - 8;
+    let tag = u64::from_le_bytes(m[at..].try_into().unwrap_or([0; 8]));
+    m.truncate(at);
+    auth.check(auth.cursor(), &m, tag, n as u32)
+        .map_err(|e| format!("CV message {n}: {e}"))?;
+    m.remove(0);
+    Ok(m)
+}
+
+/// Little-endian reads with errors naming the message.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+    n: u8,
+}
+
+impl<'a> Reader<'a> {
+    fn new(b: &'a [u8], n: u8) -> Self {
+        Self { b, at: 0, n }
+    }
+    fn take(&mut self, k: usize) -> Result<&'a [u8], String> {
+        let s = self
+            .b
+            .get(self.at..self.at.saturating_add(k))
+            .ok_or_else(|| format!("CV message {}: truncated at byte {}", self.n, self.at))?;
+        self.at += k;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or([0; 8]),
+        ))
+    }
+    fn f64(&mut self) -> Result<f64, String> {
+        Ok(f64::from_le_bytes(
+            self.take(8)?.try_into().unwrap_or([0; 8]),
+        ))
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        let r = &self.b[self.at.min(self.b.len())..];
+        self.at = self.b.len();
+        r
+    }
+}
+
+/// How a session ended at one end.
+pub enum CvEnded {
+    /// The block's final key (before the pads' share).
+    Key(Bits),
+    /// No key, and why (the same at both ends).
+    NoKey(String),
+}
+
+/// Alice's end of block `b`: she discloses her estimation values, decodes Bob's frames
+/// (`on_frame` after each), answers his verification, and applies his privacy
+/// amplification.
+pub fn cv_alice(
+    t: &mut dyn Transport,
+    end: CvEnd<'_>,
+    half: CvAliceHalf,
+    on_frame: &(dyn Fn() + Sync),
+) -> Result<CvEnded, String> {
+    let bytes: Vec<u8> = half
+        .disclosed
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    send(t, end.auth, msg::DISCLOSED, &bytes)?;
+    let m = recv(t, end.auth, msg::RECONCILE)?;
+    let mut r = Reader::new(&m, msg::RECONCILE);
+    if r.u8()? == 0 {
+        return Ok(CvEnded::NoKey(
+            String::from_utf8_lossy(r.rest()).into_owned(),
+        ));
+    }
+    let (g, noise) = (r.f64()?, r.f64()?);
+    if !(g.is_finite() && g > 0.0 && noise.is_finite() && noise > 0.0) {
+        return Err(format!("CV message 2: gain {g}, noise {noise}"));
+    }
+    let choice = CodeChoice::from_bytes(r.take(24)?).map_err(|e| e.to_string())?;
+    let frames = r.u64()? as usize;
+    let code = end.codes.get(choice)?;
+    if frames != half.key.0.len() / code.len() {
+        return Err(format!(
+            "CV message 2: {frames} frames announced for {} of Alice's",
+            half.key.0.len() / code.len()
+        ));
+    }
+    let mut announced = Vec::with_capacity(frames);
+    for _ in 0..frames {
+        let f = recv(t, end.auth, msg::FRAME)?;
+        announced.push(block::BobMessage::parse_frame(&f, &code).map_err(|e| e.to_string())?);
+    }
+    let bob_msg = block::BobMessage {
+        code: choice,
+        frames: announced,
+    };
+    let alice = block::alice_reconcile(&half.key.0, &bob_msg, &code, g, noise, end.cfg, on_frame)
+        .map_err(|e| e.to_string())?;
+    let v = recv(t, end.auth, msg::VERIFY)?;
+    let v = block::VerifyMessage::from_bytes(&v, frames).map_err(|e| e.to_string())?;
+    let (kept, _) = block::verify_check(&alice, &v).map_err(|e| e.to_string())?;
+    let kept_bytes: Vec<u8> = kept
+        .iter()
+        .flat_map(|&i| (i as u32).to_le_bytes())
+        .collect();
+    send(t, end.auth, msg::KEPT, &kept_bytes)?;
+    let m = recv(t, end.auth, msg::AMPLIFY)?;
+    let mut r = Reader::new(&m, msg::AMPLIFY);
+    if r.u8()? == 0 {
+        return Ok(CvEnded::NoKey(
+            String::from_utf8_lossy(r.rest()).into_owned(),
+        ));
+    }
+    let secret = r.u64()? as usize;
+    let ka = block::concat(&alice, &kept);
+    if secret == 0 || secret > ka.len() {
+        return Err(format!(
+            "CV message 6: {secret} secret bits from {}",
+            ka.len()
+        ));
+    }
+    let seed = Bits::from_msb_bytes(r.rest(), ka.len() + secret - 1)
+        .ok_or_else(|| "CV message 6: seed too short".to_string())?;
+    let key = toeplitz::Hasher::new()
+        .hash_expanded(&seed, &ka, secret)
+        .map_err(|e| e.to_string())?;
+    Ok(CvEnded::Key(key))
+}
+
+/// Bob's end of block `b`: he estimates the channel from Alice's disclosed values and
+/// his, chooses the code, announces his frames, verifies, and sets the key's length from
+/// the observed-statistics bound (`eps_sec`). His bits come from `bits_rng`, the
+/// verification keys and privacy-amplification seed from `public_rng`. Returns the
+/// block's report and how it ended.
+pub fn cv_bob(
+    t: &mut dyn Transport,
+    end: CvEnd<'_>,
+    b: u64,
+    half: CvBobHalf,
+    eps_sec: f64,
+    rngs: (&mut dyn SecureRandom, &mut dyn SecureRandom),
+) -> Result<(CvBlockReport, CvEnded), String> {
+    let t0 = std::time::Instant::now();
+    let (bits_rng, public_rng) = rngs;
+    let consumed = end.auth.consumed_bits();
+    let hw = end.hw;
+    let mut report = CvBlockReport {
+        block: b,
+        symbols: half.symbols,
+        estimation_pairs: half.disclosed.len() as u64,
+        transmittance: f64::NAN,
+        excess_noise_snu: f64::NAN,
+        snr: f64::NAN,
+        design_snr: f64::NAN,
+        code_rate: 0.0,
+        beta: 0.0,
+        frames: 0,
+        frames_kept: 0,
+        leaked_bits: 0,
+        chi_be_worst: f64::NAN,
+        secret_bits: 0,
+        auth_bits: 0,
+        keys_equal: true,
+        wall_s: 0.0,
+        no_key: None,
+    };
+    let m = recv(t, end.auth, msg::DISCLOSED)?;
+    if m.len() != 8 * half.disclosed.len() {
+        return Err(format!(
+            "CV message 1: {} bytes for {} disclosed values",
+            m.len(),
+            half.disclosed.len()
+        ));
+    }
+    let mut est = CvEstimate::default();
+    for (a, &q) in m.chunks_exact(8).zip(&half.disclosed) {
+        let p = f64::from_le_bytes(a.try_into().unwrap_or([0; 8]));
+        est.pairs += 1.0;
+        est.sum_aa += p * p;
+        est.sum_ab += p * q;
+        est.sum_bb += q * q;
+    }
+    // Ends the session without key: both ends learn why (`n`: the message that says so).
+    let stop = |t: &mut dyn Transport,
+                auth: &mut AuthKeys,
+                n: u8,
+                mut report: CvBlockReport,
+                why: String|
+     -> Result<(CvBlockReport, CvEnded), String> {
+        let mut m = vec![0u8];
+        m.extend_from_slice(why.as_bytes());
+        send(t, auth, n, &m)?;
+        report.no_key = Some(why.clone());
+        report.auth_bits = auth.consumed_bits() - consumed;
+        report.wall_s = t0.elapsed().as_secs_f64();
+        Ok((report, CvEnded::NoKey(why)))
+    };
+    let (g, noise) = est.gain_noise();
+    let va_hat = est.sum_aa / est.pairs;
+    let snr = g * g * va_hat / noise;
+    let (t_hat, xi_hat) = hw.channel_from(g, noise);
+    report.transmittance = t_hat;
+    report.excess_noise_snu = xi_hat;
+    report.snr = snr;
+    if est.pairs < 2.0 || half.key.0.is_empty() {
+        let why = format!(
+            "{} symbols gathered: nothing to estimate or reconcile",
+            half.symbols
+        );
+        return stop(t, end.auth, msg::RECONCILE, report, why);
+    }
+    if !(snr.is_finite() && snr > 0.0) {
+        let why = format!("estimated SNR {snr:.3e}: no signal");
+        return stop(t, end.auth, msg::RECONCILE, report, why);
+    }
+    let choice = CodeChoice::for_snr(snr, end.cfg, CODE_SEED);
+    report.design_snr = choice.design_snr;
+    let code = match end.codes.get(choice) {
+        Ok(c) => c,
+        Err(_) => {
+            let why = format!("no reconciliation code for SNR {snr:.3e}");
+            return stop(t, end.auth, msg::RECONCILE, report, why);
+        }
+    };
+    let fail = |e: &dyn std::fmt::Display| format!("block {b}: {e}");
+    let (bob, announced) = block::bob_reconcile(&half.key.0, &code, choice, end.cfg, bits_rng)
+        .map_err(|e| fail(&e))?;
+    let mut head = vec![1u8];
+    head.extend_from_slice(&g.to_le_bytes());
+    head.extend_from_slice(&noise.to_le_bytes());
+    head.extend_from_slice(&choice.to_bytes());
+    head.extend_from_slice(&(announced.frames.len() as u64).to_le_bytes());
+    send(t, end.auth, msg::RECONCILE, &head)?;
+    for i in 0..announced.frames.len() {
+        send(t, end.auth, msg::FRAME, &announced.frame_bytes(i))?;
+    }
+    let v = block::verify_message(&bob, end.cfg, public_rng).map_err(|e| fail(&e))?;
+    send(t, end.auth, msg::VERIFY, &v.to_bytes())?;
+    let m = recv(t, end.auth, msg::KEPT)?;
+    if m.len() % 4 != 0 || m.len() / 4 > bob.0.len() {
+        return Err(format!("CV message 5: {} bytes", m.len()));
+    }
+    let mut kept = Vec::with_capacity(m.len() / 4);
+    for c in m.chunks_exact(4) {
+        let i = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize;
+        if i >= bob.0.len() || kept.last().is_some_and(|&l| l >= i) {
+            return Err(format!("CV message 5: frame {i} out of order or range"));
+        }
+        kept.push(i);
+    }
+    // Tag bits disclosed on the frames Alice decoded: at most one tag per kept frame
+    // plus those she failed to match, all counted (every tag Bob sent is public).
+    let tag_bits = v.tags.iter().flatten().count() as u64 * v.tag_bits as u64;
+    let kb = block::concat(&bob, &kept);
+    let key_symbols = kb.len() as f64 / hw.pairs_per_symbol();
+    let leaked = (kept.len() * code.syndrome_len()) as u64 + tag_bits;
+    report.code_rate = code.rate();
+    report.beta = code.rate() / awgn_capacity(snr);
+    report.frames = announced.frames.len();
+    report.frames_kept = kept.len();
+    report.leaked_bits = leaked;
+    if kept.is_empty() {
+        let why = format!(
+            "none of {} frames decoded and verified",
+            announced.frames.len()
+        );
+        return stop(t, end.auth, msg::AMPLIFY, report, why);
+    }
+    let net = kb.len() as f64 - leaked as f64;
+    let bound = hw.block_bound(&est, va_hat, key_symbols, net, eps_sec);
+    report.chi_be_worst = bound.chi_be;
+    let secret = bound.secret_bits as usize;
+    if secret == 0 {
+        let why = format!(
+            "finite-size bound grants nothing on {key_symbols:.3e} key symbols (worst-case T {:.3e}, ξ {:.3e} SNU)",
+            bound.worst_transmittance, bound.worst_excess_noise_snu
+        );
+        return stop(t, end.auth, msg::AMPLIFY, report, why);
+    }
+    let mut seed = vec![0u8; (kb.len() + secret - 1).div_ceil(8)];
+    public_rng.fill(&mut seed).map_err(|e| fail(&e))?;
+    let mut m = vec![1u8];
+    m.extend_from_slice(&(secret as u64).to_le_bytes());
+    m.extend_from_slice(&seed);
+    send(t, end.auth, msg::AMPLIFY, &m)?;
+    let seed = Bits::from_msb_bytes(&seed, kb.len() + secret - 1)
+        .ok_or_else(|| fail(&"privacy-amplification seed"))?;
+    let key = toeplitz::Hasher::new()
+        .hash_expanded(&seed, &kb, secret)
+        .map_err(|e| fail(&e))?;
+    report.secret_bits = secret as u64;
+    report.auth_bits = end.auth.consumed_bits() - consumed;
+    report.wall_s = t0.elapsed().as_secs_f64();
+    Ok((report, CvEnded::Key(key)))
+}
+
+/// The seed of the code graphs Bob chooses (announced with the code; one seed, so a
+/// link's blocks of similar SNR share one code and its cache entry).
+const CODE_SEED: u64 = 0x6376_636f_6465;
+
+/// Both ends of a CV link's post-processing in one process (an emulation: the two
+/// sessions run on two threads and exchange their authenticated messages in memory; they
+/// share the code cache, since both draw the same graph from the announced choice).
+/// Randomness is insecure and deterministic from the seed, so a run is reproducible:
+/// emulation only.
 pub struct CvPostProcessor {
     hw: CvGg02,
     cfg: ReconcileConfig,
-    code: Option<(CodeChoice, MetCode)>,
+    codes: CodeCache,
     auth: [AuthKeys; 2],
     bob_rng: InsecureDeterministic,
     shared_rng: InsecureDeterministic,
-    seed: u64,
-}
-
-/// Authenticates one message: tagged by the sender, checked by the receiver, with the
-/// next pad of both ends' pools.
-fn authenticate(
-    auth: &mut [AuthKeys; 2],
-    from: usize,
-    bytes: &[u8],
-    seq: u32,
-) -> Result<(), String> {
-    let (s, r) = if from == 0 { (0, 1) } else { (1, 0) };
-    let index = auth[s].cursor();
-    let tag = auth[s].tag(index, bytes).map_err(|e| e.to_string())?;
-    auth[r]
-        .check(index, bytes, tag, seq)
-        .map_err(|e| e.to_string())
 }
 
 impl CvPostProcessor {
@@ -234,17 +634,11 @@ impl CvPostProcessor {
                 threads: threads.max(1),
                 ..ReconcileConfig::default()
             },
-            code: None,
+            codes: CodeCache::default(),
             auth: [auth_a, auth_b],
             bob_rng: InsecureDeterministic::new(seed, "cv bob"),
             shared_rng: InsecureDeterministic::new(seed, "cv shared"),
-            seed,
         })
-    }
-
-    /// Reconciliation settings.
-    pub fn config(&self) -> &ReconcileConfig {
-        &self.cfg
     }
 
     /// Decoded frames a block of `symbols` symbols announces.
@@ -255,10 +649,10 @@ impl CvPostProcessor {
             .max(1.0) as u64
     }
 
-    /// Runs block `b` of `sym` through the stack; `on_frame` after each decoded frame.
-    /// A block that cannot give key (no code for its SNR, every frame failed, the bound
-    /// grants nothing) gives a report with `no_key` set and no keys; `Err` only when a
-    /// message fails authentication or randomness fails.
+    /// Runs block `b` of `sym` through both ends; `on_frame` after each decoded frame.
+    /// A block that gives no key (no code for its SNR, every frame failed, the bound grants
+    /// nothing) gives a report with `no_key` set; `Err` when a message fails
+    /// authentication or the two ends disagree.
     pub fn block(
         &mut self,
         b: u64,
@@ -266,126 +660,48 @@ impl CvPostProcessor {
         eps_sec: f64,
         on_frame: &(dyn Fn() + Sync),
     ) -> Result<(CvBlockReport, Option<CvDistilled>), String> {
-        let t0 = std::time::Instant::now();
-        let consumed = self.auth[0].consumed_bits();
-        let hw = &self.hw;
-        let est = sym.estimate;
-        let mut report = CvBlockReport {
-            block: b,
-            symbols: sym.symbols,
-            estimation_pairs: est.pairs as u64,
-            transmittance: f64::NAN,
-            excess_noise_snu: f64::NAN,
-            snr: f64::NAN,
-            design_snr: f64::NAN,
-            code_rate: 0.0,
-            beta: 0.0,
-            frames: 0,
-            frames_kept: 0,
-            leaked_bits: 0,
-            chi_be_worst: f64::NAN,
-            secret_bits: 0,
-            auth_bits: 0,
-            keys_equal: true,
-            wall_s: 0.0,
-            no_key: None,
+        let (alice_half, bob_half) = sym.split();
+        let (ta, mut tb) = MemTransport::pair();
+        let [auth_a, auth_b] = &mut self.auth;
+        let consumed = auth_a.consumed_bits();
+        let (hw, cfg, codes) = (&self.hw, &self.cfg, &self.codes);
+        let (bob_rng, shared_rng) = (&mut self.bob_rng, &mut self.shared_rng);
+        let (alice, bob) = std::thread::scope(|s| {
+            let bob = s.spawn(move || {
+                let end = CvEnd {
+                    hw,
+                    cfg,
+                    codes,
+                    auth: auth_b,
+                };
+                // The transport closes when Bob's end returns, so Alice never waits on it.
+                let r = cv_bob(&mut tb, end, b, bob_half, eps_sec, (bob_rng, shared_rng));
+                drop(tb);
+                r
+            });
+            let alice = {
+                let mut ta = ta;
+                let end = CvEnd {
+                    hw,
+                    cfg,
+                    codes,
+                    auth: auth_a,
+                };
+                cv_alice(&mut ta, end, alice_half, on_frame)
+            };
+            let bob = bob
+                .join()
+                .unwrap_or_else(|_| Err("Bob's session panicked".into()));
+            (alice, bob)
+        });
+        let (mut report, bob) = bob?;
+        let alice = alice?;
+        let (fa, fb) = match (alice, bob) {
+            (CvEnded::Key(a), CvEnded::Key(b)) => (a, b),
+            (CvEnded::NoKey(_), CvEnded::NoKey(_)) => return Ok((report, None)),
+            _ => return Err(format!("block {b}: one end has a key and the other none")),
         };
-        let done = |mut r: CvBlockReport, why: Option<String>, auth: &[AuthKeys; 2]| {
-            r.no_key = why;
-            r.auth_bits = auth[0].consumed_bits() - consumed;
-            r.wall_s = t0.elapsed().as_secs_f64();
-            r
-        };
-        if est.pairs < 2.0 || sym.alice.0.is_empty() {
-            let why = format!(
-                "{} symbols gathered: nothing to estimate or reconcile",
-                sym.symbols
-            );
-            return Ok((done(report, Some(why), &self.auth), None));
-        }
-        // Message 1, Alice → Bob: her values of the disclosed symbols.
-        let bytes: Vec<u8> = sym.disclosed.iter().flat_map(|v| v.to_le_bytes()).collect();
-        authenticate(&mut self.auth, 0, &bytes, 1)?;
-        let (g, noise) = est.gain_noise();
-        let va_hat = est.sum_aa / est.pairs;
-        let snr = g * g * va_hat / noise;
-        let (t_hat, xi_hat) = hw.channel_from(g, noise);
-        report.transmittance = t_hat;
-        report.excess_noise_snu = xi_hat;
-        report.snr = snr;
-        let choice = CodeChoice::for_snr(snr, &self.cfg, self.seed ^ b);
-        report.design_snr = choice.design_snr;
-        if !(snr.is_finite() && snr > 0.0) {
-            let why = format!("estimated SNR {snr:.3e}: no signal");
-            return Ok((done(report, Some(why), &self.auth), None));
-        }
-        if self
-            .code
-            .as_ref()
-            .is_none_or(|(c, _)| c.design_snr != choice.design_snr)
-        {
-            self.code = choice.build().ok().map(|(_, code)| (choice, code));
-        }
-        let Some((_, code)) = self.code.as_ref() else {
-            let why = format!("no reconciliation code for SNR {snr:.3e}");
-            return Ok((done(report, Some(why), &self.auth), None));
-        };
-        let fail = |e: &dyn std::fmt::Display| format!("block {b}: {e}");
-        // Message 2, Bob → Alice: the code, the MDR announcements and the syndromes.
-        let (bob, msg) =
-            block::bob_reconcile(&sym.bob.0, code, choice, &self.cfg, &mut self.bob_rng)
-                .map_err(|e| fail(&e))?;
-        authenticate(&mut self.auth, 1, &msg.to_bytes(), 2)?;
-        let alice = block::alice_reconcile(&sym.alice.0, &msg, code, g, noise, &self.cfg, on_frame)
-            .map_err(|e| fail(&e))?;
-        // Message 3, Bob → Alice: verification keys and Bob's tags; message 4, Alice →
-        // Bob: the frames kept.
-        let vmsg =
-            block::verify_message(&bob, &self.cfg, &mut self.shared_rng).map_err(|e| fail(&e))?;
-        authenticate(&mut self.auth, 1, &vmsg.to_bytes(), 3)?;
-        let (kept, tag_bits) = block::verify_check(&alice, &vmsg).map_err(|e| fail(&e))?;
-        let kept_bytes: Vec<u8> = kept
-            .iter()
-            .flat_map(|&i| (i as u32).to_le_bytes())
-            .collect();
-        authenticate(&mut self.auth, 0, &kept_bytes, 4)?;
-        let ka = block::concat(&alice, &kept);
-        let kb = block::concat(&bob, &kept);
-        let key_symbols = ka.len() as f64 / hw.pairs_per_symbol();
-        let leaked = (kept.len() * code.syndrome_len()) as u64 + tag_bits;
-        report.code_rate = code.rate();
-        report.beta = code.rate() / awgn_capacity(snr);
-        report.frames = msg.frames.len();
-        report.frames_kept = kept.len();
-        report.leaked_bits = leaked;
-        if kept.is_empty() {
-            let why = format!("none of {} frames decoded and verified", msg.frames.len());
-            return Ok((done(report, Some(why), &self.auth), None));
-        }
-        let net = ka.len() as f64 - leaked as f64;
-        let bound = hw.block_bound(&est, va_hat, key_symbols, net, eps_sec);
-        report.chi_be_worst = bound.chi_be;
-        let secret = bound.secret_bits as usize;
-        if secret == 0 {
-            let why = format!(
-                "finite-size bound grants nothing on {key_symbols:.3e} key symbols (worst-case T {:.3e}, ξ {:.3e} SNU)",
-                bound.worst_transmittance, bound.worst_excess_noise_snu
-            );
-            return Ok((done(report, Some(why), &self.auth), None));
-        }
-        // Message 5, Bob → Alice: the privacy-amplification seed and length.
-        let mut draw = vec![0u8; (ka.len() + secret - 1).div_ceil(8)];
-        self.shared_rng.fill(&mut draw).map_err(|e| fail(&e))?;
-        let mut pa_bytes = draw.clone();
-        pa_bytes.extend_from_slice(&(secret as u64).to_le_bytes());
-        authenticate(&mut self.auth, 1, &pa_bytes, 5)?;
-        let draw = Bits::from_msb_bytes(&draw, ka.len() + secret - 1)
-            .ok_or_else(|| fail(&"privacy-amplification seed"))?;
-        let mut h = toeplitz::Hasher::new();
-        let fa = h.hash_expanded(&draw, &ka, secret).map_err(|e| fail(&e))?;
-        let fb = h.hash_expanded(&draw, &kb, secret).map_err(|e| fail(&e))?;
         report.keys_equal = fa.words() == fb.words();
-        report.secret_bits = secret as u64;
         // The pads the block used go back first (and more while the pool runs low).
         let used = (self.auth[0].consumed_bits() - consumed) as usize;
         let held = self.auth[0].available_pads() as usize * qkdnet_distill::auth::TAG_BITS as usize;
@@ -396,7 +712,7 @@ impl CvPostProcessor {
             alice: fa.slice(take, fa.len()),
             bob: fb.slice(take, fb.len()),
         };
-        Ok((done(report, None, &self.auth), Some(out)))
+        Ok((report, Some(out)))
     }
 }
 
@@ -559,5 +875,152 @@ impl CvRunner {
         self.next_block += 1;
         let sym = std::mem::take(&mut self.gathered);
         self.post.block(b, sym, fk.eps_sec, on_frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qkdnet_emulator::cv::CvEmulation;
+    use qkdnet_optics::detector::CoherentDetection;
+
+    /// A 10 km heterodyne link's block of 2.4e6 symbols (four frames), both halves.
+    fn block_symbols(seed: u64) -> (CvGg02, CvSymbols) {
+        let hw = CvGg02 {
+            detection: CoherentDetection::Heterodyne,
+            modulation_variance_snu: 3.0,
+            ..CvGg02::default()
+        };
+        let link = CvLink::new(
+            hw.clone(),
+            1.6,
+            CvEmulation {
+                seed,
+                ..CvEmulation::default()
+            },
+        )
+        .expect("link");
+        let mut emu = CvEmulator::new(link, 2.4e6 / hw.symbol_rate_hz).expect("emulator");
+        let w = emu.step_symbols();
+        let mut sym = CvSymbols::default();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        sym.push_window(&w, true, 0.1, &mut rng);
+        (hw, sym)
+    }
+
+    /// Alters the first byte past the message number of message `n` when it is sent.
+    struct Tamper<T> {
+        inner: T,
+        n: u8,
+    }
+
+    impl<T: Transport> Transport for Tamper<T> {
+        fn send(&mut self, m: &[u8]) -> Result<(), qkdnet_link::TransportError> {
+            let mut m = m.to_vec();
+            if m.first() == Some(&self.n) && m.len() > 9 {
+                m[1] ^= 1;
+            }
+            self.inner.send(&m)
+        }
+        fn recv(&mut self) -> Result<Vec<u8>, qkdnet_link::TransportError> {
+            self.inner.recv()
+        }
+    }
+
+    fn session(
+        n_tampered: u8,
+    ) -> (
+        Result<CvEnded, String>,
+        Result<(CvBlockReport, CvEnded), String>,
+    ) {
+        let (hw, sym) = block_symbols(4);
+        let (alice_half, bob_half) = sym.split();
+        let psk = crate::runner::emulated_preshared_key(9);
+        let mut auth_a = AuthKeys::from_preshared(psk.duplicate()).expect("pads");
+        let mut auth_b = AuthKeys::from_preshared(psk).expect("pads");
+        let cfg = ReconcileConfig {
+            threads: 2,
+            ..ReconcileConfig::default()
+        };
+        let codes = CodeCache::default();
+        let (ta, tb) = MemTransport::pair();
+        let mut tb = Tamper {
+            inner: tb,
+            n: n_tampered,
+        };
+        let mut r1 = InsecureDeterministic::new(1, "test");
+        let mut r2 = InsecureDeterministic::new(2, "test");
+        std::thread::scope(|s| {
+            let (hw2, cfg2, codes2) = (&hw, &cfg, &codes);
+            let bob = s.spawn(move || {
+                let end = CvEnd {
+                    hw: hw2,
+                    cfg: cfg2,
+                    codes: codes2,
+                    auth: &mut auth_b,
+                };
+                let r = cv_bob(&mut tb, end, 0, bob_half, 1e-10, (&mut r1, &mut r2));
+                drop(tb);
+                r
+            });
+            let alice = {
+                let mut ta = Tamper {
+                    inner: ta,
+                    n: n_tampered,
+                };
+                let end = CvEnd {
+                    hw: &hw,
+                    cfg: &cfg,
+                    codes: &codes,
+                    auth: &mut auth_a,
+                };
+                cv_alice(&mut ta, end, alice_half, &|| ())
+            };
+            (alice, bob.join().expect("bob"))
+        })
+    }
+
+    #[test]
+    fn both_ends_reach_the_same_key_and_a_forged_message_is_refused() {
+        let (alice, bob) = session(0);
+        let (report, bob) = bob.expect("bob");
+        match (alice.expect("alice"), bob) {
+            (CvEnded::Key(a), CvEnded::Key(b)) => {
+                assert!(a.len() > 1000, "{report:?}");
+                assert_eq!(a.words(), b.words());
+            }
+            _ => panic!("no key: {report:?}"),
+        }
+        // Six messages and one per frame, each one pad at both ends.
+        assert_eq!(
+            report.auth_bits,
+            64 * (5 + report.frames as u64),
+            "{report:?}"
+        );
+        // Alice's disclosure altered on the way: Bob's check refuses it by message.
+        let (_, bob) = session(msg::DISCLOSED);
+        let e = bob.err().expect("refused");
+        assert!(e.contains("CV message 1") && e.contains("tag"), "{e}");
+        // Bob's announcement altered: Alice refuses it before decoding.
+        let (alice, _) = session(msg::RECONCILE);
+        let e = alice.err().expect("refused");
+        assert!(e.contains("CV message 2") && e.contains("tag"), "{e}");
+    }
+
+    #[test]
+    fn messages_that_do_not_fit_are_refused_by_name() {
+        assert!(CodeChoice::from_bytes(&[0u8; 10]).is_err());
+        let c = CodeChoice {
+            design_snr: 0.5,
+            seed: 3,
+            frame_bits: 1 << 20,
+        };
+        assert_eq!(CodeChoice::from_bytes(&c.to_bytes()).expect("choice"), c);
+        let mut bad = c.to_bytes();
+        bad[..8].copy_from_slice(&f64::NAN.to_le_bytes());
+        assert!(CodeChoice::from_bytes(&bad).is_err());
+        assert!(block::VerifyMessage::from_bytes(&[64, 0, 0, 0, 1], 1).is_err());
+        let mut r = Reader::new(&[1, 2, 3], 7);
+        assert!(r.u64().unwrap_err().contains("CV message 7: truncated"));
     }
 }

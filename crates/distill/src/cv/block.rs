@@ -114,30 +114,142 @@ pub struct BobMessage {
     pub frames: Vec<(Announcement, Bits)>,
 }
 
+impl CodeChoice {
+    /// The choice as bytes: design SNR, seed, frame length (24 bytes, little-endian).
+    pub fn to_bytes(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..8].copy_from_slice(&self.design_snr.to_le_bytes());
+        out[8..16].copy_from_slice(&self.seed.to_le_bytes());
+        out[16..].copy_from_slice(&(self.frame_bits as u64).to_le_bytes());
+        out
+    }
+
+    /// Reads [`CodeChoice::to_bytes`], refusing a design SNR outside (0, 100) or a frame
+    /// length that is not a multiple of 8 between 2¹⁰ and 2²⁴.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, BlockError> {
+        let word = |i: usize| -> Result<[u8; 8], BlockError> {
+            b.get(i..i + 8)
+                .and_then(|w| w.try_into().ok())
+                .ok_or_else(|| {
+                    BlockError::Message(format!("code choice: {} bytes, need 24", b.len()))
+                })
+        };
+        let design_snr = f64::from_le_bytes(word(0)?);
+        let seed = u64::from_le_bytes(word(8)?);
+        let frame_bits = u64::from_le_bytes(word(16)?);
+        if !(design_snr > 0.0 && design_snr < 100.0) {
+            return Err(BlockError::Message(format!(
+                "code choice: design SNR {design_snr}"
+            )));
+        }
+        if !(1 << 10..=1 << 24).contains(&frame_bits) || !frame_bits.is_multiple_of(8) {
+            return Err(BlockError::Message(format!(
+                "code choice: frame length {frame_bits}"
+            )));
+        }
+        Ok(Self {
+            design_snr,
+            seed,
+            frame_bits: frame_bits as usize,
+        })
+    }
+}
+
 impl BobMessage {
-    /// The message as bytes (what its authentication tag covers): the code choice, then
-    /// per frame the MDR dimension, `α` and `|y|` (little-endian `f32`) and the syndrome.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let size: usize = self
-            .frames
-            .iter()
-            .map(|(a, s)| 8 + 4 * (a.alpha.len() + a.norms.len()) + 8 * s.words().len())
-            .sum();
-        let mut out = Vec::with_capacity(24 + size);
-        out.extend_from_slice(&self.code.design_snr.to_le_bytes());
-        out.extend_from_slice(&self.code.seed.to_le_bytes());
-        out.extend_from_slice(&(self.code.frame_bits as u64).to_le_bytes());
-        for (a, syn) in &self.frames {
-            out.extend_from_slice(&(a.dim as u32).to_le_bytes());
-            out.extend_from_slice(&(syn.len() as u32).to_le_bytes());
-            for v in a.alpha.iter().chain(&a.norms) {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            for w in syn.words() {
-                out.extend_from_slice(&w.to_le_bytes());
-            }
+    /// Frame `i`'s part of the message as bytes (what one authenticated message carries):
+    /// the MDR dimension, `α` and `|y|` (little-endian `f32`) and the syndrome's words.
+    pub fn frame_bytes(&self, i: usize) -> Vec<u8> {
+        let (a, syn) = &self.frames[i];
+        let mut out =
+            Vec::with_capacity(4 + 4 * (a.alpha.len() + a.norms.len()) + 8 * syn.words().len());
+        out.extend_from_slice(&(a.dim as u32).to_le_bytes());
+        for v in a.alpha.iter().chain(&a.norms) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for w in syn.words() {
+            out.extend_from_slice(&w.to_le_bytes());
         }
         out
+    }
+
+    /// Reads one frame's part for `code`, refusing any other length or dimension.
+    pub fn parse_frame(b: &[u8], code: &MetCode) -> Result<(Announcement, Bits), BlockError> {
+        let bad = |what: String| BlockError::Message(format!("reconciliation frame: {what}"));
+        let dim = b
+            .get(..4)
+            .map(|d| u32::from_le_bytes([d[0], d[1], d[2], d[3]]) as usize)
+            .ok_or_else(|| bad(format!("{} bytes", b.len())))?;
+        let n = code.len();
+        if !mdr::DIMENSIONS.contains(&dim) || !n.is_multiple_of(dim) {
+            return Err(bad(format!("MDR dimension {dim}")));
+        }
+        let syn_bits = code.syndrome_len();
+        let words = syn_bits.div_ceil(64);
+        let want = 4 + 4 * (n + n / dim) + 8 * words;
+        if b.len() != want {
+            return Err(bad(format!("{} bytes, the code needs {want}", b.len())));
+        }
+        let f32s = |from: usize, count: usize| -> Vec<f32> {
+            b[from..from + 4 * count]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let alpha = f32s(4, n);
+        let norms = f32s(4 + 4 * n, n / dim);
+        let at = 4 + 4 * (n + n / dim);
+        let w: Vec<u64> = b[at..]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        let syn = Bits::from_words(w, syn_bits);
+        Ok((Announcement { dim, alpha, norms }, syn))
+    }
+}
+
+impl VerifyMessage {
+    /// Reads [`VerifyMessage::to_bytes`] for `frames` frames.
+    pub fn from_bytes(b: &[u8], frames: usize) -> Result<Self, BlockError> {
+        let bad = |what: String| BlockError::Message(format!("verification: {what}"));
+        let tag_bits = b
+            .get(..4)
+            .map(|d| u32::from_le_bytes([d[0], d[1], d[2], d[3]]))
+            .ok_or_else(|| bad(format!("{} bytes", b.len())))?;
+        if !(1..=128).contains(&tag_bits) {
+            return Err(bad(format!("tag length {tag_bits}")));
+        }
+        let mut keys = Vec::with_capacity(frames.min(b.len() / 17));
+        let mut tags = Vec::with_capacity(frames.min(b.len() / 17));
+        let mut at = 4;
+        let u128_at = |i: usize| -> Result<u128, BlockError> {
+            b.get(i..i + 16)
+                .and_then(|w| w.try_into().ok())
+                .map(u128::from_le_bytes)
+                .ok_or_else(|| bad(format!("truncated at byte {i}")))
+        };
+        for _ in 0..frames {
+            keys.push(u128_at(at)?);
+            at += 16;
+            match b.get(at) {
+                Some(0) => {
+                    tags.push(None);
+                    at += 1;
+                }
+                Some(1) => {
+                    tags.push(Some(u128_at(at + 1)?));
+                    at += 17;
+                }
+                _ => return Err(bad(format!("frame flag at byte {at}"))),
+            }
+        }
+        if at != b.len() {
+            return Err(bad(format!("{} bytes past the last frame", b.len() - at)));
+        }
+        Ok(Self {
+            keys,
+            tags,
+            tag_bits,
+        })
     }
 }
 
