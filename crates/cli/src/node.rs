@@ -46,11 +46,13 @@ use crate::pads::{agree, Holding, PadStore};
 use crate::CliError;
 use clap::Args;
 use qkdnet_core::bits::Bits;
+use qkdnet_distill::auth::AuthKeys;
 use qkdnet_distill::auth::TAG_BITS;
 use qkdnet_distill::random::OsRandom;
-use qkdnet_distill::session::{Config, ExternalBound, TestTally};
+use qkdnet_distill::session::{ExternalBound, TestTally};
 use qkdnet_kms::KeyStore;
 use qkdnet_link::{drive_alice_with_bound, drive_bob, TcpTransport, Transport};
+use qkdnet_network::cv::{cv_alice, cv_bob, CodeCache, CvAliceHalf, CvBobHalf, CvEnd, CvEnded};
 use qkdnet_network::plan::{plan, PlanOptions};
 use qkdnet_network::runner::{
     block_config, emulated_preshared_key, BlockBuffer, PumpObjective, Runner, RunnerConfig,
@@ -139,10 +141,44 @@ struct SiteLink {
 
 /// A block for Alice's session: ID, her sifted bits, the test tally, and the protocol's
 /// own secrecy bound if it has one (decoy BB84).
-type AliceBlock = (u64, Bits, TestTally, Option<ExternalBound>);
+type SiftedHalf = (u64, Bits, TestTally, Option<ExternalBound>);
+
+/// What a CV link's two ends share besides their halves: the hardware at the operating
+/// point, the reconciliation settings, the code in use, the secrecy parameter.
+struct CvCtx {
+    hw: qkdnet_keyrate::cv::CvGg02,
+    cfg: qkdnet_distill::cv::block::ReconcileConfig,
+    codes: CodeCache,
+    eps_sec: f64,
+}
+
+/// A block for Alice's session.
+enum AliceBlock {
+    /// Sifted bits (discrete-variable links).
+    Sifted(SiftedHalf),
+    /// Her quadratures (CV-QKD), by block ID.
+    Cv(u64, CvAliceHalf),
+}
+
+impl AliceBlock {
+    /// The block's ID.
+    fn id(&self) -> u64 {
+        match self {
+            Self::Sifted((id, ..)) | Self::Cv(id, _) => *id,
+        }
+    }
+}
+
+/// Bob's half of a block, waiting for Alice's session.
+enum BobHalf {
+    /// Sifted bits and the test tally.
+    Sifted(Bits),
+    /// His outcomes (CV-QKD).
+    Cv(CvBobHalf, Arc<CvCtx>),
+}
 
 /// Blocks waiting at Bob's end for Alice's session, by block ID.
-type Pending = Arc<(Mutex<HashMap<u64, (Bits, TestTally)>>, Condvar)>;
+type Pending = Arc<(Mutex<HashMap<u64, BobHalf>>, Condvar)>;
 
 /// The timing every thread shares.
 #[derive(Clone, Copy)]
@@ -317,17 +353,6 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
                 .or(node.block_s)
                 .unwrap_or_else(|| link.block_seconds(DEFAULT_BLOCK_S));
             let runner = match build_runner(&net, &p, l.index, &runner_cfg, node.seed, block_s)? {
-                Ok(Runner::Cv(_)) => {
-                    log(
-                        &site,
-                        &clock,
-                        &format!(
-                            "link {} not run: node daemons carry no CV-QKD post-processing over TCP yet (`qkdnet run` of the network runs it)",
-                            l.id
-                        ),
-                    );
-                    continue;
-                }
                 Ok(r) => r,
                 Err(why) => {
                     log(&site, &clock, &format!("link {} not run: {why}", l.id));
@@ -345,6 +370,19 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
             let d2 = dash.clone();
             let stored2 = Arc::clone(&stored);
             let fk = net.links[l.index].finite_key;
+            let cv = match &runner {
+                Runner::Cv(r) => Some(Arc::new(CvCtx {
+                    hw: r.hardware().clone(),
+                    cfg: qkdnet_distill::cv::block::ReconcileConfig {
+                        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                        ..Default::default()
+                    },
+                    codes: CodeCache::default(),
+                    eps_sec: fk.eps_sec,
+                })),
+                _ => None,
+            };
+            let cv2 = cv.clone();
             std::thread::Builder::new()
                 .name(format!("link {}", l.id))
                 .spawn(move || {
@@ -358,6 +396,7 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
                         dash: d2,
                         stored: stored2,
                         finite_key: fk,
+                        cv: cv2,
                     };
                     run_link(runner, &ctx, tx, slot)
                 })
@@ -375,16 +414,44 @@ pub fn run(a: &NodeArgs) -> Result<(), CliError> {
                 std::thread::Builder::new()
                     .name(format!("distil {}", l.id))
                     .spawn(move || {
-                        for (block, bits, test, bound) in rx {
-                            let cfg = block_config(bits.len(), bound.is_some());
-                            let r = alice_block(
-                                &addr,
-                                &id2,
-                                (block, bits, test, bound),
-                                cfg,
-                                &pads,
-                                wait,
-                            );
+                        for half in rx {
+                            let block = half.id();
+                            let r = alice_session(&addr, &id2, block, &pads, wait, |t, auth| {
+                                match half {
+                                    AliceBlock::Sifted((block, bits, test, bound)) => {
+                                        // Sampling positions and privacy-amplification
+                                        // seeds are Alice's choice, sent to Bob: they
+                                        // come from the operating system, as in a
+                                        // deployment.
+                                        let cfg = block_config(bits.len(), bound.is_some());
+                                        drive_alice_with_bound(
+                                            t,
+                                            block,
+                                            bits,
+                                            cfg,
+                                            Some(test),
+                                            bound,
+                                            auth,
+                                            &mut OsRandom,
+                                        )
+                                        .map(|k| k.key)
+                                        .map_err(|e| e.to_string())
+                                    }
+                                    AliceBlock::Cv(_, half) => {
+                                        let cv = cv.as_deref().ok_or("not a CV-QKD link")?;
+                                        let end = CvEnd {
+                                            hw: &cv.hw,
+                                            cfg: &cv.cfg,
+                                            codes: &cv.codes,
+                                            auth,
+                                        };
+                                        match cv_alice(t, end, half, &|| ())? {
+                                            CvEnded::Key(k) => Ok(k),
+                                            CvEnded::NoKey(why) => Err(why),
+                                        }
+                                    }
+                                }
+                            });
                             let at = Done {
                                 store: &*store,
                                 pads: &pads,
@@ -438,6 +505,8 @@ struct LinkCtx<'a> {
     dash: Option<Arc<Dashboard>>,
     stored: Arc<AtomicU64>,
     finite_key: qkdnet_keyrate::FiniteKey,
+    /// CV-QKD links: what both ends share.
+    cv: Option<Arc<CvCtx>>,
 }
 
 /// Steps a link's runtime at the pace of the virtual clock and hands each block's sifted
@@ -495,6 +564,22 @@ fn run_link(
             continue;
         }
         block_start = out.t_s;
+        if let (Runner::Cv(r), Some(cv)) = (&mut runner, &ctx.cv) {
+            let (b, sym) = r.take_block();
+            let block_id = base | b;
+            if out.t_s + block_s < clock.virtual_s() || sym.symbols == 0 {
+                continue;
+            }
+            let (a, bob) = sym.split();
+            if alice {
+                if tx.send(AliceBlock::Cv(block_id, a)).is_err() {
+                    return;
+                }
+            } else {
+                hand_to_bob(&pending, block_id, BobHalf::Cv(bob, Arc::clone(cv)));
+            }
+            continue;
+        }
         let block = buffer.take();
         let block_id = base | block.id;
         // Blocks that ended before a restart's replay caught up are gone at the other end.
@@ -511,18 +596,24 @@ fn run_link(
             }
         };
         if alice {
-            if tx.send((block_id, block.alice, block.test, bound)).is_err() {
+            let half = AliceBlock::Sifted((block_id, block.alice, block.test, bound));
+            if tx.send(half).is_err() {
                 return;
             }
         } else {
-            let (lock, cv) = &*pending;
-            let mut map = lock.lock().unwrap_or_else(|e| e.into_inner());
-            // Keep the last few blocks for a late neighbour.
-            map.retain(|&b, _| b + 3 > block_id);
-            map.insert(block_id, (block.bob, block.test));
-            cv.notify_all();
+            hand_to_bob(&pending, block_id, BobHalf::Sifted(block.bob));
         }
     }
+}
+
+/// Leaves Bob's half of a block for Alice's session, keeping the last few blocks for a
+/// late neighbour.
+fn hand_to_bob(pending: &Pending, block_id: u64, half: BobHalf) {
+    let (lock, cv) = &**pending;
+    let mut map = lock.lock().unwrap_or_else(|e| e.into_inner());
+    map.retain(|&b, _| b + 3 > block_id);
+    map.insert(block_id, half);
+    cv.notify_all();
 }
 
 fn runner_time(r: &qkdnet_network::runner::Runner) -> f64 {
@@ -541,16 +632,16 @@ fn provisioned_key(seed: u64) -> Bits {
 }
 
 /// Alice's end of one block: connect, say which block and which pads she has, agree on
-/// the session's pads with Bob, run the session with `cfg`. The final key and the pads
-/// the session used.
-fn alice_block(
+/// the session's pads with Bob, and run `session` (the family's exchange) on the
+/// connection with them. The final key and the pads the session used.
+fn alice_session(
     addr: &str,
     link: &str,
-    (block, bits, test, bound): AliceBlock,
-    cfg: Config,
+    block: u64,
     pads: &PadStore,
     wait: Duration,
-) -> Result<(qkdnet_distill::session::FinalKey, u64), String> {
+    session: impl FnOnce(&mut TcpTransport, &mut AuthKeys) -> Result<Bits, String>,
+) -> Result<(Bits, u64), String> {
     let deadline = Instant::now() + wait.max(Duration::from_secs(5));
     let stream = loop {
         match TcpStream::connect(addr) {
@@ -577,20 +668,7 @@ fn alice_block(
         format!("fewer than {want} authentication pads in common with the neighbour")
     })?;
     let mut auth = pads.reserve(link, &ranges)?;
-    // Sampling positions and privacy-amplification seeds are Alice's choice, sent to Bob:
-    // they come from the operating system, as in a deployment.
-    let mut rng = OsRandom;
-    let k = drive_alice_with_bound(
-        &mut t,
-        block,
-        bits,
-        cfg,
-        Some(test),
-        bound,
-        &mut auth,
-        &mut rng,
-    )
-    .map_err(|e| e.to_string())?;
+    let k = session(&mut t, &mut auth)?;
     let used = pads.settle(link, &ranges, auth.cursor())?;
     Ok((k, used))
 }
@@ -611,22 +689,22 @@ impl Done<'_> {
     /// Stores a block's key (or logs why there is none), after giving the pads back what
     /// the session used and 4096 bits: the same cut at both ends, since both used the same
     /// pads.
-    fn finish(&self, block: u64, r: Result<(qkdnet_distill::session::FinalKey, u64), String>) {
+    fn finish(&self, block: u64, r: Result<(Bits, u64), String>) {
         let (site, clock, link, peer) = (self.site, self.clock, self.link, self.peer);
         let b = block & ((1 << 40) - 1);
         let (k, used) = match r {
             Ok(r) => r,
             Err(e) => return log(site, clock, &format!("link {link} block {b}: no key: {e}")),
         };
-        let take = (used as usize * TAG_BITS as usize + 4096).min(k.key.len());
-        if let Err(e) = self.pads.add_block(link, b, &k.key.slice(0, take)) {
+        let take = (used as usize * TAG_BITS as usize + 4096).min(k.len());
+        if let Err(e) = self.pads.add_block(link, b, &k.slice(0, take)) {
             return log(
                 site,
                 clock,
                 &format!("link {link} block {b}: not stored: {e}"),
             );
         }
-        let key = k.key.slice(take, k.key.len());
+        let key = k.slice(take, k.len());
         let expires = now_s().saturating_add(self.ttl);
         match self.store.add_block(peer, block, &key, expires) {
             Ok(()) => {
@@ -732,7 +810,7 @@ fn accept_loop(
                         .unwrap_or_else(|e| e.into_inner());
                     guard.remove(&block)
                 };
-                let Some((bits, _test)) = mine else {
+                let Some(mine) = mine else {
                     log(
                         &site,
                         &clock,
@@ -753,7 +831,34 @@ fn accept_loop(
                 });
                 let r = ranges.and_then(|ranges| {
                     let mut auth = pads.reserve(link, &ranges)?;
-                    let k = drive_bob(&mut t, block, bits, &mut auth).map_err(|e| e.to_string())?;
+                    let k = match mine {
+                        BobHalf::Sifted(bits) => drive_bob(&mut t, block, bits, &mut auth)
+                            .map(|k| k.key)
+                            .map_err(|e| e.to_string())?,
+                        BobHalf::Cv(half, cv) => {
+                            let end = CvEnd {
+                                hw: &cv.hw,
+                                cfg: &cv.cfg,
+                                codes: &cv.codes,
+                                auth: &mut auth,
+                            };
+                            // Bob's bits, verification keys and privacy-amplification
+                            // seed come from the operating system.
+                            let b = block & ((1 << 40) - 1);
+                            let (_, ended) = cv_bob(
+                                &mut t,
+                                end,
+                                b,
+                                half,
+                                cv.eps_sec,
+                                (&mut OsRandom, &mut OsRandom),
+                            )?;
+                            match ended {
+                                CvEnded::Key(k) => k,
+                                CvEnded::NoKey(why) => return Err(why),
+                            }
+                        }
+                    };
                     Ok((k, pads.settle(link, &ranges, auth.cursor())?))
                 });
                 let at = Done {

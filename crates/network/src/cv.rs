@@ -860,6 +860,14 @@ impl CvRunner {
         }
     }
 
+    /// Takes what has gathered as the next block, numbered (a node daemon distils its two
+    /// halves between two processes).
+    pub fn take_block(&mut self) -> (u64, CvSymbols) {
+        let b = self.next_block;
+        self.next_block += 1;
+        (b, std::mem::take(&mut self.gathered))
+    }
+
     /// Symbols gathered for the next block.
     pub fn gathered_symbols(&self) -> u64 {
         self.gathered.symbols
@@ -871,9 +879,7 @@ impl CvRunner {
         fk: FiniteKey,
         on_frame: &(dyn Fn() + Sync),
     ) -> Result<(CvBlockReport, Option<CvDistilled>), String> {
-        let b = self.next_block;
-        self.next_block += 1;
-        let sym = std::mem::take(&mut self.gathered);
+        let (b, sym) = self.take_block();
         self.post.block(b, sym, fk.eps_sec, on_frame)
     }
 }
