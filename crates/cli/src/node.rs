@@ -667,10 +667,26 @@ fn alice_session(
     let ranges = agree(&mine, &theirs, want).ok_or_else(|| {
         format!("fewer than {want} authentication pads in common with the neighbour")
     })?;
-    let mut auth = pads.reserve(link, &ranges)?;
-    let k = session(&mut t, &mut auth)?;
-    let used = pads.settle(link, &ranges, auth.cursor())?;
-    Ok((k, used))
+    with_pads(pads, link, &ranges, |auth| session(&mut t, auth))
+}
+
+/// Runs a session on the agreed `ranges` of `link`'s pads: reserves them, runs
+/// `session`, and settles at the pads it used whether it finished or failed. Settling a
+/// failed session is safe: every pad an end tagged or checked with lies below its own
+/// cursor, so below its `next` after settling, and the next agreement starts from the
+/// larger of the two ends' `next`; keeping the whole reservation instead burnt at least
+/// 1024 pads per failed block, and a link whose blocks gave no key for a while (a 120 km
+/// CV link, a long outage) ran out of pads for good. The key and the pads used.
+fn with_pads(
+    pads: &PadStore,
+    link: &str,
+    ranges: &[(u64, u64)],
+    session: impl FnOnce(&mut AuthKeys) -> Result<Bits, String>,
+) -> Result<(Bits, u64), String> {
+    let mut auth = pads.reserve(link, ranges)?;
+    let r = session(&mut auth);
+    let used = pads.settle(link, ranges, auth.cursor())?;
+    Ok((r?, used))
 }
 
 /// Where a finished block's key goes.
@@ -830,17 +846,16 @@ fn accept_loop(
                     })
                 });
                 let r = ranges.and_then(|ranges| {
-                    let mut auth = pads.reserve(link, &ranges)?;
-                    let k = match mine {
-                        BobHalf::Sifted(bits) => drive_bob(&mut t, block, bits, &mut auth)
+                    with_pads(&pads, link, &ranges, |auth| match mine {
+                        BobHalf::Sifted(bits) => drive_bob(&mut t, block, bits, auth)
                             .map(|k| k.key)
-                            .map_err(|e| e.to_string())?,
+                            .map_err(|e| e.to_string()),
                         BobHalf::Cv(half, cv) => {
                             let end = CvEnd {
                                 hw: &cv.hw,
                                 cfg: &cv.cfg,
                                 codes: &cv.codes,
-                                auth: &mut auth,
+                                auth,
                             };
                             // Bob's bits, verification keys and privacy-amplification
                             // seed come from the operating system.
@@ -854,12 +869,11 @@ fn accept_loop(
                                 (&mut OsRandom, &mut OsRandom),
                             )?;
                             match ended {
-                                CvEnded::Key(k) => k,
-                                CvEnded::NoKey(why) => return Err(why),
+                                CvEnded::Key(k) => Ok(k),
+                                CvEnded::NoKey(why) => Err(why),
                             }
                         }
-                    };
-                    Ok((k, pads.settle(link, &ranges, auth.cursor())?))
+                    })
                 });
                 let at = Done {
                     store: &*store,
@@ -900,8 +914,44 @@ fn parse_hello(h: &str) -> Option<(&str, u64, u64, Holding)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_hello;
-    use crate::pads::Holding;
+    use super::{parse_hello, provisioned_key, with_pads};
+    use crate::pads::{agree, Holding, PadStore};
+
+    /// A session that fails after using a few pads settles at them at both ends, so the
+    /// link keeps its pads (it used to burn the whole reservation, 1024 pads or more per
+    /// failed block); the next session starts past every pad either end used.
+    #[test]
+    fn a_failed_session_spends_only_the_pads_it_used() {
+        let dir = std::env::temp_dir().join(format!("qkdnet-node-pads-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = PadStore::open(&dir.join("a.sqlite")).unwrap();
+        let b = PadStore::open(&dir.join("b.sqlite")).unwrap();
+        let k = provisioned_key(5);
+        assert!(a.provision("l", &k).unwrap() && b.provision("l", &k).unwrap());
+        let r = agree(&a.holding("l").unwrap(), &b.holding("l").unwrap(), 1024).unwrap();
+        // Alice tags two messages; the second never reaches Bob, who fails after the first.
+        let mut sent = Vec::new();
+        let ra = with_pads(&a, "l", &r, |auth| {
+            for m in [&b"one"[..], b"two"] {
+                sent.push(auth.tag(auth.cursor(), m).map_err(|e| e.to_string())?);
+            }
+            Err("connection lost".into())
+        });
+        let rb = with_pads(&b, "l", &r, |auth| {
+            auth.check(auth.cursor(), b"one", sent[0], 1)
+                .map_err(|e| e.to_string())?;
+            Err("connection lost".into())
+        });
+        assert_eq!(ra.err().as_deref(), Some("connection lost"));
+        assert!(rb.is_err());
+        let (ha, hb) = (a.holding("l").unwrap(), b.holding("l").unwrap());
+        assert_eq!((ha.next, hb.next), (2, 1));
+        // The next agreement starts past the second pad, which Alice used and Bob did not.
+        let r2 = agree(&ha, &hb, 1024).unwrap();
+        assert_eq!(r2.first().map(|r| r.0), Some(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn hellos_name_a_link_a_block_and_pads_or_are_refused() {

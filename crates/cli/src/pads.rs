@@ -19,10 +19,12 @@
 //! Durability. Before a session, `next` moves durably past every reserved pad (so a crash
 //! mid-session never leads to reuse); after a session that finished at this end, it moves
 //! back to just past the pads the session used ([`PadStore::settle`]), unless another
-//! session has reserved pads since. Both ends of a
-//! finished session used exactly the same pads, and an end whose session failed keeps its
-//! reservation, which the next agreement's maximum respects. The negotiation itself is not
-//! authenticated: a forger can only push `next` forward (burning pads), never backward.
+//! session has reserved pads since. Both ends of a finished session used exactly the same
+//! pads. A session that failed settles too, at the pads its end used: the other end may
+//! have used more (a message sent that never arrived), but it settles at its own, and the
+//! next agreement starts from the larger `next`, past both. An end that crashed
+//! mid-session keeps its whole reservation. The negotiation itself is not authenticated:
+//! a forger can only push `next` forward (burning pads), never backward.
 //!
 //! Stored with SQLite (WAL, `synchronous = FULL`, `secure_delete`, so dead pads are
 //! overwritten on disk when their chunk is trimmed or dropped).
