@@ -252,6 +252,14 @@ impl MetCode {
         let mut suffix = vec![0f32; max_d + 1];
         let mut hard = Bits::zeros(k);
         let mut stable = 0;
+        // Progress: the core posteriors' mean magnitude, every STRIDE iterations. A frame
+        // whose mean has not grown by a fifth in three strides is stuck at a fixed point
+        // (measured at SNR 0.011 and 0.03: failing frames plateau within ±10 % for hundreds
+        // of iterations, and 1000 iterations rescue none of them; succeeding ones may
+        // stall for two strides, then take off): give up on it from iteration 100 rather
+        // than spend the rest of `max_iter`.
+        const STRIDE: usize = 25;
+        let mut means = [0f64; 3];
         for it in 1..=max_iter {
             #[allow(clippy::needless_range_loop)] // c indexes ptr, fixed and the syndrome
             for c in 0..self.syndrome_len() {
@@ -296,6 +304,14 @@ impl MetCode {
             stable = if changed { 0 } else { stable + 1 };
             if stable >= 2 && weakest >= SETTLED && self.precode_holds(&hard, syndrome) {
                 return Some((self.complete(&hard, syndrome), it));
+            }
+            if it % STRIDE == 0 {
+                let mean = total.iter().map(|l| l.abs() as f64).sum::<f64>() / k.max(1) as f64;
+                let slot = (it / STRIDE) % 3;
+                if it >= 4 * STRIDE && mean < 1.2 * means[slot] {
+                    return None;
+                }
+                means[slot] = mean;
             }
         }
         None
