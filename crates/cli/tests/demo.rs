@@ -317,7 +317,7 @@ fn demo_runs_the_twin_field_network_between_node_processes() {
 }
 
 /// The demo on a CV-QKD network: two sites 15 km apart (the 120 km scenario's heterodyne
-/// receiver, β set to what the codes reach at the operating SNR), each node process
+/// receiver), each node process
 /// emulating its link's symbols and sampling the 2.4e6 its post-processing keeps up with
 /// per 60 s block. At each block's end the two processes run the CV exchange over TCP —
 /// Alice's disclosure, Bob's code, MDR announcements and syndromes, verification, privacy
@@ -342,7 +342,7 @@ id = "ab"
 protocol = "cv-gg02"
 ends = ["a", "b"]
 block_symbols = 2.4e6
-hardware = { detection = "heterodyne", detector_efficiency = 0.68, electronic_noise_snu = 0.06272, reconciliation_efficiency = 0.85, excess_noise_snu = 0.005 }
+hardware = { detection = "heterodyne", detector_efficiency = 0.68, electronic_noise_snu = 0.06272, reconciliation_efficiency = 0.925, excess_noise_snu = 0.005 }
 [finite_key]
 block_size = 2.4e6
 eps_sec = 1e-10
