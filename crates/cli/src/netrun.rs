@@ -199,14 +199,23 @@ pub fn run_network(
     );
     for l in &links {
         let f = |k: &str| l[k].as_f64().unwrap_or(f64::NAN);
+        // A rate with no counts behind it (a CV link, a basis never tested) shows as "—".
+        let pct = |k: &str| {
+            let v = f(k);
+            if v.is_finite() {
+                format!("{:>7.2}%", 100.0 * v)
+            } else {
+                format!("{:>8}", "—")
+            }
+        };
         println!(
-            "  {:<16} {:>10.1} b/s {:>10.1} b/s {:>7.2}% {:>7.2}% {:>7.2}% {:>9}",
+            "  {:<16} {:>10.1} b/s {:>10.1} b/s {} {} {} {:>9}",
             l["id"].as_str().unwrap_or(""),
             f("mean_secret_key_rate_bps"),
             f("planned_key_rate_bps"),
-            100.0 * f("qber_z"),
-            100.0 * f("qber_x"),
-            100.0 * f("availability"),
+            pct("qber_z"),
+            pct("qber_x"),
+            pct("availability"),
             l["automatic_restarts"]
         );
     }
