@@ -219,6 +219,14 @@ impl CvEstimate {
         (g, (self.sum_bb - g * self.sum_ab) / self.pairs)
     }
 
+    /// Adds one disclosed pair (Alice's `a`, Bob's `b`).
+    pub fn push(&mut self, a: f64, b: f64) {
+        self.pairs += 1.0;
+        self.sum_aa += a * a;
+        self.sum_ab += a * b;
+        self.sum_bb += b * b;
+    }
+
     /// Adds another set of sums.
     pub fn add(&mut self, o: &CvEstimate) {
         self.pairs += o.pairs;

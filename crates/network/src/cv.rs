@@ -156,10 +156,7 @@ impl CvSymbols {
             };
             if rng.gen::<f64>() < fraction {
                 for &(p, q) in pairs {
-                    self.estimate.pairs += 1.0;
-                    self.estimate.sum_aa += p * p;
-                    self.estimate.sum_ab += p * q;
-                    self.estimate.sum_bb += q * q;
+                    self.estimate.push(p, q);
                     self.disclosed.push(p);
                     self.disclosed_bob.push(q);
                 }
@@ -172,9 +169,7 @@ impl CvSymbols {
             self.symbols += 1;
         }
     }
-}
 
-impl CvSymbols {
     /// The two ends' halves: what Alice holds and what Bob holds.
     pub fn split(mut self) -> (CvAliceHalf, CvBobHalf) {
         let alice = CvAliceHalf {
@@ -511,11 +506,7 @@ pub fn cv_bob(
     }
     let mut est = CvEstimate::default();
     for (a, &q) in m.chunks_exact(8).zip(&half.disclosed) {
-        let p = f64::from_le_bytes(a.try_into().unwrap_or([0; 8]));
-        est.pairs += 1.0;
-        est.sum_aa += p * p;
-        est.sum_ab += p * q;
-        est.sum_bb += q * q;
+        est.push(f64::from_le_bytes(a.try_into().unwrap_or([0; 8])), q);
     }
     // Ends the session without key: both ends learn why (`n`: the message that says so).
     let stop = |t: &mut dyn Transport,
