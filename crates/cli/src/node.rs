@@ -42,7 +42,7 @@
 
 use crate::dashboard::Dashboard;
 use crate::kme::{serve_with, Loaded};
-use crate::pads::{agree, Holding, PadStore};
+use crate::pads::{agree, confirm_agreement, transcript, Holding, PadStore};
 use crate::CliError;
 use clap::Args;
 use qkdnet_core::bits::Bits;
@@ -113,8 +113,9 @@ fn default_objective() -> String {
 }
 
 /// Hello frame before each block's session: which link, which block, the pads Alice asks
-/// for and the pads she holds ([`crate::pads`]).
-const HELLO: &str = "qkdnet-distill 2";
+/// for and the pads she holds ([`crate::pads`]). Version 3: the session's first two
+/// messages authenticate the hello and the answer ([`confirm_agreement`]).
+const HELLO: &str = "qkdnet-distill 3";
 /// Bob's answer to a hello: the pads he holds.
 const PADS: &str = "pads ";
 /// Largest distillation frame accepted, bytes.
@@ -656,10 +657,11 @@ fn alice_session(
     let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
     let mut t = TcpTransport::new(stream, MAX_FRAME).map_err(|e| e.to_string())?;
     let (mine, want) = (pads.holding(link)?.named(), pads.want(link)?);
-    t.send(format!("{HELLO} {link} {block} {want} {}", mine.to_wire()).as_bytes())
-        .map_err(|e| e.to_string())?;
-    let reply = t.recv().map_err(|e| e.to_string())?;
-    let reply = String::from_utf8_lossy(&reply);
+    let hello = format!("{HELLO} {link} {block} {want} {}", mine.to_wire());
+    t.send(hello.as_bytes()).map_err(|e| e.to_string())?;
+    let answer = t.recv().map_err(|e| e.to_string())?;
+    let seen = transcript(hello.as_bytes(), &answer);
+    let reply = String::from_utf8_lossy(&answer);
     let theirs = reply
         .strip_prefix(PADS)
         .and_then(Holding::from_wire)
@@ -667,7 +669,10 @@ fn alice_session(
     let ranges = agree(&mine, &theirs, want).ok_or_else(|| {
         format!("fewer than {want} authentication pads in common with the neighbour")
     })?;
-    with_pads(pads, link, &ranges, |auth| session(&mut t, auth))
+    with_pads(pads, link, &ranges, |auth| {
+        confirm_agreement(&mut t, auth, true, &seen)?;
+        session(&mut t, auth)
+    })
 }
 
 /// Runs a session on the agreed `ranges` of `link`'s pads: reserves them, runs
@@ -797,7 +802,8 @@ fn accept_loop(
                     Ok(h) => h,
                     Err(_) => return,
                 };
-                let hello = String::from_utf8_lossy(&hello).into_owned();
+                let raw_hello = hello;
+                let hello = String::from_utf8_lossy(&raw_hello).into_owned();
                 let Some((link, block, want, theirs)) = parse_hello(&hello) else {
                     log(
                         &site,
@@ -837,40 +843,45 @@ fn accept_loop(
                 // The session's pads: what both hold, from the larger `next` on.
                 let ranges = pads.holding(link).and_then(|mine| {
                     let mine = mine.named();
-                    t.send(format!("{PADS}{}", mine.to_wire()).as_bytes())
-                        .map_err(|e| e.to_string())?;
-                    agree(&theirs, &mine, want).ok_or_else(|| {
+                    let answer = format!("{PADS}{}", mine.to_wire());
+                    t.send(answer.as_bytes()).map_err(|e| e.to_string())?;
+                    let seen = transcript(&raw_hello, answer.as_bytes());
+                    let ranges = agree(&theirs, &mine, want).ok_or_else(|| {
                         format!(
                             "fewer than {want} authentication pads in common with the neighbour"
                         )
-                    })
+                    })?;
+                    Ok((ranges, seen))
                 });
-                let r = ranges.and_then(|ranges| {
-                    with_pads(&pads, link, &ranges, |auth| match mine {
-                        BobHalf::Sifted(bits) => drive_bob(&mut t, block, bits, auth)
-                            .map(|k| k.key)
-                            .map_err(|e| e.to_string()),
-                        BobHalf::Cv(half, cv) => {
-                            let end = CvEnd {
-                                hw: &cv.hw,
-                                cfg: &cv.cfg,
-                                codes: &cv.codes,
-                                auth,
-                            };
-                            // Bob's bits, verification keys and privacy-amplification
-                            // seed come from the operating system.
-                            let b = block & ((1 << 40) - 1);
-                            let (_, ended) = cv_bob(
-                                &mut t,
-                                end,
-                                b,
-                                half,
-                                cv.eps_sec,
-                                (&mut OsRandom, &mut OsRandom),
-                            )?;
-                            match ended {
-                                CvEnded::Key(k) => Ok(k),
-                                CvEnded::NoKey(why) => Err(why),
+                let r = ranges.and_then(|(ranges, seen)| {
+                    with_pads(&pads, link, &ranges, |auth| {
+                        confirm_agreement(&mut t, auth, false, &seen)?;
+                        match mine {
+                            BobHalf::Sifted(bits) => drive_bob(&mut t, block, bits, auth)
+                                .map(|k| k.key)
+                                .map_err(|e| e.to_string()),
+                            BobHalf::Cv(half, cv) => {
+                                let end = CvEnd {
+                                    hw: &cv.hw,
+                                    cfg: &cv.cfg,
+                                    codes: &cv.codes,
+                                    auth,
+                                };
+                                // Bob's bits, verification keys and privacy-amplification
+                                // seed come from the operating system.
+                                let b = block & ((1 << 40) - 1);
+                                let (_, ended) = cv_bob(
+                                    &mut t,
+                                    end,
+                                    b,
+                                    half,
+                                    cv.eps_sec,
+                                    (&mut OsRandom, &mut OsRandom),
+                                )?;
+                                match ended {
+                                    CvEnded::Key(k) => Ok(k),
+                                    CvEnded::NoKey(why) => Err(why),
+                                }
                             }
                         }
                     })
@@ -894,7 +905,7 @@ fn accept_loop(
     }
 }
 
-/// A hello: `qkdnet-distill 2 LINK BLOCK WANT NEXT CHUNKS` (the link ID may hold spaces):
+/// A hello: `qkdnet-distill 3 LINK BLOCK WANT NEXT CHUNKS` (the link ID may hold spaces):
 /// the link, the block, the pads Alice asks for (at most a chunk) and what she holds.
 fn parse_hello(h: &str) -> Option<(&str, u64, u64, Holding)> {
     let rest = h.strip_prefix(HELLO)?.strip_prefix(' ')?;
@@ -960,7 +971,7 @@ mod tests {
             chunks: chunks.to_vec(),
         };
         assert_eq!(
-            parse_hello("qkdnet-distill 2 nice-inria 5 1024 7 0:4096,1048576:1049000"),
+            parse_hello("qkdnet-distill 3 nice-inria 5 1024 7 0:4096,1048576:1049000"),
             Some((
                 "nice-inria",
                 5,
@@ -969,27 +980,28 @@ mod tests {
             ))
         );
         assert_eq!(
-            parse_hello("qkdnet-distill 2 a link id 1099511627776 2048 0 -"),
+            parse_hello("qkdnet-distill 3 a link id 1099511627776 2048 0 -"),
             Some(("a link id", 1 << 40, 2048, h(0, &[])))
         );
         for bad in [
             "",
             "qkdnet-distill 2",
-            "qkdnet-distill 2 ",
-            "qkdnet-distill 2  7 1024 0 -",
+            "qkdnet-distill 3 ",
+            "qkdnet-distill 3  7 1024 0 -",
             "qkdnet-distill 1 l 7",
             "qkdnet-distill 1 l 7 1024 0 -",
-            "qkdnet-distill 2 l -7 1024 0 -",
-            "qkdnet-distill 2 l 7x 1024 0 -",
-            "qkdnet-distill 2 l 7 0 0 -",
-            "qkdnet-distill 2 l 7 99999999 0 -",
-            "qkdnet-distill 2 l 7 1024 0 5:5",
-            "qkdnet-distill 2 l 7 1024 x -",
+            "qkdnet-distill 2 l 7 1024 0 -",
+            "qkdnet-distill 3 l -7 1024 0 -",
+            "qkdnet-distill 3 l 7x 1024 0 -",
+            "qkdnet-distill 3 l 7 0 0 -",
+            "qkdnet-distill 3 l 7 99999999 0 -",
+            "qkdnet-distill 3 l 7 1024 0 5:5",
+            "qkdnet-distill 3 l 7 1024 x -",
             "GET / HTTP/1.1",
         ] {
             assert_eq!(parse_hello(bad), None, "{bad:?}");
         }
-        let long = format!("qkdnet-distill 2 {} 1 1024 0 -", "x".repeat(201));
+        let long = format!("qkdnet-distill 3 {} 1 1024 0 -", "x".repeat(201));
         assert_eq!(parse_hello(&long), None);
     }
 }

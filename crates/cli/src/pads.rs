@@ -23,14 +23,24 @@
 //! pads. A session that failed settles too, at the pads its end used: the other end may
 //! have used more (a message sent that never arrived), but it settles at its own, and the
 //! next agreement starts from the larger `next`, past both. An end that crashed
-//! mid-session keeps its whole reservation. The negotiation itself is not authenticated:
-//! a forger can only push `next` forward (burning pads), never backward.
+//! mid-session keeps its whole reservation.
+//!
+//! Authentication of the agreement ([`confirm_agreement`]). The hello and the pads answer
+//! travel in clear, since the pads to tag them with are what they settle. The session's
+//! first two messages authenticate them after the fact: Alice's tag, then Bob's, each with
+//! the next agreed pad, over the whole transcript (hello and answer, length-prefixed, and
+//! the sender's role). An end whose view of the transcript differs (a link, block, wish or
+//! holding altered in transit) refuses the session before any key-related message. A
+//! forger who alters a holding makes the ends agree on different pads, so the first check
+//! fails all the same; what they could reach before is burning pads, since `next` only
+//! moves forward.
 //!
 //! Stored with SQLite (WAL, `synchronous = FULL`, `secure_delete`, so dead pads are
 //! overwritten on disk when their chunk is trimmed or dropped).
 
 use qkdnet_core::Bits;
 use qkdnet_distill::auth::{AuthKeys, TAG_BITS};
+use qkdnet_link::Transport;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::Mutex;
@@ -417,6 +427,73 @@ fn trim(tx: &rusqlite::Transaction<'_>, link: &str, next: u64) -> rusqlite::Resu
     Ok(())
 }
 
+/// The transcript of a pad agreement as both ends tag it: the hello and the pads answer,
+/// each length-prefixed.
+pub fn transcript(hello: &[u8], answer: &[u8]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(hello.len() + answer.len() + 40);
+    t.extend_from_slice(b"qkdnet-distill agreement");
+    for part in [hello, answer] {
+        t.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        t.extend_from_slice(part);
+    }
+    t
+}
+
+/// The first two messages of a session on agreed pads: Alice sends her tag of the
+/// agreement's `transcript` (see [`transcript`]) with the next pad and checks Bob's with
+/// the one after; Bob checks hers and sends his. Each end tags its own view, so a hello or
+/// an answer altered in transit fails the check at the end that sees the difference,
+/// naming it. Two pads per session.
+pub fn confirm_agreement(
+    t: &mut dyn Transport,
+    auth: &mut AuthKeys,
+    alice: bool,
+    transcript: &[u8],
+) -> Result<(), String> {
+    let role = |r: u8| {
+        let mut m = Vec::with_capacity(transcript.len() + 1);
+        m.push(r);
+        m.extend_from_slice(transcript);
+        m
+    };
+    let fail = |e: &dyn std::fmt::Display| format!("pad agreement not confirmed: {e}");
+    let send = |t: &mut dyn Transport, auth: &mut AuthKeys, r: u8| {
+        let tag = auth.tag(auth.cursor(), &role(r)).map_err(|e| fail(&e))?;
+        let mut m = vec![r];
+        m.extend_from_slice(&tag.to_le_bytes());
+        t.send(&m).map_err(|e| fail(&e))
+    };
+    let recv = |t: &mut dyn Transport, auth: &mut AuthKeys, r: u8| {
+        let m = t.recv().map_err(|e| fail(&e))?;
+        let tag = match m.as_slice() {
+            [x, tag @ ..] if *x == r && tag.len() == 8 => {
+                u64::from_le_bytes(tag.try_into().unwrap_or([0; 8]))
+            }
+            _ => {
+                return Err(fail(&format!(
+                    "expected the {} confirmation (9 bytes), got {} bytes",
+                    if r == b'A' {
+                        "initiator's"
+                    } else {
+                        "responder's"
+                    },
+                    m.len()
+                )))
+            }
+        };
+        auth.check(auth.cursor(), &role(r), tag, 0).map_err(|_| {
+            fail(&"the neighbour's tag does not match this end's view of the hello and pads answer (altered in transit, or different pads)")
+        })
+    };
+    if alice {
+        send(t, auth, b'A')?;
+        recv(t, auth, b'B')
+    } else {
+        recv(t, auth, b'A')?;
+        send(t, auth, b'B')
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,5 +619,36 @@ mod tests {
         a.settle("l", &x, kx.cursor() + 3).unwrap();
         assert_eq!(a.holding("l").unwrap().next, n0 + 200);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn agreement_confirmation_passes_on_equal_views_and_names_an_altered_one() {
+        use qkdnet_link::MemTransport;
+        let run = |alice_view: Vec<u8>, bob_view: Vec<u8>| {
+            let (mut ta, mut tb) = MemTransport::pair();
+            let mut ka = AuthKeys::from_preshared(psk(128 + 64 * 8, 3)).unwrap();
+            let mut kb = AuthKeys::from_preshared(psk(128 + 64 * 8, 3)).unwrap();
+            let bob = std::thread::spawn(move || {
+                let r = confirm_agreement(&mut tb, &mut kb, false, &bob_view);
+                (r, kb.cursor())
+            });
+            let a = confirm_agreement(&mut ta, &mut ka, true, &alice_view);
+            let (b, bob_cursor) = bob.join().unwrap();
+            (a, ka.cursor(), b, bob_cursor)
+        };
+        let hello = b"qkdnet-distill 3 l 5 1024 0 0:16384".to_vec();
+        let answer = b"pads 0 0:16384".to_vec();
+        let same = transcript(&hello, &answer);
+        let (a, ca, b, cb) = run(same.clone(), same.clone());
+        assert_eq!((a, b), (Ok(()), Ok(())));
+        assert_eq!((ca, cb), (2, 2), "two pads a session");
+        // A forger changed the block in the hello: Bob's view differs, and he says so
+        // before sending anything of his own; Alice sees no answer.
+        let altered = transcript(b"qkdnet-distill 3 l 6 1024 0 0:16384", &answer);
+        let (a, _, b, _) = run(same.clone(), altered);
+        let e = b.unwrap_err();
+        assert!(e.contains("pad agreement not confirmed"), "{e}");
+        assert!(e.contains("hello and pads answer"), "{e}");
+        assert!(a.is_err());
     }
 }
