@@ -856,12 +856,14 @@ impl MdiRunner {
     }
 }
 
-/// One emulated twin-field link (sending-or-not-sending with AOPP) at runtime, at window
-/// level: pulses per setting pair and the relay's single clicks drawn from the closed
-/// forms, the phase reference on a dithered loop minimising the matched weak-decoy pairs'
-/// error rate, each window's raw key drawn with its setting pairs' errors (both or neither
-/// sent), AOPP run on it ([`qkdnet_distill::aopp`]), the supervisor on the kept key, and
-/// the counts for the SNS bound ([`qkdnet_keyrate::tf::sns_bound`]).
+/// One emulated twin-field link (sending-or-not-sending, with or without AOPP) at runtime,
+/// at window level: pulses per setting pair and the relay's single clicks drawn from the
+/// closed forms, the phase reference on a dithered loop minimising the matched weak-decoy
+/// pairs' error rate, each window's raw key drawn with its setting pairs' errors (both or
+/// neither sent), AOPP run on it ([`qkdnet_distill::aopp`]) for SNS-AOPP or the raw key
+/// kept in a random order for plain SNS, the supervisor on the kept key, and the counts
+/// for the SNS bound ([`qkdnet_keyrate::tf::sns_bound`], which takes the variant from the
+/// hardware).
 pub struct TfRunner {
     emu: qkdnet_emulator::tf::TfEmulator,
     hw: TwinField,
@@ -869,15 +871,15 @@ pub struct TfRunner {
 }
 
 impl TfRunner {
-    /// A runner for `link` (SNS-AOPP; the other twin-field variants have no runtime);
-    /// `seed` drives the raw key's draws and the pairing.
+    /// A runner for `link` (SNS with or without AOPP; phase-matching QKD has no runtime:
+    /// the emulator does not draw its phase-encoded pulses); `seed` drives the raw key's
+    /// draws, its order and the pairing.
     pub fn new(link: qkdnet_emulator::tf::TfLink, seed: u64) -> Result<Self, InputError> {
         let hw = link.model().hw;
-        if hw.variant != qkdnet_keyrate::tf::TfVariant::SnsAopp {
-            return Err(InputError::new(format!(
-                "twin-field variant {:?}: only SNS with AOPP has a link runtime",
-                hw.variant
-            )));
+        if hw.variant == qkdnet_keyrate::tf::TfVariant::Pm {
+            return Err(InputError::new(
+                "twin-field variant pm: only SNS and SNS-AOPP have a link runtime",
+            ));
         }
         let emu = qkdnet_emulator::tf::TfEmulator::new(link, WINDOW_S).map_err(emulator_error)?;
         Ok(Self {
@@ -892,16 +894,24 @@ impl TfRunner {
         self.emu.actuators.phase_rad = self.run.lock.setting();
         let st = self.emu.step_stats();
         let (alice, bob) = sns_raw_key(&st.single);
-        // AOPP between the two ends: Bob's pairs, Alice's odd-parity answer. The pairs
-        // are Bob's own over his own key, so they always check; an error keeps nothing.
-        let pairs = qkdnet_distill::aopp::bob_pairs(&bob, &mut self.run.bits_rng);
-        let kept = qkdnet_distill::aopp::alice_odd(&alice, &pairs).and_then(|odd| {
-            Ok((
-                qkdnet_distill::aopp::kept(&alice, &pairs, &odd)?,
-                qkdnet_distill::aopp::kept(&bob, &pairs, &odd)?,
-            ))
-        });
-        let (ka, kb) = kept.unwrap_or_else(|_| (Bits::zeros(0), Bits::zeros(0)));
+        let (ka, kb, pairs) = if self.hw.variant == qkdnet_keyrate::tf::TfVariant::SnsAopp {
+            // AOPP between the two ends: Bob's pairs, Alice's odd-parity answer. The pairs
+            // are Bob's own over his own key, so they always check; an error keeps nothing.
+            let pairs = qkdnet_distill::aopp::bob_pairs(&bob, &mut self.run.bits_rng);
+            let kept = qkdnet_distill::aopp::alice_odd(&alice, &pairs).and_then(|odd| {
+                Ok((
+                    qkdnet_distill::aopp::kept(&alice, &pairs, &odd)?,
+                    qkdnet_distill::aopp::kept(&bob, &pairs, &odd)?,
+                ))
+            });
+            let (ka, kb) = kept.unwrap_or_else(|_| (Bits::zeros(0), Bits::zeros(0)));
+            (ka, kb, pairs.len())
+        } else {
+            // Plain SNS keeps the raw key, in the pulses' order: a random one here, since
+            // the draw laid it out by setting pair.
+            let (ka, kb) = shuffled_pair(&alice, &bob, &mut self.run.bits_rng);
+            (ka, kb, 0)
+        };
         let z = BasisCounts {
             coincidences: ka.len() as u64,
             errors: ka.hamming_distance(&kb) as u64,
@@ -917,7 +927,7 @@ impl TfRunner {
             single: f(&st.single),
             matched_sent: st.matched_sent as f64,
             matched_errors: st.matched_errors as f64,
-            aopp_pairs: pairs.len() as f64,
+            aopp_pairs: pairs as f64,
         });
         WindowOutput {
             t_s,
@@ -963,7 +973,22 @@ fn sns_raw_key(single: &[[u64; 5]; 5]) -> (Bits, Bits) {
     (a, b)
 }
 
-/// The secrecy the SNS-AOPP bound grants a block with these counts (`None`: nothing).
+/// `a` and `b` under one uniformly random permutation (Fisher–Yates).
+fn shuffled_pair(a: &Bits, b: &Bits, rng: &mut impl rand::Rng) -> (Bits, Bits) {
+    let n = a.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.gen_range(0..=i));
+    }
+    let (mut x, mut y) = (Bits::zeros(n), Bits::zeros(n));
+    for (to, &from) in order.iter().enumerate() {
+        x.set(to, a.get(from));
+        y.set(to, b.get(from));
+    }
+    (x, y)
+}
+
+/// The secrecy the SNS(-AOPP) bound grants a block with these counts (`None`: nothing).
 pub fn tf_secrecy(c: &TfCounts, hw: &TwinField, fk: FiniteKey, n: f64) -> Option<ExternalBound> {
     let b = sns_bound(c, hw, &Security::Finite(fk)).ok()?;
     granted(b.secrecy_bits, b.overhead_bits, n)
@@ -998,7 +1023,7 @@ pub enum Runner {
     Bb84(Box<Bb84Runner>),
     /// MDI-QKD.
     Mdi(Box<MdiRunner>),
-    /// Twin-field (SNS with AOPP).
+    /// Twin-field (SNS, with or without AOPP).
     Tf(Box<TfRunner>),
     /// CV-QKD (GG02), its blocks distilled by its own post-processing.
     Cv(Box<crate::cv::CvRunner>),

@@ -220,7 +220,7 @@ pub fn build_runner(
                 .map_err(|e| InputError::new(format!("{item}: {e}")))
         }
         (Protocol::TwinField(_), Protocol::TwinField(m))
-            if m.hw.variant == qkdnet_keyrate::tf::TfVariant::SnsAopp =>
+            if m.hw.variant != qkdnet_keyrate::tf::TfVariant::Pm =>
         {
             // The planner's configured hardware (loss split, route noise as dark counts) at
             // the intensities and probabilities its optimiser chose, as an operator would
@@ -255,7 +255,7 @@ pub fn build_runner(
         }
         _ => Ok(Err(format!(
             "{}: no link runtime for this family yet (BBM92 CW, decoy BB84, MDI, \
-             SNS-AOPP twin-field and CV-QKD run)",
+             SNS and SNS-AOPP twin-field and CV-QKD run)",
             l.protocol_name
         ))),
     }
