@@ -584,7 +584,19 @@ fn run_link(
         let block = buffer.take();
         let block_id = base | block.id;
         // Blocks that ended before a restart's replay caught up are gone at the other end.
-        if out.t_s + block_s < clock.virtual_s() || block.alice.len() < MIN_BLOCK_BITS {
+        if out.t_s + block_s < clock.virtual_s() || block.alice.is_empty() {
+            continue;
+        }
+        if block.alice.len() < MIN_BLOCK_BITS {
+            let b = block.id;
+            let n = block.alice.len();
+            log(
+                site,
+                &clock,
+                &format!(
+                    "link {id} block {b}: no key: {n} sifted bits, fewer than the {MIN_BLOCK_BITS} a block needs"
+                ),
+            );
             continue;
         }
         // A decoy-BB84 block is finished under its decoy bound or not at all (never under

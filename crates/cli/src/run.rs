@@ -179,11 +179,11 @@ fn one_link_network(
 ) -> Result<qkdnet_network::spec::Network, CliError> {
     let relay = match file.protocol.as_str() {
         "decoy-bb84" => false,
-        "mdi" | "sns" | "sns-aopp" => true,
+        "mdi" | "sns" | "sns-aopp" | "di-memory" => true,
         other => {
             return Err(CliError::input(format!(
                 "{}: protocol: qkdnet run has no link runtime for \"{other}\" yet \
-                 (bbm92-cw, decoy-bb84, mdi, sns, sns-aopp and cv-gg02 run)",
+                 (bbm92-cw, decoy-bb84, mdi, sns, sns-aopp, cv-gg02 and di-memory run)",
                 path.display()
             )))
         }

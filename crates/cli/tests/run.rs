@@ -244,6 +244,44 @@ fn a_twin_field_scenario_runs_alone() {
     assert!((0.85..1.15).contains(&ratio), "{l}");
 }
 
+/// Liu et al.'s ion memory link (10 km, arXiv:2602.08472) runs alone: its heralds come at
+/// the published mean generation time (450 ms), its CHSH value is the heralded state's,
+/// and each block says why it gives no key (far fewer key rounds than a block needs).
+#[test]
+fn the_ion_memory_scenario_runs_and_says_why_it_gives_no_key() {
+    let (code, out, err) = qkdnet(&[
+        "run",
+        "scenarios/ion-memory-10km.toml",
+        "--duration",
+        "1h",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let l = &v["links"][0];
+    let di = &l["di"];
+    let rate = di["heralds_per_s_producing"].as_f64().unwrap();
+    assert!((rate - 1.0 / 0.45).abs() < 0.15, "{di}");
+    let (s, expected) = (
+        di["chsh_observed"].as_f64().unwrap(),
+        di["chsh_expected"].as_f64().unwrap(),
+    );
+    let rounds = di["chsh_rounds"].as_f64().unwrap();
+    // Each correlator's variance is at most 1/n over n = rounds/4.
+    assert!((s - expected).abs() < 5.0 * (16.0 / rounds).sqrt(), "{di}");
+    assert_eq!(l["final_key_bits"], 0, "{l}");
+    let events = v["events"].as_array().unwrap();
+    let short = events
+        .iter()
+        .filter(|e| {
+            e["event"]
+                .as_str()
+                .is_some_and(|w| w.contains("sifted bits, fewer than the 10000 a block needs"))
+        })
+        .count();
+    assert_eq!(short, 6, "{events:?}");
+}
+
 /// A CV-QKD scenario runs block by block through the real stack (MDR, LDPC, verification,
 /// PA). Its finite-key block (2e11 symbols) is refused with the planner's figure; a block
 /// of 6e5 symbols at 120 km reconciles one 2²⁰-bit frame with β near the code's design,
@@ -295,9 +333,18 @@ fn cv_blocks_reconcile_through_the_real_stack() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("5.00e9 symbols"), "{err}");
     // A family without a runtime is refused, naming it.
-    let (code, _, err) = qkdnet(&["run", "scenarios/ion-memory-10km.toml"]);
+    let dir = std::env::temp_dir().join(format!("qkdnet-run-pm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pm = dir.join("pm.toml");
+    std::fs::write(
+        &pm,
+        "name = \"pm\"\nprotocol = \"pm\"\n[channel]\nloss_db = 30.0\n",
+    )
+    .unwrap();
+    let (code, _, err) = qkdnet(&["run", pm.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("no link runtime for \"di-memory\""), "{err}");
+    assert!(err.contains("no link runtime for \"pm\""), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Slow (about 6 min on 2 cores): a 30 km CV link's block of 1e8 symbols yields the key

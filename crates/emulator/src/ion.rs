@@ -137,6 +137,16 @@ impl IonStats {
         }
     }
 
+    /// The counts as the DI-QKD bound takes them ([`qkdnet_keyrate::di::di_bound`]).
+    pub fn di_counts(&self) -> qkdnet_keyrate::di::DiCounts {
+        qkdnet_keyrate::di::DiCounts {
+            chsh_rounds: self.chsh_pairs.map(|r| r.map(|n| n as f64)),
+            chsh_agree: self.chsh_agree.map(|r| r.map(|n| n as f64)),
+            key_rounds: self.key_pairs as f64,
+            key_errors: self.key_errors as f64,
+        }
+    }
+
     /// The CHSH value from counts: `S = E₀₀ + E₀₁ + E₁₀ − E₁₁`, `E = 2 agree/n − 1`.
     pub fn chsh(&self) -> f64 {
         let e = |a: usize, b: usize| {
@@ -273,6 +283,11 @@ impl IonLink {
         )?;
         self.faults = faults;
         Ok(self)
+    }
+
+    /// The emulation settings.
+    pub fn emulation(&self) -> &IonEmulation {
+        &self.emu
     }
 
     /// The pairs heralded while the faults in force at `t_s` hold (actuators at rest).

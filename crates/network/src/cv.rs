@@ -868,6 +868,7 @@ impl CvRunner {
             decoy: None,
             mdi: None,
             tf: None,
+            di: None,
             cv: window_est,
             singles: [units, units],
             z: BasisCounts::default(),

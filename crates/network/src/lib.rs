@@ -20,6 +20,7 @@
 //! or deliver keys (`qkdnet-kms`), or run links (`qkdnet-link`, `qkdnet-emulator`).
 
 pub mod cv;
+pub mod di;
 pub mod grid;
 pub mod noise;
 pub mod plan;

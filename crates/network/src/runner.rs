@@ -106,6 +106,8 @@ pub struct WindowOutput {
     pub tf: Option<TfCounts>,
     /// Estimation sums of the symbols disclosed in the window (CV-QKD, when produced).
     pub cv: Option<qkdnet_keyrate::cv::CvEstimate>,
+    /// CHSH and key tallies (DI-QKD over an ion memory link, when produced).
+    pub di: Option<qkdnet_keyrate::di::DiCounts>,
     /// Singles per side.
     pub singles: [u64; 2],
     /// Key-basis tally.
@@ -367,6 +369,7 @@ impl LinkRunner {
             mdi: None,
             tf: None,
             cv: None,
+            di: None,
             singles,
             z,
             x,
@@ -394,6 +397,8 @@ pub struct SiftedBlock {
     pub mdi: Option<MdiCounts>,
     /// Twin-field counts over the block.
     pub tf: Option<TfCounts>,
+    /// DI-QKD counts over the block.
+    pub di: Option<qkdnet_keyrate::di::DiCounts>,
 }
 
 /// Gathers windows' sifted key into blocks.
@@ -404,6 +409,7 @@ pub struct BlockBuffer {
     decoy: Option<DecoyCounts>,
     mdi: Option<MdiCounts>,
     tf: Option<TfCounts>,
+    di: Option<qkdnet_keyrate::di::DiCounts>,
     next_id: u64,
 }
 
@@ -416,6 +422,7 @@ impl Default for BlockBuffer {
             decoy: None,
             mdi: None,
             tf: None,
+            di: None,
             next_id: 0,
         }
     }
@@ -434,6 +441,11 @@ impl BlockBuffer {
         }
         if let Some(c) = &out.mdi {
             self.mdi.get_or_insert_with(MdiCounts::default).add(c);
+        }
+        if let Some(c) = &out.di {
+            self.di
+                .get_or_insert_with(qkdnet_keyrate::di::DiCounts::default)
+                .add(c);
         }
         if let Some(c) = &out.tf {
             self.tf.get_or_insert_with(TfCounts::default).add(c);
@@ -471,6 +483,7 @@ impl BlockBuffer {
             decoy: self.decoy.take(),
             mdi: self.mdi.take(),
             tf: self.tf.take(),
+            di: self.di.take(),
         }
     }
 }
@@ -613,10 +626,10 @@ pub fn replenish_share(used: usize, held: usize, key_len: usize) -> usize {
 /// What the pulsed families' runners share: the supervisor on the key basis, Bob's
 /// polarisation controller on a dithered loop minimising QBER_Z (curvature 1: QBER ≈ e_mis
 /// + θ² near the optimum), the correlated draws of the sifted key, and the window count.
-struct PulsedLoop {
-    sup: Supervisor,
+pub(crate) struct PulsedLoop {
+    pub(crate) sup: Supervisor,
     lock: qkdnet_link::control::DitherLoop,
-    bits_rng: rand_chacha::ChaCha8Rng,
+    pub(crate) bits_rng: rand_chacha::ChaCha8Rng,
     window: u64,
 }
 
@@ -630,15 +643,20 @@ struct Verdict {
 
 impl PulsedLoop {
     fn new(seed: u64) -> Self {
+        Self::with_supervisor(seed, SupervisorConfig::default())
+    }
+
+    /// A loop whose supervisor has its own settings.
+    pub(crate) fn with_supervisor(seed: u64, cfg: SupervisorConfig) -> Self {
         Self {
-            sup: Supervisor::new(SupervisorConfig::default()),
+            sup: Supervisor::new(cfg),
             lock: qkdnet_link::control::DitherLoop::new(0.0, 0.03, 0.5, 1.0, 0.3),
             bits_rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
             window: 0,
         }
     }
 
-    fn time_s(&self) -> f64 {
+    pub(crate) fn time_s(&self) -> f64 {
         self.window as f64 * WINDOW_S
     }
 
@@ -671,7 +689,7 @@ impl PulsedLoop {
 
     /// [`PulsedLoop::finish`] without the key: the window's end, whether it produced, and
     /// the supervisor's transitions.
-    fn judge(
+    pub(crate) fn judge(
         &mut self,
         events: u64,
         z: &BasisCounts,
@@ -778,6 +796,7 @@ impl Bb84Runner {
             mdi: None,
             tf: None,
             cv: None,
+            di: None,
             singles: [clicks, clicks],
             z,
             x,
@@ -844,6 +863,7 @@ impl MdiRunner {
             mdi,
             tf: None,
             cv: None,
+            di: None,
             singles: [events, events],
             z,
             x: BasisCounts::default(),
@@ -936,6 +956,7 @@ impl TfRunner {
             mdi: None,
             tf,
             cv: None,
+            di: None,
             singles: [events, events],
             z,
             x: BasisCounts::default(),
@@ -1027,6 +1048,8 @@ pub enum Runner {
     Tf(Box<TfRunner>),
     /// CV-QKD (GG02), its blocks distilled by its own post-processing.
     Cv(Box<crate::cv::CvRunner>),
+    /// DI-QKD over a trapped-ion memory link.
+    Di(Box<crate::di::DiRunner>),
 }
 
 impl Runner {
@@ -1038,6 +1061,7 @@ impl Runner {
             Self::Mdi(r) => r.step(),
             Self::Tf(r) => r.step(),
             Self::Cv(r) => r.step(),
+            Self::Di(r) => r.step(),
         }
     }
 
@@ -1049,6 +1073,7 @@ impl Runner {
             Self::Mdi(r) => r.run.time_s(),
             Self::Tf(r) => r.run.time_s(),
             Self::Cv(r) => r.time_s(),
+            Self::Di(r) => r.time_s(),
         }
     }
 
@@ -1060,6 +1085,7 @@ impl Runner {
             Self::Mdi(r) => &r.run.sup,
             Self::Tf(r) => &r.run.sup,
             Self::Cv(r) => r.supervisor(),
+            Self::Di(r) => r.supervisor(),
         }
     }
 
@@ -1067,7 +1093,7 @@ impl Runner {
     pub fn pump_mw(&self) -> Option<f64> {
         match self {
             Self::Bbm92(r) => Some(r.emulator().actuators.pump_mw),
-            Self::Bb84(_) | Self::Mdi(_) | Self::Tf(_) | Self::Cv(_) => None,
+            Self::Bb84(_) | Self::Mdi(_) | Self::Tf(_) | Self::Cv(_) | Self::Di(_) => None,
         }
     }
 
@@ -1110,6 +1136,24 @@ impl Runner {
                 "block {}: a CV-QKD link distils its symbols itself, not sifted bits",
                 block.id
             )),
+            Self::Di(_) => {
+                let c = block
+                    .di
+                    .as_ref()
+                    .ok_or_else(|| format!("block {}: no CHSH tallies", block.id))?;
+                let b = qkdnet_keyrate::di::di_bound(c, &Security::Finite(fk));
+                granted(b.secrecy_bits, b.overhead_bits, block.alice.len() as f64)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        format!(
+                            "block {}: the DI bound grants no secrecy (CHSH {:.3} observed, {:.3} at its lower bound over {} rounds; no violation to certify)",
+                            block.id,
+                            c.chsh(),
+                            b.chsh_lower,
+                            c.chsh_rounds.iter().flatten().sum::<f64>()
+                        )
+                    })
+            }
             Self::Tf(r) => {
                 let c = block
                     .tf

@@ -99,6 +99,8 @@ pub struct LinkTotals {
     pub producing_windows: u64,
     /// CV-QKD: estimation sums of the symbols disclosed in producing windows.
     pub cv: qkdnet_keyrate::cv::CvEstimate,
+    /// DI-QKD: CHSH and key tallies of producing windows.
+    pub di: qkdnet_keyrate::di::DiCounts,
 }
 
 struct SimLink {
@@ -253,9 +255,24 @@ pub fn build_runner(
                 .map(|r| Ok(Runner::Cv(Box::new(r))))
                 .map_err(|e| InputError::new(format!("{item}: {e}")))
         }
+        (Protocol::Di(_), Protocol::Di(hw)) => {
+            // The plan's share of test rounds sets the emulator's key fraction, so that
+            // run and plan count alike.
+            let mut emu: qkdnet_emulator::ion::IonEmulation =
+                emulator_settings(&l.emulator, &item)?;
+            emu.seed = link_seed(seed, &l.id);
+            emu.key_fraction = 1.0 - hw.test_fraction;
+            let km: f64 = lp.arm_km.iter().sum();
+            let link = qkdnet_emulator::ion::IonLink::new(hw.link, lp.loss_db, km, emu)
+                .and_then(|k| k.with_faults(faults))
+                .map_err(bad)?;
+            crate::di::DiRunner::new(link, hw, emu.seed)
+                .map(|r| Ok(Runner::Di(Box::new(r))))
+                .map_err(|e| InputError::new(format!("{item}: {e}")))
+        }
         _ => Ok(Err(format!(
             "{}: no link runtime for this family yet (BBM92 CW, decoy BB84, MDI, \
-             SNS and SNS-AOPP twin-field and CV-QKD run)",
+             SNS and SNS-AOPP twin-field, CV-QKD and DI-QKD over ion memories run)",
             l.protocol_name
         ))),
     }
@@ -416,6 +433,9 @@ impl NetworkSim {
                 l.totals.cv.add(c);
                 l.totals.producing_windows += 1;
             }
+            if let Some(c) = &out.di {
+                l.totals.di.add(c);
+            }
             if l.buffer.push_window(&out) {
                 l.totals.producing_windows += 1;
                 l.totals.z.0 += out.z.coincidences;
@@ -500,8 +520,14 @@ fn flush(
     }
     let block = l.buffer.take();
     let sifted = block.alice.len();
-    let result = if sifted < crate::runner::MIN_BLOCK_BITS {
+    let result = if sifted == 0 {
         Ok(None)
+    } else if sifted < crate::runner::MIN_BLOCK_BITS {
+        Err(format!(
+            "block {}: {sifted} sifted bits, fewer than the {} a block needs",
+            block.id,
+            crate::runner::MIN_BLOCK_BITS
+        ))
     } else {
         l.runner
             .external_bound(&block, l.finite_key)
