@@ -158,6 +158,13 @@ fn cv(c: &mut Criterion) {
             black_box(code.decode(&llr, &syn, 300).map(|w| w.1))
         })
     });
+    // The same frame eight times in the decoder's SIMD lanes (throughput: all eight).
+    let llr = mdr::alice_llr(&x, &ann, g, 1.0);
+    let eight: Vec<(&[f32], &Bits)> = (0..code::LANES).map(|_| (llr.as_slice(), &syn)).collect();
+    grp.throughput(Throughput::Elements((n * code::LANES) as u64));
+    grp.bench_function("alice_decode_8x2e18_lanes_snr0.03", |b| {
+        b.iter(|| black_box(code.decode_many(&eight, 300).len()))
+    });
     grp.finish();
 }
 

@@ -333,18 +333,32 @@ pub fn alice_reconcile(
             ));
         }
     }
-    let decode = |i: usize| {
-        let (ann, syn) = &msg.frames[i];
-        let llr = mdr::alice_llr(&x[i * n..(i + 1) * n], ann, g, noise);
-        let w = code.decode(&llr, syn, cfg.max_iter).map(|(w, _)| w);
-        on_frame();
-        w
+    // A worker's frames, decoded in groups of up to `LANES` together (one per SIMD lane).
+    let decode = |mine: &[usize]| {
+        let mut out = Vec::with_capacity(mine.len());
+        for group in mine.chunks(super::code::LANES) {
+            let llrs: Vec<Vec<f32>> = group
+                .iter()
+                .map(|&i| mdr::alice_llr(&x[i * n..(i + 1) * n], &msg.frames[i].0, g, noise))
+                .collect();
+            let frames: Vec<(&[f32], &Bits)> = group
+                .iter()
+                .zip(&llrs)
+                .map(|(&i, llr)| (llr.as_slice(), &msg.frames[i].1))
+                .collect();
+            for (&i, w) in group.iter().zip(code.decode_many(&frames, cfg.max_iter)) {
+                out.push((i, w.map(|(w, _)| w)));
+                on_frame();
+            }
+        }
+        out
     };
     let frames = msg.frames.len();
     let threads = cfg.threads.clamp(1, frames.max(1));
     let mut out: Vec<Option<Bits>> = Vec::with_capacity(frames);
     if threads == 1 {
-        out.extend((0..frames).map(decode));
+        let all: Vec<usize> = (0..frames).collect();
+        out.extend(decode(&all).into_iter().map(|p| p.1));
     } else {
         // Frames dealt round-robin; each worker returns (index, word) pairs.
         let mut parts: Vec<Vec<(usize, Option<Bits>)>> = std::thread::scope(|s| {
@@ -352,10 +366,8 @@ pub fn alice_reconcile(
                 .map(|t| {
                     let decode = &decode;
                     s.spawn(move || {
-                        (t..frames)
-                            .step_by(threads)
-                            .map(|i| (i, decode(i)))
-                            .collect::<Vec<_>>()
+                        let mine: Vec<usize> = (t..frames).step_by(threads).collect();
+                        decode(&mine)
                     })
                 })
                 .collect();

@@ -214,31 +214,101 @@ impl MetCode {
     /// Decodes the word whose channel LLRs are `llr` (`n` values, `log P(0)/P(1)`) and whose
     /// syndrome is `syndrome`, in at most `max_iter` layered iterations. Returns the word
     /// and the iterations used, or `None` when the decoder did not settle (the precode
-    /// unsatisfied, the decisions still changing, or a core bit's posterior LLR below 8). A returned word satisfies the
-    /// syndrome; whether it is the right one is for the verification hash to say.
+    /// unsatisfied, the decisions still changing, or a core bit's posterior LLR below 8). A
+    /// returned word satisfies the syndrome; whether it is the right one is for the
+    /// verification hash to say.
     pub fn decode(&self, llr: &[f32], syndrome: &Bits, max_iter: usize) -> Option<(Bits, usize)> {
-        assert_eq!(llr.len(), self.len(), "LLRs for a word of the wrong length");
-        assert_eq!(
-            syndrome.len(),
-            self.syndrome_len(),
-            "syndrome of the wrong length"
-        );
+        self.decode_many(&[(llr, syndrome)], max_iter)
+            .pop()
+            .flatten()
+    }
+
+    /// Decodes several frames of this code together, one per SIMD lane (up to [`LANES`] at
+    /// a time; more are taken in groups): the checks' arithmetic runs on all lanes at once
+    /// over the one graph walk, and each lane stops by the same rules as [`Self::decode`]
+    /// (a finished lane is carried along until the group's last one finishes). Each frame's
+    /// result is [`Self::decode`]'s on it, bit for bit: the lanes do the same IEEE
+    /// operations in the same order.
+    pub fn decode_many(
+        &self,
+        frames: &[(&[f32], &Bits)],
+        max_iter: usize,
+    ) -> Vec<Option<(Bits, usize)>> {
+        for (llr, syndrome) in frames {
+            assert_eq!(llr.len(), self.len(), "LLRs for a word of the wrong length");
+            assert_eq!(
+                syndrome.len(),
+                self.syndrome_len(),
+                "syndrome of the wrong length"
+            );
+        }
+        let mut out = Vec::with_capacity(frames.len());
+        for group in frames.chunks(LANES) {
+            out.extend(match group.len() {
+                1 => self.decode_lanes::<1>(group, max_iter),
+                2..=4 => self.decode_lanes::<4>(group, max_iter),
+                _ => self.decode_lanes::<LANES>(group, max_iter),
+            });
+        }
+        out
+    }
+
+    /// [`Self::decode_lanes_generic`] compiled for AVX2 where the CPU has it.
+    fn decode_lanes<const L: usize>(
+        &self,
+        frames: &[(&[f32], &Bits)],
+        max_iter: usize,
+    ) -> Vec<Option<(Bits, usize)>> {
+        #[cfg(target_arch = "x86_64")]
+        if L > 1 && std::is_x86_feature_detected!("avx2") {
+            return avx2::decode_lanes::<L>(self, frames, max_iter);
+        }
+        self.decode_lanes_generic::<L>(frames, max_iter)
+    }
+
+    /// Layered sum-product on `frames.len() ≤ L` frames in `L` lanes (lanes past the
+    /// frames carry zero LLRs and are finished from the start).
+    #[inline(always)]
+    fn decode_lanes_generic<const L: usize>(
+        &self,
+        frames: &[(&[f32], &Bits)],
+        max_iter: usize,
+    ) -> Vec<Option<(Bits, usize)>> {
         const CLAMP: f32 = 1.0 - 1e-6;
         // Every core bit must be this sure before the decoder stops: a stable word that
         // satisfies the precode but still has weak bits is, at low SNR, often a wrong one.
         const SETTLED: f32 = 8.0;
-        let k = self.k;
-        let mut total: Vec<f32> = llr[..k].to_vec();
-        let mut msg = vec![0f32; self.idx.len()];
-        // The degree-one bits' fixed inputs, as tanh(L/2) with the syndrome's sign.
-        let fixed: Vec<f32> = (0..self.m)
+        // Progress: the core posteriors' mean magnitude, every STRIDE iterations. A frame
+        // whose mean has not grown by a fifth in three strides is stuck at a fixed point
+        // (measured at SNR 0.011 and 0.03: failing frames plateau within ±10 % for hundreds
+        // of iterations, and 1000 iterations rescue none of them; succeeding ones may
+        // stall for two strides, then take off): give up on it from iteration 100 rather
+        // than spend the rest of `max_iter`.
+        const STRIDE: usize = 25;
+        let (k, lanes) = (self.k, frames.len());
+        debug_assert!(lanes <= L);
+        let lane_llr = |l: usize, i: usize| frames.get(l).map_or(0.0, |f| f.0[i]);
+        let lane_syn = |l: usize, c: usize| frames.get(l).is_some_and(|f| f.1.get(c));
+        let mut total: Vec<[f32; L]> = (0..k)
+            .map(|b| core::array::from_fn(|l| lane_llr(l, b)))
+            .collect();
+        let mut msg = vec![[0f32; L]; self.idx.len()];
+        // Each check's fixed factor: a type-2 check's degree-one bit as tanh(L/2) with the
+        // syndrome's sign; a precode check's syndrome sign.
+        let head: Vec<[f32; L]> = (0..self.syndrome_len())
             .map(|c| {
-                let t = tanh_half(llr[k + c]);
-                if syndrome.get(c) {
-                    -t
-                } else {
-                    t
-                }
+                core::array::from_fn(|l| {
+                    let t = if c < self.m {
+                        tanh_half(lane_llr(l, k + c))
+                    } else {
+                        1.0
+                    };
+                    if lane_syn(l, c) {
+                        -t
+                    } else {
+                        t
+                    }
+                })
             })
             .collect();
         let max_d = self
@@ -247,74 +317,96 @@ impl MetCode {
             .map(|w| (w[1] - w[0]) as usize)
             .max()
             .unwrap_or(0);
-        let mut q = vec![0f32; max_d];
-        let mut t = vec![0f32; max_d];
-        let mut suffix = vec![0f32; max_d + 1];
-        let mut hard = Bits::zeros(k);
-        let mut stable = 0;
-        // Progress: the core posteriors' mean magnitude, every STRIDE iterations. A frame
-        // whose mean has not grown by a fifth in three strides is stuck at a fixed point
-        // (measured at SNR 0.011 and 0.03: failing frames plateau within ±10 % for hundreds
-        // of iterations, and 1000 iterations rescue none of them; succeeding ones may
-        // stall for two strides, then take off): give up on it from iteration 100 rather
-        // than spend the rest of `max_iter`.
-        const STRIDE: usize = 25;
-        let mut means = [0f64; 3];
+        // A check's edges × lanes, flat (edge-major), so that the transcendental steps are
+        // plain loops over a slice, which vectorise.
+        let mut q = vec![0f32; max_d * L];
+        let mut t = vec![0f32; max_d * L];
+        let mut z = vec![0f32; max_d * L];
+        let mut suffix = vec![[0f32; L]; max_d + 1];
+        let mut hard: Vec<Bits> = (0..lanes).map(|_| Bits::zeros(k)).collect();
+        let mut stable = [0u32; L];
+        let mut means = [[0f64; 3]; L];
+        let mut done: Vec<Option<Option<(Bits, usize)>>> = (0..lanes).map(|_| None).collect();
         for it in 1..=max_iter {
-            #[allow(clippy::needless_range_loop)] // c indexes ptr, fixed and the syndrome
-            for c in 0..self.syndrome_len() {
+            for (c, head) in head.iter().enumerate() {
                 let (lo, hi) = (self.ptr[c] as usize, self.ptr[c + 1] as usize);
-                let (head, sign) = if let Some(&f) = fixed.get(c) {
-                    (f, 1.0f32)
-                } else {
-                    (1.0f32, if syndrome.get(c) { -1.0 } else { 1.0 })
-                };
                 let d = hi - lo;
                 let (idx, msg) = (&self.idx[lo..hi], &mut msg[lo..hi]);
-                let (q, t) = (&mut q[..d], &mut t[..d]);
+                let (q, t, z) = (&mut q[..d * L], &mut t[..d * L], &mut z[..d * L]);
                 for i in 0..d {
-                    q[i] = total[idx[i] as usize] - msg[i];
-                    t[i] = tanh_half(q[i]);
+                    let tot = &total[idx[i] as usize];
+                    for l in 0..L {
+                        q[i * L + l] = tot[l] - msg[i][l];
+                    }
+                }
+                for (t, &q) in t.iter_mut().zip(q.iter()) {
+                    *t = tanh_half(q);
                 }
                 let suffix = &mut suffix[..=d];
-                suffix[d] = 1.0;
+                suffix[d] = [1.0; L];
                 for i in (0..d).rev() {
-                    suffix[i] = suffix[i + 1] * t[i];
+                    for l in 0..L {
+                        suffix[i][l] = suffix[i + 1][l] * t[i * L + l];
+                    }
                 }
-                let mut prefix = head * sign;
+                let mut prefix = *head;
                 for i in 0..d {
-                    let z = (prefix * suffix[i + 1]).clamp(-CLAMP, CLAMP);
-                    let r = ln_fast((1.0 + z) / (1.0 - z));
-                    msg[i] = r;
-                    total[idx[i] as usize] = q[i] + r;
-                    prefix *= t[i];
+                    for l in 0..L {
+                        z[i * L + l] = prefix[l] * suffix[i + 1][l];
+                        prefix[l] *= t[i * L + l];
+                    }
+                }
+                for z in z.iter_mut() {
+                    let v = z.clamp(-CLAMP, CLAMP);
+                    *z = ln_fast((1.0 + v) / (1.0 - v));
+                }
+                for i in 0..d {
+                    let tot = &mut total[idx[i] as usize];
+                    for l in 0..L {
+                        let r = z[i * L + l];
+                        msg[i][l] = r;
+                        tot[l] = q[i * L + l] + r;
+                    }
                 }
             }
-            // Decisions and the precode.
-            let mut changed = false;
-            let mut weakest = f32::INFINITY;
-            for (b, &l) in total.iter().enumerate() {
-                let bit = l < 0.0;
-                weakest = weakest.min(l.abs());
-                if hard.get(b) != bit {
-                    hard.set(b, bit);
-                    changed = true;
+            // Decisions, the precode and progress, lane by lane.
+            for l in 0..lanes {
+                if done[l].is_some() {
+                    continue;
+                }
+                let (hard, syndrome) = (&mut hard[l], frames[l].1);
+                let mut changed = false;
+                let mut weakest = f32::INFINITY;
+                for (b, tot) in total.iter().enumerate() {
+                    let v = tot[l];
+                    let bit = v < 0.0;
+                    weakest = weakest.min(v.abs());
+                    if hard.get(b) != bit {
+                        hard.set(b, bit);
+                        changed = true;
+                    }
+                }
+                stable[l] = if changed { 0 } else { stable[l] + 1 };
+                if stable[l] >= 2 && weakest >= SETTLED && self.precode_holds(hard, syndrome) {
+                    done[l] = Some(Some((self.complete(hard, syndrome), it)));
+                    continue;
+                }
+                if it % STRIDE == 0 {
+                    let mean =
+                        total.iter().map(|v| v[l].abs() as f64).sum::<f64>() / k.max(1) as f64;
+                    let slot = (it / STRIDE) % 3;
+                    if it >= 4 * STRIDE && mean < 1.2 * means[l][slot] {
+                        done[l] = Some(None);
+                        continue;
+                    }
+                    means[l][slot] = mean;
                 }
             }
-            stable = if changed { 0 } else { stable + 1 };
-            if stable >= 2 && weakest >= SETTLED && self.precode_holds(&hard, syndrome) {
-                return Some((self.complete(&hard, syndrome), it));
-            }
-            if it % STRIDE == 0 {
-                let mean = total.iter().map(|l| l.abs() as f64).sum::<f64>() / k.max(1) as f64;
-                let slot = (it / STRIDE) % 3;
-                if it >= 4 * STRIDE && mean < 1.2 * means[slot] {
-                    return None;
-                }
-                means[slot] = mean;
+            if done.iter().all(Option::is_some) {
+                break;
             }
         }
-        None
+        done.into_iter().map(Option::flatten).collect()
     }
 
     fn precode_holds(&self, core: &Bits, syndrome: &Bits) -> bool {
@@ -348,16 +440,52 @@ impl MetCode {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! The one place the CV decoder uses `unsafe`: the lanes compiled for AVX2, called
+    //! behind a run-time feature check.
+    #![allow(unsafe_code)]
+    #![deny(clippy::undocumented_unsafe_blocks)]
+    use super::MetCode;
+    use qkdnet_core::Bits;
+
+    /// [`MetCode::decode_lanes_generic`] with AVX2; the caller has checked the CPU has it.
+    pub(super) fn decode_lanes<const L: usize>(
+        code: &MetCode,
+        frames: &[(&[f32], &Bits)],
+        max_iter: usize,
+    ) -> Vec<Option<(Bits, usize)>> {
+        debug_assert!(std::is_x86_feature_detected!("avx2"));
+        // SAFETY: only called after `is_x86_feature_detected!("avx2")` returned true.
+        unsafe { lanes_avx2::<L>(code, frames, max_iter) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes_avx2<const L: usize>(
+        code: &MetCode,
+        frames: &[(&[f32], &Bits)],
+        max_iter: usize,
+    ) -> Vec<Option<(Bits, usize)>> {
+        code.decode_lanes_generic::<L>(frames, max_iter)
+    }
+}
+
+/// Frames [`MetCode::decode_many`] decodes together (AVX2: 8 single-precision lanes).
+pub const LANES: usize = 8;
+
 /// `2^x` for `|x| < 126`, relative error below 2e−6: the integer part into the exponent
-/// bits, `2^f` on `[0, 1)` by its degree-7 Taylor polynomial in `f ln 2`.
+/// bits, `2^f` on `[0, 1)` by its degree-7 Taylor polynomial in `f ln 2`. Branch-free, so
+/// that lanes vectorise.
 #[inline(always)]
 fn exp2_fast(x: f32) -> f32 {
     let x = x.clamp(-126.0, 126.0);
-    // floor without a libm call: truncate, then step down for negative fractions.
-    let mut n = x as i32;
-    if (n as f32) > x {
-        n -= 1;
-    }
+    // floor without a libm call or a saturating conversion (which keeps lanes from
+    // vectorising): adding 1.5·2²³ rounds x to an integer in the mantissa's low bits,
+    // then step down where that rounded up.
+    const MAGIC: f32 = 12_582_912.0;
+    let y = x + MAGIC;
+    let n = (y.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let n = n - i32::from(y - MAGIC > x);
     let f = (x - n as f32) * std::f32::consts::LN_2;
     let p = 1.0
         + f * (1.0
@@ -465,6 +593,40 @@ mod tests {
         }
         let (bits, llr) = frame(c.len(), 0.018, &mut rng);
         assert!(c.decode(&llr, &c.syndrome(&bits), 60).is_none());
+    }
+
+    /// Frames decoded together in lanes give each frame's lone result, words and
+    /// iterations, whether they decode or not (a group of 8 mixing both, and a group of 3
+    /// in 4 lanes).
+    #[test]
+    fn lanes_decode_each_frame_as_it_decodes_alone() {
+        let ens = design::design(&design::DesignTarget::at(0.03)).expect("design");
+        let c = MetCode::new(&ens, 100_000, 3).expect("code");
+        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let words: Vec<(Bits, Vec<f32>)> =
+            [0.036, 0.04, 0.018, 0.033, 0.036, 0.02, 0.05, 0.036, 0.036]
+                .iter()
+                .map(|&snr| frame(c.len(), snr, &mut rng))
+                .collect();
+        let syn: Vec<Bits> = words.iter().map(|(b, _)| c.syndrome(b)).collect();
+        let frames: Vec<(&[f32], &Bits)> = words
+            .iter()
+            .zip(&syn)
+            .map(|((_, llr), s)| (llr.as_slice(), s))
+            .collect();
+        let alone: Vec<_> = frames.iter().map(|(l, s)| c.decode(l, s, 200)).collect();
+        assert!(alone.iter().filter(|r| r.is_some()).count() >= 5);
+        assert!(alone.iter().any(Option::is_none));
+        let same = |a: &[Option<(Bits, usize)>], b: &[Option<(Bits, usize)>]| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| match (x, y) {
+                    (Some((w, i)), Some((v, j))) => w.words() == v.words() && i == j,
+                    (None, None) => true,
+                    _ => false,
+                })
+        };
+        assert!(same(&c.decode_many(&frames, 200), &alone));
+        assert!(same(&c.decode_many(&frames[2..5], 200), &alone[2..5]));
     }
 
     #[test]
