@@ -80,6 +80,18 @@ pub fn run_network(
     };
     let windows = (seconds / WINDOW_S).ceil() as u64;
     let bar = indicatif::ProgressBar::new(windows);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{wide_bar} {pos}/{len} windows {msg}")
+    {
+        bar.set_style(style);
+    }
+    // A CV block decodes for tens of seconds between two windows: say so.
+    let decode_bar = bar.clone();
+    sim.on_decode(Box::new(move |link, block, frames| {
+        decode_bar.set_message(format!(
+            "(link {link}: block {block}, {frames} frames decoded)"
+        ));
+    }));
     let started = std::time::Instant::now();
     let mut events: Vec<NetEvent> = Vec::new();
     let sink_err = |e: String| CliError::runtime(e);
@@ -111,6 +123,7 @@ pub fn run_network(
         crate::run::pace(started, sim.time_s(), a.time_scale);
         if w % 256 == 0 {
             bar.set_position(w);
+            bar.set_message("");
         }
     }
     sim.finish(&net, sink.as_sink(), &mut |e| events.push(e))

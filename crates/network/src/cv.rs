@@ -889,6 +889,11 @@ impl CvRunner {
         (b, std::mem::take(&mut self.gathered))
     }
 
+    /// The next block's number (blocks taken so far).
+    pub fn blocks_taken(&self) -> u64 {
+        self.next_block
+    }
+
     /// Symbols gathered for the next block.
     pub fn gathered_symbols(&self) -> u64 {
         self.gathered.symbols

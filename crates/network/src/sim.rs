@@ -121,7 +121,12 @@ pub struct NetworkSim {
     links: Vec<SimLink>,
     skipped: Vec<(String, String)>,
     t_s: f64,
+    decoding: Option<Box<DecodeProgress>>,
 }
+
+/// Told as a CV block's frames decode (a block of 1e7 symbols takes tens of seconds): the
+/// link's ID, its block number and the frames decoded so far.
+pub type DecodeProgress = dyn Fn(&str, u64, usize) + Sync;
 
 /// The seed of a link's random streams in a network run: (master seed, link ID).
 pub fn link_seed(seed: u64, id: &str) -> u64 {
@@ -369,7 +374,13 @@ impl NetworkSim {
             links,
             skipped,
             t_s: 0.0,
+            decoding: None,
         })
+    }
+
+    /// Reports the decoding of CV blocks to `f` (progress displays).
+    pub fn on_decode(&mut self, f: Box<DecodeProgress>) {
+        self.decoding = Some(f);
     }
 
     /// Links not run, with the reason.
@@ -446,7 +457,7 @@ impl NetworkSim {
             watch(l.index, &out);
             if out.t_s - l.block_start_s >= l.block_s {
                 l.block_start_s = out.t_s;
-                flush(l, id, out.t_s, sink, log)?;
+                flush(l, id, out.t_s, sink, log, self.decoding.as_deref())?;
             }
         }
         Ok(())
@@ -462,7 +473,7 @@ impl NetworkSim {
         let t = self.t_s;
         for l in &mut self.links {
             let id = net.links[l.index].id.clone();
-            flush(l, &id, t, sink, log)?;
+            flush(l, &id, t, sink, log, self.decoding.as_deref())?;
         }
         Ok(())
     }
@@ -474,12 +485,20 @@ fn flush(
     t_s: f64,
     sink: &mut dyn KeySink,
     log: &mut dyn FnMut(NetEvent),
+    decoding: Option<&DecodeProgress>,
 ) -> Result<(), String> {
     if let Runner::Cv(r) = &mut l.runner {
         if r.gathered_symbols() == 0 {
             return Ok(());
         }
-        let (report, keys) = r.distil(l.finite_key, &|| ())?;
+        let (block, frames) = (r.blocks_taken(), std::sync::atomic::AtomicUsize::new(0));
+        let tick = || {
+            let done = frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if let Some(f) = decoding {
+                f(id, block, done);
+            }
+        };
+        let (report, keys) = r.distil(l.finite_key, &tick)?;
         let b = report.block;
         match keys {
             Some(k) => {
