@@ -892,8 +892,9 @@ pub struct TfRunner {
 
 impl TfRunner {
     /// A runner for `link` (SNS with or without AOPP; phase-matching QKD has no runtime:
-    /// the emulator does not draw its phase-encoded pulses); `seed` drives the raw key's
-    /// draws, its order and the pairing.
+    /// the emulator draws its key pulses with ideal decoys, not the decoy pulses a block's
+    /// finite-key bound needs); `seed` drives the raw key's draws, its order and the
+    /// pairing.
     pub fn new(link: qkdnet_emulator::tf::TfLink, seed: u64) -> Result<Self, InputError> {
         let hw = link.model().hw;
         if hw.variant == qkdnet_keyrate::tf::TfVariant::Pm {
