@@ -863,21 +863,16 @@ impl CvRunner {
             });
         }
         WindowOutput {
-            t_s,
-            conditions: None,
-            decoy: None,
-            mdi: None,
-            tf: None,
-            di: None,
             cv: window_est,
-            singles: [units, units],
-            z: BasisCounts::default(),
-            x: BasisCounts::default(),
             locked: obs.sync_locked,
-            produced,
-            keys: None,
-            transitions,
-            sync_offset_ps: f64::NAN,
+            ..WindowOutput::pulsed(
+                t_s,
+                units,
+                BasisCounts::default(),
+                produced,
+                None,
+                transitions,
+            )
         }
     }
 

@@ -126,24 +126,11 @@ impl DiRunner {
                 &mut self.run.bits_rng,
             )
         });
+        // The CHSH rounds are not a test basis of the session's (their lost games run at
+        // ½ − S/8, 15 % at best): the block's bound takes them from `di`.
         WindowOutput {
-            t_s,
-            conditions: None,
-            decoy: None,
-            mdi: None,
-            tf: None,
-            cv: None,
             di: produced.then(|| st.di_counts()),
-            singles: [st.heralds, st.heralds],
-            z,
-            // The CHSH rounds are not a test basis of the session's (their lost games
-            // run at ½ − S/8, 15 % at best): the block's bound takes them from `di`.
-            x: BasisCounts::default(),
-            locked: true,
-            produced,
-            keys,
-            transitions,
-            sync_offset_ps: f64::NAN,
+            ..WindowOutput::pulsed(t_s, st.heralds, z, produced, keys, transitions)
         }
     }
 }

@@ -126,6 +126,38 @@ pub struct WindowOutput {
     pub sync_offset_ps: f64,
 }
 
+impl WindowOutput {
+    /// A window of a family without a tracked sync (one shared pulse clock, or a pilot):
+    /// no BBM92 conditions, no family tallies, no test basis, locked, no sync offset; the
+    /// same `events` at both sides. Runners set what their family adds with struct update.
+    pub fn pulsed(
+        t_s: f64,
+        events: u64,
+        z: BasisCounts,
+        produced: bool,
+        keys: Option<(Bits, Bits)>,
+        transitions: Transitions,
+    ) -> Self {
+        Self {
+            t_s,
+            conditions: None,
+            decoy: None,
+            mdi: None,
+            tf: None,
+            cv: None,
+            di: None,
+            singles: [events, events],
+            z,
+            x: BasisCounts::default(),
+            locked: true,
+            produced,
+            keys,
+            transitions,
+            sync_offset_ps: f64::NAN,
+        }
+    }
+}
+
 /// A basis's window counts as the supervisor takes them.
 fn tally(b: &BasisCounts) -> Tally {
     Tally {
@@ -790,21 +822,9 @@ impl Bb84Runner {
             (None, None)
         };
         WindowOutput {
-            t_s,
-            conditions: None,
             decoy,
-            mdi: None,
-            tf: None,
-            cv: None,
-            di: None,
-            singles: [clicks, clicks],
-            z,
             x,
-            locked: true,
-            produced,
-            keys,
-            transitions,
-            sync_offset_ps: f64::NAN,
+            ..WindowOutput::pulsed(t_s, clicks, z, produced, keys, transitions)
         }
     }
 }
@@ -857,21 +877,8 @@ impl MdiRunner {
             (None, None)
         };
         WindowOutput {
-            t_s,
-            conditions: None,
-            decoy: None,
             mdi,
-            tf: None,
-            cv: None,
-            di: None,
-            singles: [events, events],
-            z,
-            x: BasisCounts::default(),
-            locked: true,
-            produced,
-            keys,
-            transitions,
-            sync_offset_ps: f64::NAN,
+            ..WindowOutput::pulsed(t_s, events, z, produced, keys, transitions)
         }
     }
 }
@@ -950,22 +957,10 @@ impl TfRunner {
             matched_errors: st.matched_errors as f64,
             aopp_pairs: pairs as f64,
         });
+        let keys = produced.then_some((ka, kb));
         WindowOutput {
-            t_s,
-            conditions: None,
-            decoy: None,
-            mdi: None,
             tf,
-            cv: None,
-            di: None,
-            singles: [events, events],
-            z,
-            x: BasisCounts::default(),
-            locked: true,
-            produced,
-            keys: produced.then_some((ka, kb)),
-            transitions,
-            sync_offset_ps: f64::NAN,
+            ..WindowOutput::pulsed(t_s, events, z, produced, keys, transitions)
         }
     }
 }
