@@ -609,7 +609,7 @@ fn run_tf(a: &EmulateArgs, link: TfLink) -> Result<(), CliError> {
         "format_doc": "docs/EMULATOR.md (twin-field); .qtab: crates/core/src/samples.rs",
         "columns": {
             "relay": ["pulse", "detector (0 bright at δ = 0, 1 other, 2 both)"],
-            "alice": ["pulse", "setting (0 Z not sending, 1 Z sending, 2 X vacuum, 3 X μ1, 4 X μ2)", "phase slice"],
+            "alice": ["pulse", if link.is_pm() { "setting (0 signal bit 0, 1 signal bit 1, 2 vacuum, 3 weak decoy)" } else { "setting (0 Z not sending, 1 Z sending, 2 X vacuum, 3 X μ1, 4 X μ2)" }, "phase slice"],
             "bob": ["pulse", "setting", "phase slice"],
             "sent": ["first pulse", "pulses", "sent per setting pair [alice][bob], 25 columns"],
         },

@@ -23,10 +23,10 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Scenario file (a `bbm92-cw` link with `[emulator]` and `[[fault]]` sections; a
-    /// `decoy-bb84`, `mdi`, `sns` or `sns-aopp` link runs as a network of its two ends and
-    /// its relay; a `cv-gg02` link runs its own blocks), or a network file (every link of
-    /// the network with a runtime together: BBM92 CW, decoy BB84, MDI, SNS and SNS-AOPP
-    /// twin-field, CV-QKD; see docs/NETWORK.md).
+    /// `decoy-bb84`, `mdi`, `sns`, `sns-aopp`, `pm` or `di-memory` link runs as a network
+    /// of its two ends and its relay; a `cv-gg02` link runs its own blocks), or a network
+    /// file (every link of the network with a runtime together: BBM92 CW, decoy BB84, MDI,
+    /// twin-field SNS, SNS-AOPP and PM, CV-QKD, DI-QKD; see docs/NETWORK.md).
     pub scenario: PathBuf,
     /// Serve the live dashboard (key rate, QBERs, sync offset, key buffers, events) at this
     /// address, e.g. 127.0.0.1:8080, during the run and after it until interrupted.
@@ -171,7 +171,7 @@ fn is_network(path: &std::path::Path) -> bool {
 }
 
 /// A link scenario of a family whose runtime lives in network runs (decoy BB84, MDI,
-/// SNS and SNS-AOPP twin-field) as a network: its two ends, its relay for relay protocols, fibres
+/// twin-field, DI-QKD) as a network: its two ends, its relay for relay protocols, fibres
 /// of the scenario's length (split evenly at the relay) and the scenario's total loss.
 fn one_link_network(
     path: &std::path::Path,
@@ -179,11 +179,11 @@ fn one_link_network(
 ) -> Result<qkdnet_network::spec::Network, CliError> {
     let relay = match file.protocol.as_str() {
         "decoy-bb84" => false,
-        "mdi" | "sns" | "sns-aopp" | "di-memory" => true,
+        "mdi" | "sns" | "sns-aopp" | "pm" | "di-memory" => true,
         other => {
             return Err(CliError::input(format!(
                 "{}: protocol: qkdnet run has no link runtime for \"{other}\" yet \
-                 (bbm92-cw, decoy-bb84, mdi, sns, sns-aopp, cv-gg02 and di-memory run)",
+                 (bbm92-cw, decoy-bb84, mdi, sns, sns-aopp, pm, cv-gg02 and di-memory run)",
                 path.display()
             )))
         }

@@ -333,17 +333,20 @@ fn cv_blocks_reconcile_through_the_real_stack() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("5.00e9 symbols"), "{err}");
     // A family without a runtime is refused, naming it.
-    let dir = std::env::temp_dir().join(format!("qkdnet-run-pm-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("qkdnet-run-pulsed-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let pm = dir.join("pm.toml");
+    let pulsed = dir.join("pulsed.toml");
     std::fs::write(
-        &pm,
-        "name = \"pm\"\nprotocol = \"pm\"\n[channel]\nloss_db = 30.0\n",
+        &pulsed,
+        "name = \"pulsed\"\nprotocol = \"bbm92-pulsed\"\n[channel]\nloss_db = 30.0\n",
     )
     .unwrap();
-    let (code, _, err) = qkdnet(&["run", pm.to_str().unwrap()]);
+    let (code, _, err) = qkdnet(&["run", pulsed.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("no link runtime for \"pm\""), "{err}");
+    assert!(
+        err.contains("no link runtime for \"bbm92-pulsed\""),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

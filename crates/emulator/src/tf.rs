@@ -139,6 +139,11 @@ pub struct TfStats {
     pub matched_clicks: u64,
     /// Of which on the detector that should be dark (phase errors).
     pub matched_errors: u64,
+    /// PM: weak-decoy pairs `(3, 3)` whose phase slices matched, clicked or not (window
+    /// level only, as `matched_sent`).
+    pub matched_decoy_sent: u64,
+    /// PM: of which gave a single click.
+    pub matched_decoy_clicks: u64,
 }
 
 /// A validated twin-field link.
@@ -167,6 +172,8 @@ impl std::ops::AddAssign<&TfStats> for TfStats {
         self.matched_sent += s.matched_sent;
         self.matched_clicks += s.matched_clicks;
         self.matched_errors += s.matched_errors;
+        self.matched_decoy_sent += s.matched_decoy_sent;
+        self.matched_decoy_clicks += s.matched_decoy_clicks;
     }
 }
 
@@ -209,10 +216,19 @@ impl TfLink {
         let px = 1.0 - pz;
         let pm = hw.variant == TfVariant::Pm;
         let settings = if pm {
-            // PM-QKD: every pulse at μ/2 with the key bit as a phase 0 or π (Ma, Zeng,
-            // Zhou 2018), ideal decoys as in `keyrate`.
+            // PM-QKD (Ma, Zeng, Zhou 2018): a signal at μ/2 with probability p_z, the key
+            // bit as a phase 0 or π; else a test pulse, the weak decoy ν/2 (`mu_decoy1` is
+            // ν over the pair) with keyrate's PM_DECOY_SHARE, vacuum otherwise: each user
+            // independently, as `keyrate`'s finite model counts them.
             let half = hw.mu_signal / 2.0;
-            [(0.5, half), (0.5, half), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)]
+            let share = qkdnet_keyrate::tf::PM_DECOY_SHARE;
+            [
+                (pz / 2.0, half),
+                (pz / 2.0, half),
+                (px * (1.0 - share), 0.0),
+                (px * share, hw.mu_decoy1 / 2.0),
+                (0.0, 0.0),
+            ]
         } else {
             [
                 (pz * (1.0 - eps), 0.0),
@@ -334,6 +350,15 @@ impl TfLink {
         }
     }
 
+    /// PM: expected single-click gain of matched-slice weak-decoy pairs `(3, 3)`.
+    pub fn matched_decoy_gain(&self) -> f64 {
+        if !self.arms.on {
+            return 0.0;
+        }
+        let (x, y) = self.arriving(3, 3);
+        self.model.gain_both_matched(x, y).0
+    }
+
     /// Expected (single-click gain, error gain) of matched-slice pairs (SNS: weak decoys;
     /// PM: key pulses), from `keyrate`'s forward model.
     pub fn matched(&self) -> (f64, f64) {
@@ -361,12 +386,15 @@ impl TfLink {
         for c in w.clicks.iter().filter(|c| c.detector < 2) {
             let (a, b) = (c.settings[0] as usize, c.settings[1] as usize);
             s.single[a][b] += 1;
-            if !self.matched_pair(a, b) {
-                continue;
-            }
             let same = c.slices[0] == c.slices[1];
             let opposite =
                 slices.is_multiple_of(2) && (c.slices[0] + slices / 2) % slices == c.slices[1];
+            if self.pm && (a, b) == (3, 3) && (same || opposite) {
+                s.matched_decoy_clicks += 1;
+            }
+            if !self.matched_pair(a, b) {
+                continue;
+            }
             if same || opposite {
                 s.matched_clicks += 1;
                 let flips = (self.key_phase(a) != self.key_phase(b)) as u8 ^ opposite as u8;
@@ -588,6 +616,12 @@ impl TfEmulator {
         let (g, e) = self.link.matched();
         let clicks = binomial(&mut rng, matched, g);
         let errors = binomial(&mut rng, clicks, if g > 0.0 { e / g } else { 0.0 });
+        let (decoy_sent, decoy_clicks) = if self.link.pm {
+            let n = binomial(&mut rng, sent[3][3], 2.0 / m);
+            (n, binomial(&mut rng, n, self.link.matched_decoy_gain()))
+        } else {
+            (0, 0)
+        };
         TfStats {
             index,
             sent,
@@ -595,6 +629,8 @@ impl TfEmulator {
             matched_sent: matched,
             matched_clicks: clicks,
             matched_errors: errors,
+            matched_decoy_sent: decoy_sent,
+            matched_decoy_clicks: decoy_clicks,
         }
     }
 }

@@ -205,11 +205,17 @@ fn phase_error_process_has_the_budget_variance_and_interval_memory() {
     );
 }
 
+/// PM-QKD at event and window level: each user sends a signal (either bit) with `p_z`,
+/// else the weak decoy or vacuum; matched key pairs click and err as keyrate's forward
+/// model says (Ma, Zeng, Zhou 2018: the matched error rate is the key error E_μ), and
+/// matched weak-decoy pairs click at their matched gain.
 #[test]
 fn pm_qkd_matched_key_errors_match_keyrate() {
     let pm = TwinField {
         variant: TfVariant::Pm,
         mu_signal: 0.1,
+        mu_decoy1: 0.02,
+        p_z: 0.8,
         ..hw()
     };
     let l = TfLink::new(pm, 30.0, TfEmulation::default()).expect("valid");
@@ -219,19 +225,29 @@ fn pm_qkd_matched_key_errors_match_keyrate() {
     for _ in 0..300 {
         add(&mut total, &l.tally(&e.step_events()));
     }
-    // Only the two key settings are ever sent.
-    assert_eq!(total.sent.iter().flatten().sum::<u64>(), 300 * 1_000_000);
-    assert_eq!(
-        total.sent[0][0] + total.sent[0][1] + total.sent[1][0] + total.sent[1][1],
-        300 * 1_000_000
+    let pulses = 300 * 1_000_000;
+    assert_eq!(total.sent.iter().flatten().sum::<u64>(), pulses);
+    let key_sent: u64 = total.sent[0][0] + total.sent[0][1] + total.sent[1][0] + total.sent[1][1];
+    binom_z("PM key pairs sent", key_sent, pulses, 0.8 * 0.8);
+    let decoy = 0.2 * qkdnet_keyrate::tf::PM_DECOY_SHARE;
+    binom_z(
+        "PM weak-decoy pairs sent",
+        total.sent[3][3],
+        pulses,
+        decoy * decoy,
     );
     let (g, err) = l.matched();
-    let sent: u64 = total.sent[0][0] + total.sent[0][1] + total.sent[1][0] + total.sent[1][1];
     binom_z(
         "PM matched clicks",
         total.matched_clicks,
-        sent,
+        key_sent,
         2.0 / 16.0 * g,
+    );
+    binom_z(
+        "PM matched weak-decoy clicks",
+        total.matched_decoy_clicks,
+        total.sent[3][3],
+        2.0 / 16.0 * l.matched_decoy_gain(),
     );
     // keyrate's PM key error E_μ (Ma, Zeng, Zhou 2018) is the matched error rate.
     assert!((l.qber_z() - err / g).abs() < 1e-12);
@@ -242,6 +258,24 @@ fn pm_qkd_matched_key_errors_match_keyrate() {
         l.qber_z(),
     );
     assert!(total.matched_clicks > 2_000, "{total:?}");
+    // Window level: the same counts from the closed forms.
+    let mut w = TfEmulator::new(l.clone(), 1e-3).expect("window");
+    let mut stats = TfStats::default();
+    for _ in 0..300 {
+        add(&mut stats, &w.step_stats());
+    }
+    binom_z(
+        "PM matched weak-decoy pairs (window level)",
+        stats.matched_decoy_sent,
+        stats.sent[3][3],
+        2.0 / 16.0,
+    );
+    binom_z(
+        "PM matched weak-decoy clicks (window level)",
+        stats.matched_decoy_clicks,
+        stats.matched_decoy_sent,
+        l.matched_decoy_gain(),
+    );
 }
 
 /// Faults act window by window at both fidelities: a 3 dB loss step on Alice's arm

@@ -172,7 +172,7 @@ const FREE_PM: [FreeParam; 3] = [
 ];
 
 /// PM-QKD test pulses: fraction sent as the weak decoy ν (the rest are vacuum).
-const PM_DECOY_SHARE: f64 = 0.75;
+pub const PM_DECOY_SHARE: f64 = 0.75;
 
 // 8-point Gauss–Hermite (physicists') nodes and weights (Abramowitz & Stegun Table 25.10).
 const GH_X: [f64; 4] = [
@@ -494,14 +494,17 @@ impl TwinFieldModel {
     ///
     /// - Asymptotic, ideal decoys: `R = (2/M) Q_μ [1 − f h(E_μ) − h(q_even)]` with yields
     ///   `Y_k = 1 − (1−p_d)²(1−η)^k` of the symmetric channel.
-    /// - Finite key: a fraction `p_z` of pulses are signals (total intensity μ), the rest
-    ///   test pulses, a share [`PM_DECOY_SHARE`] at the weak decoy ν = μ·`x[1]` and the rest
-    ///   vacuum. Decoy pulses are phase post-selected like signals. The single-photon yield
-    ///   gets the vacuum + weak decoy lower bound of Ma, Qi, Zhao, Lo, PRA 72, 012326 (2005),
-    ///   Eq. (34), with every count bounded by Chernoff at ε_sec/6; then
-    ///   `E_X ≤ 1 − n₁ᴸ / n_key` (dropping the odd fractions above one photon, which only
-    ///   loosens the bound) and `ℓ = n_key [1 − h(E_X)] − f n_key h(E_μ) − Δ` with Δ of
-    ///   [`composable_overhead`].
+    /// - Finite key: each user sends a signal (total intensity μ over the pair, either
+    ///   bit) with probability `p_z`, else a test pulse, a share [`PM_DECOY_SHARE`] at the
+    ///   weak decoy (ν = μ·`x[1]` over the pair) and the rest vacuum, each user
+    ///   independently; pairs of unlike kinds are discarded (stop 21: the choice used to
+    ///   be taken per pair, `p_z` of the pairs signals, which two independent users cannot
+    ///   do). Decoy pulses are phase post-selected like signals. [`pm_bound`] on the
+    ///   expected counts: the single-photon yield by the vacuum + weak decoy lower bound of
+    ///   Ma, Qi, Zhao, Lo, PRA 72, 012326 (2005), Eq. (34), every count bounded by Chernoff
+    ///   at ε_sec/6; `E_X ≤ 1 − n₁ᴸ / n_key` (dropping the odd fractions above one photon,
+    ///   which only loosens the bound) and `ℓ = n_key [1 − h(E_X)] − f n_key h(E_μ) − Δ`
+    ///   with Δ of [`composable_overhead`].
     fn pm(&self, loss_db: f64, x: &[f64], sec: &Security) -> Evaluation {
         let (ea, eb) = self.arms(loss_db);
         let mu = x[0];
@@ -535,28 +538,37 @@ impl TwinFieldModel {
             Security::Finite(f) => f,
         };
         let n = f.block_size;
-        let eps = sec.per_bound_eps(6.0);
         let (nu, pz) = (mu * x[1], x[2]);
         let (q_nu, _) = self.gain_both_matched(ea * nu / 2.0, eb * nu / 2.0);
-        let y0 = 1.0 - (1.0 - pd).powi(2);
-        // Pulses of each kind, and the detections they give.
-        let sent_key = n * pz * matched;
-        let sent_nu = n * (1.0 - pz) * PM_DECOY_SHARE * matched;
-        let sent_0 = n * (1.0 - pz) * (1.0 - PM_DECOY_SHARE);
-        let n_key = sent_key * q;
-        let q_mu_u = upper(n_key, eps) / sent_key;
-        let q_nu_l = lower(sent_nu * q_nu, eps) / sent_nu;
-        let y0_u = upper(sent_0 * y0, eps) / sent_0;
-        // Ma, Qi, Zhao, Lo 2005, Eq. (34), for the total photon number of the matched pair.
-        let y1_l = mu / (mu * nu - nu * nu)
-            * (q_nu_l * nu.exp()
-                - q_mu_u * mu.exp() * nu * nu / (mu * mu)
-                - (mu * mu - nu * nu) / (mu * mu) * y0_u);
-        let n1 = lower(sent_key * mu * (-mu).exp() * y1_l.max(0.0), eps);
-        let e_x = (1.0 - n1 / n_key).clamp(0.0, 0.5);
-        let ell = n_key * (1.0 - h2_sat(e_x))
-            - self.hw.ec_efficiency * n_key * h2(e_mu)
-            - composable_overhead(sec, 6.0);
+        // Each user picks a signal (either bit) with p_z, else a test pulse: the weak decoy
+        // ν/2 with PM_DECOY_SHARE, vacuum otherwise; pairs of unlike kinds are discarded.
+        let (p_nu, p_0) = (
+            (1.0 - pz) * PM_DECOY_SHARE,
+            (1.0 - pz) * (1.0 - PM_DECOY_SHARE),
+        );
+        let mut c = TfCounts {
+            matched_sent: n * pz * pz * matched,
+            ..TfCounts::default()
+        };
+        c.matched_clicks = c.matched_sent * q;
+        c.matched_errors = c.matched_sent * eq;
+        c.decoy_matched_sent = n * p_nu * p_nu * matched;
+        c.decoy_matched_clicks = c.decoy_matched_sent * q_nu;
+        c.sent[2][2] = n * p_0 * p_0;
+        c.single[2][2] = c.sent[2][2] * 2.0 * pd * (1.0 - pd);
+        let b = match pm_bound(&c, &self.hw, mu, nu, sec) {
+            Ok(b) => b,
+            Err(_) => {
+                return Evaluation {
+                    raw_key_per_signal: -1e-12,
+                    qber_key: e_mu,
+                    qber_test: 0.5,
+                }
+            }
+        };
+        let (y1_l, e_x) = (b.s1, b.e1);
+        let n_key = c.matched_clicks;
+        let ell = b.secrecy_bits - self.hw.ec_efficiency * n_key * h2(e_mu) - b.overhead_bits;
         Evaluation {
             raw_key_per_signal: if y1_l > 0.0 {
                 ell / n
@@ -614,12 +626,25 @@ impl KeyRateModel for TwinFieldModel {
 }
 
 impl TwinField {
-    /// The hardware with the free parameters `x` of symmetric SNS (signal intensity, send
-    /// probability, weak decoy, strong/weak ratio, Z-window probability: the order of
-    /// [`KeyRateModel::free_params`]) set, as an optimiser chose them; other variants and
-    /// short vectors leave it as it is.
-    pub fn with_sns_parameters(&self, x: &[f64]) -> TwinField {
-        if self.variant == TfVariant::Pm || self.asymmetric || x.len() < 5 {
+    /// The hardware with the free parameters `x` set, as an optimiser chose them, in the
+    /// order of [`KeyRateModel::free_params`]: symmetric SNS (signal intensity, send
+    /// probability, weak decoy, strong/weak ratio, Z-window probability) or PM (signal
+    /// intensity μ, ν/μ, signal probability); asymmetric SNS and short vectors leave it as
+    /// it is.
+    pub fn with_parameters(&self, x: &[f64]) -> TwinField {
+        if self.variant == TfVariant::Pm {
+            // PM: (μ, ν/μ, p_z).
+            if x.len() < 3 {
+                return *self;
+            }
+            return TwinField {
+                mu_signal: x[0],
+                mu_decoy1: x[0] * x[1],
+                p_z: x[2],
+                ..*self
+            };
+        }
+        if self.asymmetric || x.len() < 5 {
             return *self;
         }
         TwinField {
@@ -692,12 +717,19 @@ pub struct TfCounts {
     pub sent: [[f64; 5]; 5],
     /// Single clicks per setting pair.
     pub single: [[f64; 5]; 5],
-    /// Weak-decoy pulse pairs with matched phase slices (same or opposite).
+    /// Pulse pairs with matched phase slices (same or opposite): SNS the weak decoys, PM
+    /// the signals (the key pulses).
     pub matched_sent: f64,
+    /// Their single clicks (PM: the key bits; SNS leaves it 0).
+    pub matched_clicks: f64,
     /// Their single clicks on the detector that should have stayed dark.
     pub matched_errors: f64,
     /// Pairs Bob formed for AOPP (each of one not-sent and one sent bit).
     pub aopp_pairs: f64,
+    /// PM: weak-decoy pulse pairs with matched phase slices.
+    pub decoy_matched_sent: f64,
+    /// PM: their single clicks.
+    pub decoy_matched_clicks: f64,
 }
 
 impl TfCounts {
@@ -710,9 +742,70 @@ impl TfCounts {
             }
         }
         self.matched_sent += c.matched_sent;
+        self.matched_clicks += c.matched_clicks;
         self.matched_errors += c.matched_errors;
         self.aopp_pairs += c.aopp_pairs;
+        self.decoy_matched_sent += c.decoy_matched_sent;
+        self.decoy_matched_clicks += c.decoy_matched_clicks;
     }
+}
+
+/// The PM-QKD bound on a block's observed counts (Ma, Zeng, Zhou, PRX 8, 031043 (2018),
+/// Eq. (8): the phase error is at most the key pulses' even-photon fraction, so at most
+/// `1 − n₁/n_key`), signal intensity `mu` and weak decoy `nu` (totals over the two users):
+/// the single-photon yield of the matched pair by the vacuum + weak decoy bound of Ma, Qi,
+/// Zhao, Lo, PRA 72, 012326 (2005), Eq. (34), from the matched key pulses' gain (upper),
+/// the matched weak decoys' (lower) and the vacuum pairs' (upper), each count bounded by
+/// Chernoff at ε_sec/6. `s1` in the result is that yield's bound, `e1` the phase error's;
+/// the secrecy is `n_key (1 − h(e1))`, before error correction, which the caller subtracts.
+/// The model's finite key is this bound on its expected counts.
+pub fn pm_bound(
+    c: &TfCounts,
+    hw: &TwinField,
+    mu: f64,
+    nu: f64,
+    sec: &Security,
+) -> Result<TfBound, String> {
+    if hw.variant != TfVariant::Pm {
+        return Err("the PM bound covers PM-QKD only".into());
+    }
+    let eps = sec.per_bound_eps(6.0);
+    let rate = |n: f64, of: f64, name: &str| {
+        if of > 0.0 {
+            Ok(n / of)
+        } else {
+            Err(format!("no {name} pulse pairs in the block"))
+        }
+    };
+    let n_key = c.matched_clicks;
+    let q_mu_u = rate(upper(n_key, eps), c.matched_sent, "matched key")?;
+    let q_nu_l = rate(
+        lower(c.decoy_matched_clicks, eps),
+        c.decoy_matched_sent,
+        "matched weak-decoy",
+    )?;
+    let y0_u = rate(upper(c.single[2][2], eps), c.sent[2][2], "vacuum")?;
+    // Ma, Qi, Zhao, Lo 2005, Eq. (34), for the total photon number of the matched pair.
+    let y1_l = mu / (mu * nu - nu * nu)
+        * (q_nu_l * nu.exp()
+            - q_mu_u * mu.exp() * nu * nu / (mu * mu)
+            - (mu * mu - nu * nu) / (mu * mu) * y0_u);
+    let n1 = lower(c.matched_sent * mu * (-mu).exp() * y1_l.max(0.0), eps);
+    let e1 = if n_key > 0.0 {
+        (1.0 - n1 / n_key).clamp(0.0, 0.5)
+    } else {
+        0.5
+    };
+    Ok(TfBound {
+        secrecy_bits: if y1_l > 0.0 {
+            n_key * (1.0 - h2_sat(e1))
+        } else {
+            0.0
+        },
+        overhead_bits: composable_overhead(sec, 6.0),
+        s1: y1_l,
+        e1,
+    })
 }
 
 /// What [`sns_bound`] grants a block.
@@ -844,7 +937,7 @@ mod tests {
             let free = vec![true; m0.free_params().len()];
             let opts = OptimiseOptions::default();
             let x = optimise(&m0, loss, &m0.initial(), &free, &sec, &opts).x;
-            let m = m0.hw.with_sns_parameters(&x).prepare();
+            let m = m0.hw.with_parameters(&x).prepare();
             let hw = m.hw;
             let model = m.evaluate(loss, &x, &sec).raw_key_per_signal * n;
             let (ea, eb) = m.arms(loss);

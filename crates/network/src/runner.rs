@@ -890,7 +890,8 @@ impl MdiRunner {
 /// neither sent), AOPP run on it ([`qkdnet_distill::aopp`]) for SNS-AOPP or the raw key
 /// kept in a random order for plain SNS, the supervisor on the kept key, and the counts
 /// for the SNS bound ([`qkdnet_keyrate::tf::sns_bound`], which takes the variant from the
-/// hardware).
+/// hardware). PM-QKD: the matched signal pairs' key and the counts for
+/// [`qkdnet_keyrate::tf::pm_bound`] (`TfRunner::step_pm`).
 pub struct TfRunner {
     emu: qkdnet_emulator::tf::TfEmulator,
     hw: TwinField,
@@ -898,17 +899,10 @@ pub struct TfRunner {
 }
 
 impl TfRunner {
-    /// A runner for `link` (SNS with or without AOPP; phase-matching QKD has no runtime:
-    /// the emulator draws its key pulses with ideal decoys, not the decoy pulses a block's
-    /// finite-key bound needs); `seed` drives the raw key's draws, its order and the
-    /// pairing.
+    /// A runner for `link` (SNS with or without AOPP, or PM-QKD); `seed` drives the raw
+    /// key's draws, its order and the pairing.
     pub fn new(link: qkdnet_emulator::tf::TfLink, seed: u64) -> Result<Self, InputError> {
         let hw = link.model().hw;
-        if hw.variant == qkdnet_keyrate::tf::TfVariant::Pm {
-            return Err(InputError::new(
-                "twin-field variant pm: only SNS and SNS-AOPP have a link runtime",
-            ));
-        }
         let emu = qkdnet_emulator::tf::TfEmulator::new(link, WINDOW_S).map_err(emulator_error)?;
         Ok(Self {
             emu,
@@ -921,6 +915,9 @@ impl TfRunner {
     pub fn step(&mut self) -> WindowOutput {
         self.emu.actuators.phase_rad = self.run.lock.setting();
         let st = self.emu.step_stats();
+        if self.hw.variant == qkdnet_keyrate::tf::TfVariant::Pm {
+            return self.step_pm(&st);
+        }
         let (alice, bob) = sns_raw_key(&st.single);
         let (ka, kb, pairs) = if self.hw.variant == qkdnet_keyrate::tf::TfVariant::SnsAopp {
             // AOPP between the two ends: Bob's pairs, Alice's odd-parity answer. The pairs
@@ -956,11 +953,44 @@ impl TfRunner {
             matched_sent: st.matched_sent as f64,
             matched_errors: st.matched_errors as f64,
             aopp_pairs: pairs as f64,
+            ..TfCounts::default()
         });
         let keys = produced.then_some((ka, kb));
         WindowOutput {
             tf,
             ..WindowOutput::pulsed(t_s, events, z, produced, keys, transitions)
+        }
+    }
+}
+
+impl TfRunner {
+    /// A PM-QKD window (Ma, Zeng, Zhou 2018): the key is the single clicks of signal pairs
+    /// whose phase slices matched (same or opposite; Bob flips his bit by the clicking
+    /// detector and the slices' π), drawn with their errors; the phase reference on its
+    /// loop minimising their error rate; the counts for [`pm_secrecy`].
+    fn step_pm(&mut self, st: &qkdnet_emulator::tf::TfStats) -> WindowOutput {
+        let z = BasisCounts {
+            coincidences: st.matched_clicks,
+            errors: st.matched_errors,
+        };
+        let events: u64 = st.single.iter().flatten().sum();
+        let lock_qber =
+            (st.matched_clicks > 100).then(|| st.matched_errors as f64 / st.matched_clicks as f64);
+        let v = self.run.finish(events, &z, Tally::default(), lock_qber);
+        let f = |m: &[[u64; 5]; 5]| m.map(|r| r.map(|v| v as f64));
+        let tf = v.produced.then(|| TfCounts {
+            sent: f(&st.sent),
+            single: f(&st.single),
+            matched_sent: st.matched_sent as f64,
+            matched_clicks: st.matched_clicks as f64,
+            matched_errors: st.matched_errors as f64,
+            decoy_matched_sent: st.matched_decoy_sent as f64,
+            decoy_matched_clicks: st.matched_decoy_clicks as f64,
+            ..TfCounts::default()
+        });
+        WindowOutput {
+            tf,
+            ..WindowOutput::pulsed(v.t_s, events, z, v.produced, v.keys, v.transitions)
         }
     }
 }
@@ -1011,6 +1041,13 @@ pub fn tf_secrecy(c: &TfCounts, hw: &TwinField, fk: FiniteKey, n: f64) -> Option
     granted(b.secrecy_bits, b.overhead_bits, n)
 }
 
+/// The secrecy the PM bound grants a block with these counts (`None`: nothing).
+pub fn pm_secrecy(c: &TfCounts, hw: &TwinField, fk: FiniteKey, n: f64) -> Option<ExternalBound> {
+    let b = qkdnet_keyrate::tf::pm_bound(c, hw, hw.mu_signal, hw.mu_decoy1, &Security::Finite(fk))
+        .ok()?;
+    granted(b.secrecy_bits, b.overhead_bits, n)
+}
+
 /// The secrecy the MDI bound grants a block with these counts (`None`: nothing).
 pub fn mdi_secrecy(c: &MdiCounts, hw: &Mdi, fk: FiniteKey) -> Option<ExternalBound> {
     let b = mdi_bound(
@@ -1040,7 +1077,7 @@ pub enum Runner {
     Bb84(Box<Bb84Runner>),
     /// MDI-QKD.
     Mdi(Box<MdiRunner>),
-    /// Twin-field (SNS, with or without AOPP).
+    /// Twin-field (SNS with or without AOPP, PM).
     Tf(Box<TfRunner>),
     /// CV-QKD (GG02), its blocks distilled by its own post-processing.
     Cv(Box<crate::cv::CvRunner>),
@@ -1155,14 +1192,21 @@ impl Runner {
                     .tf
                     .as_ref()
                     .ok_or_else(|| format!("block {}: no twin-field tallies", block.id))?;
-                tf_secrecy(c, &r.hw, fk, block.alice.len() as f64)
-                    .map(Some)
-                    .ok_or_else(|| {
+                let n = block.alice.len() as f64;
+                if r.hw.variant == qkdnet_keyrate::tf::TfVariant::Pm {
+                    return pm_secrecy(c, &r.hw, fk, n).map(Some).ok_or_else(|| {
                         format!(
-                            "block {}: the SNS-AOPP bound grants no secrecy (too few untagged pairs)",
+                            "block {}: the PM bound grants no secrecy (too few single-photon pairs among the matched key pulses)",
                             block.id
                         )
-                    })
+                    });
+                }
+                tf_secrecy(c, &r.hw, fk, n).map(Some).ok_or_else(|| {
+                    format!(
+                        "block {}: the SNS bound grants no secrecy (too few untagged pairs)",
+                        block.id
+                    )
+                })
             }
         }
     }

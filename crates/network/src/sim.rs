@@ -226,13 +226,11 @@ pub fn build_runner(
                 .map(|r| Ok(Runner::Mdi(Box::new(r))))
                 .map_err(|e| InputError::new(format!("{item}: {e}")))
         }
-        (Protocol::TwinField(_), Protocol::TwinField(m))
-            if m.hw.variant != qkdnet_keyrate::tf::TfVariant::Pm =>
-        {
+        (Protocol::TwinField(_), Protocol::TwinField(m)) => {
             // The planner's configured hardware (loss split, route noise as dark counts) at
             // the intensities and probabilities its optimiser chose, as an operator would
             // set them.
-            let hw = m.hw.with_sns_parameters(&lp.parameters());
+            let hw = m.hw.with_parameters(&lp.parameters());
             let mut emu: TfEmulation = emulator_settings(&l.emulator, &item)?;
             emu.seed = link_seed(seed, &l.id);
             let link = TfLink::new(hw, lp.loss_db, emu)
@@ -277,7 +275,7 @@ pub fn build_runner(
         }
         _ => Ok(Err(format!(
             "{}: no link runtime for this family yet (BBM92 CW, decoy BB84, MDI, \
-             SNS and SNS-AOPP twin-field, CV-QKD and DI-QKD over ion memories run)",
+             twin-field SNS, SNS-AOPP and PM, CV-QKD and DI-QKD over ion memories run)",
             l.protocol_name
         ))),
     }
