@@ -5,8 +5,18 @@
 mod common;
 use common::qkdnet;
 
+/// The tests here each run two or three node processes in accelerated virtual time; run
+/// in parallel on a two-core machine they starve one another's clocks (a decoy-BB84 demo
+/// missed its first block within 150 s beside five others and a build). One at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn demo_delivers_linked_and_relayed_keys_and_decrypts_the_file() {
+    let _serial = one_at_a_time();
     let dir = std::env::temp_dir().join(format!("qkdnet-demo-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (code, out, err) = qkdnet(&["demo", "--dir", dir.to_str().unwrap()]);
@@ -124,6 +134,7 @@ mod restart {
     /// kill exactly once, and relays work again.
     #[test]
     fn a_killed_node_loses_no_key_and_delivers_none_twice_after_restart() {
+        let _serial = super::one_at_a_time();
         let dir = std::env::temp_dir().join(format!("qkdnet-restart-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (code, out, err) = qkdnet(&[
@@ -242,6 +253,7 @@ mod restart {
 /// The node processes run the BB84 runtime and finish each block under the decoy bound.
 #[test]
 fn demo_runs_a_decoy_bb84_network_between_node_processes() {
+    let _serial = one_at_a_time();
     let (out, log_a, _) = demo_on_two_sites(
         "bb84",
         "name = \"bb84-pair\"\n[[node]]\nid = \"a\"\n[[node]]\nid = \"b\"\n[[fibre]]\nid = \"ab\"\nends = [\"a\", \"b\"]\nlength_km = 100.0\n[[link]]\nid = \"ab\"\nprotocol = \"decoy-bb84\"\nends = [\"a\", \"b\"]\nhardware = { p_key_basis = 0.5 }\n",
@@ -289,6 +301,7 @@ fn demo_on_two_sites(name: &str, text: &str, pace: [&str; 2]) -> (String, String
 /// over TCP under the SNS-AOPP bound; the key comes out of both KMEs over ETSI 014.
 #[test]
 fn demo_runs_the_twin_field_network_between_node_processes() {
+    let _serial = one_at_a_time();
     let dir = std::env::temp_dir().join(format!("qkdnet-demo-tf-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let net = common::root().join("networks/frankfurt-kehl-tf.toml");
@@ -326,6 +339,7 @@ fn demo_runs_the_twin_field_network_between_node_processes() {
 /// KMEs over ETSI 014.
 #[test]
 fn demo_runs_a_cv_network_between_node_processes() {
+    let _serial = one_at_a_time();
     let (_, _, log_b) = demo_on_two_sites(
         "cv",
         r#"name = "cv-pair"
@@ -364,6 +378,7 @@ eps_cor = 1e-15
 /// the key comes out of both KMEs over ETSI 014.
 #[test]
 fn demo_runs_an_ion_di_link_between_node_processes() {
+    let _serial = one_at_a_time();
     let (_, log_a, _) = demo_on_two_sites(
         "ion",
         r#"name = "ion-pair"
