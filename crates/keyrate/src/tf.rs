@@ -1009,6 +1009,51 @@ mod tests {
     /// PM-QKD finite key: zero for small blocks, growing with the block, and approaching
     /// (from below) the asymptotic rate with ideal decoys, whose phase error is the exact
     /// even photon-number fraction (Ma, Zeng, Zhou 2018, Eq. (8)).
+    /// The PM bound on observed counts: it refuses other variants and blocks without the
+    /// pairs it estimates from, naming them; with more single-photon events among the key
+    /// pulses (a brighter weak decoy's gain) the phase error falls and the secrecy grows;
+    /// a block whose weak decoys barely click certifies nothing.
+    #[test]
+    fn the_pm_bound_on_counts_names_what_is_missing_and_follows_the_decoys() {
+        let hw = TwinField {
+            variant: TfVariant::Pm,
+            ..TwinField::default()
+        };
+        let sec = Security::Finite(crate::FiniteKey {
+            block_size: 1e12,
+            ..crate::FiniteKey::default()
+        });
+        let (mu, nu) = (0.12, 0.03);
+        let counts = |decoy_gain: f64| {
+            let mut c = TfCounts {
+                matched_sent: 1e10,
+                matched_clicks: 1e10 * 6e-5,
+                matched_errors: 1e10 * 6e-5 * 0.02,
+                decoy_matched_sent: 1e8,
+                decoy_matched_clicks: 1e8 * decoy_gain,
+                ..TfCounts::default()
+            };
+            c.sent[2][2] = 1e9;
+            c.single[2][2] = 1e9 * 2e-6;
+            c
+        };
+        let sns = TwinField {
+            variant: TfVariant::Sns,
+            ..hw
+        };
+        assert!(pm_bound(&counts(1.6e-5), &sns, mu, nu, &sec).is_err());
+        let mut none = counts(1.6e-5);
+        none.decoy_matched_sent = 0.0;
+        let e = pm_bound(&none, &hw, mu, nu, &sec).unwrap_err();
+        assert!(e.contains("matched weak-decoy"), "{e}");
+        let lo = pm_bound(&counts(1.5e-5), &hw, mu, nu, &sec).unwrap();
+        let hi = pm_bound(&counts(1.6e-5), &hw, mu, nu, &sec).unwrap();
+        assert!(hi.s1 > lo.s1 && hi.e1 < lo.e1, "{lo:?} {hi:?}");
+        assert!(hi.secrecy_bits > lo.secrecy_bits, "{lo:?} {hi:?}");
+        let dark = pm_bound(&counts(1e-7), &hw, mu, nu, &sec).unwrap();
+        assert_eq!(dark.secrecy_bits, 0.0, "{dark:?}");
+    }
+
     #[test]
     fn pm_finite_key_grows_with_the_block_towards_the_asymptotic_rate() {
         let m = TwinField {
