@@ -55,8 +55,8 @@ use qkdnet_link::{drive_alice_with_bound, drive_bob, TcpTransport, Transport};
 use qkdnet_network::cv::{cv_alice, cv_bob, CodeCache, CvAliceHalf, CvBobHalf, CvEnd, CvEnded};
 use qkdnet_network::plan::{plan, PlanOptions};
 use qkdnet_network::runner::{
-    block_config, emulated_preshared_key, BlockBuffer, PumpObjective, Runner, RunnerConfig,
-    MIN_BLOCK_BITS, WINDOW_S,
+    block_config, emulated_preshared_key, too_short, BlockBuffer, PumpObjective, Runner,
+    RunnerConfig, WINDOW_S,
 };
 use qkdnet_network::sim::{build_runner, link_seed};
 use std::collections::{BTreeMap, HashMap};
@@ -587,16 +587,8 @@ fn run_link(
         if out.t_s + block_s < clock.virtual_s() || block.alice.is_empty() {
             continue;
         }
-        if block.alice.len() < MIN_BLOCK_BITS {
-            let b = block.id;
-            let n = block.alice.len();
-            log(
-                site,
-                &clock,
-                &format!(
-                    "link {id} block {b}: no key: {n} sifted bits, fewer than the {MIN_BLOCK_BITS} a block needs"
-                ),
-            );
+        if let Some(why) = too_short(&block) {
+            log(site, &clock, &format!("link {id}: no key: {why}"));
             continue;
         }
         // A decoy-BB84 block is finished under its decoy bound or not at all (never under

@@ -149,15 +149,7 @@ impl IonStats {
 
     /// The CHSH value from counts: `S = E₀₀ + E₀₁ + E₁₀ − E₁₁`, `E = 2 agree/n − 1`.
     pub fn chsh(&self) -> f64 {
-        let e = |a: usize, b: usize| {
-            let n = self.chsh_pairs[a][b];
-            if n == 0 {
-                0.0
-            } else {
-                2.0 * self.chsh_agree[a][b] as f64 / n as f64 - 1.0
-            }
-        };
-        e(0, 0) + e(0, 1) + e(1, 0) - e(1, 1)
+        self.di_counts().chsh()
     }
 }
 

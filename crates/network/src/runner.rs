@@ -523,6 +523,18 @@ impl BlockBuffer {
 /// Smallest block worth distilling, sifted bits.
 pub const MIN_BLOCK_BITS: usize = 10_000;
 
+/// Why a block with some sifted bits but fewer than [`MIN_BLOCK_BITS`] is not distilled
+/// (`None` for an empty block or one long enough).
+pub fn too_short(block: &SiftedBlock) -> Option<String> {
+    let n = block.alice.len();
+    (n > 0 && n < MIN_BLOCK_BITS).then(|| {
+        format!(
+            "block {}: {n} sifted bits, fewer than the {MIN_BLOCK_BITS} a block needs",
+            block.id
+        )
+    })
+}
+
 /// Distils blocks with both ends in this process (an emulation: the two sessions exchange
 /// authenticated messages in memory), replenishing the authentication pads from each key.
 pub struct LocalDistiller {
@@ -1020,13 +1032,12 @@ fn sns_raw_key(single: &[[u64; 5]; 5]) -> (Bits, Bits) {
     (a, b)
 }
 
-/// `a` and `b` under one uniformly random permutation (Fisher–Yates).
+/// `a` and `b` under one uniformly random permutation.
 fn shuffled_pair(a: &Bits, b: &Bits, rng: &mut impl rand::Rng) -> (Bits, Bits) {
+    use rand::seq::SliceRandom;
     let n = a.len();
     let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        order.swap(i, rng.gen_range(0..=i));
-    }
+    order.shuffle(rng);
     let (mut x, mut y) = (Bits::zeros(n), Bits::zeros(n));
     for (to, &from) in order.iter().enumerate() {
         x.set(to, a.get(from));

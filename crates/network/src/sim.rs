@@ -537,14 +537,10 @@ fn flush(
     }
     let block = l.buffer.take();
     let sifted = block.alice.len();
-    let result = if sifted == 0 {
+    let result = if let Some(why) = crate::runner::too_short(&block) {
+        Err(why)
+    } else if sifted == 0 {
         Ok(None)
-    } else if sifted < crate::runner::MIN_BLOCK_BITS {
-        Err(format!(
-            "block {}: {sifted} sifted bits, fewer than the {} a block needs",
-            block.id,
-            crate::runner::MIN_BLOCK_BITS
-        ))
     } else {
         l.runner
             .external_bound(&block, l.finite_key)

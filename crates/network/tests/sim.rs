@@ -439,18 +439,21 @@ fn the_frankfurt_kehl_twin_field_link_runs_under_the_sns_aopp_bound() {
     );
 }
 
-/// Plain sending-or-not-sending (Jiang et al., PR Applied 12, 024061 (2019)), no AOPP:
-/// two users 75 km from an untrusted relay (30 dB in all; the Frankfurt–Kehl receivers),
-/// one 400 s block (1e11 pulses at 250 MHz, the finite-key block). The raw key is kept
-/// whole, in a random order; its error rate is the closed form's (a raw bit is wrong when
-/// both users or neither sent) within 5σ; the block is finished under the SNS bound on its
-/// own counts, the same key at both ends, the key rate within 15 % of the plan's.
-#[test]
-fn a_plain_sns_twin_field_link_runs_under_the_sns_bound() {
+/// A twin-field `protocol` link between two users 75 km from an untrusted relay (30 dB in
+/// all; the Frankfurt–Kehl receivers) for one 400 s block (1e11 pulses at 250 MHz, the
+/// finite-key block), at the plan's optimised settings: one block of key, the same at both
+/// ends (`run_one_link`); the key's error rate against `closed_form` of the emulated link
+/// within 5σ; the key rate within 15 % of the plan's.
+fn twin_field_at_30_db(
+    protocol: &str,
+    seed: u64,
+    closed_form: impl Fn(&qkdnet_emulator::tf::TfLink) -> f64,
+) {
     use qkdnet_emulator::tf::{TfEmulation, TfLink};
     use qkdnet_keyrate::Protocol;
-    let text = r#"
-name = "sns"
+    let text = format!(
+        r#"
+name = "{protocol}"
 [finite_key]
 block_size = 1e11
 eps_sec = 1e-10
@@ -472,18 +475,19 @@ ends = ["b", "r"]
 length_km = 75.0
 [[link]]
 id = "ab"
-protocol = "sns"
+protocol = "{protocol}"
 ends = ["a", "b"]
 via = "r"
-hardware = { clock_hz = 2.5e8, detector_efficiency = 0.21, dark_count_probability = 1e-6 }
-"#;
-    let net = parse(text);
+hardware = {{ clock_hz = 2.5e8, detector_efficiency = 0.21, dark_count_probability = 1e-6 }}
+"#
+    );
+    let net = parse(&text);
     let OneLink {
         blocks,
         rate,
         planned,
         z,
-    } = run_one_link(&net, 400.0, 3, 801);
+    } = run_one_link(&net, 400.0, seed, 801);
     assert_eq!(blocks.len(), 1, "{blocks:?}");
     assert!(blocks[0].what.starts_with("block"), "{blocks:?}");
     let p = plan(&net, &PlanOptions::PLACEMENT);
@@ -496,99 +500,45 @@ hardware = { clock_hz = 2.5e8, detector_efficiency = 0.21, dark_count_probabilit
         TfEmulation::default(),
     )
     .expect("link");
-    let n = |a: usize, b: usize| link.setting(a).0 * link.setting(b).0 * link.single_click(a, b);
-    let e = (n(0, 0) + n(1, 1)) / (n(0, 0) + n(1, 0) + n(0, 1) + n(1, 1));
-    let (raw, errors) = (z.0 as f64, z.1 as f64);
-    let sd = (raw * e * (1.0 - e)).sqrt();
+    let e = closed_form(&link);
+    let (bits, errors) = (z.0 as f64, z.1 as f64);
+    let sd = (bits * e * (1.0 - e)).sqrt();
     assert!(
-        (errors - raw * e).abs() < 5.0 * sd,
-        "{errors} errors in {raw} raw bits, expected {:.0} ({e:.4})",
-        raw * e
+        (errors - bits * e).abs() < 5.0 * sd,
+        "{protocol}: {errors} errors in {bits} key bits, expected {:.0} ({e:.4})",
+        bits * e
     );
     eprintln!(
-        "plain SNS at 30 dB: {rate:.0} bit/s run, {planned:.0} bit/s planned; raw QBER {:.4} (closed form {e:.4})",
-        errors / raw
+        "{protocol} at 30 dB: {rate:.0} bit/s run, {planned:.0} bit/s planned; QBER {:.4} (closed form {e:.4})",
+        errors / bits
     );
     assert!(
         (0.85..1.15).contains(&(rate / planned)),
-        "{rate} bit/s against {planned} planned"
+        "{protocol}: {rate} bit/s against {planned} planned"
     );
 }
 
-/// Phase-matching QKD (Ma, Zeng, Zhou, PRX 8, 031043 (2018)) on the same two users 75 km
-/// from a relay (30 dB, the Frankfurt–Kehl receivers, one 400 s block of 1e11 pulses): each
-/// user sends a signal (either bit, as a phase 0 or π) or a test pulse (weak decoy or
-/// vacuum); the key is the signal pairs whose phase slices matched, its error rate the
-/// closed form's within 5σ; the block is finished under the PM bound on its own counts
-/// (matched key and weak-decoy pairs, vacuum pairs), the same key at both ends, within 15 %
-/// of the plan.
+/// Plain sending-or-not-sending (Jiang et al., PR Applied 12, 024061 (2019)), no AOPP: the
+/// raw key is kept whole, in a random order; its error rate is the closed form's (a raw bit
+/// is wrong when both users or neither sent); the block is finished under the SNS bound on
+/// its own counts.
+#[test]
+fn a_plain_sns_twin_field_link_runs_under_the_sns_bound() {
+    twin_field_at_30_db("sns", 3, |link| {
+        let n =
+            |a: usize, b: usize| link.setting(a).0 * link.setting(b).0 * link.single_click(a, b);
+        (n(0, 0) + n(1, 1)) / (n(0, 0) + n(1, 0) + n(0, 1) + n(1, 1))
+    });
+}
+
+/// Phase-matching QKD (Ma, Zeng, Zhou, PRX 8, 031043 (2018)): each user sends a signal
+/// (either bit, as a phase 0 or π) or a test pulse (weak decoy or vacuum); the key is the
+/// signal pairs whose phase slices matched, its error rate keyrate's `E_μ`; the block is
+/// finished under the PM bound on its own counts (matched key and weak-decoy pairs, vacuum
+/// pairs).
 #[test]
 fn a_phase_matching_link_runs_under_the_pm_bound() {
-    use qkdnet_emulator::tf::{TfEmulation, TfLink};
-    use qkdnet_keyrate::Protocol;
-    let text = r#"
-name = "pm"
-[finite_key]
-block_size = 1e11
-eps_sec = 1e-10
-eps_cor = 1e-15
-[[node]]
-id = "a"
-[[node]]
-id = "b"
-[[node]]
-id = "r"
-kind = "relay"
-[[fibre]]
-id = "ar"
-ends = ["a", "r"]
-length_km = 75.0
-[[fibre]]
-id = "br"
-ends = ["b", "r"]
-length_km = 75.0
-[[link]]
-id = "ab"
-protocol = "pm"
-ends = ["a", "b"]
-via = "r"
-hardware = { clock_hz = 2.5e8, detector_efficiency = 0.21, dark_count_probability = 1e-6 }
-"#;
-    let net = parse(text);
-    let OneLink {
-        blocks,
-        rate,
-        planned,
-        z,
-    } = run_one_link(&net, 400.0, 5, 801);
-    assert_eq!(blocks.len(), 1, "{blocks:?}");
-    assert!(blocks[0].what.starts_with("block"), "{blocks:?}");
-    let p = plan(&net, &PlanOptions::PLACEMENT);
-    let Protocol::TwinField(m) = &p.links[0].configured else {
-        panic!("not twin-field")
-    };
-    let link = TfLink::new(
-        m.hw.with_parameters(&p.links[0].parameters()),
-        p.links[0].loss_db,
-        TfEmulation::default(),
-    )
-    .expect("link");
-    let e = link.qber_z();
-    let (raw, errors) = (z.0 as f64, z.1 as f64);
-    let sd = (raw * e * (1.0 - e)).sqrt();
-    assert!(
-        (errors - raw * e).abs() < 5.0 * sd,
-        "{errors} errors in {raw} key bits, expected {:.0} ({e:.4})",
-        raw * e
-    );
-    eprintln!(
-        "PM at 30 dB: {rate:.0} bit/s run, {planned:.0} bit/s planned; QBER {:.4} (closed form {e:.4})",
-        errors / raw
-    );
-    assert!(
-        (0.85..1.15).contains(&(rate / planned)),
-        "{rate} bit/s against {planned} planned"
-    );
+    twin_field_at_30_db("pm", 5, |link| link.qber_z());
 }
 
 /// DI-QKD over two trapped-ion memories heralded at a midpoint station 1 km from each
